@@ -1,0 +1,171 @@
+"""The `ecg-ray` command line.
+
+    ecg-ray tune experiments/quick.yaml                 # local Ray, prints the ranked table
+    ecg-ray tune experiments/seed_grid.yaml --address auto --data /data/training2017
+    ecg-ray tune --resume ~/ecg_ray_results/quick        # continue an interrupted experiment
+    ecg-ray report ~/ecg_ray_results/quick --format csv markdown latex
+    ecg-ray data check ../shared/data/cinc2017-sample
+    ecg-ray data convert train_df.pkl train.parquet
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import replace
+
+from ecg_ray.errors import EcgRayError
+
+
+def _data_overrides(args) -> dict:
+    """--data / --val-data as config overrides: a source name, a folder or a file."""
+    from ecg_ray.sources import guess_source
+
+    if not args.data:
+        return {}
+    source = guess_source(args.data)
+    out = {"data.source": source}
+    if source != args.data:
+        out["data.path"] = os.path.abspath(args.data)
+    if getattr(args, "val_data", None):
+        out["data.val_path"] = os.path.abspath(args.val_data)
+    return out
+
+
+def cmd_tune(args) -> int:
+    from ecg_ray.config import load_experiment
+    from ecg_ray.report import summary_text, write_report
+    from ecg_ray.tune import config_for_resume, init_ray, run_experiment
+
+    if args.resume:
+        exp_dir = os.path.abspath(os.path.expanduser(args.resume))
+        cfg = config_for_resume(exp_dir)
+        cfg = replace(cfg, storage_path=os.path.dirname(exp_dir), name=os.path.basename(exp_dir))
+    else:
+        if not args.experiment:
+            raise EcgRayError("Pass an experiment file (e.g. experiments/quick.yaml) or --resume EXPERIMENT_DIR.")
+        overrides = _data_overrides(args)
+        if args.storage:
+            overrides["storage_path"] = args.storage
+        if args.name:
+            overrides["name"] = args.name
+        if args.gpu is not None:
+            overrides["resources.use_gpu"] = args.gpu
+        cfg = load_experiment(args.experiment, **overrides)
+    init_ray(args.address, args.num_cpus)
+    print(f"[ecg-ray] experiment {cfg.name}: {len(cfg.grid())} trial(s) -> {cfg.experiment_path}", flush=True)
+    exp_path = run_experiment(cfg, resume=bool(args.resume), overwrite=args.overwrite)
+    trials, written = write_report(exp_path, formats=args.format)
+    print(f"\nRanked by best validation macro-F1 ({len(trials)} trials, data {trials['data_hash'].iloc[0]}):\n")
+    print(summary_text(trials))
+    print("Tables: " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from ecg_ray.report import summary_text, write_report
+
+    trials, written = write_report(args.experiment_dir, args.out, args.format)
+    print(summary_text(trials))
+    print("Tables: " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def _data_config(args):
+    from ecg_ray.config import load_experiment
+
+    overrides = _data_overrides(args)
+    for key in ("target_length", "sampling_rate", "min_length", "on_bad_record"):
+        if getattr(args, key, None) is not None:
+            overrides[f"data.{key}"] = getattr(args, key)
+    return load_experiment(args.experiment, **overrides)  # no file: the defaults
+
+
+def cmd_data_check(args) -> int:
+    from ecg_ray.datacheck import check_report
+
+    text, ok = check_report(_data_config(args))
+    print(text)
+    return 0 if ok else 1
+
+
+def cmd_data_convert(args) -> int:
+    from ecg_ray.data import read_checked
+    from ecg_ray.records import RecordSet
+    from ecg_ray.sources import write_parquet
+
+    args.data = args.src
+    splits, dropped = read_checked(_data_config(args))
+    # Every record as read, splits together: ecg-ray makes its split at tune time.
+    merged = RecordSet.concat(list(splits.values()))
+    write_parquet(merged, args.dest)
+    print(f"Wrote {len(merged)} records to {args.dest} ({len(dropped)} bad record(s) skipped)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ecg_ray.report import DEFAULT_FORMATS, EXPORTERS
+
+    p = argparse.ArgumentParser(prog="ecg-ray", description="Tune the CinC 2017 ECG rhythm classifier on Ray.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("tune", help="run a grid of trials (Ray Tune + one Ray Train worker per trial)",
+                       description="Run every grid point of an experiment file as a Ray Train trial under Ray Tune, "
+                                   "then write and print the ranked tables.")
+    t.add_argument("experiment", nargs="?", help="experiment YAML file, e.g. experiments/quick.yaml")
+    t.add_argument("--address", help="Ray cluster to join ('auto' or host:port); default: $RAY_ADDRESS, else a new local Ray")
+    t.add_argument("--data", help="data source name (synthetic) or path: a training2017/ folder, a .pkl or a .parquet file")
+    t.add_argument("--val-data", help="the val file of a pickle/Parquet pair (with --data TRAIN_FILE)")
+    t.add_argument("--storage", help="storage path for results (local folder or s3://, gs:// URI); overrides storage_path")
+    t.add_argument("--name", help="experiment name (folder under the storage path); overrides name")
+    t.add_argument("--resume", metavar="EXPERIMENT_DIR", help="continue an interrupted experiment; finished trials are kept")
+    t.add_argument("--overwrite", action="store_true", help="start over in an existing experiment folder")
+    gpu = t.add_mutually_exclusive_group()
+    gpu.add_argument("--gpu", dest="gpu", action="store_const", const=True, help="one GPU per trial (needed when GPU nodes are autoscaled from zero)")
+    gpu.add_argument("--cpu", dest="gpu", action="store_const", const=False, help="CPU workers even where GPUs exist")
+    t.add_argument("--num-cpus", type=int, help="CPUs of a new local Ray (default: all cores)")
+    t.add_argument("--format", nargs="+", default=list(DEFAULT_FORMATS), choices=list(EXPORTERS), help="table formats to export")
+    t.set_defaults(func=cmd_tune)
+
+    r = sub.add_parser("report", help="rebuild ranked tables from an experiment folder (nothing is re-run)",
+                       description="Rank the trials of an experiment folder (local or bucket URI) by best val macro-F1 and export the tables.")
+    r.add_argument("experiment_dir", help="the experiment folder (storage_path/name) or its s3:// / gs:// URI")
+    r.add_argument("--format", nargs="+", default=list(DEFAULT_FORMATS), choices=list(EXPORTERS), help="table formats")
+    r.add_argument("--out", help="output folder (default: EXPERIMENT_DIR/report)")
+    r.set_defaults(func=cmd_report)
+
+    d = sub.add_parser("data", help="check or convert data", description="Inspect or convert a data source.")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    for name, func, helptext in (("check", cmd_data_check, "print class counts, lengths, amplitudes and every problem found"),
+                                 ("convert", cmd_data_convert, "convert any source to Parquet (record, signal, label)")):
+        c = dsub.add_parser(name, help=helptext, description=helptext)
+        if name == "check":
+            c.add_argument("data", help="a training2017/ folder, a .pkl or .parquet file, or 'synthetic'")
+        else:
+            c.add_argument("src", help="a training2017/ folder, a .pkl or .parquet file, or 'synthetic'")
+            c.add_argument("dest", help="the Parquet file to write")
+        c.add_argument("--val-data", help="the val file of a pickle/Parquet pair")
+        c.add_argument("--experiment", default=None, help="take the other data settings from this experiment file")
+        c.add_argument("--target-length", type=int, help="samples per record after pad/trim (default 9000)")
+        c.add_argument("--sampling-rate", type=int, help="expected sampling rate in Hz (default 300)")
+        c.add_argument("--min-length", type=int, help="shortest acceptable record in samples (default 2700)")
+        c.add_argument("--on-bad-record", choices=["error", "skip"], help="stop at bad records or skip them")
+        c.set_defaults(func=func)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except EcgRayError as err:
+        print(f"ecg-ray: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ecg-ray: interrupted. Continue with `ecg-ray tune --resume EXPERIMENT_DIR`.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

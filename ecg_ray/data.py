@@ -1,0 +1,248 @@
+"""Records -> checked, split, padded float32 arrays + class weights, cached on disk.
+
+    python -c "from ecg_ray.config import load_experiment; from ecg_ray.data import prepare; \
+print(prepare(load_experiment('experiments/quick.yaml')).describe())"
+
+Preparation follows the notebook: zeros appended to short signals, long ones
+centre-trimmed, to `target_length` samples; labels 0..3; cross-entropy class
+weights = sklearn's 'balanced' weights / their max, mapped to 0.5 + 0.5 w.
+It runs once per experiment, never inside the training loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+from sklearn.utils.class_weight import compute_class_weight
+
+from ecg_ray.errors import DataError
+from ecg_ray.records import CLASS_NAMES, LABEL_NAMES, RecordSet
+from ecg_ray.sources import SOURCES
+from ecg_ray.storage import atomic_path
+
+NUM_CLASSES = len(LABEL_NAMES)
+CACHE_VERSION = 1
+MAX_LISTED_PROBLEMS = 10
+
+
+def pad_or_trim(signals: list[np.ndarray], length: int) -> np.ndarray:
+    """Stack signals into one (n, length) float32 array: zero-pad at the end, centre-trim long ones."""
+    out = np.zeros((len(signals), length), dtype=np.float32)
+    for i, s in enumerate(signals):
+        n = len(s)
+        if n >= length:
+            start = (n - length) // 2
+            out[i] = s[start : start + length]
+        else:
+            out[i, :n] = s
+    return out
+
+
+def class_weights(labels: np.ndarray) -> np.ndarray:
+    """The notebook's loss weights: balanced / max -> 0.5 + 0.5 w, float32 of length 4."""
+    counts = np.bincount(labels, minlength=NUM_CLASSES)
+    if (counts == 0).any():
+        empty = ", ".join(f"{CLASS_NAMES[c]} ({LABEL_NAMES[c]})" for c in np.flatnonzero(counts == 0))
+        raise DataError(
+            f"The training split has no records of class {empty}, so its class weight would divide by zero. "
+            "Use data with every class present, or lower data.val_fraction / data.test_fraction."
+        )
+    w = compute_class_weight("balanced", classes=np.arange(NUM_CLASSES), y=labels)
+    return (0.5 + 0.5 * (w / w.max())).astype(np.float32)
+
+
+@dataclass
+class PreparedData:
+    """Everything a trial reads: arrays per split, weights, and where they came from.
+
+    Attributes:
+        x: split -> (n, target_length) float32 signals.
+        y: split -> (n,) int64 labels.
+        ids: split -> record ids, in array order.
+        weights: (4,) float32 class weights from the train split.
+        data_hash: sha256 prefix over ids, arrays and labels of every split.
+        meta: source, fingerprint, settings, lengths, skipped records.
+    """
+
+    x: dict[str, np.ndarray]
+    y: dict[str, np.ndarray]
+    ids: dict[str, list[str]]
+    weights: np.ndarray
+    data_hash: str
+    meta: dict = field(default_factory=dict)
+
+    def describe(self) -> str:
+        parts = []
+        for split in self.x:
+            counts = np.bincount(self.y[split], minlength=NUM_CLASSES)
+            parts.append(f"{split}: {len(self.y[split])} (" + " ".join(f"{n}={c}" for n, c in zip(LABEL_NAMES, counts)) + ")")
+        return f"data {self.data_hash} from {self.meta.get('source')}: " + "; ".join(parts)
+
+
+def check_records(splits: dict[str, RecordSet], cfg) -> tuple[dict[str, RecordSet], list[tuple[str, str, str]]]:
+    """Find bad records; raise DataError, or with on_bad_record=skip drop them.
+
+    Returns the cleaned splits and (split, record, problem) for every dropped record.
+    """
+    bad: list[tuple[str, str, str]] = []
+    seen: dict[str, str] = {}
+    for split, rs in splits.items():
+        for rec, msg in rs.problems:
+            bad.append((split, rec, msg))
+        dup_in_split = set()
+        for i, (rec, sig, lab) in enumerate(zip(rs.ids, rs.signals, rs.labels)):
+            where = f"{rs.source}: record {rec}"
+            problem = None
+            if rec in dup_in_split:
+                problem = f"{where} appears twice; record ids must be unique. Remove the duplicate row"
+            elif rec in seen:
+                problem = f"{where} is in both the {seen[rec]} and the {split} split. Remove it from one of them"
+            elif not (float(lab).is_integer() and 0 <= lab < NUM_CLASSES):
+                problem = f"{where} has label {lab!r}; labels must be 0..3 (0 Normal, 1 AF, 2 Other, 3 Noisy). Fix the label"
+            elif len(sig) == 0:
+                problem = f"{where} has an empty signal. Remove the record"
+            elif not np.isfinite(sig).all():
+                problem = f"{where} contains NaN or inf (first at sample {int(np.flatnonzero(~np.isfinite(sig))[0])}). Repair or remove the record"
+            elif len(sig) < cfg.min_length:
+                problem = f"{where} has {len(sig)} samples, fewer than data.min_length={cfg.min_length}. Remove it or lower data.min_length"
+            if problem:
+                bad.append((split, rec, problem))
+            dup_in_split.add(rec)
+            seen.setdefault(rec, split)
+    if bad and cfg.on_bad_record == "error":
+        listed = "; ".join(p for _, _, p in bad[:MAX_LISTED_PROBLEMS])
+        more = f" (and {len(bad) - MAX_LISTED_PROBLEMS} more)" if len(bad) > MAX_LISTED_PROBLEMS else ""
+        raise DataError(
+            f"{len(bad)} bad record(s) in the input: {listed}{more}. "
+            "Fix them, or set `on_bad_record: skip` under `data:` to drop bad records and list each one."
+        )
+    drop = {(s, r) for s, r, _ in bad}
+    cleaned = {}
+    for split, rs in splits.items():
+        keep = np.array([i for i, r in enumerate(rs.ids) if (split, r) not in drop], dtype=np.int64)
+        sub = rs.subset(keep)
+        sub.labels = sub.labels.astype(np.int64)
+        cleaned[split] = sub
+    return cleaned, bad
+
+
+def split_records(splits: dict[str, RecordSet], cfg, seed: int) -> dict[str, RecordSet]:
+    """Stratified, seeded train/val(/test) split of a single set; a given train/val pair is kept."""
+    if "all" not in splits:
+        return splits
+    rs = splits["all"]
+    idx = np.arange(len(rs))
+    counts = rs.class_counts()
+    try:
+        out = {}
+        if cfg.test_fraction > 0:
+            idx, test = train_test_split(idx, test_size=cfg.test_fraction, stratify=rs.labels[idx], random_state=seed)
+            out["test"] = np.sort(test)
+        val_size = cfg.val_fraction / (1.0 - cfg.test_fraction)
+        train, val = train_test_split(idx, test_size=val_size, stratify=rs.labels[idx], random_state=seed)
+    except ValueError as err:
+        raise DataError(
+            f"{rs.source}: cannot make a stratified split of {len(rs)} records with class counts "
+            f"{dict(zip(LABEL_NAMES, counts.tolist()))} ({err}). Use more records or change data.val_fraction / data.test_fraction."
+        ) from None
+    out = {"train": np.sort(train), "val": np.sort(val), **out}
+    return {name: rs.subset(index) for name, index in out.items()}
+
+
+def content_hash(x: dict, y: dict, ids: dict) -> str:
+    h = hashlib.sha256()
+    for split in sorted(x):
+        h.update(split.encode())
+        h.update("\n".join(ids[split]).encode())
+        h.update(np.ascontiguousarray(x[split]).tobytes())
+        h.update(np.ascontiguousarray(y[split]).astype(np.int64).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _settings(exp) -> dict:
+    d = exp.data
+    return {
+        "source": d.source, "target_length": d.target_length, "sampling_rate": d.sampling_rate,
+        "min_length": d.min_length, "val_fraction": d.val_fraction, "test_fraction": d.test_fraction,
+        "on_bad_record": d.on_bad_record, "n_records": d.n_records if d.source == "synthetic" else None,
+        "seed": exp.seed, "version": CACHE_VERSION,
+    }
+
+
+def cache_dir(exp) -> Path:
+    return Path(os.path.expanduser(exp.data.cache_dir or os.environ.get("ECG_RAY_CACHE", "~/.cache/ecg_ray")))
+
+
+def read_checked(exp) -> tuple[dict[str, RecordSet], list]:
+    """Read the source and check every record. Returns (the source's sets, dropped records)."""
+    return check_records(SOURCES[exp.data.source].load(exp.data, exp.seed), exp.data)
+
+
+def load_records(exp) -> tuple[dict[str, RecordSet], list]:
+    """Read the source, check every record, split. Returns (splits, dropped records)."""
+    checked, dropped = read_checked(exp)
+    return split_records(checked, exp.data, exp.seed), dropped
+
+
+def prepare(exp, use_cache: bool = True) -> PreparedData:
+    """Load, check, split, pad/trim and weight the data of an experiment, through the disk cache.
+
+    The cache key is the source's content fingerprint plus every preparation
+    setting; a cache file is written atomically, so it is whole or absent.
+    """
+    source = SOURCES[exp.data.source]
+    settings = _settings(exp)
+    fingerprint = source.fingerprint(exp.data, exp.seed)
+    key = hashlib.sha256((fingerprint + json.dumps(settings, sort_keys=True)).encode()).hexdigest()[:24]
+    path = cache_dir(exp) / f"{key}.npz"
+    if use_cache and path.is_file():
+        try:
+            return _read_cache(path)
+        except Exception:  # a damaged cache file is rebuilt, never trusted
+            path.unlink(missing_ok=True)
+    splits, dropped = load_records(exp)
+    x = {s: pad_or_trim(rs.signals, exp.data.target_length) for s, rs in splits.items()}
+    y = {s: rs.labels.astype(np.int64) for s, rs in splits.items()}
+    ids = {s: list(rs.ids) for s, rs in splits.items()}
+    lengths = np.concatenate([splits[s].lengths() for s in splits])
+    meta = {
+        "source": next(iter(splits.values())).source,
+        "fingerprint": fingerprint,
+        "settings": settings,
+        "cache_key": key,
+        "skipped": [{"split": s, "record": r, "problem": p} for s, r, p in dropped],
+        "lengths": {"min": int(lengths.min()), "max": int(lengths.max()), "median": float(np.median(lengths)),
+                    "padded": int((lengths < exp.data.target_length).sum()), "trimmed": int((lengths > exp.data.target_length).sum())},
+    }
+    data = PreparedData(x, y, ids, class_weights(y["train"]), content_hash(x, y, ids), meta)
+    if use_cache:
+        _write_cache(path, data)
+    return data
+
+
+def _write_cache(path: Path, data: PreparedData) -> None:
+    arrays = {f"x_{s}": a for s, a in data.x.items()} | {f"y_{s}": a for s, a in data.y.items()}
+    header = {"ids": data.ids, "weights": data.weights.tolist(), "data_hash": data.data_hash, "meta": data.meta}
+    try:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, header=np.array(json.dumps(header)), **arrays)
+    except OSError:
+        pass  # a cache that cannot be written only costs time on the next run
+
+
+def _read_cache(path: Path) -> PreparedData:
+    with np.load(path, allow_pickle=False) as z:
+        header = json.loads(str(z["header"]))
+        splits = list(header["ids"])
+        x = {s: z[f"x_{s}"] for s in splits}
+        y = {s: z[f"y_{s}"] for s in splits}
+    data = PreparedData(x, y, header["ids"], np.asarray(header["weights"], dtype=np.float32), header["data_hash"], header["meta"])
+    if content_hash(data.x, data.y, data.ids) != data.data_hash:
+        raise ValueError("cache content does not match its hash")
+    return data

@@ -1,0 +1,268 @@
+"""Data sources, one registry: where records come from and how each format is read.
+
+    ecg-ray data check ../shared/data/cinc2017-sample
+
+Every source returns {"all": RecordSet} (one set, split later) or
+{"train": ..., "val": ...} (a split the user made). Signals come back in ADC
+units at 1000 per mV, the unit of AliveCor's files and of the notebook's pickles.
+
+Security: a pickle file runs code from the file when it is loaded. Only load
+pickles you made yourself; `ecg-ray data convert` turns one into Parquet once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from ecg_ray.errors import ConfigError, DataError
+from ecg_ray.records import LABEL_NAMES, RecordSet
+
+PICKLE_WARNING = (
+    "Loading a pickle runs code stored in the file: only load pickles you trust. "
+    "Convert once with `ecg-ray data convert FILE.pkl FILE.parquet` and use the Parquet file."
+)
+
+
+@dataclass(frozen=True)
+class Source:
+    """A registered data source.
+
+    Attributes:
+        load: (DataConfig, seed) -> {"all": RecordSet} or {"train": ..., "val": ...}; records
+            that could not be read are listed in RecordSet.problems, not raised.
+        fingerprint: (DataConfig, seed) -> str that changes whenever the input's content changes.
+        needs_path: whether data.path is required.
+        pairable: whether data.val_path may name a second (val) file.
+    """
+
+    load: Callable
+    fingerprint: Callable
+    needs_path: bool = True
+    pairable: bool = False
+
+    def check_config(self, cfg) -> None:
+        if self.needs_path and not cfg.path:
+            raise ConfigError(f"The 'data.path' parameter is required for data.source '{cfg.source}'. Got None instead.")
+        if cfg.val_path and not self.pairable:
+            raise ConfigError(f"The 'data.val_path' parameter is only allowed for pickle and parquet sources. Got {cfg.val_path!r} for '{cfg.source}'.")
+
+
+def _hash_files(paths) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(str(Path(p).name).encode())
+        h.update(Path(p).read_bytes())
+    return h.hexdigest()
+
+
+def _require(path: Path, what: str, fix: str) -> Path:
+    if not path.exists():
+        raise DataError(f"{what} {path} does not exist. {fix}")
+    return path
+
+
+def _pair(cfg) -> list[tuple[str, Path]]:
+    files = [("train" if cfg.val_path else "all", Path(cfg.path))]
+    if cfg.val_path:
+        files.append(("val", Path(cfg.val_path)))
+    for _, p in files:
+        _require(p, "Data file", "Check data.path / data.val_path in the experiment file or --data on the command line.")
+    return files
+
+
+# --- synthetic -------------------------------------------------------------
+
+
+def _load_synthetic(cfg, seed: int) -> dict:
+    from ecg_ray.synthetic import generate
+
+    return {"all": generate(cfg.n_records, seed=seed, fs=cfg.sampling_rate)}
+
+
+def _fingerprint_synthetic(cfg, seed: int) -> str:
+    from ecg_ray import synthetic
+
+    code = Path(synthetic.__file__).read_bytes()  # a change to the generator invalidates caches
+    return hashlib.sha256(code + f"{cfg.n_records}:{seed}:{cfg.sampling_rate}".encode()).hexdigest()
+
+
+# --- the challenge's folder (training2017/) --------------------------------
+
+
+def _challenge_files(folder: Path) -> tuple[Path, list[tuple[str, str]]]:
+    _require(folder, "Data folder", "Point data.path (or --data) at the unzipped training2017/ folder.")
+    ref = _require(folder / "REFERENCE.csv", "Label file", "The challenge folder must hold REFERENCE.csv with `record,label` rows.")
+    rows = []
+    for lineno, line in enumerate(ref.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) != 2 or not parts[0]:
+            raise DataError(f"{ref}, line {lineno}: expected `record,label`, got {line!r}. Fix or delete that line.")
+        rows.append((parts[0], parts[1]))
+    return ref, rows
+
+
+def _fingerprint_challenge(cfg, seed: int) -> str:
+    folder = Path(cfg.path)
+    ref, rows = _challenge_files(folder)
+    files = [ref] + sorted(p for p in folder.iterdir() if p.suffix in (".mat", ".hea"))
+    return _hash_files(files)
+
+
+def _read_wfdb(folder: Path, record: str, expected_fs: int):
+    """(signal in ADC units at 1000/mV, None) or (None, problem)."""
+    import wfdb
+
+    base = folder / record
+    for ext in (".hea", ".mat"):
+        if not base.with_suffix(ext).is_file():
+            return None, f"{base.with_suffix(ext)} is missing (REFERENCE.csv names record {record})"
+    try:
+        rec = wfdb.rdrecord(str(base), physical=True)
+    except Exception as err:  # wfdb raises many types for damaged files
+        return None, f"{base}.mat/.hea cannot be read ({type(err).__name__}: {err}); the file is damaged or truncated"
+    if rec.p_signal is None or rec.p_signal.ndim != 2 or rec.p_signal.shape[1] < 1:
+        return None, f"{base}.mat holds no signal"
+    if rec.fs != expected_fs:
+        return None, f"{base}.hea says {rec.fs:g} Hz but the experiment expects data.sampling_rate={expected_fs}"
+    if rec.p_signal.shape[0] != rec.sig_len:
+        return None, f"{base}.mat holds {rec.p_signal.shape[0]} samples but its header says {rec.sig_len}: truncated"
+    units = (rec.units or ["mV"])[0]
+    scale = {"mV": 1000.0, "uV": 1.0, "V": 1e6}.get(units)
+    if scale is None:
+        return None, f"{base}.hea gives units {units!r}; expected mV, uV or V"
+    return rec.p_signal[:, 0] * scale, None
+
+
+def _load_challenge(cfg, seed: int) -> dict:
+    folder = Path(cfg.path)
+    ref, rows = _challenge_files(folder)
+    letters = {letter: i for i, letter in enumerate(LABEL_NAMES)}
+    problems, ids, labels = [], [], []
+    for rec, letter in rows:
+        if letter not in letters:
+            problems.append((rec, f"{ref}: record {rec} has unknown label {letter!r}; allowed: N, A, O, ~"))
+        else:
+            ids.append(rec)
+            labels.append(letters[letter])
+    labelled = {r for r, _ in rows}
+    for mat in sorted(folder.glob("*.mat")):
+        if mat.stem not in labelled:
+            problems.append((mat.stem, f"{mat} has no label in {ref}; add a `{mat.stem},<N|A|O|~>` row or remove the file"))
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
+        results = list(pool.map(lambda r: _read_wfdb(folder, r, cfg.sampling_rate), ids))
+    keep_ids, signals, keep_labels = [], [], []
+    for rec, lab, (sig, problem) in zip(ids, labels, results):
+        if problem:
+            problems.append((rec, problem))
+        else:
+            keep_ids.append(rec)
+            signals.append(sig)
+            keep_labels.append(lab)
+    rs = RecordSet(keep_ids, signals, np.asarray(keep_labels, dtype=np.int64), cfg.sampling_rate, str(folder))
+    rs.problems.extend(problems)
+    return {"all": rs}
+
+
+# --- the notebook's pickles --------------------------------------------------
+
+
+def _frame_to_records(df, path: Path, fs: int, id_column: str | None) -> RecordSet:
+    if not isinstance(df, pd.DataFrame):
+        raise DataError(f"{path} holds a {type(df).__name__}, not a pandas DataFrame. Save the notebook's DataFrame (columns `signal`, `label`).")
+    missing = [c for c in ("signal", "label") if c not in df.columns]
+    if missing:
+        raise DataError(
+            f"{path} lacks the column(s) {', '.join(missing)}; it has {', '.join(map(str, df.columns))}. "
+            "A data file needs a `signal` column (1-D arrays) and a `label` column (0..3)."
+        )
+    ids = [str(x) for x in (df[id_column] if id_column and id_column in df.columns else df.index)]
+    labels = df["label"].to_numpy()
+    signals = [np.asarray(s, dtype=np.float64).ravel() if s is not None else np.zeros(0) for s in df["signal"]]
+    try:
+        labels = labels.astype(np.float64)
+    except (TypeError, ValueError):
+        raise DataError(f"{path}: the `label` column holds non-numbers; labels must be ints 0..3 (0 Normal, 1 AF, 2 Other, 3 Noisy).") from None
+    return RecordSet(ids, signals, labels, fs, str(path))
+
+
+def _load_pickle(cfg, seed: int) -> dict:
+    out = {}
+    for split, path in _pair(cfg):
+        try:
+            df = pd.read_pickle(path)
+        except Exception as err:
+            raise DataError(f"{path} cannot be read as a pickle ({type(err).__name__}: {err}). Re-save it with DataFrame.to_pickle.") from None
+        out[split] = _frame_to_records(df, path, cfg.sampling_rate, None)
+    return out
+
+
+# --- Parquet -----------------------------------------------------------------
+
+PARQUET_COLUMNS = ("record", "signal", "label")
+
+
+def _load_parquet(cfg, seed: int) -> dict:
+    out = {}
+    for split, path in _pair(cfg):
+        try:
+            df = pd.read_parquet(path)
+        except Exception as err:
+            raise DataError(f"{path} cannot be read as Parquet ({type(err).__name__}: {err}). Re-create it with `ecg-ray data convert`.") from None
+        if "record" not in df.columns:
+            raise DataError(f"{path} lacks the `record` column (record ids); it has {', '.join(df.columns)}. Re-create it with `ecg-ray data convert`.")
+        out[split] = _frame_to_records(df, path, cfg.sampling_rate, "record")
+    return out
+
+
+def _fingerprint_pair(cfg, seed: int) -> str:
+    return _hash_files([p for _, p in _pair(cfg)])
+
+
+SOURCES: dict[str, Source] = {
+    "synthetic": Source(_load_synthetic, _fingerprint_synthetic, needs_path=False),
+    "cinc2017": Source(_load_challenge, _fingerprint_challenge),
+    "pickle": Source(_load_pickle, _fingerprint_pair, pairable=True),
+    "parquet": Source(_load_parquet, _fingerprint_pair, pairable=True),
+}
+
+
+def guess_source(path: str) -> str:
+    """The source name for a path given on the command line (`--data PATH` or a source name)."""
+    if path in SOURCES:
+        return path
+    p = Path(path)
+    if p.is_dir():
+        return "cinc2017"
+    if p.suffix in (".pkl", ".pickle"):
+        return "pickle"
+    if p.suffix in (".parquet", ".pq"):
+        return "parquet"
+    raise ConfigError(
+        f"Cannot tell the data source of {path!r}: pass a folder in the challenge layout, a .pkl or .parquet file, "
+        f"or one of the source names {', '.join(sorted(SOURCES))}."
+    )
+
+
+def write_parquet(records: RecordSet, dest: str | os.PathLike) -> None:
+    """Write records as Parquet (record, signal as a list column, label), atomically."""
+    from ecg_ray.storage import atomic_path
+
+    df = pd.DataFrame(
+        {
+            "record": records.ids,
+            "signal": [np.asarray(s, dtype=np.float32) for s in records.signals],
+            "label": records.labels.astype(np.int64),
+        }
+    )
+    with atomic_path(dest) as tmp:
+        df.to_parquet(tmp, index=False)

@@ -1,0 +1,67 @@
+"""Files that are whole or absent: atomic writes, and storage checks before a long run."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from ecg_ray.errors import ConfigError
+
+
+@contextlib.contextmanager
+def atomic_path(dest: str | os.PathLike):
+    """Yield a temporary path beside `dest`; on success rename it onto `dest`.
+
+    A crash at any point leaves either the old `dest` or the new one, never a
+    partial file; on error the temporary file is removed.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write_text(dest: str | os.PathLike, text: str) -> None:
+    with atomic_path(dest) as tmp:
+        tmp.write_text(text)
+
+
+def atomic_write_json(dest: str | os.PathLike, obj) -> None:
+    atomic_write_text(dest, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def check_writable(path: str, min_free_bytes: int = 200 * 2**20) -> None:
+    """Fail now, not after an hour, when a local storage path cannot take results.
+
+    Bucket URIs are left to Ray's storage layer (it fails on the first write).
+    """
+    if "://" in path:
+        return
+    target = Path(path)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=target, prefix=".ecg_ray_write_test"):
+            pass
+    except OSError as err:
+        raise ConfigError(
+            f"The storage path {target} is not writable ({err.strerror or err}). "
+            "Pass --storage DIR (or set storage_path in the experiment file) to a folder you can write."
+        ) from None
+    free = shutil.disk_usage(target).free
+    if free < min_free_bytes:
+        raise ConfigError(
+            f"The storage path {target} has {free / 2**20:.0f} MiB free; an experiment needs at least "
+            f"{min_free_bytes / 2**20:.0f} MiB for checkpoints and tables. Free space or pass --storage DIR."
+        )

@@ -1,0 +1,175 @@
+"""One trial's training, in plain PyTorch: seeding, epochs, metrics, checkpoint state.
+
+    python -c "from ecg_ray.train import OPTIMIZERS; print(sorted(OPTIMIZERS))"
+
+No Ray here: ecg_ray.trial wraps these functions in a Ray Train worker, and
+the tests call them directly. The epoch reproduces the notebook's loop over a
+`DataLoader(shuffle=True, generator=torch.Generator().manual_seed(seed))`
+without building one: the same draws from the same generator, batches
+indexed straight from the prepared float32 array.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+from torch import nn
+
+from ecg_ray.model import ECGModel
+from ecg_ray.records import LABEL_NAMES
+
+SGD_MOMENTUM = 0.9
+CUBLAS_WORKSPACE = ":4096:8"
+
+OPTIMIZERS = {
+    "adam": lambda params, lr: torch.optim.Adam(params, lr=lr),
+    "sgd": lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=SGD_MOMENTUM),
+}
+
+_CLASS_KEYS = ("N", "A", "O", "noisy")  # metric-name suffixes; '~' is awkward in column names
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) and turn on deterministic algorithms."""
+    # cuBLAS reads this when CUDA starts; ecg_ray.trial also sets it in the worker's runtime env.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
+@dataclass
+class TrialState:
+    """What one trial carries from epoch to epoch (and what a checkpoint restores)."""
+
+    model: ECGModel
+    optimizer: torch.optim.Optimizer
+    criterion: nn.CrossEntropyLoss
+    generator: torch.Generator  # the shuffling generator, separate from the global RNG
+    device: torch.device
+    epoch: int = 0  # epochs completed
+
+
+def build_trial(trial, weights: np.ndarray, device: torch.device | str = "cpu") -> TrialState:
+    """Seed, then build the model, optimizer, weighted loss and shuffling generator of a trial.
+
+    Args:
+        trial: a TrialConfig (lr, hidden_size, dropout, optimizer, seed).
+        weights: (4,) class weights for the cross-entropy loss.
+        device: where the model lives.
+    """
+    device = torch.device(device)
+    seed_everything(trial.seed)
+    model = ECGModel(hidden_size=trial.hidden_size, dropout_rate=trial.dropout).to(device)
+    optimizer = OPTIMIZERS[trial.optimizer](model.parameters(), trial.lr)
+    criterion = nn.CrossEntropyLoss(weight=torch.as_tensor(weights, dtype=torch.float32, device=device))
+    generator = torch.Generator().manual_seed(trial.seed)
+    return TrialState(model, optimizer, criterion, generator, device)
+
+
+def shuffled_order(n: int, generator: torch.Generator) -> torch.Tensor:
+    """This epoch's sample order, drawn exactly as DataLoader(shuffle=True, generator=g) draws it."""
+    torch.empty((), dtype=torch.int64).random_(generator=generator)  # DataLoader's per-epoch base seed
+    return torch.randperm(n, generator=generator)
+
+
+def _batches(x: np.ndarray, y: np.ndarray, order, batch_size: int, device):
+    for start in range(0, len(order), batch_size):
+        idx = np.asarray(order[start : start + batch_size])
+        yield (
+            torch.from_numpy(x[idx]).to(device, non_blocking=True),
+            torch.from_numpy(y[idx]).to(device, non_blocking=True),
+        )
+
+
+def train_epoch(state: TrialState, x: np.ndarray, y: np.ndarray, batch_size: int) -> dict:
+    """One pass over the training set in seeded random order. Returns train_loss and train_acc."""
+    state.model.train()
+    total_loss, correct = 0.0, 0
+    for xb, yb in _batches(x, y, shuffled_order(len(y), state.generator), batch_size, state.device):
+        state.optimizer.zero_grad()
+        out = state.model(xb)
+        loss = state.criterion(out, yb)
+        loss.backward()
+        state.optimizer.step()
+        total_loss += loss.item() * len(yb)
+        correct += (out.argmax(1) == yb).sum().item()
+    state.epoch += 1
+    return {"train_loss": total_loss / len(y), "train_acc": correct / len(y)}
+
+
+@torch.no_grad()
+def evaluate(state: TrialState, x: np.ndarray, y: np.ndarray, batch_size: int, prefix: str = "val") -> dict:
+    """Loss, accuracy, macro-F1, per-class precision/recall/F1, challenge F1 and confusion matrix."""
+    # The notebook's unshuffled val DataLoader draws a base seed from the global RNG on every
+    # pass; draw it too so later dropout masks match the notebook's exactly.
+    torch.empty((), dtype=torch.int64).random_()
+    state.model.eval()
+    logits = [state.model(xb) for xb, _ in _batches(x, y, np.arange(len(y)), batch_size, state.device)]
+    logits = torch.cat(logits)
+    target = torch.from_numpy(y).to(state.device)
+    loss = state.criterion(logits, target).item()
+    pred = logits.argmax(1).cpu().numpy()
+    return {f"{prefix}_loss": loss, **{f"{prefix}_{k}": v for k, v in classification_metrics(y, pred).items()}}
+
+
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
+    """Accuracy, macro-F1, challenge F1 (mean F1 of N, A, O), per-class P/R/F1, confusion matrix."""
+    labels = list(range(len(LABEL_NAMES)))
+    precision, recall, f1, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    out = {
+        "acc": float((y_true == y_pred).mean()),
+        "macro_f1": float(f1.mean()),
+        "challenge_f1": float(f1[:3].mean()),
+        "confusion": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+    }
+    for i, key in enumerate(_CLASS_KEYS):
+        out[f"precision_{key}"] = float(precision[i])
+        out[f"recall_{key}"] = float(recall[i])
+        out[f"f1_{key}"] = float(f1[i])
+    return out
+
+
+def run_epoch(state: TrialState, data, batch_size: int) -> dict:
+    """Train one epoch and evaluate on val; the metrics a trial reports for that epoch."""
+    metrics = {"epoch": state.epoch + 1}
+    metrics |= train_epoch(state, data.x["train"], data.y["train"], batch_size)
+    metrics |= evaluate(state, data.x["val"], data.y["val"], batch_size)
+    return metrics
+
+
+def state_dict(state: TrialState) -> dict:
+    """Everything needed to continue bit-identically: weights, optimizer, epoch, every RNG."""
+    out = {
+        "model": state.model.state_dict(),
+        "optimizer": state.optimizer.state_dict(),
+        "epoch": state.epoch,
+        "generator": state.generator.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "numpy_rng": np.random.get_state(),
+        "python_rng": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        out["cuda_rng"] = torch.cuda.get_rng_state_all()
+    return out
+
+
+def load_state_dict(state: TrialState, saved: dict) -> None:
+    """Restore a TrialState from `state_dict` output."""
+    state.model.load_state_dict(saved["model"])
+    state.optimizer.load_state_dict(saved["optimizer"])
+    state.epoch = int(saved["epoch"])
+    state.generator.set_state(saved["generator"])
+    torch.set_rng_state(saved["torch_rng"])
+    np.random.set_state(saved["numpy_rng"])
+    random.setstate(saved["python_rng"])
+    if "cuda_rng" in saved and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(saved["cuda_rng"])

@@ -1,0 +1,268 @@
+"""The Tune driver: one deterministic trial per grid point, each a one-worker Ray Train run.
+
+    ecg-ray tune experiments/quick.yaml
+
+Layout of an experiment folder (storage_path/name):
+
+    ecg_ray_experiment.json   config, grid, data hash and settings (written before any trial)
+    data_splits.json          record ids of every split
+    trial_status.json         each trial's Tune status (updated as trials end)
+    <trial dirs>/             Tune's params.json + result.json (one line per epoch)
+    train_runs/<trial id>/    the Ray Train run of that trial: checkpoints, resumable
+    report/                   ranked tables (ecg_ray.report)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+
+import ray
+import ray.train
+import ray.tune
+from ray.train.torch import TorchConfig, TorchTrainer
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from ecg_ray.config import ExperimentConfig, TrialConfig, experiment_from_dict, join_path
+from ecg_ray.data import PreparedData, prepare
+from ecg_ray.errors import ConfigError
+from ecg_ray.schedulers import METRIC, MODE, build_scheduler
+from ecg_ray.storage import atomic_write_json, check_writable
+from ecg_ray.trial import train_loop_per_worker
+from ecg_ray.train import CUBLAS_WORKSPACE
+
+EXPERIMENT_FILE = "ecg_ray_experiment.json"
+SPLITS_FILE = "data_splits.json"
+STATUS_FILE = "trial_status.json"
+TRAIN_RUNS = "train_runs"
+CHECKPOINTS_KEPT = 2
+
+QUIET_ENV = {
+    "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
+    "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
+    "RAY_USAGE_STATS_ENABLED": "0",
+}
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Join the cluster at `address` (or $RAY_ADDRESS), else start a fresh local Ray."""
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        # "local" starts a fresh instance even when a stale /tmp/ray/ray_current_cluster exists.
+        # The dashboard stays on: Train's placement-group cleaner needs the State API it serves,
+        # or a trial stopped by ASHA leaks its worker's resources. Loopback only.
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1")
+
+
+def resolve_use_gpu(cfg: ExperimentConfig) -> bool:
+    """resources.use_gpu: 'auto' means a GPU per worker when the cluster has GPUs right now."""
+    if cfg.resources.use_gpu == "auto":
+        return ray.cluster_resources().get("GPU", 0) > 0
+    return bool(cfg.resources.use_gpu)
+
+
+def _worker_resources(cfg: ExperimentConfig, use_gpu: bool) -> dict:
+    res = {"CPU": cfg.resources.cpus_per_worker}
+    if use_gpu:
+        res["GPU"] = cfg.resources.gpus_per_worker
+    return res
+
+
+def _trial_driver(config: dict, data_box: list, exp_path: str, settings: dict) -> None:
+    """Tune trainable: run this grid point as a one-worker TorchTrainer and forward its reports."""
+    trial_id = ray.tune.get_context().get_trial_id()
+    use_gpu = settings["use_gpu"]
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "trial": config,
+            "data_ref": data_box,  # a list keeps the ObjectRef unresolved until the worker reads it
+            "threads": settings["threads"],
+            "data_hash": settings["data_hash"],
+        },
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=1, use_gpu=use_gpu, resources_per_worker=settings["resources_per_worker"]
+        ),
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        run_config=ray.train.RunConfig(
+            # Named from the trial id, never a timestamp: a retried or restored trial finds its checkpoints.
+            name=trial_id,
+            storage_path=join_path(exp_path, TRAIN_RUNS),
+            callbacks=[TuneReportCallback()],
+            failure_config=ray.train.FailureConfig(max_failures=settings["max_failures"]),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
+            worker_runtime_env={"env_vars": {"CUBLAS_WORKSPACE_CONFIG": CUBLAS_WORKSPACE, **QUIET_ENV}},
+        ),
+    )
+    trainer.fit()
+
+
+class EpochPrinter(ray.tune.Callback):
+    """One line per finished epoch, and the trial's status in trial_status.json as it changes."""
+
+    def __init__(self, exp_path: str):
+        self.exp_path = exp_path
+        self.status: dict[str, dict] = {}
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        c = trial.config
+        print(
+            f"[ecg-ray] {trial.trial_id} lr={c.get('lr')} H={c.get('hidden_size')} dropout={c.get('dropout')} "
+            f"{c.get('optimizer')}: epoch {result.get('epoch')}/{c.get('epochs')} "
+            f"train_loss={result.get('train_loss', float('nan')):.4f} val_loss={result.get('val_loss', float('nan')):.4f} "
+            f"val_macro_f1={result.get('val_macro_f1', float('nan')):.4f} ({result.get('epoch_time_s', 0):.1f}s)",
+            flush=True,
+        )
+
+    def _record(self, trial, status: str) -> None:
+        if "://" in self.exp_path:
+            return
+        self.status[trial.trial_id] = {"status": status, "last_epoch": (trial.last_result or {}).get("epoch")}
+        path = os.path.join(self.exp_path, STATUS_FILE)
+        merged = {}
+        if os.path.exists(path):
+            with open(path) as f:
+                merged = json.load(f)
+        merged.update(self.status)
+        atomic_write_json(path, merged)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._record(trial, "TERMINATED")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._record(trial, "ERROR")
+
+
+def param_space(cfg: ExperimentConfig) -> dict:
+    """Tune's search space: a grid_search for every listed key, constants for the rest."""
+    base = dataclasses.asdict(TrialConfig(seed=cfg.seed))
+    space = {}
+    for key, default in base.items():
+        value = cfg.search.get(key, default)
+        space[key] = ray.tune.grid_search(value) if isinstance(value, list) and len(value) > 1 else (value[0] if isinstance(value, list) else value)
+    return space
+
+
+def _write_experiment_files(cfg: ExperimentConfig, data: PreparedData, settings: dict) -> None:
+    exp_path = cfg.experiment_path
+    if "://" in exp_path:
+        return
+    atomic_write_json(
+        os.path.join(exp_path, EXPERIMENT_FILE),
+        {
+            "config": cfg.to_dict(),
+            "grid": [dataclasses.asdict(t) for t in cfg.grid()],
+            "data_hash": data.data_hash,
+            "data": data.meta,
+            "settings": settings,
+            "metric": METRIC,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+    )
+    atomic_write_json(os.path.join(exp_path, SPLITS_FILE), {"data_hash": data.data_hash, "ids": data.ids})
+
+
+def read_experiment_file(exp_path: str) -> dict:
+    path = os.path.join(exp_path, EXPERIMENT_FILE)
+    if not os.path.isfile(path):
+        raise ConfigError(f"{exp_path} is not an ecg_ray experiment folder: {EXPERIMENT_FILE} is missing. Pass the folder `ecg-ray tune` printed.")
+    with open(path) as f:
+        return json.load(f)
+
+
+def _tune_run_config(cfg: ExperimentConfig, callbacks) -> ray.tune.RunConfig:
+    return ray.tune.RunConfig(
+        name=cfg.name,
+        storage_path=cfg.experiment_path.rsplit("/", 1)[0] if "://" in cfg.experiment_path else os.path.dirname(cfg.experiment_path),
+        failure_config=ray.tune.FailureConfig(max_failures=cfg.max_failures),
+        callbacks=callbacks,
+        verbose=1,
+    )
+
+
+def run_experiment(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False) -> str:
+    """Prepare the data once, put it in the object store, and tune every grid point.
+
+    Args:
+        cfg: the experiment.
+        resume: continue the experiment in cfg.experiment_path (finished trials are kept).
+        overwrite: allowed to start over in an existing experiment folder.
+
+    Returns:
+        The experiment folder (a local path or a URI).
+    """
+    exp_path = cfg.experiment_path
+    local = "://" not in exp_path
+    if local:
+        check_writable(os.path.dirname(exp_path))
+        exists = os.path.exists(os.path.join(exp_path, EXPERIMENT_FILE))
+        if exists and not (resume or overwrite):
+            raise ConfigError(
+                f"The experiment folder {exp_path} already holds an experiment. Continue it with "
+                f"`ecg-ray tune --resume {exp_path}`, start over with --overwrite, or choose another --name/--storage."
+            )
+        if resume and not exists:
+            raise ConfigError(f"Nothing to resume: {exp_path} holds no {EXPERIMENT_FILE}.")
+        if overwrite and exists and not resume:
+            import shutil
+
+            shutil.rmtree(exp_path)
+    data = prepare(cfg)  # every data error surfaces here, before Ray starts a single trial
+    print(f"[ecg-ray] {data.describe()}", flush=True)
+    for skipped in data.meta.get("skipped", []):
+        print(f"[ecg-ray] skipped {skipped['split']} record {skipped['record']}: {skipped['problem']}", flush=True)
+    if data.meta.get("skipped"):
+        print(f"[ecg-ray] skipped {len(data.meta['skipped'])} bad record(s) (on_bad_record: skip)", flush=True)
+    if resume and local:
+        recorded = read_experiment_file(exp_path)["data_hash"]
+        if recorded != data.data_hash:
+            raise ConfigError(
+                f"{exp_path} was run on data {recorded} but the data now hashes to {data.data_hash}; "
+                "resume with the same data source and settings, or start a new experiment."
+            )
+    use_gpu = resolve_use_gpu(cfg)
+    settings = {
+        "use_gpu": use_gpu,
+        "resources_per_worker": _worker_resources(cfg, use_gpu),
+        "threads": cfg.resources.cpus_per_worker,
+        "data_hash": data.data_hash,
+        "max_failures": cfg.max_failures,
+    }
+    if not resume:
+        _write_experiment_files(cfg, data, settings)
+    data_ref = ray.put(data)  # once per experiment; every trial on every node reads this object
+    trainable = ray.tune.with_resources(
+        ray.tune.with_parameters(_trial_driver, data_box=[data_ref], exp_path=exp_path, settings=settings),
+        {"CPU": cfg.resources.cpus_per_trial_driver},
+    )
+    callbacks = [EpochPrinter(exp_path)]
+    if resume:
+        tuner = ray.tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        tuner = ray.tune.Tuner(
+            trainable,
+            param_space=param_space(cfg),
+            tune_config=ray.tune.TuneConfig(
+                metric=METRIC,
+                mode=MODE,
+                scheduler=build_scheduler(cfg.scheduler, cfg.epochs),
+                max_concurrent_trials=cfg.resources.max_concurrent_trials or None,
+            ),
+            run_config=_tune_run_config(cfg, callbacks),
+        )
+    tuner.fit()
+    return exp_path
+
+
+def config_for_resume(exp_path: str) -> ExperimentConfig:
+    """The ExperimentConfig recorded in an experiment folder."""
+    raw = read_experiment_file(exp_path)["config"]
+    return experiment_from_dict(raw, origin=os.path.join(exp_path, EXPERIMENT_FILE))
