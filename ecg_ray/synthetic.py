@@ -20,8 +20,8 @@ at beat times drawn from the class's rhythm:
 
 Every class gets mild baseline wander, white noise and amplitude variation, and
 the class ranges overlap a little, so a classifier is not perfect after a few
-epochs. Record i depends only on (seed, i), so generating more records never
-changes the earlier ones.
+epochs. Labels are the class quotas shuffled by `seed`; the waveform of record
+i is drawn from its own generator seeded with (seed, i).
 """
 
 from __future__ import annotations

@@ -76,9 +76,15 @@ def build_trial(trial, weights: np.ndarray, device: torch.device | str = "cpu") 
 
 
 def shuffled_order(n: int, generator: torch.Generator) -> torch.Tensor:
-    """This epoch's sample order, drawn exactly as DataLoader(shuffle=True, generator=g) draws it."""
-    torch.empty((), dtype=torch.int64).random_(generator=generator)  # DataLoader's per-epoch base seed
-    return torch.randperm(n, generator=generator)
+    """This epoch's sample order, drawn exactly as DataLoader(shuffle=True, generator=g) draws it.
+
+    Per epoch the DataLoader draws a base seed, RandomSampler draws randperm(n), and when
+    the sampler is exhausted it draws one more randperm(n) for the (empty) remainder.
+    """
+    torch.empty((), dtype=torch.int64).random_(generator=generator)
+    order = torch.randperm(n, generator=generator)
+    torch.randperm(n, generator=generator)
+    return order
 
 
 def _batches(x: np.ndarray, y: np.ndarray, order, batch_size: int, device):

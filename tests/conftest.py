@@ -1,0 +1,55 @@
+"""Shared fixtures: the real data in ../shared (skipped when absent) and one real local Ray per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+CINC_SAMPLE = SHARED_DATA / "cinc2017-sample"
+SEED_PICKLES = SHARED_DATA / "seed-pickles"
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
+os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """Keep the prepared-data cache of the test session out of the user's ~/.cache."""
+    old = os.environ.get("ECG_RAY_CACHE")
+    os.environ["ECG_RAY_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if old is None:
+        os.environ.pop("ECG_RAY_CACHE", None)
+    else:
+        os.environ["ECG_RAY_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def cinc_sample() -> Path:
+    if not (CINC_SAMPLE / "REFERENCE.csv").is_file():
+        pytest.skip("../shared/data/cinc2017-sample is absent (a fresh clone has no ../shared)")
+    return CINC_SAMPLE
+
+
+@pytest.fixture(scope="session")
+def seed_pickles() -> Path:
+    if not (SEED_PICKLES / "train_df.pkl").is_file():
+        pytest.skip("../shared/data/seed-pickles is absent (a fresh clone has no ../shared)")
+    return SEED_PICKLES
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One real local Ray for the whole session: 2 logical CPUs, dashboard on loopback."""
+    import ray
+
+    from ecg_ray.tune import init_ray
+
+    init_ray(num_cpus=2)
+    yield ray
+    ray.shutdown()

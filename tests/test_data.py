@@ -1,0 +1,103 @@
+import numpy as np
+import pytest
+
+from ecg_ray.config import load_experiment
+from ecg_ray.data import class_weights, content_hash, pad_or_trim, prepare, split_records
+from ecg_ray.errors import DataError
+from ecg_ray.records import RecordSet
+
+
+def test_class_weights_reproduce_the_notebook():
+    labels = np.repeat(np.arange(4), [3094, 465, 1501, 192])
+    np.testing.assert_allclose(class_weights(labels), [0.5310278, 0.70645161, 0.56395736, 1.0], rtol=1e-6)
+    assert class_weights(labels).dtype == np.float32
+
+
+def test_class_weights_refuse_a_missing_class():
+    with pytest.raises(DataError, match="no records of class AF"):
+        class_weights(np.array([0, 0, 2, 3]))
+
+
+def test_pad_appends_zeros_at_the_end():
+    out = pad_or_trim([np.arange(1, 6, dtype=float)], 8)
+    np.testing.assert_array_equal(out[0], [1, 2, 3, 4, 5, 0, 0, 0])
+    assert out.dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    "n, length, first",
+    [(10, 10, 0), (11, 10, 0), (12, 10, 1), (13, 10, 1), (18300, 9000, 4650)],
+)
+def test_trim_keeps_the_centre(n, length, first):
+    out = pad_or_trim([np.arange(n, dtype=float)], length)
+    np.testing.assert_array_equal(out[0], np.arange(first, first + length))
+
+
+def test_pad_or_trim_mixed_batch_and_empty():
+    out = pad_or_trim([np.ones(3), np.ones(7), np.ones(5), np.zeros(0)], 5)
+    assert out.shape == (4, 5)
+    np.testing.assert_array_equal(out.sum(1), [3, 5, 5, 0])
+
+
+def _records(n=200, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(4), [n // 2, n // 5, n // 5, n - n // 2 - 2 * (n // 5)])
+    return RecordSet([f"R{i}" for i in range(n)], [rng.normal(size=3000) for _ in range(n)], labels, 300, "test")
+
+
+def test_split_is_stratified_seeded_and_disjoint():
+    cfg = load_experiment(None).data
+    a = split_records({"all": _records()}, cfg, seed=1)
+    b = split_records({"all": _records()}, cfg, seed=1)
+    c = split_records({"all": _records()}, cfg, seed=2)
+    assert a["val"].ids == b["val"].ids and a["val"].ids != c["val"].ids
+    assert not set(a["train"].ids) & set(a["val"].ids)
+    assert len(a["train"]) + len(a["val"]) == 200 and len(a["val"]) == 40
+    np.testing.assert_array_equal(a["val"].class_counts(), [20, 8, 8, 4])
+
+
+def test_split_with_test_fraction():
+    cfg = load_experiment(None, **{"data.test_fraction": 0.1}).data
+    out = split_records({"all": _records()}, cfg, seed=0)
+    assert [len(out[k]) for k in ("train", "val", "test")] == [140, 40, 20]
+
+
+def test_given_train_val_pair_is_kept():
+    cfg = load_experiment(None).data
+    pair = {"train": _records(), "val": _records(20)}
+    assert split_records(pair, cfg, seed=0) is pair
+
+
+def test_content_hash_changes_with_any_byte():
+    x = {"train": np.zeros((2, 4), np.float32)}
+    y = {"train": np.array([0, 1])}
+    ids = {"train": ["a", "b"]}
+    h = content_hash(x, y, ids)
+    x2 = {"train": x["train"].copy()}
+    x2["train"][1, 3] = 1e-7
+    assert content_hash(x2, y, ids) != h
+    assert content_hash(x, {"train": np.array([0, 2])}, ids) != h
+    assert content_hash(x, y, {"train": ["a", "c"]}) != h
+    assert content_hash(x, y, ids) == h
+
+
+def test_prepare_is_cached_and_identical(tmp_path):
+    cfg = load_experiment("experiments/quick.yaml", **{"data.n_records": 60, "data.cache_dir": str(tmp_path)})
+    first = prepare(cfg)
+    cached = list(tmp_path.glob("*.npz"))
+    assert len(cached) == 1
+    second = prepare(cfg)
+    assert second.data_hash == first.data_hash
+    for split in first.x:
+        np.testing.assert_array_equal(first.x[split], second.x[split])
+    assert second.x["train"].dtype == np.float32 and second.x["train"].shape[1] == 9000
+    other = prepare(load_experiment("experiments/quick.yaml", **{"data.n_records": 60, "data.cache_dir": str(tmp_path), "data.target_length": 3000}))
+    assert other.data_hash != first.data_hash and len(list(tmp_path.glob("*.npz"))) == 2
+
+
+def test_damaged_cache_is_rebuilt(tmp_path):
+    cfg = load_experiment("experiments/quick.yaml", **{"data.n_records": 80, "data.cache_dir": str(tmp_path)})
+    first = prepare(cfg)
+    (path,) = tmp_path.glob("*.npz")
+    path.write_bytes(path.read_bytes()[:1000])
+    assert prepare(cfg).data_hash == first.data_hash
