@@ -45,11 +45,15 @@ def seed_pickles() -> Path:
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """One real local Ray for the whole session: 2 logical CPUs, dashboard on loopback."""
+    """One real local Ray for the whole session, dashboard on loopback.
+
+    4 logical CPUs on a 2-core machine: a trial holds 0.5 (Tune driver) + 1 (Train worker),
+    so two trials run at once and the tests see concurrency.
+    """
     import ray
 
     from ecg_ray.tune import init_ray
 
-    init_ray(num_cpus=2)
+    init_ray(num_cpus=4)
     yield ray
     ray.shutdown()

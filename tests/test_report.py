@@ -1,0 +1,123 @@
+"""The aggregator over experiment folders written here in Tune's layout."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ecg_ray.errors import ConfigError
+from ecg_ray.report import EXPORTERS, build_report, comparable, export, to_markdown, write_report
+
+
+def _epoch(trial_id, epoch, f1, val_loss=1.0):
+    r = {"trial_id": trial_id, "epoch": epoch, "train_loss": 1.0 / epoch, "train_acc": 0.5, "val_loss": val_loss,
+         "val_acc": 0.6, "val_macro_f1": f1, "val_challenge_f1": f1 + 0.01, "epoch_time_s": 2.0,
+         "time_total_s": 3.0 * epoch, "node_id": "n1", "data_hash": "abc", "val_confusion": np.eye(4, dtype=int).tolist()}
+    for k in ("N", "A", "O", "noisy"):
+        r |= {f"val_f1_{k}": f1, f"val_precision_{k}": f1, f"val_recall_{k}": f1}
+    return r
+
+
+def _trial(exp, trial_id, lr, f1s, losses=None, tail=""):
+    d = exp / f"_trial_driver_{trial_id}_lr={lr}"
+    d.mkdir(parents=True)
+    params = {"lr": lr, "hidden_size": 128, "dropout": 0.2, "optimizer": "adam", "batch_size": 32, "epochs": 4, "seed": 42}
+    (d / "params.json").write_text(json.dumps(params))
+    losses = losses or [1.0] * len(f1s)
+    lines = [json.dumps(_epoch(trial_id, e + 1, f, l)) for e, (f, l) in enumerate(zip(f1s, losses))]
+    (d / "result.json").write_text("\n".join(lines) + "\n" + tail)
+
+
+@pytest.fixture
+def exp(tmp_path):
+    exp = tmp_path / "exp"
+    _trial(exp, "t0", 0.001, [0.2, 0.5, 0.4, 0.45])
+    _trial(exp, "t1", 0.0005, [0.1, 0.3])  # stopped by ASHA after 2 of 4 epochs
+    _trial(exp, "t2", 0.003, [0.3, 0.6, 0.55, 0.5], tail='{"trial_id": "t2", "epoch": 5, "val_ma')  # cut-off line
+    (exp / "trial_status.json").write_text(json.dumps({k: {"status": "TERMINATED"} for k in ("t0", "t1", "t2")}))
+    (exp / "ecg_ray_experiment.json").write_text(json.dumps({"config": {"scheduler": {"name": "asha"}}}))
+    return exp
+
+
+def test_ranks_by_best_val_macro_f1(exp):
+    trials, hist = build_report(exp)
+    assert trials["trial_id"].tolist() == ["t2", "t0", "t1"]
+    assert trials["rank"].tolist() == [1, 2, 3]
+    top = trials.iloc[0]
+    assert (top["best_epoch"], top["best_val_macro_f1"], top["last_val_macro_f1"], top["epochs_run"]) == (2, 0.6, 0.5, 4)
+    assert trials.set_index("trial_id")["early_stopped"].to_dict() == {"t0": False, "t1": True, "t2": False}
+    assert len(hist) == 10 and set(hist.columns) >= {"trial_id", "epoch", "lr", "val_macro_f1", "cm_true3_pred3"}
+    assert pd.api.types.is_float_dtype(trials["best_val_macro_f1"])  # numbers, not formatted strings
+
+
+def test_ties_break_on_val_loss_then_config(tmp_path):
+    exp = tmp_path / "e"
+    _trial(exp, "a", 0.001, [0.5], losses=[0.9])
+    _trial(exp, "b", 0.002, [0.5], losses=[0.8])
+    _trial(exp, "c", 0.0005, [0.5], losses=[0.8])
+    trials, _ = build_report(exp)
+    assert trials["trial_id"].tolist() == ["c", "b", "a"]
+
+
+def test_a_re_run_epoch_counts_once(tmp_path):
+    exp = tmp_path / "e"
+    _trial(exp, "a", 0.001, [0.1, 0.2])
+    with open(exp / "_trial_driver_a_lr=0.001" / "result.json", "a") as f:
+        f.write(json.dumps(_epoch("a", 2, 0.7)) + "\n")  # epoch 2 again, after a restore
+    trials, hist = build_report(exp)
+    assert len(hist) == 2 and trials.iloc[0]["best_val_macro_f1"] == 0.7
+
+
+def test_empty_or_missing_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        build_report(tmp_path / "nope")
+    with pytest.raises(ConfigError, match="no finished epoch"):
+        build_report(tmp_path)
+
+
+@pytest.mark.parametrize("fmt", sorted(EXPORTERS))
+def test_every_export_format(exp, tmp_path, fmt):
+    trials, hist = build_report(exp)
+    (path,) = [p for p in export({"trials": trials}, tmp_path / "out", [fmt])]
+    assert path.suffix == EXPORTERS[fmt][0] and path.stat().st_size > 0
+    if fmt == "csv":
+        back = pd.read_csv(path)
+        pd.testing.assert_series_equal(back["best_val_macro_f1"], trials["best_val_macro_f1"])
+    elif fmt == "json":
+        assert [r["trial_id"] for r in json.loads(path.read_text())] == ["t2", "t0", "t1"]
+    elif fmt == "parquet":
+        pd.testing.assert_frame_equal(pd.read_parquet(path), trials)
+    elif fmt == "markdown":
+        lines = path.read_text().splitlines()
+        assert lines[0].startswith("| rank | trial_id | lr") and len(lines) == 2 + len(trials)
+        assert "| 0.6000 |" in lines[2]
+    elif fmt == "latex":
+        text = path.read_text()
+        assert text.startswith("\\begin{tabular}") and "best\\_val\\_macro\\_f1" in text and text.count("\\\\") == 1 + len(trials)
+    assert not list((tmp_path / "out").glob(".*.tmp"))  # no temporary file left behind
+
+
+def test_unknown_format_lists_the_valid_ones(exp, tmp_path):
+    trials, _ = build_report(exp)
+    with pytest.raises(ConfigError, match="Choose from csv, markdown, json, parquet, latex"):
+        export({"trials": trials}, tmp_path, ["xlsx"])
+
+
+def test_write_report_rebuilds_identical_tables(exp):
+    _, first = write_report(str(exp))
+    before = {p.name: p.read_bytes() for p in first}
+    _, second = write_report(str(exp))
+    assert {p.name: p.read_bytes() for p in second} == before
+    assert {p.name for p in first} >= {"trials.csv", "trials.md", "trials.json", "history.csv"}
+
+
+def test_comparable_drops_run_specific_columns(exp):
+    trials, _ = build_report(exp)
+    assert {"trial_id", "wall_time_s", "node_ids"}.isdisjoint(comparable(trials).columns)
+    assert "best_val_macro_f1" in comparable(trials).columns
+
+
+def test_markdown_escapes_nothing_it_should_not():
+    text = to_markdown(pd.DataFrame({"a": [1.0, 0.00001], "b": ["x", "y"]}))
+    assert text.splitlines()[1] == "|---:|---|" and "1e-05" in text
