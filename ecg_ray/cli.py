@@ -36,7 +36,7 @@ def _data_overrides(args) -> dict:
 def cmd_tune(args) -> int:
     from ecg_ray.config import load_experiment
     from ecg_ray.report import summary_text, write_report
-    from ecg_ray.tune import config_for_resume, init_ray, run_experiment
+    from ecg_ray.tune import config_for_resume, run_experiment
 
     if args.resume:
         exp_dir = os.path.abspath(os.path.expanduser(args.resume))
@@ -53,9 +53,8 @@ def cmd_tune(args) -> int:
         if args.gpu is not None:
             overrides["resources.use_gpu"] = args.gpu
         cfg = load_experiment(args.experiment, **overrides)
-    init_ray(args.address, args.num_cpus)
     print(f"[ecg-ray] experiment {cfg.name}: {len(cfg.grid())} trial(s) -> {cfg.experiment_path}", flush=True)
-    exp_path = run_experiment(cfg, resume=bool(args.resume), overwrite=args.overwrite)
+    exp_path = run_experiment(cfg, bool(args.resume), args.overwrite, args.address, args.num_cpus)
     trials, written = write_report(exp_path, formats=args.format)
     print(f"\nRanked by best validation macro-F1 ({len(trials)} trials, data {trials['data_hash'].iloc[0]}):\n")
     print(summary_text(trials))

@@ -92,19 +92,25 @@ def check_records(splits: dict[str, RecordSet], cfg) -> tuple[dict[str, RecordSe
     """
     bad: list[tuple[str, str, str]] = []
     seen: dict[str, str] = {}
+    contents: dict[bytes, tuple[str, str]] = {}  # signal digest -> (split, record): catches copies under new ids
     for split, rs in splits.items():
         for rec, msg in rs.problems:
             bad.append((split, rec, msg))
         dup_in_split = set()
-        for i, (rec, sig, lab) in enumerate(zip(rs.ids, rs.signals, rs.labels)):
-            where = f"{rs.source}: record {rec}"
+        for rec, sig, lab in zip(rs.ids, rs.signals, rs.labels):
+            where = f"{rs.file_of(rec)}: record {rec}"
+            digest = hashlib.sha1(np.ascontiguousarray(sig, dtype=np.float64).tobytes()).digest()
+            twin = contents.setdefault(digest, (split, rec))
             problem = None
             if rec in dup_in_split:
                 problem = f"{where} appears twice; record ids must be unique. Remove the duplicate row"
             elif rec in seen:
                 problem = f"{where} is in both the {seen[rec]} and the {split} split. Remove it from one of them"
+            elif twin[0] != split and len(sig):
+                problem = (f"{where} has the same signal as record {twin[1]} of the {twin[0]} split: the same "
+                           f"record is in both splits. Remove it from one of them")
             elif not (float(lab).is_integer() and 0 <= lab < NUM_CLASSES):
-                problem = f"{where} has label {lab!r}; labels must be 0..3 (0 Normal, 1 AF, 2 Other, 3 Noisy). Fix the label"
+                problem = f"{where} has label {lab:g}; labels must be 0..3 (0 Normal, 1 AF, 2 Other, 3 Noisy). Fix the label"
             elif len(sig) == 0:
                 problem = f"{where} has an empty signal. Remove the record"
             elif not np.isfinite(sig).all():
@@ -220,7 +226,11 @@ def prepare(exp, use_cache: bool = True) -> PreparedData:
         "lengths": {"min": int(lengths.min()), "max": int(lengths.max()), "median": float(np.median(lengths)),
                     "padded": int((lengths < exp.data.target_length).sum()), "trimmed": int((lengths > exp.data.target_length).sum())},
     }
-    data = PreparedData(x, y, ids, class_weights(y["train"]), content_hash(x, y, ids), meta)
+    try:
+        weights = class_weights(y["train"])
+    except DataError as err:
+        raise DataError(f"{meta['source']}: {err}") from None
+    data = PreparedData(x, y, ids, weights, content_hash(x, y, ids), meta)
     if use_cache:
         _write_cache(path, data)
     return data

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,6 +49,12 @@ class RecordSet:
             fs=self.fs,
             source=self.source,
         )
+
+    def file_of(self, record: str) -> str:
+        """The file that holds `record`: its .mat in a challenge folder, else the source file."""
+        if os.path.isdir(self.source):
+            return os.path.join(self.source, f"{record}.mat")
+        return self.source
 
     @classmethod
     def concat(cls, sets: list["RecordSet"]) -> "RecordSet":

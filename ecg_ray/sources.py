@@ -176,7 +176,7 @@ def _load_challenge(cfg, seed: int) -> dict:
 # --- the notebook's pickles --------------------------------------------------
 
 
-def _frame_to_records(df, path: Path, fs: int, id_column: str | None) -> RecordSet:
+def _frame_to_records(df, path: Path, fs: int) -> RecordSet:
     if not isinstance(df, pd.DataFrame):
         raise DataError(f"{path} holds a {type(df).__name__}, not a pandas DataFrame. Save the notebook's DataFrame (columns `signal`, `label`).")
     missing = [c for c in ("signal", "label") if c not in df.columns]
@@ -185,7 +185,10 @@ def _frame_to_records(df, path: Path, fs: int, id_column: str | None) -> RecordS
             f"{path} lacks the column(s) {', '.join(missing)}; it has {', '.join(map(str, df.columns))}. "
             "A data file needs a `signal` column (1-D arrays) and a `label` column (0..3)."
         )
-    ids = [str(x) for x in (df[id_column] if id_column and id_column in df.columns else df.index)]
+    if "record" in df.columns:
+        ids = [str(x) for x in df["record"]]
+    else:  # the notebook's frames have only a row index, restarting at 0 in each file
+        ids = [f"{path.stem}:{x}" for x in df.index]
     labels = df["label"].to_numpy()
     signals = [np.asarray(s, dtype=np.float64).ravel() if s is not None else np.zeros(0) for s in df["signal"]]
     try:
@@ -202,7 +205,7 @@ def _load_pickle(cfg, seed: int) -> dict:
             df = pd.read_pickle(path)
         except Exception as err:
             raise DataError(f"{path} cannot be read as a pickle ({type(err).__name__}: {err}). Re-save it with DataFrame.to_pickle.") from None
-        out[split] = _frame_to_records(df, path, cfg.sampling_rate, None)
+        out[split] = _frame_to_records(df, path, cfg.sampling_rate)
     return out
 
 
@@ -220,7 +223,7 @@ def _load_parquet(cfg, seed: int) -> dict:
             raise DataError(f"{path} cannot be read as Parquet ({type(err).__name__}: {err}). Re-create it with `ecg-ray data convert`.") from None
         if "record" not in df.columns:
             raise DataError(f"{path} lacks the `record` column (record ids); it has {', '.join(df.columns)}. Re-create it with `ecg-ray data convert`.")
-        out[split] = _frame_to_records(df, path, cfg.sampling_rate, "record")
+        out[split] = _frame_to_records(df, path, cfg.sampling_rate)
     return out
 
 
@@ -241,6 +244,11 @@ def guess_source(path: str) -> str:
     if path in SOURCES:
         return path
     p = Path(path)
+    if not p.exists():
+        raise DataError(
+            f"{path} does not exist. Pass the unzipped training2017/ folder, a .pkl or .parquet file, "
+            f"or one of the source names {', '.join(sorted(SOURCES))}."
+        )
     if p.is_dir():
         return "cinc2017"
     if p.suffix in (".pkl", ".pickle"):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import time
 
 import ray
@@ -188,13 +189,20 @@ def _tune_run_config(cfg: ExperimentConfig, callbacks) -> ray.tune.RunConfig:
     )
 
 
-def run_experiment(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False) -> str:
-    """Prepare the data once, put it in the object store, and tune every grid point.
+def run_experiment(
+    cfg: ExperimentConfig,
+    resume: bool = False,
+    overwrite: bool = False,
+    address: str | None = None,
+    num_cpus: int | None = None,
+) -> str:
+    """Check storage, prepare the data once, then start Ray and tune every grid point.
 
     Args:
         cfg: the experiment.
         resume: continue the experiment in cfg.experiment_path (finished trials are kept).
         overwrite: allowed to start over in an existing experiment folder.
+        address, num_cpus: passed to init_ray (ignored when Ray is already initialised).
 
     Returns:
         The experiment folder (a local path or a URI).
@@ -211,11 +219,9 @@ def run_experiment(cfg: ExperimentConfig, resume: bool = False, overwrite: bool 
             )
         if resume and not exists:
             raise ConfigError(f"Nothing to resume: {exp_path} holds no {EXPERIMENT_FILE}.")
-        if overwrite and exists and not resume:
-            import shutil
-
-            shutil.rmtree(exp_path)
     data = prepare(cfg)  # every data error surfaces here, before Ray starts a single trial
+    if local and overwrite and not resume and os.path.exists(exp_path):
+        shutil.rmtree(exp_path)  # only once the new data is known to be good
     print(f"[ecg-ray] {data.describe()}", flush=True)
     for skipped in data.meta.get("skipped", []):
         print(f"[ecg-ray] skipped {skipped['split']} record {skipped['record']}: {skipped['problem']}", flush=True)
@@ -228,6 +234,7 @@ def run_experiment(cfg: ExperimentConfig, resume: bool = False, overwrite: bool 
                 f"{exp_path} was run on data {recorded} but the data now hashes to {data.data_hash}; "
                 "resume with the same data source and settings, or start a new experiment."
             )
+    init_ray(address, num_cpus)  # only now: bad input never waits for a cluster
     use_gpu = resolve_use_gpu(cfg)
     settings = {
         "use_gpu": use_gpu,

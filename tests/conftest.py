@@ -12,6 +12,7 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 CINC_SAMPLE = SHARED_DATA / "cinc2017-sample"
 SEED_PICKLES = SHARED_DATA / "seed-pickles"
 
+os.chdir(ROOT)  # tests name experiments/*.yaml relative to the repository root, as the README does
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
 os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")

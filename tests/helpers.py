@@ -1,0 +1,36 @@
+"""Writers for every input format, so tests make their own files (good and bad)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.io
+
+from ecg_ray.records import LABEL_NAMES, RecordSet
+
+
+def write_challenge(folder: Path, records: RecordSet, fs: int = 300) -> Path:
+    """The CinC 2017 layout: AXXXXX.mat (MATLAB v4, int16 `val`) + .hea, REFERENCE.csv, RECORDS."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for rec, sig in zip(records.ids, records.signals):
+        val = np.round(np.asarray(sig)).astype(np.int16)
+        scipy.io.savemat(folder / f"{rec}.mat", {"val": val[None, :]}, format="4")
+        first = int(val[0]) if len(val) else 0
+        (folder / f"{rec}.hea").write_text(
+            f"{rec} 1 {fs} {len(val)} 08:03:08 1/03/2000 \n{rec}.mat 16+24 1000/mV 16 0 {first} 0 0 ECG \n"
+        )
+    (folder / "REFERENCE.csv").write_text("".join(f"{r},{LABEL_NAMES[l]}\n" for r, l in zip(records.ids, records.labels)))
+    (folder / "RECORDS").write_text("".join(f"{r}\n" for r in records.ids))
+    return folder
+
+
+def frame(records: RecordSet) -> pd.DataFrame:
+    """The notebook's DataFrame: `signal` (float64 arrays) and `label` (int)."""
+    return pd.DataFrame({"signal": [np.asarray(s, dtype=np.float64) for s in records.signals], "label": records.labels})
+
+
+def write_pickle(path: Path, records: RecordSet) -> Path:
+    frame(records).to_pickle(path)
+    return path
