@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-from concurrent.futures import ThreadPoolExecutor
+import functools
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -118,8 +120,11 @@ def _fingerprint_challenge(cfg, seed: int) -> str:
     return _hash_files(files)
 
 
+PARALLEL_FROM = 2000  # records; below this, starting worker processes costs more than it saves
+
+
 def _read_wfdb(folder: Path, record: str, expected_fs: int):
-    """(signal in ADC units at 1000/mV, None) or (None, problem)."""
+    """(float32 signal in ADC units at 1000/mV, None) or (None, problem)."""
     import wfdb
 
     base = folder / record
@@ -140,7 +145,7 @@ def _read_wfdb(folder: Path, record: str, expected_fs: int):
     scale = {"mV": 1000.0, "uV": 1.0, "V": 1e6}.get(units)
     if scale is None:
         return None, f"{base}.hea gives units {units!r}; expected mV, uV or V"
-    return rec.p_signal[:, 0] * scale, None
+    return (rec.p_signal[:, 0] * scale).astype(np.float32), None
 
 
 def _load_challenge(cfg, seed: int) -> dict:
@@ -158,8 +163,16 @@ def _load_challenge(cfg, seed: int) -> dict:
     for mat in sorted(folder.glob("*.mat")):
         if mat.stem not in labelled:
             problems.append((mat.stem, f"{mat} has no label in {ref}; add a `{mat.stem},<N|A|O|~>` row or remove the file"))
-    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
-        results = list(pool.map(lambda r: _read_wfdb(folder, r, cfg.sampling_rate), ids))
+    read = functools.partial(_read_wfdb, folder, expected_fs=cfg.sampling_rate)
+    workers = min(os.cpu_count() or 1, 16)
+    if len(ids) >= PARALLEL_FROM and workers > 1:
+        # Parsing headers is Python work that holds the GIL: use processes. forkserver, not
+        # fork: the caller may already run threads (Ray, gRPC) that a fork would copy half-way.
+        ctx = multiprocessing.get_context("forkserver")
+        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            results = list(pool.map(read, ids, chunksize=max(1, len(ids) // (workers * 8))))
+    else:
+        results = [read(r) for r in ids]
     keep_ids, signals, keep_labels = [], [], []
     for rec, lab, (sig, problem) in zip(ids, labels, results):
         if problem:
