@@ -147,8 +147,15 @@ class ResourcesConfig:
     cpus_per_worker: int = 1  # also the worker's torch thread count (fixed, for determinism)
     cpus_per_trial_driver: float = 0.5  # the Tune trial that drives the Train run
     max_concurrent_trials: int = 0  # 0: as many as the cluster fits
+    # Extra custom resources per worker, e.g. {"a10g": 1} to pin trials to one node type.
+    custom_resources_per_worker: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        if not isinstance(self.custom_resources_per_worker, dict) or not all(
+            isinstance(k, str) and k not in ("CPU", "GPU") and isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+            for k, v in self.custom_resources_per_worker.items()
+        ):
+            _fail("resources.custom_resources_per_worker", "a mapping of custom resource names (not CPU/GPU) to positive numbers", self.custom_resources_per_worker)
         check_choice("resources.use_gpu", self.use_gpu, ("auto", True, False))
         check_float("resources.gpus_per_worker", self.gpus_per_worker, 0.0, 8.0, lo_open=True)
         check_int("resources.cpus_per_worker", self.cpus_per_worker, 1, 256)

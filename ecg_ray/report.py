@@ -239,13 +239,15 @@ def fetch_experiment(path: str) -> tuple[str, tempfile.TemporaryDirectory | None
         return os.path.expanduser(path), None
     import pyarrow.fs
 
-    tmp = tempfile.TemporaryDirectory(prefix="ecg_ray_report_")
     fs, root = pyarrow.fs.FileSystem.from_uri(path)
+    if fs.get_file_info(root).type != pyarrow.fs.FileType.Directory:
+        raise ConfigError(f"Experiment folder {path} does not exist. Pass the folder `ecg-ray tune` printed.")
+    tmp = tempfile.TemporaryDirectory(prefix="ecg_ray_report_")
     selector = pyarrow.fs.FileSelector(root, recursive=True)
     for info in fs.get_file_info(selector):
         rel = info.path[len(root) :].lstrip("/")
-        if info.type != pyarrow.fs.FileType.File or rel.startswith("train_runs/"):
-            continue  # checkpoints are not needed for the tables
+        if info.type != pyarrow.fs.FileType.File or rel.startswith(("train_runs/", "report/")):
+            continue  # checkpoints and old tables are not needed for the tables
         dest = Path(tmp.name, rel)
         dest.parent.mkdir(parents=True, exist_ok=True)
         with fs.open_input_stream(info.path) as src:
@@ -253,17 +255,29 @@ def fetch_experiment(path: str) -> tuple[str, tempfile.TemporaryDirectory | None
     return tmp.name, tmp
 
 
-def write_report(exp_dir: str, out_dir: str | None = None, formats=DEFAULT_FORMATS) -> tuple[pd.DataFrame, list[Path]]:
+def write_report(exp_dir: str, out_dir: str | None = None, formats=DEFAULT_FORMATS) -> tuple[pd.DataFrame, list[str]]:
     """Build and export the tables of an experiment (local folder or bucket URI).
 
-    Returns the ranked trials table and the files written (default: <exp_dir>/report/).
+    The default output folder is <exp_dir>/report, in the bucket too for a URI.
+    Returns the ranked trials table and the files written.
     """
     local, tmp = fetch_experiment(exp_dir)
     try:
         trials, hist = build_report(local)
+        upload = tmp is not None and out_dir is None
         if out_dir is None:
-            out_dir = os.path.join(local, "report") if tmp is None else f"{Path(exp_dir).name}-report"
-        written = export({"trials": trials, "history": hist}, out_dir, formats)
+            out_dir = os.path.join(local, "report")
+        written = [str(p) for p in export({"trials": trials, "history": hist}, out_dir, formats)]
+        if upload:
+            import pyarrow.fs
+
+            fs, root = pyarrow.fs.FileSystem.from_uri(exp_dir)
+            fs.create_dir(f"{root}/report", recursive=True)
+            for path in written:
+                key = f"{root}/report/{Path(path).name}"
+                with fs.open_output_stream(key) as dst:
+                    dst.write(Path(path).read_bytes())
+            written = [f"{exp_dir.rstrip('/')}/report/{Path(p).name}" for p in written]
         return trials, written
     finally:
         if tmp is not None:

@@ -65,3 +65,36 @@ def check_writable(path: str, min_free_bytes: int = 200 * 2**20) -> None:
             f"The storage path {target} has {free / 2**20:.0f} MiB free; an experiment needs at least "
             f"{min_free_bytes / 2**20:.0f} MiB for checkpoints and tables. Free space or pass --storage DIR."
         )
+
+
+def _uri_fs(uri: str):
+    import pyarrow.fs
+
+    return pyarrow.fs.FileSystem.from_uri(uri)
+
+
+def write_json(path: str, obj) -> None:
+    """Write JSON to a local path (atomically) or a bucket URI (one PUT, also all-or-nothing)."""
+    if "://" not in path:
+        atomic_write_json(path, obj)
+        return
+    fs, key = _uri_fs(path)
+    fs.create_dir(key.rsplit("/", 1)[0], recursive=True)  # a no-op on object stores
+    with fs.open_output_stream(key) as out:
+        out.write((json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+def read_json(path: str):
+    """Read JSON from a local path or a bucket URI; None when it does not exist."""
+    if "://" not in path:
+        if not os.path.isfile(path):
+            return None
+        with open(path) as f:
+            return json.load(f)
+    import pyarrow.fs
+
+    fs, key = _uri_fs(path)
+    if fs.get_file_info(key).type != pyarrow.fs.FileType.File:
+        return None
+    with fs.open_input_stream(key) as src:
+        return json.loads(src.read())

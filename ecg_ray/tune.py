@@ -30,7 +30,7 @@ from ecg_ray.config import ExperimentConfig, TrialConfig, experiment_from_dict, 
 from ecg_ray.data import PreparedData, prepare
 from ecg_ray.errors import ConfigError
 from ecg_ray.schedulers import METRIC, MODE, build_scheduler
-from ecg_ray.storage import atomic_write_json, check_writable
+from ecg_ray.storage import check_writable, read_json, write_json
 from ecg_ray.trial import train_loop_per_worker
 from ecg_ray.train import CUBLAS_WORKSPACE
 
@@ -71,7 +71,7 @@ def resolve_use_gpu(cfg: ExperimentConfig) -> bool:
 
 
 def _worker_resources(cfg: ExperimentConfig, use_gpu: bool) -> dict:
-    res = {"CPU": cfg.resources.cpus_per_worker}
+    res = {"CPU": cfg.resources.cpus_per_worker, **cfg.resources.custom_resources_per_worker}
     if use_gpu:
         res["GPU"] = cfg.resources.gpus_per_worker
     return res
@@ -124,16 +124,11 @@ class EpochPrinter(ray.tune.Callback):
         )
 
     def _record(self, trial, status: str) -> None:
-        if "://" in self.exp_path:
-            return
         self.status[trial.trial_id] = {"status": status, "last_epoch": (trial.last_result or {}).get("epoch")}
-        path = os.path.join(self.exp_path, STATUS_FILE)
-        merged = {}
-        if os.path.exists(path):
-            with open(path) as f:
-                merged = json.load(f)
+        path = join_path(self.exp_path, STATUS_FILE)
+        merged = read_json(path) or {}  # a resumed run keeps the statuses of the first one
         merged.update(self.status)
-        atomic_write_json(path, merged)
+        write_json(path, merged)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._record(trial, "TERMINATED")
@@ -154,10 +149,8 @@ def param_space(cfg: ExperimentConfig) -> dict:
 
 def _write_experiment_files(cfg: ExperimentConfig, data: PreparedData, settings: dict) -> None:
     exp_path = cfg.experiment_path
-    if "://" in exp_path:
-        return
-    atomic_write_json(
-        os.path.join(exp_path, EXPERIMENT_FILE),
+    write_json(
+        join_path(exp_path, EXPERIMENT_FILE),
         {
             "config": cfg.to_dict(),
             "grid": [dataclasses.asdict(t) for t in cfg.grid()],
@@ -168,15 +161,14 @@ def _write_experiment_files(cfg: ExperimentConfig, data: PreparedData, settings:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         },
     )
-    atomic_write_json(os.path.join(exp_path, SPLITS_FILE), {"data_hash": data.data_hash, "ids": data.ids})
+    write_json(join_path(exp_path, SPLITS_FILE), {"data_hash": data.data_hash, "ids": data.ids})
 
 
 def read_experiment_file(exp_path: str) -> dict:
-    path = os.path.join(exp_path, EXPERIMENT_FILE)
-    if not os.path.isfile(path):
+    recorded = read_json(join_path(exp_path, EXPERIMENT_FILE))
+    if recorded is None:
         raise ConfigError(f"{exp_path} is not an ecg_ray experiment folder: {EXPERIMENT_FILE} is missing. Pass the folder `ecg-ray tune` printed.")
-    with open(path) as f:
-        return json.load(f)
+    return recorded
 
 
 def _tune_run_config(cfg: ExperimentConfig, callbacks) -> ray.tune.RunConfig:
@@ -187,6 +179,16 @@ def _tune_run_config(cfg: ExperimentConfig, callbacks) -> ray.tune.RunConfig:
         callbacks=callbacks,
         verbose=1,
     )
+
+
+def _remove(path: str) -> None:
+    if "://" not in path:
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    import pyarrow.fs
+
+    fs, key = pyarrow.fs.FileSystem.from_uri(path)
+    fs.delete_dir(key)
 
 
 def run_experiment(
@@ -209,25 +211,24 @@ def run_experiment(
     """
     exp_path = cfg.experiment_path
     local = "://" not in exp_path
-    if local:
-        check_writable(os.path.dirname(exp_path))
-        exists = os.path.exists(os.path.join(exp_path, EXPERIMENT_FILE))
-        if exists and not (resume or overwrite):
-            raise ConfigError(
-                f"The experiment folder {exp_path} already holds an experiment. Continue it with "
-                f"`ecg-ray tune --resume {exp_path}`, start over with --overwrite, or choose another --name/--storage."
-            )
-        if resume and not exists:
-            raise ConfigError(f"Nothing to resume: {exp_path} holds no {EXPERIMENT_FILE}.")
+    check_writable(os.path.dirname(exp_path) if local else exp_path)
+    exists = read_json(join_path(exp_path, EXPERIMENT_FILE)) is not None
+    if exists and not (resume or overwrite):
+        raise ConfigError(
+            f"The experiment folder {exp_path} already holds an experiment. Continue it with "
+            f"`ecg-ray tune --resume {exp_path}`, start over with --overwrite, or choose another --name/--storage."
+        )
+    if resume and not exists:
+        raise ConfigError(f"Nothing to resume: {exp_path} holds no {EXPERIMENT_FILE}.")
     data = prepare(cfg)  # every data error surfaces here, before Ray starts a single trial
-    if local and overwrite and not resume and os.path.exists(exp_path):
-        shutil.rmtree(exp_path)  # only once the new data is known to be good
+    if overwrite and not resume and exists:
+        _remove(exp_path)  # only once the new data is known to be good
     print(f"[ecg-ray] {data.describe()}", flush=True)
     for skipped in data.meta.get("skipped", []):
         print(f"[ecg-ray] skipped {skipped['split']} record {skipped['record']}: {skipped['problem']}", flush=True)
     if data.meta.get("skipped"):
         print(f"[ecg-ray] skipped {len(data.meta['skipped'])} bad record(s) (on_bad_record: skip)", flush=True)
-    if resume and local:
+    if resume:
         recorded = read_experiment_file(exp_path)["data_hash"]
         if recorded != data.data_hash:
             raise ConfigError(
@@ -272,4 +273,4 @@ def run_experiment(
 def config_for_resume(exp_path: str) -> ExperimentConfig:
     """The ExperimentConfig recorded in an experiment folder."""
     raw = read_experiment_file(exp_path)["config"]
-    return experiment_from_dict(raw, origin=os.path.join(exp_path, EXPERIMENT_FILE))
+    return experiment_from_dict(raw, origin=join_path(exp_path, EXPERIMENT_FILE))
