@@ -71,6 +71,12 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_submit(args) -> int:
+    from ecg_ray.submit import submit
+
+    return submit(args.experiment, args.address, args.tune_args, args.working_dir, wait=not args.no_wait)
+
+
 def _data_config(args):
     from ecg_ray.config import load_experiment
 
@@ -133,6 +139,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--format", nargs="+", default=list(DEFAULT_FORMATS), choices=list(EXPORTERS), help="table formats")
     r.add_argument("--out", help="output folder (default: EXPERIMENT_DIR/report)")
     r.set_defaults(func=cmd_report)
+
+    from ecg_ray.submit import DEFAULT_DASHBOARD
+
+    s = sub.add_parser("submit", help="submit `ecg-ray tune` as a job to a running Ray cluster and follow it",
+                       description="Submit EXPERIMENT as a Ray job (working dir: the project) and stream its logs. "
+                                   "Arguments after the experiment go to `ecg-ray tune` (e.g. --storage s3://bucket/results --gpu).")
+    s.add_argument("experiment", help="experiment YAML file, relative to the working dir")
+    s.add_argument("--address", default=os.environ.get("RAY_DASHBOARD_ADDRESS", DEFAULT_DASHBOARD),
+                   help=f"the cluster's dashboard (default {DEFAULT_DASHBOARD}, reached via `ray dashboard cluster.yaml`)")
+    s.add_argument("--working-dir", default=".", help="folder uploaded as the job's working dir (default: .)")
+    s.add_argument("--no-wait", action="store_true", help="return once submitted; follow with `ray job logs --follow`")
+    s.add_argument("tune_args", nargs=argparse.REMAINDER, help="passed on to `ecg-ray tune`")
+    s.set_defaults(func=cmd_submit)
 
     d = sub.add_parser("data", help="check or convert data", description="Inspect or convert a data source.")
     dsub = d.add_subparsers(dest="data_command", required=True)

@@ -1,0 +1,116 @@
+"""A real multi-node Ray cluster on this machine: `ray start --head` plus `ray start --address` nodes.
+
+Every node gets its own short --temp-dir under one root folder; `stop()` kills
+exactly the processes whose command line names that root (never `ray stop`,
+which would also stop any other Ray on the machine).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+
+import psutil
+
+ENV = {
+    "RAY_AUTH_MODE": "disabled",  # a token from an earlier local ray.init() would lock the CLI out
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LocalCluster:
+    """Start with `LocalCluster().start_head(...)`, add nodes with `add_node`, end with `stop`."""
+
+    def __init__(self):
+        # Short paths: Ray's Unix sockets live under the temp dir and are limited to ~107 chars.
+        self.root = tempfile.mkdtemp(prefix="ecgr", dir="/tmp")
+        self.env = {**os.environ, **ENV}
+        self.port = free_port()
+        self.dashboard_port = free_port()
+        self.nodes: list[str] = []
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def dashboard(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    def _ray_start(self, name: str, args: list[str], extra_env: dict | None = None) -> None:
+        temp = os.path.join(self.root, name)
+        os.makedirs(temp)
+        cmd = ["ray", "start", f"--temp-dir={temp}", "--disable-usage-stats", f"--object-store-memory={500 * 2**20}",
+               f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}", *args]
+        subprocess.run(cmd, env={**self.env, **(extra_env or {})}, check=True, capture_output=True, timeout=120)
+        self.nodes.append(name)
+
+    def start_head(self, num_cpus: int = 0, resources: dict | None = None, extra_env: dict | None = None, args=()) -> "LocalCluster":
+        self._ray_start("head", [
+            "--head", f"--port={self.port}", f"--dashboard-port={self.dashboard_port}", "--dashboard-host=127.0.0.1",
+            f"--ray-client-server-port={free_port()}", f"--num-cpus={num_cpus}",
+            f"--resources={json.dumps(resources or {})}", *args,
+        ], extra_env)
+        return self
+
+    def add_node(self, name: str, num_cpus: int, resources: dict | None = None) -> None:
+        self._ray_start(name, [f"--address={self.address}", f"--num-cpus={num_cpus}", f"--resources={json.dumps(resources or {})}"])
+
+    def processes(self, node: str | None = None) -> list[psutil.Process]:
+        """Processes of the whole cluster, or of one node (by its temp dir)."""
+        marker = os.path.join(self.root, node) if node else self.root
+        found = []
+        for p in psutil.process_iter(["cmdline", "environ"]):
+            try:
+                line = " ".join(p.info["cmdline"] or [])
+                if marker in line or marker in ((p.info.get("environ") or {}).get("RAY_TMPDIR") or ""):
+                    found.append(p)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        return found
+
+    def kill_node(self, node: str) -> int:
+        """SIGKILL every process of one node, as a lost machine would vanish. Returns how many."""
+        procs = self.processes(node)
+        for p in procs:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        return len(procs)
+
+    def nodes_info(self) -> list[dict]:
+        """`ray.nodes()` of the cluster, read in a subprocess (this process may hold another Ray)."""
+        code = "import json, ray; ray.init(address='%s', logging_level='ERROR'); print(json.dumps(ray.nodes()))" % self.address
+        out = subprocess.run(["python", "-c", code], env=self.env, capture_output=True, text=True, timeout=120, check=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    def job_submit(self, working_dir: str, entrypoint: list[str], timeout: float = 900) -> subprocess.CompletedProcess:
+        cmd = ["ray", "job", "submit", "--address", self.dashboard, "--working-dir", working_dir, "--", *entrypoint]
+        return subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=timeout)
+
+    def stop(self) -> None:
+        for _ in range(3):
+            procs = self.processes()
+            if not procs:
+                break
+            for p in procs:
+                try:
+                    p.kill()
+                except psutil.NoSuchProcess:
+                    pass
+            psutil.wait_procs(procs, timeout=10)
+            time.sleep(0.5)
+        shutil.rmtree(self.root, ignore_errors=True)
