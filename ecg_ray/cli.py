@@ -36,7 +36,7 @@ def _data_overrides(args) -> dict:
 def cmd_tune(args) -> int:
     from ecg_ray.config import load_experiment
     from ecg_ray.report import summary_text, write_report
-    from ecg_ray.tune import config_for_resume, run_experiment
+    from ecg_ray.tune import ExperimentInterrupted, config_for_resume, run_experiment, unfinished_trials
 
     if args.resume:
         exp_dir = os.path.abspath(os.path.expanduser(args.resume))
@@ -54,11 +54,28 @@ def cmd_tune(args) -> int:
             overrides["resources.use_gpu"] = args.gpu
         cfg = load_experiment(args.experiment, **overrides)
     print(f"[ecg-ray] experiment {cfg.name}: {len(cfg.grid())} trial(s) -> {cfg.experiment_path}", flush=True)
-    exp_path = run_experiment(cfg, bool(args.resume), args.overwrite, args.address, args.num_cpus)
-    trials, written = write_report(exp_path, formats=args.format)
-    print(f"\nRanked by best validation macro-F1 ({len(trials)} trials, data {trials['data_hash'].iloc[0]}):\n")
-    print(summary_text(trials))
-    print("Tables: " + ", ".join(str(p) for p in written))
+    try:
+        exp_path = run_experiment(cfg, bool(args.resume), args.overwrite, args.address, args.num_cpus)
+    except ExperimentInterrupted as stop:
+        print(f"ecg-ray: {stop}", file=sys.stderr)
+        return 130
+    unfinished, errors = unfinished_trials(cfg)
+    try:
+        trials, written = write_report(exp_path, formats=args.format)
+    except EcgRayError:
+        trials = None  # interrupted before any epoch finished
+    if trials is not None:
+        print(f"\nRanked by best validation macro-F1 ({len(trials)} trials, data {trials['data_hash'].iloc[0]}):\n")
+        print(summary_text(trials))
+        print("Tables: " + ", ".join(str(p) for p in written))
+    if unfinished:
+        print(f"ecg-ray: {unfinished} of {len(cfg.grid())} trial(s) did not finish. "
+              f"Continue with: ecg-ray tune --resume {exp_path}", file=sys.stderr)
+        return 1
+    if errors:
+        print(f"ecg-ray: {errors} trial(s) failed after their retries; see error.txt in their trial folders "
+              f"under {exp_path}. Retry them with: ecg-ray tune --resume {exp_path}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -7,6 +7,7 @@ Layout of an experiment folder (storage_path/name):
     ecg_ray_experiment.json   config, grid, data hash and settings (written before any trial)
     data_splits.json          record ids of every split
     trial_status.json         each trial's Tune status (updated as trials end)
+    progress.jsonl            one line per finished epoch of any trial, as it happens
     <trial dirs>/             Tune's params.json + result.json (one line per epoch)
     train_runs/<trial id>/    the Ray Train run of that trial: checkpoints, resumable
     report/                   ranked tables (ecg_ray.report)
@@ -18,6 +19,8 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
+import threading
 import time
 
 import ray
@@ -28,7 +31,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from ecg_ray.config import ExperimentConfig, TrialConfig, experiment_from_dict, join_path
 from ecg_ray.data import PreparedData, prepare
-from ecg_ray.errors import ConfigError
+from ecg_ray.errors import ConfigError, EcgRayError
 from ecg_ray.schedulers import METRIC, MODE, build_scheduler
 from ecg_ray.storage import check_writable, read_json, write_json
 from ecg_ray.trial import train_loop_per_worker
@@ -38,6 +41,8 @@ EXPERIMENT_FILE = "ecg_ray_experiment.json"
 SPLITS_FILE = "data_splits.json"
 STATUS_FILE = "trial_status.json"
 TRAIN_RUNS = "train_runs"
+PROGRESS_FILE = "progress.jsonl"
+PROGRESS_KEYS = ("epoch", "train_loss", "val_loss", "val_macro_f1", "epoch_time_s", "node_id", "pid")
 CHECKPOINTS_KEPT = 2
 
 QUIET_ENV = {
@@ -114,6 +119,13 @@ class EpochPrinter(ray.tune.Callback):
         self.status: dict[str, dict] = {}
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        if "://" not in self.exp_path:
+            # Live, one line per epoch (`tail -f` it): Tune's own result.json files reach the
+            # storage path in batches, when it syncs a trial's folder.
+            line = {"trial_id": trial.trial_id, "time": time.time(),
+                    **{k: result.get(k) for k in PROGRESS_KEYS}}
+            with open(os.path.join(self.exp_path, PROGRESS_FILE), "a") as f:
+                f.write(json.dumps(line) + "\n")
         c = trial.config
         print(
             f"[ecg-ray] {trial.trial_id} lr={c.get('lr')} H={c.get('hidden_size')} dropout={c.get('dropout')} "
@@ -266,8 +278,63 @@ def run_experiment(
             ),
             run_config=_tune_run_config(cfg, callbacks),
         )
-    tuner.fit()
+    interrupted = threading.Event()
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def stop_gracefully(sig, frame):
+        # Tune stops on SIGUSR1 the way it does on Ctrl-C: it saves the experiment state once
+        # more. Going through our own handler tells us afterwards that the run was cut short.
+        interrupted.set()
+        for s in previous:
+            signal.signal(s, previous[s])  # a second Ctrl-C stops at once
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
+        os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+        for sig in previous:
+            signal.signal(sig, stop_gracefully)
+    try:
+        grid = tuner.fit()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if interrupted.is_set():
+        # Tune marks the trials it stopped as terminated in memory; trial_status.json keeps
+        # what the callback saw end, and --resume continues the rest.
+        raise ExperimentInterrupted(exp_path)
+    _record_statuses(grid, exp_path)
     return exp_path
+
+
+class ExperimentInterrupted(EcgRayError):
+    """The driver was stopped (Ctrl-C, SIGTERM); the experiment can be resumed."""
+
+    def __init__(self, exp_path: str):
+        super().__init__(f"Stopped. Finished trials and checkpoints are kept; continue with: ecg-ray tune --resume {exp_path}")
+        self.exp_path = exp_path
+
+
+def _record_statuses(grid, exp_path: str) -> None:
+    """Write every trial's final Tune status to trial_status.json.
+
+    The callback records statuses as trials end, which survives a killed driver; this
+    pass is authoritative after fit() (a restored run does not always call the
+    callback's on_trial_complete). ResultGrid exposes counts, not per-trial statuses,
+    hence its experiment analysis.
+    """
+    trials = grid._experiment_analysis.trials
+    path = join_path(exp_path, STATUS_FILE)
+    merged = read_json(path) or {}
+    for t in trials:
+        merged[t.trial_id] = {"status": t.status, "last_epoch": (t.last_result or {}).get("epoch")}
+    write_json(path, merged)
+
+
+def unfinished_trials(cfg: ExperimentConfig) -> tuple[int, int]:
+    """(trials that have not ended, trials that ended in an error) according to trial_status.json."""
+    status = read_json(join_path(cfg.experiment_path, STATUS_FILE)) or {}
+    ended = [v["status"] for v in status.values() if v["status"] in ("TERMINATED", "ERROR")]
+    return len(cfg.grid()) - len(ended), ended.count("ERROR")
 
 
 def config_for_resume(exp_path: str) -> ExperimentConfig:

@@ -1,0 +1,218 @@
+"""Fault scenarios shared by tests/test_faults.py and benchmarks/faults.py.
+
+Each scenario runs `ecg-ray tune` in a subprocess (with its own Ray), injects one
+real fault, lets the run (or its resume) finish, and compares the final ranked
+table with an uninterrupted run's. Determinism makes that comparison exact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import yaml
+
+from ecg_ray.report import build_report, comparable
+from localcluster import ENV, LocalCluster
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Outcome:
+    """One row of the fault table."""
+
+    fault: str
+    trials_affected: int
+    retries: int
+    finished_trials_rerun: int
+    identical: bool
+    detail: str = ""
+
+    def row(self) -> dict:
+        return {
+            "fault": self.fault,
+            "trials affected": self.trials_affected,
+            "retries": self.retries,
+            "finished trials re-run": self.finished_trials_rerun,
+            "final table identical": "yes" if self.identical else "no",
+        }
+
+
+def write_experiment(folder: Path, name: str, **resources) -> Path:
+    """The quick grid with every epoch of every trial (scheduler: none), so tables can be compared."""
+    exp = yaml.safe_load((ROOT / "experiments" / "quick.yaml").read_text())
+    exp["name"] = name
+    exp["storage_path"] = str(folder / "results")
+    exp["scheduler"] = {"name": "none"}
+    exp["resources"] = {**exp.get("resources", {}), **resources}
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(exp))
+    return path
+
+
+class Driver:
+    """`ecg-ray tune` in a subprocess, with a private Ray temp dir so it can be cleaned up exactly."""
+
+    def __init__(self, args: list[str], log: Path, address: str | None = None):
+        self.tmp = tempfile.mkdtemp(prefix="ecgd", dir="/tmp")
+        env = {**os.environ, **ENV, "RAY_TMPDIR": self.tmp}
+        cmd = [sys.executable, "-m", "ecg_ray.cli", "tune", *args]
+        cmd += ["--address", address] if address else ["--num-cpus", "4"]
+        self.log = open(log, "ab")
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def wait(self, timeout: float = 600) -> int:
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.log.close()
+            self.cleanup()
+
+    def cleanup(self) -> None:
+        """Kill whatever Ray processes the driver left behind (after a SIGKILL, say)."""
+        leftovers = []
+        for p in psutil.process_iter(["cmdline"]):
+            try:
+                if self.tmp in " ".join(p.info["cmdline"] or []):
+                    leftovers.append(p)
+                    p.kill()
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        psutil.wait_procs(leftovers, timeout=10)
+
+
+def results(exp_dir: Path) -> list[dict]:
+    """Every epoch any trial reported, in order, from the driver's live progress.jsonl."""
+    path = exp_dir / "progress.jsonl"
+    out = []
+    for line in (path.read_text().splitlines() if path.is_file() else []):
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass  # a line being written right now
+    return out
+
+
+def wait_for(predicate, driver: Driver, timeout: float = 300, what: str = "") -> dict:
+    """Poll until predicate(results) returns a result line; fail if the driver exits first."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if driver.proc.poll() is not None:
+            raise RuntimeError(f"driver exited ({driver.proc.returncode}) before {what}; see {driver.log.name}")
+        hit = predicate()
+        if hit:
+            return hit
+        time.sleep(0.2)
+    raise TimeoutError(f"no {what} within {timeout}s")
+
+
+def retries(exp_dir: Path) -> dict[str, int]:
+    """Worker restarts per trial: distinct worker processes that reported for it, minus one."""
+    pids: dict[str, set] = {}
+    for r in results(exp_dir):
+        pids.setdefault(r["trial_id"], set()).add(r["pid"])
+    return {t: len(p) - 1 for t, p in pids.items()}
+
+
+def table(exp_dir: Path) -> pd.DataFrame:
+    return comparable(build_report(exp_dir)[0])
+
+
+def same_table(exp_dir: Path, baseline: Path) -> bool:
+    a, b = table(exp_dir), table(baseline)
+    return a.shape == b.shape and a.equals(b)
+
+
+def run_baseline(work: Path) -> Path:
+    exp = write_experiment(work, "baseline")
+    assert Driver([str(exp)], work / "baseline.log").wait() == 0, (work / "baseline.log").read_text()[-3000:]
+    return work / "results" / "baseline"
+
+
+def kill_worker(work: Path, baseline: Path) -> Outcome:
+    """SIGKILL the Ray Train worker process of a trial after its first epoch; Train restarts it."""
+    exp = write_experiment(work, "kill_worker")
+    exp_dir = work / "results" / "kill_worker"
+    driver = Driver([str(exp)], work / "kill_worker.log")
+    hit = wait_for(lambda: next((r for r in results(exp_dir) if r["epoch"] == 1), None), driver, what="a first epoch")
+    os.kill(hit["pid"], signal.SIGKILL)
+    rc = driver.wait()
+    restarts = retries(exp_dir)
+    return Outcome("SIGKILL of a trial's Train worker", sum(1 for n in restarts.values() if n), sum(restarts.values()), 0,
+                   rc == 0 and same_table(exp_dir, baseline), f"rc={rc}")
+
+
+def _finished_lines(exp_dir: Path) -> dict[str, int]:
+    status = json.loads((exp_dir / "trial_status.json").read_text()) if (exp_dir / "trial_status.json").exists() else {}
+    done = {t for t, s in status.items() if s["status"] == "TERMINATED"}
+    counts: dict[str, int] = {}
+    for r in results(exp_dir):
+        if r["trial_id"] in done:
+            counts[r["trial_id"]] = counts.get(r["trial_id"], 0) + 1
+    return counts
+
+
+def stop_driver(work: Path, baseline: Path, sig: signal.Signals) -> Outcome:
+    """Stop the driver with `sig` once one trial finished and another is mid-way, then resume."""
+    name = f"driver_{sig.name.lower()}"
+    exp = write_experiment(work, name, max_concurrent_trials=1)  # trials in turn: one done, one mid-way
+    exp_dir = work / "results" / name
+    driver = Driver([str(exp)], work / f"{name}.log")
+
+    def second_trial_started():
+        rs = results(exp_dir)
+        done = {r["trial_id"] for r in rs if r["epoch"] == 4}
+        return done and next((r for r in rs if r["trial_id"] not in done and r["epoch"] == 1), None)
+
+    wait_for(second_trial_started, driver, what="the second trial's first epoch")
+    driver.proc.send_signal(sig)
+    rc_stop = driver.wait()
+    before = _finished_lines(exp_dir)
+    interrupted_epochs = {r["trial_id"]: r["epoch"] for r in results(exp_dir)}
+    rc = Driver(["--resume", str(exp_dir)], work / f"{name}.log").wait()
+    after = _finished_lines(exp_dir)
+    rerun = sum(1 for t, n in before.items() if after.get(t, 0) != n)
+    affected = sum(1 for t, e in interrupted_epochs.items() if e < 4)
+    return Outcome(f"{sig.name} of the driver, then --resume", affected, 1, rerun,
+                   rc == 0 and same_table(exp_dir, baseline), f"stop rc={rc_stop}, resume rc={rc}")
+
+
+def lose_node(work: Path, baseline: Path) -> Outcome:
+    """Two-node cluster; kill every process of the worker node while a trial trains there."""
+    cluster = LocalCluster()
+    try:
+        cluster.start_head(num_cpus=2)
+        cluster.add_node("w1", 2, {"doomed": 1})
+        doomed = next(n["NodeID"] for n in cluster.nodes_info() if "doomed" in n["Resources"])
+        exp = write_experiment(work, "lose_node")
+        exp_dir = work / "results" / "lose_node"
+        driver = Driver([str(exp)], work / "lose_node.log", address=cluster.address)
+        wait_for(lambda: next((r for r in results(exp_dir) if r["node_id"] == doomed and r["epoch"] < 4), None),
+                 driver, what="an epoch on the worker node")
+        cluster.kill_node("w1")
+        rc = driver.wait()
+        rs = results(exp_dir)
+        affected = {r["trial_id"] for r in rs if r["node_id"] == doomed}
+        moved = {r["trial_id"] for r in rs if r["trial_id"] in affected and r["node_id"] != doomed}
+        return Outcome("loss of a worker node (all its processes killed)", len(affected), len(moved), 0,
+                       rc == 0 and same_table(exp_dir, baseline) and moved == affected, f"rc={rc}")
+    finally:
+        cluster.stop()
+
+
+SCENARIOS = {
+    "kill_worker": kill_worker,
+    "sigint_driver": lambda w, b: stop_driver(w, b, signal.SIGINT),
+    "sigkill_driver": lambda w, b: stop_driver(w, b, signal.SIGKILL),
+    "lose_node": lose_node,
+}
