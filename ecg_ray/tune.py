@@ -24,6 +24,7 @@ import threading
 import time
 
 import ray
+import ray.autoscaler.sdk
 import ray.train
 import ray.tune
 from ray.train.torch import TorchConfig, TorchTrainer
@@ -298,6 +299,7 @@ def run_experiment(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    _release_autoscaler_requests()
     if interrupted.is_set():
         # Tune marks the trials it stopped as terminated in memory; trial_status.json keeps
         # what the callback saw end, and --resume continues the rest.
@@ -312,6 +314,23 @@ class ExperimentInterrupted(EcgRayError):
     def __init__(self, exp_path: str):
         super().__init__(f"Stopped. Finished trials and checkpoints are kept; continue with: ecg-ray tune --resume {exp_path}")
         self.exp_path = exp_path
+
+
+def _release_autoscaler_requests() -> None:
+    """Let the autoscaler remove idle GPU nodes as soon as the experiment ends.
+
+    Each Train run asks Ray's AutoscalingCoordinator actor for its worker's resources.
+    That request can outlive the run by minutes, and the detached actor itself lives
+    on the node of the first trial, so that node is never idle (ray-project/ray#58481).
+    Ending the actor and clearing the standing request lets idle nodes go; the next
+    Train run creates a fresh coordinator.
+    """
+    try:
+        coordinator = ray.get_actor("AutoscalingCoordinator", namespace="AutoscalingCoordinator")
+    except ValueError:
+        return  # no Train run asked for resources through it
+    ray.kill(coordinator, no_restart=True)
+    ray.autoscaler.sdk.request_resources(bundles=[])
 
 
 def _record_statuses(grid, exp_path: str) -> None:

@@ -93,12 +93,15 @@ class LocalCluster:
 
     def nodes_info(self) -> list[dict]:
         """`ray.nodes()` of the cluster, read in a subprocess (this process may hold another Ray)."""
-        code = "import json, ray; ray.init(address='%s', logging_level='ERROR'); print(json.dumps(ray.nodes()))" % self.address
+        code = "import json, ray; ray.init(address='%s', logging_level='ERROR'); print('NODES=' + json.dumps(ray.nodes()))" % self.address
         out = subprocess.run(["python", "-c", code], env=self.env, capture_output=True, text=True, timeout=120, check=True)
-        return json.loads(out.stdout.strip().splitlines()[-1])
+        (line,) = [l for l in out.stdout.splitlines() if l.startswith("NODES=")]
+        return json.loads(line[len("NODES="):])
 
-    def job_submit(self, working_dir: str, entrypoint: list[str], timeout: float = 900) -> subprocess.CompletedProcess:
-        cmd = ["ray", "job", "submit", "--address", self.dashboard, "--working-dir", working_dir, "--", *entrypoint]
+    def job_submit(self, working_dir: str | None, entrypoint: list[str], timeout: float = 900) -> subprocess.CompletedProcess:
+        """`ray job submit`; working_dir None uploads nothing (the entrypoint then names absolute paths)."""
+        upload = ["--working-dir", working_dir] if working_dir else []
+        cmd = ["ray", "job", "submit", "--address", self.dashboard, *upload, "--", *entrypoint]
         return subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=timeout)
 
     def stop(self) -> None:
