@@ -39,9 +39,13 @@ def cmd_tune(args) -> int:
     from ecg_ray.tune import ExperimentInterrupted, config_for_resume, run_experiment, unfinished_trials
 
     if args.resume:
-        exp_dir = os.path.abspath(os.path.expanduser(args.resume))
+        exp_dir = args.resume.rstrip("/")
+        if "://" not in exp_dir:
+            exp_dir = os.path.abspath(os.path.expanduser(exp_dir))
         cfg = config_for_resume(exp_dir)
-        cfg = replace(cfg, storage_path=os.path.dirname(exp_dir), name=os.path.basename(exp_dir))
+        # The folder may have moved since: it is the source of truth for where results go.
+        storage, name = exp_dir.rsplit("/", 1)
+        cfg = replace(cfg, storage_path=storage, name=name)
     else:
         if not args.experiment:
             raise EcgRayError("Pass an experiment file (e.g. experiments/quick.yaml) or --resume EXPERIMENT_DIR.")

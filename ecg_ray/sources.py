@@ -211,33 +211,34 @@ def _frame_to_records(df, path: Path, fs: int) -> RecordSet:
     return RecordSet(ids, signals, labels, fs, str(path))
 
 
-def _load_pickle(cfg, seed: int) -> dict:
+def _load_frames(cfg, read, fmt: str, fix: str, check=None) -> dict:
+    """Read data.path (and data.val_path) with `read` into RecordSets; errors name the file and `fix`."""
     out = {}
     for split, path in _pair(cfg):
         try:
-            df = pd.read_pickle(path)
+            df = read(path)
         except Exception as err:
-            raise DataError(f"{path} cannot be read as a pickle ({type(err).__name__}: {err}). Re-save it with DataFrame.to_pickle.") from None
+            raise DataError(f"{path} cannot be read as {fmt} ({type(err).__name__}: {err}). {fix}") from None
+        if check:
+            check(df, path)
         out[split] = _frame_to_records(df, path, cfg.sampling_rate)
     return out
+
+
+def _load_pickle(cfg, seed: int) -> dict:
+    return _load_frames(cfg, pd.read_pickle, "a pickle", "Re-save it with DataFrame.to_pickle.")
 
 
 # --- Parquet -----------------------------------------------------------------
 
-PARQUET_COLUMNS = ("record", "signal", "label")
+
+def _require_record_column(df, path: Path) -> None:
+    if "record" not in df.columns:
+        raise DataError(f"{path} lacks the `record` column (record ids); it has {', '.join(df.columns)}. Re-create it with `ecg-ray data convert`.")
 
 
 def _load_parquet(cfg, seed: int) -> dict:
-    out = {}
-    for split, path in _pair(cfg):
-        try:
-            df = pd.read_parquet(path)
-        except Exception as err:
-            raise DataError(f"{path} cannot be read as Parquet ({type(err).__name__}: {err}). Re-create it with `ecg-ray data convert`.") from None
-        if "record" not in df.columns:
-            raise DataError(f"{path} lacks the `record` column (record ids); it has {', '.join(df.columns)}. Re-create it with `ecg-ray data convert`.")
-        out[split] = _frame_to_records(df, path, cfg.sampling_rate)
-    return out
+    return _load_frames(cfg, pd.read_parquet, "Parquet", "Re-create it with `ecg-ray data convert`.", _require_record_column)
 
 
 def _fingerprint_pair(cfg, seed: int) -> str:

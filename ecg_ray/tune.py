@@ -250,6 +250,9 @@ def run_experiment(
             )
     init_ray(address, num_cpus)  # only now: bad input never waits for a cluster
     use_gpu = resolve_use_gpu(cfg)
+    if use_gpu and not ray.cluster_resources().get("GPU"):
+        print("[ecg-ray] trials ask for a GPU but the cluster has none right now: they wait until the "
+              "autoscaler adds GPU nodes (use --cpu to train on CPUs instead)", flush=True)
     settings = {
         "use_gpu": use_gpu,
         "resources_per_worker": _worker_resources(cfg, use_gpu),

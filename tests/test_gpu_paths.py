@@ -1,0 +1,47 @@
+"""The GPU code paths, exercised as far as a CPU-only machine allows."""
+
+import os
+
+import pytest
+import torch
+
+from ecg_ray.config import experiment_from_dict
+from ecg_ray.train import CUBLAS_WORKSPACE, build_trial, seed_everything
+from ecg_ray.config import TrialConfig
+from ecg_ray.tune import _worker_resources, param_space
+
+
+@pytest.mark.parametrize(
+    "resources, use_gpu, expected",
+    [
+        ({}, False, {"CPU": 1}),
+        ({}, True, {"CPU": 1, "GPU": 1.0}),
+        ({"gpus_per_worker": 0.5}, True, {"CPU": 1, "GPU": 0.5}),  # two trials share a GPU
+        ({"cpus_per_worker": 4, "custom_resources_per_worker": {"a10g": 1}}, False, {"CPU": 4, "a10g": 1}),
+    ],
+)
+def test_worker_resources(resources, use_gpu, expected):
+    cfg = experiment_from_dict({"resources": resources})
+    assert _worker_resources(cfg, use_gpu) == expected
+
+
+def test_deterministic_settings_for_cuda(monkeypatch):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    seed_everything(3)
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == CUBLAS_WORKSPACE == ":4096:8"
+    assert torch.are_deterministic_algorithms_enabled()
+    assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+
+
+def test_trial_builds_on_the_given_device():
+    state = build_trial(TrialConfig(hidden_size=8), [1.0, 1.0, 1.0, 1.0], device="cpu")
+    assert next(state.model.parameters()).device.type == "cpu"
+    assert state.criterion.weight.device.type == "cpu"
+    assert state.generator.device.type == "cpu"  # shuffling stays on the CPU generator on GPU too
+
+
+def test_param_space_is_one_grid_search_per_listed_key():
+    cfg = experiment_from_dict({"search": {"lr": [1e-3, 5e-4], "hidden_size": [128], "optimizer": "sgd"}})
+    space = param_space(cfg)
+    assert space["lr"] == {"grid_search": [1e-3, 5e-4]}
+    assert space["hidden_size"] == 128 and space["optimizer"] == "sgd" and space["seed"] == 42
