@@ -126,7 +126,7 @@ def check_records(splits: dict[str, RecordSet], cfg) -> tuple[dict[str, RecordSe
         more = f" (and {len(bad) - MAX_LISTED_PROBLEMS} more)" if len(bad) > MAX_LISTED_PROBLEMS else ""
         raise DataError(
             f"{len(bad)} bad record(s) in the input: {listed}{more}. "
-            "Fix them, or set `on_bad_record: skip` under `data:` to drop bad records and list each one."
+            "To go on without them, set `on_bad_record: skip` under `data:`: bad records are then dropped and listed."
         )
     drop = {(s, r) for s, r, _ in bad}
     cleaned = {}
