@@ -100,7 +100,8 @@ def rank_trials(hist: pd.DataFrame, status: dict | None = None, scheduler: str |
         g = g.sort_values("epoch")
         best = g.loc[g["val_macro_f1"].idxmax()]  # first epoch reaching the best value
         last = g.iloc[-1]
-        st = status.get(trial_id, {}).get("status", "UNKNOWN")
+        # No recorded end: a trial of an interrupted (or still running) experiment, unless it ran every epoch.
+        st = status.get(trial_id, {}).get("status", "UNFINISHED")
         epochs_run = int(last["epoch"])
         row = {"trial_id": trial_id}
         row |= {k: best[k] for k in CONFIG_COLUMNS}
@@ -114,7 +115,7 @@ def rank_trials(hist: pd.DataFrame, status: dict | None = None, scheduler: str |
             "val_loss": float(best["val_loss"]),
             "epochs_run": epochs_run,
             "early_stopped": bool(st == "TERMINATED" and epochs_run < int(best["epochs"]) and scheduler != "none"),
-            "status": st if not (st == "UNKNOWN" and epochs_run >= int(best["epochs"])) else "TERMINATED",
+            "status": "TERMINATED" if st == "UNFINISHED" and epochs_run >= int(best["epochs"]) else st,
             "wall_time_s": float(last["time_total_s"]) if pd.notna(last.get("time_total_s")) else float(g["epoch_time_s"].sum()),
             "data_hash": last.get("data_hash"),
             "node_ids": ",".join(sorted({str(n) for n in g["node_id"].dropna()})),

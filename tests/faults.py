@@ -177,6 +177,8 @@ def stop_driver(work: Path, baseline: Path, sig: signal.Signals) -> Outcome:
     wait_for(second_trial_started, driver, what="the second trial's first epoch")
     driver.proc.send_signal(sig)
     rc_stop = driver.wait()
+    stopped = build_report(exp_dir)[0]  # an interrupted folder reports without re-running anything
+    assert (stopped["status"] == "TERMINATED").sum() >= 1, stopped
     before = _finished_lines(exp_dir)
     interrupted_epochs = {r["trial_id"]: r["epoch"] for r in results(exp_dir)}
     rc = Driver(["--resume", str(exp_dir)], work / f"{name}.log").wait()

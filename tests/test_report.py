@@ -52,6 +52,13 @@ def test_ranks_by_best_val_macro_f1(exp):
     assert pd.api.types.is_float_dtype(trials["best_val_macro_f1"])  # numbers, not formatted strings
 
 
+def test_interrupted_trial_is_marked_unfinished(exp):
+    (exp / "trial_status.json").write_text(json.dumps({"t0": {"status": "TERMINATED"}, "t2": {"status": "TERMINATED"}}))
+    trials, _ = build_report(exp)
+    row = trials.set_index("trial_id").loc["t1"]
+    assert row["status"] == "UNFINISHED" and not row["early_stopped"]
+
+
 def test_ties_break_on_val_loss_then_config(tmp_path):
     exp = tmp_path / "e"
     _trial(exp, "a", 0.001, [0.5], losses=[0.9])
