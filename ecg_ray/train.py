@@ -46,13 +46,42 @@ def seed_everything(seed: int) -> None:
     torch.backends.cudnn.benchmark = False
 
 
+def deterministic_weighted_ce(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Class-weighted mean cross-entropy from elementwise ops and plain reductions only.
+
+    Equal (up to float rounding) to F.cross_entropy(logits, target, weight=weight).
+    """
+    logp = torch.log_softmax(logits, dim=1)  # (batch, 4)
+    onehot = (target[:, None] == torch.arange(logits.shape[1], device=logits.device)).to(logp.dtype)
+    w = onehot @ weight  # (batch,) weight of each sample's class
+    return -(w * (onehot * logp).sum(1)).sum() / w.sum()
+
+
+class WeightedCrossEntropy(nn.Module):
+    """The notebook's nn.CrossEntropyLoss(weight=...), deterministic on GPU too.
+
+    torch.use_deterministic_algorithms(True) refuses NLLLoss on CUDA tensors (it has no
+    deterministic CUDA kernel), so on CUDA the same formula is computed from deterministic
+    ops. On CPU it is nn.CrossEntropyLoss itself, bit for bit the notebook's loss.
+    """
+
+    def __init__(self, weight: torch.Tensor):
+        super().__init__()
+        self.register_buffer("weight", weight)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if logits.is_cuda:
+            return deterministic_weighted_ce(logits, target, self.weight)
+        return nn.functional.cross_entropy(logits, target, weight=self.weight)
+
+
 @dataclass
 class TrialState:
     """What one trial carries from epoch to epoch (and what a checkpoint restores)."""
 
     model: ECGModel
     optimizer: torch.optim.Optimizer
-    criterion: nn.CrossEntropyLoss
+    criterion: WeightedCrossEntropy
     generator: torch.Generator  # the shuffling generator, separate from the global RNG
     device: torch.device
     epoch: int = 0  # epochs completed
@@ -70,7 +99,7 @@ def build_trial(trial, weights: np.ndarray, device: torch.device | str = "cpu") 
     seed_everything(trial.seed)
     model = ECGModel(hidden_size=trial.hidden_size, dropout_rate=trial.dropout).to(device)
     optimizer = OPTIMIZERS[trial.optimizer](model.parameters(), trial.lr)
-    criterion = nn.CrossEntropyLoss(weight=torch.as_tensor(weights, dtype=torch.float32, device=device))
+    criterion = WeightedCrossEntropy(torch.as_tensor(weights, dtype=torch.float32, device=device))
     generator = torch.Generator().manual_seed(trial.seed)
     return TrialState(model, optimizer, criterion, generator, device)
 

@@ -45,3 +45,19 @@ def test_param_space_is_one_grid_search_per_listed_key():
     space = param_space(cfg)
     assert space["lr"] == {"grid_search": [1e-3, 5e-4]}
     assert space["hidden_size"] == 128 and space["optimizer"] == "sgd" and space["seed"] == 42
+
+
+def test_gpu_loss_formula_equals_weighted_cross_entropy():
+    """The CUDA branch of the loss (NLLLoss has no deterministic CUDA kernel), checked on CPU."""
+    from ecg_ray.train import deterministic_weighted_ce
+
+    torch.manual_seed(0)
+    weight = torch.tensor([0.5310278, 0.70645161, 0.56395736, 1.0])
+    logits = torch.randn(33, 4, dtype=torch.float64, requires_grad=True)
+    target = torch.randint(0, 4, (33,))
+    ours = deterministic_weighted_ce(logits, target, weight.double())
+    ref = torch.nn.functional.cross_entropy(logits, target, weight=weight.double())
+    torch.testing.assert_close(ours, ref)
+    (g_ours,) = torch.autograd.grad(ours, logits)
+    (g_ref,) = torch.autograd.grad(ref, logits)
+    torch.testing.assert_close(g_ours, g_ref)
