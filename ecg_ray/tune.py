@@ -117,7 +117,6 @@ class EpochPrinter(ray.tune.Callback):
 
     def __init__(self, exp_path: str):
         self.exp_path = exp_path
-        self.status: dict[str, dict] = {}
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if "://" not in self.exp_path:
@@ -136,18 +135,20 @@ class EpochPrinter(ray.tune.Callback):
             flush=True,
         )
 
-    def _record(self, trial, status: str) -> None:
-        self.status[trial.trial_id] = {"status": status, "last_epoch": (trial.last_result or {}).get("epoch")}
-        path = join_path(self.exp_path, STATUS_FILE)
-        merged = read_json(path) or {}  # a resumed run keeps the statuses of the first one
-        merged.update(self.status)
-        write_json(path, merged)
-
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._record(trial, "TERMINATED")
+        _update_statuses(self.exp_path, [(trial, "TERMINATED")])
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._record(trial, "ERROR")
+        _update_statuses(self.exp_path, [(trial, "ERROR")])
+
+
+def _update_statuses(exp_path: str, changes) -> None:
+    """Merge (trial, status) pairs into trial_status.json; statuses of earlier runs are kept."""
+    path = join_path(exp_path, STATUS_FILE)
+    merged = read_json(path) or {}
+    for trial, status in changes:
+        merged[trial.trial_id] = {"status": status, "last_epoch": (trial.last_result or {}).get("epoch")}
+    write_json(path, merged)
 
 
 def param_space(cfg: ExperimentConfig) -> dict:
@@ -340,16 +341,11 @@ def _record_statuses(grid, exp_path: str) -> None:
     """Write every trial's final Tune status to trial_status.json.
 
     The callback records statuses as trials end, which survives a killed driver; this
-    pass is authoritative after fit() (a restored run does not always call the
-    callback's on_trial_complete). ResultGrid exposes counts, not per-trial statuses,
+    pass after fit() is the authoritative one (in one resumed run here the callback's
+    record of a trial was missing). ResultGrid exposes counts, not per-trial statuses,
     hence its experiment analysis.
     """
-    trials = grid._experiment_analysis.trials
-    path = join_path(exp_path, STATUS_FILE)
-    merged = read_json(path) or {}
-    for t in trials:
-        merged[t.trial_id] = {"status": t.status, "last_epoch": (t.last_result or {}).get("epoch")}
-    write_json(path, merged)
+    _update_statuses(exp_path, [(t, t.status) for t in grid._experiment_analysis.trials])
 
 
 def unfinished_trials(cfg: ExperimentConfig) -> tuple[int, int]:
