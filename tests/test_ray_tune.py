@@ -78,3 +78,21 @@ def test_report_command_rebuilds_identical_tables(quick_run, tmp_path):
 def test_running_again_without_resume_refuses(quick_run, capsys):
     assert main(["tune", "experiments/quick.yaml", "--storage", str(quick_run.parent)]) == 2
     assert "--resume" in capsys.readouterr().err
+
+
+def test_resume_refuses_different_data(quick_run, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "quick"
+    shutil.copytree(quick_run, copy)
+    meta = json.loads((copy / "ecg_ray_experiment.json").read_text())
+    meta["config"]["data"]["n_records"] = 400  # the folder now claims other data than it was run on
+    (copy / "ecg_ray_experiment.json").write_text(json.dumps(meta))
+    assert main(["tune", "--resume", str(copy)]) == 2
+    assert "resume with the same data source and settings" in capsys.readouterr().err
+
+
+def test_resume_of_a_finished_experiment_reruns_nothing(quick_run):
+    before = (quick_run / "progress.jsonl").read_text()
+    assert main(["tune", "--resume", str(quick_run)]) == 0
+    assert (quick_run / "progress.jsonl").read_text() == before  # no epoch ran again
