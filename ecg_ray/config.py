@@ -203,9 +203,14 @@ class ExperimentConfig:
         return max(t.epochs for t in self.grid())
 
     @property
+    def storage_root(self) -> str:
+        """storage_path with ~ expanded for local paths; a URI is kept as it is."""
+        return expand_storage(self.storage_path)
+
+    @property
     def experiment_path(self) -> str:
-        """storage_path/name, with ~ expanded for local paths; a URI is kept as it is."""
-        return join_path(expand_storage(self.storage_path), self.name)
+        """storage_root/name: the experiment folder."""
+        return join_path(self.storage_root, self.name)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ecg_ray.errors import ConfigError
-from ecg_ray.storage import atomic_path, atomic_write_text
+from ecg_ray.storage import atomic_path, atomic_write_text, uri_fs
 
 CONFIG_COLUMNS = ["lr", "hidden_size", "dropout", "optimizer", "batch_size", "epochs", "seed"]
 CLASS_KEYS = ("N", "A", "O", "noisy")
@@ -240,7 +240,7 @@ def fetch_experiment(path: str) -> tuple[str, tempfile.TemporaryDirectory | None
         return os.path.expanduser(path), None
     import pyarrow.fs
 
-    fs, root = pyarrow.fs.FileSystem.from_uri(path)
+    fs, root = uri_fs(path)
     if fs.get_file_info(root).type != pyarrow.fs.FileType.Directory:
         raise ConfigError(f"Experiment folder {path} does not exist. Pass the folder `ecg-ray tune` printed.")
     tmp = tempfile.TemporaryDirectory(prefix="ecg_ray_report_")
@@ -270,9 +270,7 @@ def write_report(exp_dir: str, out_dir: str | None = None, formats=DEFAULT_FORMA
             out_dir = os.path.join(local, "report")
         written = [str(p) for p in export({"trials": trials, "history": hist}, out_dir, formats)]
         if upload:
-            import pyarrow.fs
-
-            fs, root = pyarrow.fs.FileSystem.from_uri(exp_dir)
+            fs, root = uri_fs(exp_dir)
             fs.create_dir(f"{root}/report", recursive=True)
             for path in written:
                 key = f"{root}/report/{Path(path).name}"

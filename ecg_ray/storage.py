@@ -67,7 +67,8 @@ def check_writable(path: str, min_free_bytes: int = 200 * 2**20) -> None:
         )
 
 
-def _uri_fs(uri: str):
+def uri_fs(uri: str):
+    """(pyarrow filesystem, path inside it) for a bucket URI (s3://, gs://, file://)."""
     import pyarrow.fs
 
     return pyarrow.fs.FileSystem.from_uri(uri)
@@ -78,7 +79,7 @@ def write_json(path: str, obj) -> None:
     if "://" not in path:
         atomic_write_json(path, obj)
         return
-    fs, key = _uri_fs(path)
+    fs, key = uri_fs(path)
     fs.create_dir(key.rsplit("/", 1)[0], recursive=True)  # a no-op on object stores
     with fs.open_output_stream(key) as out:
         out.write((json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
@@ -93,8 +94,17 @@ def read_json(path: str):
             return json.load(f)
     import pyarrow.fs
 
-    fs, key = _uri_fs(path)
+    fs, key = uri_fs(path)
     if fs.get_file_info(key).type != pyarrow.fs.FileType.File:
         return None
     with fs.open_input_stream(key) as src:
         return json.loads(src.read())
+
+
+def remove_tree(path: str) -> None:
+    """Delete a folder, local or under a bucket URI."""
+    if "://" not in path:
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    fs, key = uri_fs(path)
+    fs.delete_dir(key)

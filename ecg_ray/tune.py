@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import signal
 import threading
 import time
@@ -33,14 +32,13 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from ecg_ray.config import ExperimentConfig, TrialConfig, experiment_from_dict, join_path
 from ecg_ray.data import PreparedData, prepare
 from ecg_ray.errors import ConfigError, EcgRayError
+from ecg_ray.report import EXPERIMENT_FILE, STATUS_FILE
 from ecg_ray.schedulers import METRIC, MODE, build_scheduler
-from ecg_ray.storage import check_writable, read_json, write_json
+from ecg_ray.storage import check_writable, read_json, remove_tree, write_json
 from ecg_ray.trial import train_loop_per_worker
 from ecg_ray.train import CUBLAS_WORKSPACE
 
-EXPERIMENT_FILE = "ecg_ray_experiment.json"
 SPLITS_FILE = "data_splits.json"
-STATUS_FILE = "trial_status.json"
 TRAIN_RUNS = "train_runs"
 PROGRESS_FILE = "progress.jsonl"
 PROGRESS_KEYS = ("epoch", "train_loss", "val_loss", "val_macro_f1", "epoch_time_s", "node_id", "pid")
@@ -188,21 +186,11 @@ def read_experiment_file(exp_path: str) -> dict:
 def _tune_run_config(cfg: ExperimentConfig, callbacks) -> ray.tune.RunConfig:
     return ray.tune.RunConfig(
         name=cfg.name,
-        storage_path=cfg.experiment_path.rsplit("/", 1)[0] if "://" in cfg.experiment_path else os.path.dirname(cfg.experiment_path),
+        storage_path=cfg.storage_root,
         failure_config=ray.tune.FailureConfig(max_failures=cfg.max_failures),
         callbacks=callbacks,
         verbose=1,
     )
-
-
-def _remove(path: str) -> None:
-    if "://" not in path:
-        shutil.rmtree(path, ignore_errors=True)
-        return
-    import pyarrow.fs
-
-    fs, key = pyarrow.fs.FileSystem.from_uri(path)
-    fs.delete_dir(key)
 
 
 def run_experiment(
@@ -224,8 +212,7 @@ def run_experiment(
         The experiment folder (a local path or a URI).
     """
     exp_path = cfg.experiment_path
-    local = "://" not in exp_path
-    check_writable(os.path.dirname(exp_path) if local else exp_path)
+    check_writable(cfg.storage_root)
     exists = read_json(join_path(exp_path, EXPERIMENT_FILE)) is not None
     if exists and not (resume or overwrite):
         raise ConfigError(
@@ -236,7 +223,7 @@ def run_experiment(
         raise ConfigError(f"Nothing to resume: {exp_path} holds no {EXPERIMENT_FILE}.")
     data = prepare(cfg)  # every data error surfaces here, before Ray starts a single trial
     if overwrite and not resume and exists:
-        _remove(exp_path)  # only once the new data is known to be good
+        remove_tree(exp_path)  # only once the new data is known to be good
     print(f"[ecg-ray] {data.describe()}", flush=True)
     for skipped in data.meta.get("skipped", []):
         print(f"[ecg-ray] skipped {skipped['split']} record {skipped['record']}: {skipped['problem']}", flush=True)
