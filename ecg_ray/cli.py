@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from dataclasses import replace
 
+from ecg_ray.config import DEFAULT_EXPORT_FORMATS, EXPORT_FORMATS
 from ecg_ray.errors import EcgRayError
 
 
@@ -36,16 +36,12 @@ def _data_overrides(args) -> dict:
 def cmd_tune(args) -> int:
     from ecg_ray.config import load_experiment
     from ecg_ray.report import summary_text, write_report
-    from ecg_ray.tune import ExperimentInterrupted, config_for_resume, run_experiment, unfinished_trials
+    from ecg_ray.expdir import ExperimentDir
+    from ecg_ray.tune import ExperimentInterrupted, run_experiment, unfinished_trials
 
     if args.resume:
-        exp_dir = args.resume.rstrip("/")
-        if "://" not in exp_dir:
-            exp_dir = os.path.abspath(os.path.expanduser(exp_dir))
-        cfg = config_for_resume(exp_dir)
         # The folder may have moved since: it is the source of truth for where results go.
-        storage, name = exp_dir.rsplit("/", 1)
-        cfg = replace(cfg, storage_path=storage, name=name)
+        cfg = ExperimentDir.parse(args.resume).read_config()
     else:
         if not args.experiment:
             raise EcgRayError("Pass an experiment file (e.g. experiments/quick.yaml) or --resume EXPERIMENT_DIR.")
@@ -131,8 +127,6 @@ def cmd_data_convert(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ecg_ray.report import DEFAULT_FORMATS, EXPORTERS
-
     p = argparse.ArgumentParser(prog="ecg-ray", description="Tune the CinC 2017 ECG rhythm classifier on Ray.")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -151,13 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
     gpu.add_argument("--gpu", dest="gpu", action="store_const", const=True, help="one GPU per trial (needed when GPU nodes are autoscaled from zero)")
     gpu.add_argument("--cpu", dest="gpu", action="store_const", const=False, help="CPU workers even where GPUs exist")
     t.add_argument("--num-cpus", type=int, help="CPUs of a new local Ray (default: all cores)")
-    t.add_argument("--format", nargs="+", default=list(DEFAULT_FORMATS), choices=list(EXPORTERS), help="table formats to export")
+    t.add_argument("--format", nargs="+", default=list(DEFAULT_EXPORT_FORMATS), choices=EXPORT_FORMATS, help="table formats to export")
     t.set_defaults(func=cmd_tune)
 
     r = sub.add_parser("report", help="rebuild ranked tables from an experiment folder (nothing is re-run)",
                        description="Rank the trials of an experiment folder (local or bucket URI) by best val macro-F1 and export the tables.")
     r.add_argument("experiment_dir", help="the experiment folder (storage_path/name) or its s3:// / gs:// URI")
-    r.add_argument("--format", nargs="+", default=list(DEFAULT_FORMATS), choices=list(EXPORTERS), help="table formats")
+    r.add_argument("--format", nargs="+", default=list(DEFAULT_EXPORT_FORMATS), choices=EXPORT_FORMATS, help="table formats")
     r.add_argument("--out", help="output folder (default: EXPERIMENT_DIR/report)")
     r.set_defaults(func=cmd_report)
 

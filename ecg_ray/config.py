@@ -1,9 +1,15 @@
-"""Experiment files (YAML) -> typed, frozen, validated config objects.
+"""Experiment files (YAML) -> typed, frozen, validated config objects. Pure data.
 
     python -c "from ecg_ray.config import load_experiment; print(load_experiment('experiments/quick.yaml'))"
 
-Every key is known. An unknown key, a wrong type or an out-of-range value
-raises ConfigError naming the key, the value and what is allowed.
+Every key is known. Allowed names and ranges are declared here as values
+(scikit-learn's `_param_validation` style): each config class maps its fields
+to a constraint, one validator checks them, and every error has one format,
+"The 'lr' parameter must be a float in (0.0, 1.0]. Got -3 instead.". The
+registries that implement the names (optimizers, data sources, schedulers,
+export formats) live with their stage; tests/test_contracts.py checks that each
+matches the names declared here. Reading an experiment file therefore imports
+no torch, pandas, scikit-learn or Ray.
 """
 
 from __future__ import annotations
@@ -13,50 +19,159 @@ import math
 import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, ClassVar
 
 import yaml
 
+from ecg_ray import expdir
 from ecg_ray.errors import ConfigError
 
-SEARCH_KEYS = ("lr", "hidden_size", "dropout", "optimizer", "batch_size", "epochs")
 DEFAULT_STORAGE = "~/ecg_ray_results"
 
+# --- the names each registry must implement -----------------------------------------------
 
-def _fail(key: str, allowed: str, value: Any) -> None:
-    raise ConfigError(f"The '{key}' parameter must be {allowed}. Got {value!r} instead.")
-
-
-def check_int(key: str, value: Any, lo: int | None = None, hi: int | None = None) -> int:
-    ok = isinstance(value, int) and not isinstance(value, bool)
-    if not ok or (lo is not None and value < lo) or (hi is not None and value > hi):
-        _fail(key, f"an int in [{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]", value)
-    return value
-
-
-def check_float(key: str, value: Any, lo: float, hi: float, lo_open: bool = False, hi_open: bool = False) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        ok = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
-    if not ok:
-        _fail(key, f"a float in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}", value)
-    return float(value)
-
-
-def check_choice(key: str, value: Any, choices) -> str:
-    if value not in choices:
-        _fail(key, "one of " + ", ".join(repr(c) for c in choices), value)
-    return value
-
-
-def check_optional_str(key: str, value: Any) -> str | None:
-    if value is not None and not isinstance(value, str):
-        _fail(key, "a string or null", value)
-    return value
+OPTIMIZER_NAMES = ("adam", "sgd")  # ecg_ray.train.OPTIMIZERS
+SCHEDULER_NAMES = ("asha", "none")  # ecg_ray.schedulers.SCHEDULERS
+EXPORT_FORMATS = ("csv", "markdown", "json", "parquet", "latex")  # ecg_ray.report.EXPORTERS
+DEFAULT_EXPORT_FORMATS = ("csv", "markdown", "json")
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class SourceRule:
+    """What a data source (ecg_ray.sources.SOURCES) requires of the data section."""
+
+    needs_path: bool = True  # data.path is required
+    pairable: bool = False  # data.val_path may name a second (val) file
+
+
+SOURCE_RULES = {
+    "cinc2017": SourceRule(),
+    "parquet": SourceRule(pairable=True),
+    "pickle": SourceRule(pairable=True),
+    "synthetic": SourceRule(needs_path=False),
+}
+
+# --- constraints as values ------------------------------------------------------------------
+
+
+class Constraint:
+    """A set of allowed values: a membership test, a description, and one value outside it."""
+
+    def allows(self, value: Any) -> bool:
+        raise NotImplementedError
+
+    def invalid_value(self) -> Any:
+        """A value this constraint refuses (for contract tests)."""
+        raise NotImplementedError
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class Interval(Constraint):
+    """Numbers between lo and hi (None: unbounded); `closed` says which ends are included."""
+
+    kind: type  # int or float
+    lo: float | None
+    hi: float | None
+    closed: str = "both"  # both, left, right, neither
+
+    def allows(self, value: Any) -> bool:
+        if self.kind is int:
+            if not _is_int(value):
+                return False
+        elif not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)):
+            return False
+        lo_ok = self.lo is None or (value >= self.lo if self.closed in ("both", "left") else value > self.lo)
+        hi_ok = self.hi is None or (value <= self.hi if self.closed in ("both", "right") else value < self.hi)
+        return lo_ok and hi_ok
+
+    def __str__(self) -> str:
+        if self.kind is int:
+            lo = "-inf" if self.lo is None else self.lo
+            hi = "inf" if self.hi is None else self.hi
+            return f"an int in [{lo}, {hi}]"
+        left = "[" if self.closed in ("both", "left") else "("
+        right = "]" if self.closed in ("both", "right") else ")"
+        return f"a float in {left}{float(self.lo)}, {float(self.hi)}{right}"
+
+    def invalid_value(self) -> Any:
+        if self.lo is not None:
+            return self.lo - 1
+        return self.hi + 1
+
+
+@dataclass(frozen=True)
+class Options(Constraint):
+    """One of a fixed set of values."""
+
+    options: tuple
+
+    def allows(self, value: Any) -> bool:
+        return value in self.options
+
+    def __str__(self) -> str:
+        return "one of " + ", ".join(repr(o) for o in self.options)
+
+    def invalid_value(self) -> Any:
+        return "not-a-valid-option"
+
+
+@dataclass(frozen=True)
+class Rule(Constraint):
+    """Any other constraint: a predicate, its description, and a value it refuses."""
+
+    description: str
+    predicate: Callable[[Any], bool]
+    invalid: Any = None
+
+    def allows(self, value: Any) -> bool:
+        return bool(self.predicate(value))
+
+    def __str__(self) -> str:
+        return self.description
+
+    def invalid_value(self) -> Any:
+        return self.invalid
+
+
+OPTIONAL_STR = Rule("a string or null", lambda v: v is None or isinstance(v, str), invalid=3)
+
+
+def fail(key: str, allowed: Any, value: Any) -> None:
+    """Raise the one error format: the key, what is allowed, and the value given."""
+    raise ConfigError(f"The '{key}' parameter must be {allowed}. Got {value!r} instead.")
+
+
+def validate(key: str, value: Any, constraint: Constraint) -> Any:
+    """Return `value` if `constraint` allows it, else raise ConfigError naming key, rule and value."""
+    if not constraint.allows(value):
+        fail(key, constraint, value)
+    return value
+
+
+class Validated:
+    """Mixin for frozen config dataclasses: CONSTRAINTS (field -> Constraint) checked on creation."""
+
+    PREFIX: ClassVar[str] = ""
+    CONSTRAINTS: ClassVar[dict[str, Constraint]] = {}
+
+    def __post_init__(self):
+        for name, constraint in self.CONSTRAINTS.items():
+            validate(self.PREFIX + name, getattr(self, name), constraint)
+        self.check_together()
+
+    def check_together(self) -> None:
+        """Rules that involve several fields."""
+
+
+# --- the config sections --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DataConfig(Validated):
     """Where the records come from and how they are prepared (see ecg_ray.sources)."""
 
     source: str = "synthetic"
@@ -71,27 +186,36 @@ class DataConfig:
     on_bad_record: str = "error"
     cache_dir: str | None = None  # default: $ECG_RAY_CACHE or ~/.cache/ecg_ray
 
-    def __post_init__(self):
-        from ecg_ray.sources import SOURCES
+    PREFIX: ClassVar[str] = "data."
+    CONSTRAINTS: ClassVar[dict] = {
+        "source": Options(tuple(sorted(SOURCE_RULES))),
+        "path": OPTIONAL_STR,
+        "val_path": OPTIONAL_STR,
+        "cache_dir": OPTIONAL_STR,
+        "n_records": Interval(int, 8, 1_000_000),
+        "target_length": Interval(int, 256, 1_000_000),
+        "sampling_rate": Interval(int, 1, 100_000),
+        "min_length": Interval(int, 1, 1_000_000),
+        "val_fraction": Interval(float, 0.0, 1.0, "neither"),
+        "test_fraction": Interval(float, 0.0, 1.0, "left"),
+        "on_bad_record": Options(("error", "skip")),
+    }
 
-        check_choice("data.source", self.source, sorted(SOURCES))
-        check_optional_str("data.path", self.path)
-        check_optional_str("data.val_path", self.val_path)
-        check_optional_str("data.cache_dir", self.cache_dir)
-        check_int("data.n_records", self.n_records, 8, 1_000_000)
-        check_int("data.target_length", self.target_length, 256, 1_000_000)
-        check_int("data.sampling_rate", self.sampling_rate, 1, 100_000)
-        check_int("data.min_length", self.min_length, 1, 1_000_000)
-        check_float("data.val_fraction", self.val_fraction, 0.0, 1.0, lo_open=True, hi_open=True)
-        check_float("data.test_fraction", self.test_fraction, 0.0, 1.0, hi_open=True)
+    def check_together(self) -> None:
         if self.val_fraction + self.test_fraction >= 1.0:
-            _fail("data.val_fraction + data.test_fraction", "below 1", self.val_fraction + self.test_fraction)
-        check_choice("data.on_bad_record", self.on_bad_record, ("error", "skip"))
-        SOURCES[self.source].check_config(self)
+            fail("data.val_fraction + data.test_fraction", "below 1", self.val_fraction + self.test_fraction)
+        rule = SOURCE_RULES[self.source]
+        if rule.needs_path and not self.path:
+            raise ConfigError(f"The 'data.path' parameter is required for data.source '{self.source}'. Got None instead.")
+        if self.val_path and not rule.pairable:
+            pairable = " and ".join(sorted(n for n, r in SOURCE_RULES.items() if r.pairable))
+            raise ConfigError(
+                f"The 'data.val_path' parameter is only allowed for {pairable} sources. Got {self.val_path!r} for '{self.source}'."
+            )
 
 
 @dataclass(frozen=True)
-class TrialConfig:
+class TrialConfig(Validated):
     """One grid point: everything a trial needs besides the data. Checked again inside the trial."""
 
     lr: float = 1e-3
@@ -102,44 +226,53 @@ class TrialConfig:
     epochs: int = 6
     seed: int = 42
 
-    def __post_init__(self):
-        from ecg_ray.train import OPTIMIZERS
-
-        check_float("lr", self.lr, 0.0, 1.0, lo_open=True)
-        check_int("hidden_size", self.hidden_size, 1, 8192)
-        check_float("dropout", self.dropout, 0.0, 1.0, hi_open=True)
-        check_choice("optimizer", self.optimizer, sorted(OPTIMIZERS))
-        check_int("batch_size", self.batch_size, 1, 65536)
-        check_int("epochs", self.epochs, 1, 10_000)
-        check_int("seed", self.seed, 0, 2**32 - 1)
+    CONSTRAINTS: ClassVar[dict] = {
+        "lr": Interval(float, 0.0, 1.0, "right"),
+        "hidden_size": Interval(int, 1, 8192),
+        "dropout": Interval(float, 0.0, 1.0, "left"),
+        "optimizer": Options(OPTIMIZER_NAMES),
+        "batch_size": Interval(int, 1, 65536),
+        "epochs": Interval(int, 1, 10_000),
+        "seed": Interval(int, 0, 2**32 - 1),
+    }
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrialConfig":
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            _fail("trial config", "made of the keys " + ", ".join(sorted(known)), unknown)
+            fail("trial config", "made of the keys " + ", ".join(sorted(known)), unknown)
         return cls(**values)
 
 
+SEARCH_KEYS = tuple(k for k in TrialConfig.CONSTRAINTS if k != "seed")
+
+
 @dataclass(frozen=True)
-class SchedulerConfig:
+class SchedulerConfig(Validated):
     """Early stopping. 'asha' stops weak trials on val macro-F1; 'none' runs every epoch of every trial."""
 
     name: str = "asha"
     grace_period: int = 1
     reduction_factor: int = 2
 
-    def __post_init__(self):
-        from ecg_ray.schedulers import SCHEDULERS
+    PREFIX: ClassVar[str] = "scheduler."
+    CONSTRAINTS: ClassVar[dict] = {
+        "name": Options(SCHEDULER_NAMES),
+        "grace_period": Interval(int, 1, None),
+        "reduction_factor": Interval(int, 2, None),
+    }
 
-        check_choice("scheduler.name", self.name, sorted(SCHEDULERS))
-        check_int("scheduler.grace_period", self.grace_period, 1)
-        check_int("scheduler.reduction_factor", self.reduction_factor, 2)
+
+def _custom_resources(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and k not in ("CPU", "GPU") and isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+        for k, v in value.items()
+    )
 
 
 @dataclass(frozen=True)
-class ResourcesConfig:
+class ResourcesConfig(Validated):
     """What each trial holds. One Ray Train worker per trial, on a GPU when the cluster has one."""
 
     use_gpu: str | bool = "auto"  # auto: a GPU per worker when the cluster has GPUs
@@ -150,53 +283,98 @@ class ResourcesConfig:
     # Extra custom resources per worker, e.g. {"a10g": 1} to pin trials to one node type.
     custom_resources_per_worker: dict = field(default_factory=dict)
 
-    def __post_init__(self):
-        if not isinstance(self.custom_resources_per_worker, dict) or not all(
-            isinstance(k, str) and k not in ("CPU", "GPU") and isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
-            for k, v in self.custom_resources_per_worker.items()
-        ):
-            _fail("resources.custom_resources_per_worker", "a mapping of custom resource names (not CPU/GPU) to positive numbers", self.custom_resources_per_worker)
-        check_choice("resources.use_gpu", self.use_gpu, ("auto", True, False))
-        check_float("resources.gpus_per_worker", self.gpus_per_worker, 0.0, 8.0, lo_open=True)
-        check_int("resources.cpus_per_worker", self.cpus_per_worker, 1, 256)
-        check_float("resources.cpus_per_trial_driver", self.cpus_per_trial_driver, 0.0, 64.0, lo_open=True)
-        check_int("resources.max_concurrent_trials", self.max_concurrent_trials, 0)
+    PREFIX: ClassVar[str] = "resources."
+    CONSTRAINTS: ClassVar[dict] = {
+        "custom_resources_per_worker": Rule(
+            "a mapping of custom resource names (not CPU/GPU) to positive numbers", _custom_resources, invalid={"GPU": 1}
+        ),
+        "use_gpu": Options(("auto", True, False)),
+        "gpus_per_worker": Interval(float, 0.0, 8.0, "right"),
+        "cpus_per_worker": Interval(int, 1, 256),
+        "cpus_per_trial_driver": Interval(float, 0.0, 64.0, "right"),
+        "max_concurrent_trials": Interval(int, 0, None),
+    }
+
+    def check_together(self) -> None:
         if self.gpus_per_worker > 1 and self.gpus_per_worker != int(self.gpus_per_worker):
-            _fail("resources.gpus_per_worker", "a fraction in (0, 1] or a whole number", self.gpus_per_worker)
+            fail("resources.gpus_per_worker", "a fraction in (0, 1] or a whole number", self.gpus_per_worker)
 
 
 @dataclass(frozen=True)
-class ExperimentConfig:
+class SearchSpace:
+    """The grid: for each search key in SEARCH_KEYS order, the values to try (one value = fixed).
+
+    Builds both the list of TrialConfigs (`grid`) and Ray Tune's `param_space`, so the
+    two can never disagree.
+    """
+
+    axes: tuple[tuple[str, tuple], ...] = ()
+
+    @classmethod
+    def from_raw(cls, raw: dict) -> "SearchSpace":
+        for key in raw:
+            validate("search key", key, Options(SEARCH_KEYS))
+        axes = []
+        for key in SEARCH_KEYS:
+            if key in raw:
+                values = raw[key] if isinstance(raw[key], list) else [raw[key]]
+                if not values:
+                    fail(f"search.{key}", "a value or a non-empty list of values", [])
+                axes.append((key, tuple(values)))
+        return cls(tuple(axes))
+
+    def grid(self, seed: int) -> list[TrialConfig]:
+        """Every grid point as a TrialConfig, in the file's order (last key varies fastest)."""
+        keys = [k for k, _ in self.axes]
+        return [TrialConfig(seed=seed, **dict(zip(keys, combo))) for combo in itertools.product(*(v for _, v in self.axes))]
+
+    def param_space(self, seed: int, grid_search: Callable[[list], Any]) -> dict:
+        """Tune's search space: `grid_search(values)` for every key with several values, constants elsewhere.
+
+        `grid_search` is `ray.tune.grid_search`, passed in so that config stays free of Ray.
+        """
+        space = asdict(TrialConfig(seed=seed))
+        for key, values in self.axes:
+            space[key] = grid_search(list(values)) if len(values) > 1 else values[0]
+        return space
+
+
+def _folder_name(value: Any) -> bool:
+    return isinstance(value, str) and bool(value) and "/" not in value and not value.startswith(".")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig(Validated):
     """A whole experiment: data, the search grid, the scheduler, resources and storage."""
 
     name: str = "experiment"
     seed: int = 42
     data: DataConfig = field(default_factory=DataConfig)
-    search: dict = field(default_factory=dict)  # key -> list of values (one value = fixed)
+    search: dict = field(default_factory=dict)  # key -> list of values (one value = fixed), as in the file
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     storage_path: str = DEFAULT_STORAGE
     max_failures: int = 2  # per trial: worker restarts from the last checkpoint
 
-    def __post_init__(self):
-        if not isinstance(self.name, str) or not self.name or "/" in self.name or self.name.startswith("."):
-            _fail("name", "a non-empty folder name without '/'", self.name)
-        check_int("seed", self.seed, 0, 2**32 - 1)
-        if not isinstance(self.storage_path, str) or not self.storage_path:
-            _fail("storage_path", "a local folder or a bucket URI such as s3://bucket/prefix", self.storage_path)
-        check_int("max_failures", self.max_failures, -1)
-        for key in self.search:
-            check_choice("search key", key, SEARCH_KEYS)
+    CONSTRAINTS: ClassVar[dict] = {
+        "name": Rule("a non-empty folder name without '/'", _folder_name, invalid="a/b"),
+        "seed": Interval(int, 0, 2**32 - 1),
+        "storage_path": Rule(
+            "a local folder or a bucket URI such as s3://bucket/prefix", lambda v: isinstance(v, str) and bool(v), invalid=""
+        ),
+        "max_failures": Interval(int, -1, None),
+    }
+
+    def check_together(self) -> None:
         self.grid()  # validates every grid point now, not inside a trial an hour later
+
+    @property
+    def search_space(self) -> SearchSpace:
+        return SearchSpace.from_raw(self.search)
 
     def grid(self) -> list[TrialConfig]:
         """Every grid point as a TrialConfig, in the file's order (last key varies fastest)."""
-        keys = [k for k in SEARCH_KEYS if k in self.search]
-        values = [v if isinstance(v, list) else [v] for v in (self.search[k] for k in keys)]
-        for key, vals in zip(keys, values):
-            if not vals:
-                _fail(f"search.{key}", "a value or a non-empty list of values", [])
-        return [TrialConfig(seed=self.seed, **dict(zip(keys, combo))) for combo in itertools.product(*values)]
+        return self.search_space.grid(self.seed)
 
     @property
     def epochs(self) -> int:
@@ -205,29 +383,48 @@ class ExperimentConfig:
     @property
     def storage_root(self) -> str:
         """storage_path with ~ expanded for local paths; a URI is kept as it is."""
-        return expand_storage(self.storage_path)
+        return expdir.expand(self.storage_path)
+
+    @property
+    def experiment_dir(self) -> expdir.ExperimentDir:
+        """The experiment folder, storage_root/name."""
+        return expdir.ExperimentDir.at(self.storage_root, self.name)
 
     @property
     def experiment_path(self) -> str:
-        """storage_root/name: the experiment folder."""
-        return join_path(self.storage_root, self.name)
+        """storage_root/name as a string (a local path or a URI)."""
+        return self.experiment_dir.path
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def expand_storage(path: str) -> str:
-    if "://" in path:
-        return path.rstrip("/")
-    return str(Path(os.path.expanduser(path)).resolve())
+# --- what crosses the Ray boundary ----------------------------------------------------------
 
 
-def join_path(base: str, *parts: str) -> str:
-    """Join a local path or a URI."""
-    if "://" in base:
-        return "/".join([base.rstrip("/"), *parts])
-    return str(Path(base, *parts))
+@dataclass(frozen=True)
+class RunSettings:
+    """How every trial of one experiment runs; recorded in the experiment file."""
 
+    use_gpu: bool
+    resources_per_worker: dict
+    threads: int  # torch threads per worker: fixed, because CPU float reductions depend on it
+    data_hash: str
+    max_failures: int
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What the Ray Train worker of one trial receives."""
+
+    trial: TrialConfig
+    data_ref: Any  # ObjectRef of the PreparedData; nested in a dataclass, Ray leaves it unresolved
+    data_hash: str
+    threads: int
+    use_gpu: bool
+
+
+# --- reading experiment files ------------------------------------------------------------------
 
 _SECTIONS = {"data": DataConfig, "scheduler": SchedulerConfig, "resources": ResourcesConfig}
 
@@ -236,7 +433,7 @@ def _build(cls, raw: Any, prefix: str):
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        _fail(prefix, "a mapping of keys to values", raw)
+        fail(prefix, "a mapping of keys to values", raw)
     known = {f.name for f in fields(cls)}
     for key in raw:
         if key not in known:
@@ -260,7 +457,7 @@ def experiment_from_dict(raw: Any, origin: str = "<dict>") -> ExperimentConfig:
             values[key] = _build(cls, raw.get(key), key)
         search = raw.get("search") or {}
         if not isinstance(search, dict):
-            _fail("search", "a mapping of search keys to values or lists", search)
+            fail("search", "a mapping of search keys to values or lists", search)
         values["search"] = search
         return ExperimentConfig(**values)
     except ConfigError as err:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +22,11 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils.class_weight import compute_class_weight
 
 from ecg_ray.errors import DataError
-from ecg_ray.records import CLASS_NAMES, LABEL_NAMES, RecordSet
+from ecg_ray.records import RecordSet
+from ecg_ray.schema import CLASS_NAMES, LABEL_NAMES, NUM_CLASSES
 from ecg_ray.sources import SOURCES
 from ecg_ray.storage import atomic_path
 
-NUM_CLASSES = len(LABEL_NAMES)
 CACHE_VERSION = 1
 MAX_LISTED_PROBLEMS = 10
 
@@ -57,6 +57,36 @@ def class_weights(labels: np.ndarray) -> np.ndarray:
     return (0.5 + 0.5 * (w / w.max())).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class DataMeta:
+    """Where prepared data came from and how it was made; recorded in the experiment file.
+
+    Attributes:
+        source: the source's path or generator spec.
+        fingerprint: the source's content fingerprint (part of the cache key).
+        settings: every preparation setting (ecg_ray.data.preparation_settings).
+        cache_key: the prepared-data cache entry.
+        skipped: {"split", "record", "problem"} for each record dropped by on_bad_record: skip.
+        lengths: min, max, median of the raw lengths; how many were padded and trimmed.
+    """
+
+    source: str
+    fingerprint: str
+    settings: dict
+    cache_key: str
+    skipped: tuple = ()
+    lengths: dict | None = None
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["skipped"] = list(self.skipped)
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "DataMeta":
+        return cls(**{**raw, "skipped": tuple(raw.get("skipped", ()))})
+
+
 @dataclass
 class PreparedData:
     """Everything a trial reads: arrays per split, weights, and where they came from.
@@ -67,7 +97,7 @@ class PreparedData:
         ids: split -> record ids, in array order.
         weights: (4,) float32 class weights from the train split.
         data_hash: sha256 prefix over ids, arrays and labels of every split.
-        meta: source, fingerprint, settings, lengths, skipped records.
+        meta: where the data came from and how it was prepared.
     """
 
     x: dict[str, np.ndarray]
@@ -75,14 +105,14 @@ class PreparedData:
     ids: dict[str, list[str]]
     weights: np.ndarray
     data_hash: str
-    meta: dict = field(default_factory=dict)
+    meta: DataMeta
 
     def describe(self) -> str:
         parts = []
         for split in self.x:
             counts = np.bincount(self.y[split], minlength=NUM_CLASSES)
             parts.append(f"{split}: {len(self.y[split])} (" + " ".join(f"{n}={c}" for n, c in zip(LABEL_NAMES, counts)) + ")")
-        return f"data {self.data_hash} from {self.meta.get('source')}: " + "; ".join(parts)
+        return f"data {self.data_hash} from {self.meta.source}: " + "; ".join(parts)
 
 
 def check_records(splits: dict[str, RecordSet], cfg) -> tuple[dict[str, RecordSet], list[tuple[str, str, str]]]:
@@ -171,7 +201,8 @@ def content_hash(x: dict, y: dict, ids: dict) -> str:
     return h.hexdigest()[:16]
 
 
-def _settings(exp) -> dict:
+def preparation_settings(exp) -> dict:
+    """Every setting that changes the prepared arrays (part of the cache key and of checkpoints)."""
     d = exp.data
     return {
         "source": d.source, "target_length": d.target_length, "sampling_rate": d.sampling_rate,
@@ -203,7 +234,7 @@ def prepare(exp, use_cache: bool = True) -> PreparedData:
     setting; a cache file is written atomically, so it is whole or absent.
     """
     source = SOURCES[exp.data.source]
-    settings = _settings(exp)
+    settings = preparation_settings(exp)
     fingerprint = source.fingerprint(exp.data, exp.seed)
     key = hashlib.sha256((fingerprint + json.dumps(settings, sort_keys=True)).encode()).hexdigest()[:24]
     path = cache_dir(exp) / f"{key}.npz"
@@ -217,19 +248,19 @@ def prepare(exp, use_cache: bool = True) -> PreparedData:
     y = {s: rs.labels.astype(np.int64) for s, rs in splits.items()}
     ids = {s: list(rs.ids) for s, rs in splits.items()}
     lengths = np.concatenate([splits[s].lengths() for s in splits])
-    meta = {
-        "source": next(iter(splits.values())).source,
-        "fingerprint": fingerprint,
-        "settings": settings,
-        "cache_key": key,
-        "skipped": [{"split": s, "record": r, "problem": p} for s, r, p in dropped],
-        "lengths": {"min": int(lengths.min()), "max": int(lengths.max()), "median": float(np.median(lengths)),
-                    "padded": int((lengths < exp.data.target_length).sum()), "trimmed": int((lengths > exp.data.target_length).sum())},
-    }
+    meta = DataMeta(
+        source=next(iter(splits.values())).source,
+        fingerprint=fingerprint,
+        settings=settings,
+        cache_key=key,
+        skipped=tuple({"split": s, "record": r, "problem": p} for s, r, p in dropped),
+        lengths={"min": int(lengths.min()), "max": int(lengths.max()), "median": float(np.median(lengths)),
+                 "padded": int((lengths < exp.data.target_length).sum()), "trimmed": int((lengths > exp.data.target_length).sum())},
+    )
     try:
         weights = class_weights(y["train"])
     except DataError as err:
-        raise DataError(f"{meta['source']}: {err}") from None
+        raise DataError(f"{meta.source}: {err}") from None
     data = PreparedData(x, y, ids, weights, content_hash(x, y, ids), meta)
     if use_cache:
         _write_cache(path, data)
@@ -238,7 +269,7 @@ def prepare(exp, use_cache: bool = True) -> PreparedData:
 
 def _write_cache(path: Path, data: PreparedData) -> None:
     arrays = {f"x_{s}": a for s, a in data.x.items()} | {f"y_{s}": a for s, a in data.y.items()}
-    header = {"ids": data.ids, "weights": data.weights.tolist(), "data_hash": data.data_hash, "meta": data.meta}
+    header = {"ids": data.ids, "weights": data.weights.tolist(), "data_hash": data.data_hash, "meta": data.meta.to_dict()}
     try:
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez(f, header=np.array(json.dumps(header)), **arrays)
@@ -252,7 +283,7 @@ def _read_cache(path: Path) -> PreparedData:
         splits = list(header["ids"])
         x = {s: z[f"x_{s}"] for s in splits}
         y = {s: z[f"y_{s}"] for s in splits}
-    data = PreparedData(x, y, header["ids"], np.asarray(header["weights"], dtype=np.float32), header["data_hash"], header["meta"])
+    data = PreparedData(x, y, header["ids"], np.asarray(header["weights"], dtype=np.float32), header["data_hash"], DataMeta.from_dict(header["meta"]))
     if content_hash(data.x, data.y, data.ids) != data.data_hash:
         raise ValueError("cache content does not match its hash")
     return data

@@ -11,7 +11,8 @@ import numpy as np
 
 from ecg_ray.data import read_checked, split_records
 from ecg_ray.errors import DataError
-from ecg_ray.records import LABEL_NAMES, RecordSet
+from ecg_ray.records import RecordSet
+from ecg_ray.schema import LABEL_NAMES
 from ecg_ray.sources import PICKLE_WARNING
 
 

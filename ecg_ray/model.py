@@ -8,9 +8,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ecg_ray.schema import NUM_CLASSES
+
 N_FFT = 256
 HOP_LENGTH = 128
-NUM_CLASSES = 4
 
 
 class ECGModel(nn.Module):

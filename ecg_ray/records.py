@@ -7,8 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-LABEL_NAMES = ("N", "A", "O", "~")
-CLASS_NAMES = ("Normal", "AF", "Other", "Noisy")
+from ecg_ray.schema import LABEL_NAMES, NUM_CLASSES
 
 
 @dataclass
@@ -38,7 +37,7 @@ class RecordSet:
         return np.array([len(s) for s in self.signals], dtype=np.int64)
 
     def class_counts(self) -> np.ndarray:
-        return np.bincount(self.labels, minlength=len(LABEL_NAMES))
+        return np.bincount(self.labels, minlength=NUM_CLASSES)
 
     def subset(self, index: np.ndarray) -> "RecordSet":
         """The records at positions `index`, in that order."""

@@ -9,65 +9,41 @@ numbers until export, where only Markdown and LaTeX are rounded for reading.
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ecg_ray.config import DEFAULT_EXPORT_FORMATS
 from ecg_ray.errors import ConfigError
-from ecg_ray.storage import atomic_path, atomic_write_text, uri_fs
-
-CONFIG_COLUMNS = ["lr", "hidden_size", "dropout", "optimizer", "batch_size", "epochs", "seed"]
-CLASS_KEYS = ("N", "A", "O", "noisy")
-EPOCH_COLUMNS = (
-    ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1", "val_challenge_f1"]
-    + [f"val_{m}_{k}" for m in ("f1", "precision", "recall") for k in CLASS_KEYS]
+from ecg_ray.expdir import ExperimentDir
+from ecg_ray.schema import (
+    CLASS_KEYS, CONFIG_COLUMNS, CONFUSION, EPOCH_COLUMNS, NUM_CLASSES, RANK_METRIC, RUN_COLUMNS, confusion_columns,
 )
-# Columns that say where and how fast a trial ran; they differ between identical runs.
-RUN_COLUMNS = ["trial_id", "wall_time_s", "epoch_time_s", "node_id", "node_ids", "pid", "device", "status"]
-STATUS_FILE = "trial_status.json"
-EXPERIMENT_FILE = "ecg_ray_experiment.json"
+from ecg_ray.storage import atomic_path, atomic_write_text
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    if not path.is_file():
-        return rows
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # the last line of a killed run may be cut off; earlier lines are whole
-    return rows
+def _as_dir(exp_dir) -> ExperimentDir:
+    return exp_dir if isinstance(exp_dir, ExperimentDir) else ExperimentDir.parse(exp_dir)
 
 
-def _trial_dirs(exp_dir: Path) -> list[Path]:
-    return sorted(p.parent for p in exp_dir.glob("*/params.json"))
-
-
-def history(exp_dir: str | os.PathLike) -> pd.DataFrame:
-    """Every epoch of every trial, one row each (the last report wins if an epoch was re-run)."""
-    exp_dir = Path(exp_dir)
+def history(exp_dir: str | os.PathLike | ExperimentDir) -> pd.DataFrame:
+    """Every epoch of every trial of a local folder, one row each (the last report wins if an epoch was re-run)."""
     frames = []
-    for trial_dir in _trial_dirs(exp_dir):
-        params = json.loads((trial_dir / "params.json").read_text())
+    for trial in _as_dir(exp_dir).trials():
+        params = trial.params
         by_epoch: dict[int, dict] = {}
-        for r in _read_jsonl(trial_dir / "result.json"):
-            if "epoch" in r and "val_macro_f1" in r:
+        for r in trial.results:
+            if "epoch" in r and RANK_METRIC in r:
                 by_epoch[int(r["epoch"])] = r
         for epoch in sorted(by_epoch):
             r = by_epoch[epoch]
-            row = {"trial_id": r.get("trial_id", trial_dir.name)}
+            row = {"trial_id": r.get("trial_id", trial.folder)}
             row |= {k: params.get(k) for k in CONFIG_COLUMNS}
             row |= {k: r.get(k) for k in EPOCH_COLUMNS}
-            cm = np.asarray(r.get("val_confusion", np.zeros((4, 4))), dtype=np.int64)
-            row |= {f"cm_true{i}_pred{j}": int(cm[i, j]) for i in range(4) for j in range(4)}
+            cm = np.asarray(r.get(CONFUSION, np.zeros((NUM_CLASSES, NUM_CLASSES))), dtype=np.int64)
+            row |= dict(zip(confusion_columns(), (int(v) for v in cm.ravel())))
             row |= {
                 "epoch_time_s": r.get("epoch_time_s"),
                 "time_total_s": r.get("time_total_s"),
@@ -79,11 +55,6 @@ def history(exp_dir: str | os.PathLike) -> pd.DataFrame:
         return pd.DataFrame(columns=["trial_id", *CONFIG_COLUMNS, *EPOCH_COLUMNS])
     df = pd.DataFrame(frames)
     return df.sort_values(["trial_id", "epoch"], kind="stable").reset_index(drop=True)
-
-
-def _status(exp_dir: Path) -> dict:
-    path = exp_dir / STATUS_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def rank_trials(hist: pd.DataFrame, status: dict | None = None, scheduler: str | None = None) -> pd.DataFrame:
@@ -98,7 +69,7 @@ def rank_trials(hist: pd.DataFrame, status: dict | None = None, scheduler: str |
     rows = []
     for trial_id, g in hist.groupby("trial_id", sort=True):
         g = g.sort_values("epoch")
-        best = g.loc[g["val_macro_f1"].idxmax()]  # first epoch reaching the best value
+        best = g.loc[g[RANK_METRIC].idxmax()]  # first epoch reaching the best value
         last = g.iloc[-1]
         # No recorded end: a trial of an interrupted (or still running) experiment, unless it ran every epoch.
         st = status.get(trial_id, {}).get("status", "UNFINISHED")
@@ -107,8 +78,8 @@ def rank_trials(hist: pd.DataFrame, status: dict | None = None, scheduler: str |
         row |= {k: best[k] for k in CONFIG_COLUMNS}
         row |= {
             "best_epoch": int(best["epoch"]),
-            "best_val_macro_f1": float(best["val_macro_f1"]),
-            "last_val_macro_f1": float(last["val_macro_f1"]),
+            f"best_{RANK_METRIC}": float(best[RANK_METRIC]),
+            f"last_{RANK_METRIC}": float(last[RANK_METRIC]),
             "val_challenge_f1": float(best["val_challenge_f1"]),
             **{f"val_f1_{k}": float(best[f"val_f1_{k}"]) for k in CLASS_KEYS},
             "val_acc": float(best["val_acc"]),
@@ -125,7 +96,7 @@ def rank_trials(hist: pd.DataFrame, status: dict | None = None, scheduler: str |
         raise ConfigError("No trial has finished an epoch yet, so there is nothing to rank.")
     df = pd.DataFrame(rows)
     df = df.sort_values(
-        ["best_val_macro_f1", "val_loss", *CONFIG_COLUMNS],
+        [f"best_{RANK_METRIC}", "val_loss", *CONFIG_COLUMNS],
         ascending=[False, True] + [True] * len(CONFIG_COLUMNS),
         kind="stable",
     ).reset_index(drop=True)
@@ -133,19 +104,15 @@ def rank_trials(hist: pd.DataFrame, status: dict | None = None, scheduler: str |
     return df
 
 
-def build_report(exp_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(ranked trials, per-epoch history) of an experiment folder."""
-    exp_dir = Path(exp_dir)
-    if not exp_dir.is_dir():
+def build_report(exp_dir: str | os.PathLike | ExperimentDir) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(ranked trials, per-epoch history) of a local experiment folder."""
+    exp = _as_dir(exp_dir)
+    if not os.path.isdir(exp.path):
         raise ConfigError(f"Experiment folder {exp_dir} does not exist. Pass the folder `ecg-ray tune` printed.")
-    hist = history(exp_dir)
-    scheduler = None
-    meta_path = exp_dir / EXPERIMENT_FILE
-    if meta_path.is_file():
-        scheduler = json.loads(meta_path.read_text())["config"]["scheduler"]["name"]
+    hist = history(exp)
     if hist.empty:
         raise ConfigError(f"{exp_dir} holds no finished epoch of any trial yet (no */result.json with metrics).")
-    return rank_trials(hist, _status(exp_dir), scheduler), hist
+    return rank_trials(hist, exp.read_statuses(), exp.scheduler_name()), hist
 
 
 def comparable(df: pd.DataFrame) -> pd.DataFrame:
@@ -204,7 +171,7 @@ EXPORTERS = {
     "parquet": (".parquet", _write_parquet),
     "latex": (".tex", _write_text(to_latex)),
 }
-DEFAULT_FORMATS = ("csv", "markdown", "json")
+DEFAULT_FORMATS = DEFAULT_EXPORT_FORMATS
 
 
 def export(tables: dict[str, pd.DataFrame], out_dir: str | os.PathLike, formats=DEFAULT_FORMATS) -> list[Path]:
@@ -224,8 +191,8 @@ def export(tables: dict[str, pd.DataFrame], out_dir: str | os.PathLike, formats=
 
 
 SUMMARY_COLUMNS = [
-    "rank", "lr", "hidden_size", "dropout", "optimizer", "best_epoch", "best_val_macro_f1",
-    "last_val_macro_f1", "val_challenge_f1", "val_acc", "epochs_run", "early_stopped", "wall_time_s",
+    "rank", "lr", "hidden_size", "dropout", "optimizer", "best_epoch", f"best_{RANK_METRIC}",
+    f"last_{RANK_METRIC}", "val_challenge_f1", "val_acc", "epochs_run", "early_stopped", "wall_time_s",
 ]
 
 
@@ -234,50 +201,17 @@ def summary_text(trials: pd.DataFrame) -> str:
     return to_markdown(trials[[c for c in SUMMARY_COLUMNS if c in trials.columns]])
 
 
-def fetch_experiment(path: str) -> tuple[str, tempfile.TemporaryDirectory | None]:
-    """A local folder for `path`; a bucket URI (s3://, gs://) is copied to a temporary folder first."""
-    if "://" not in path:
-        return os.path.expanduser(path), None
-    import pyarrow.fs
-
-    fs, root = uri_fs(path)
-    if fs.get_file_info(root).type != pyarrow.fs.FileType.Directory:
-        raise ConfigError(f"Experiment folder {path} does not exist. Pass the folder `ecg-ray tune` printed.")
-    tmp = tempfile.TemporaryDirectory(prefix="ecg_ray_report_")
-    selector = pyarrow.fs.FileSelector(root, recursive=True)
-    for info in fs.get_file_info(selector):
-        rel = info.path[len(root) :].lstrip("/")
-        if info.type != pyarrow.fs.FileType.File or rel.startswith(("train_runs/", "report/")):
-            continue  # checkpoints and old tables are not needed for the tables
-        dest = Path(tmp.name, rel)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with fs.open_input_stream(info.path) as src:
-            dest.write_bytes(src.read())
-    return tmp.name, tmp
-
-
 def write_report(exp_dir: str, out_dir: str | None = None, formats=DEFAULT_FORMATS) -> tuple[pd.DataFrame, list[str]]:
     """Build and export the tables of an experiment (local folder or bucket URI).
 
     The default output folder is <exp_dir>/report, in the bucket too for a URI.
     Returns the ranked trials table and the files written.
     """
-    local, tmp = fetch_experiment(exp_dir)
-    try:
+    exp = _as_dir(exp_dir)
+    with exp.local_view() as local:
         trials, hist = build_report(local)
-        upload = tmp is not None and out_dir is None
-        if out_dir is None:
-            out_dir = os.path.join(local, "report")
-        written = [str(p) for p in export({"trials": trials, "history": hist}, out_dir, formats)]
-        if upload:
-            fs, root = uri_fs(exp_dir)
-            fs.create_dir(f"{root}/report", recursive=True)
-            for path in written:
-                key = f"{root}/report/{Path(path).name}"
-                with fs.open_output_stream(key) as dst:
-                    dst.write(Path(path).read_bytes())
-            written = [f"{exp_dir.rstrip('/')}/report/{Path(p).name}" for p in written]
+        target = Path(out_dir) if out_dir is not None else Path(local.report_dir)
+        written = [str(p) for p in export({"trials": trials, "history": hist}, target, formats)]
+        if exp.is_uri and out_dir is None:
+            written = exp.publish(written)
         return trials, written
-    finally:
-        if tmp is not None:
-            tmp.cleanup()

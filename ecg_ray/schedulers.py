@@ -1,9 +1,10 @@
-"""Trial schedulers, one registry. Ray is imported only when a scheduler is built."""
+"""Trial schedulers, one registry (names declared in ecg_ray.config.SCHEDULER_NAMES).
+
+Ray is imported only when a scheduler is built. The metric and mode they act
+on are ecg_ray.schema.RANK_METRIC / RANK_MODE, given to Tune's TuneConfig.
+"""
 
 from __future__ import annotations
-
-METRIC = "val_macro_f1"
-MODE = "max"
 
 
 def _asha(cfg, max_epochs: int):

@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 
 from ecg_ray.errors import ConfigError, DataError
-from ecg_ray.records import LABEL_NAMES, RecordSet
+from ecg_ray.records import RecordSet
+from ecg_ray.schema import LABEL_NAMES
 
 PICKLE_WARNING = (
     "Loading a pickle runs code stored in the file: only load pickles you trust. "
@@ -35,26 +36,16 @@ PICKLE_WARNING = (
 
 @dataclass(frozen=True)
 class Source:
-    """A registered data source.
+    """A registered data source. What it requires of the config is ecg_ray.config.SOURCE_RULES.
 
     Attributes:
         load: (DataConfig, seed) -> {"all": RecordSet} or {"train": ..., "val": ...}; records
             that could not be read are listed in RecordSet.problems, not raised.
         fingerprint: (DataConfig, seed) -> str that changes whenever the input's content changes.
-        needs_path: whether data.path is required.
-        pairable: whether data.val_path may name a second (val) file.
     """
 
     load: Callable
     fingerprint: Callable
-    needs_path: bool = True
-    pairable: bool = False
-
-    def check_config(self, cfg) -> None:
-        if self.needs_path and not cfg.path:
-            raise ConfigError(f"The 'data.path' parameter is required for data.source '{cfg.source}'. Got None instead.")
-        if cfg.val_path and not self.pairable:
-            raise ConfigError(f"The 'data.val_path' parameter is only allowed for pickle and parquet sources. Got {cfg.val_path!r} for '{cfg.source}'.")
 
 
 def _hash_files(paths) -> str:
@@ -246,10 +237,10 @@ def _fingerprint_pair(cfg, seed: int) -> str:
 
 
 SOURCES: dict[str, Source] = {
-    "synthetic": Source(_load_synthetic, _fingerprint_synthetic, needs_path=False),
+    "synthetic": Source(_load_synthetic, _fingerprint_synthetic),
     "cinc2017": Source(_load_challenge, _fingerprint_challenge),
-    "pickle": Source(_load_pickle, _fingerprint_pair, pairable=True),
-    "parquet": Source(_load_parquet, _fingerprint_pair, pairable=True),
+    "pickle": Source(_load_pickle, _fingerprint_pair),
+    "parquet": Source(_load_parquet, _fingerprint_pair),
 }
 
 

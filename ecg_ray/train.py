@@ -12,26 +12,31 @@ indexed straight from the prepared float32 array.
 from __future__ import annotations
 
 import os
+import platform
 import random
-from dataclasses import dataclass
+import sys
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from torch import nn
 
+import ecg_ray
+from ecg_ray.config import TrialConfig
+from ecg_ray.errors import EcgRayError
 from ecg_ray.model import ECGModel
-from ecg_ray.records import LABEL_NAMES
+from ecg_ray.schema import CLASS_KEYS, NUM_CLASSES
 
 SGD_MOMENTUM = 0.9
 CUBLAS_WORKSPACE = ":4096:8"
+
+CHECKPOINT_FORMAT = 1
 
 OPTIMIZERS = {
     "adam": lambda params, lr: torch.optim.Adam(params, lr=lr),
     "sgd": lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=SGD_MOMENTUM),
 }
-
-_CLASS_KEYS = ("N", "A", "O", "noisy")  # metric-name suffixes; '~' is awkward in column names
 
 
 def seed_everything(seed: int) -> None:
@@ -158,7 +163,7 @@ def evaluate(state: TrialState, x: np.ndarray, y: np.ndarray, batch_size: int, p
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
     """Accuracy, macro-F1, challenge F1 (mean F1 of N, A, O), per-class P/R/F1, confusion matrix."""
-    labels = list(range(len(LABEL_NAMES)))
+    labels = list(range(NUM_CLASSES))
     precision, recall, f1, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     out = {
         "acc": float((y_true == y_pred).mean()),
@@ -166,7 +171,7 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
         "challenge_f1": float(f1[:3].mean()),
         "confusion": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
     }
-    for i, key in enumerate(_CLASS_KEYS):
+    for i, key in enumerate(CLASS_KEYS):
         out[f"precision_{key}"] = float(precision[i])
         out[f"recall_{key}"] = float(recall[i])
         out[f"f1_{key}"] = float(f1[i])
@@ -182,14 +187,18 @@ def run_epoch(state: TrialState, data, batch_size: int) -> dict:
 
 
 def state_dict(state: TrialState) -> dict:
-    """Everything needed to continue bit-identically: weights, optimizer, epoch, every RNG."""
+    """Everything needed to continue bit-identically: weights, optimizer, epoch, every RNG.
+
+    Tensors, numbers and tuples only, so `torch.load(..., weights_only=True)` reads it.
+    """
+    kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
     out = {
         "model": state.model.state_dict(),
         "optimizer": state.optimizer.state_dict(),
         "epoch": state.epoch,
         "generator": state.generator.get_state(),
         "torch_rng": torch.get_rng_state(),
-        "numpy_rng": np.random.get_state(),
+        "numpy_rng": (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached_gaussian)),
         "python_rng": random.getstate(),
     }
     if torch.cuda.is_available():
@@ -204,7 +213,48 @@ def load_state_dict(state: TrialState, saved: dict) -> None:
     state.epoch = int(saved["epoch"])
     state.generator.set_state(saved["generator"])
     torch.set_rng_state(saved["torch_rng"])
-    np.random.set_state(saved["numpy_rng"])
+    kind, keys, pos, has_gauss, cached_gaussian = saved["numpy_rng"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.int64).astype(np.uint32), pos, has_gauss, cached_gaussian))
     random.setstate(saved["python_rng"])
     if "cuda_rng" in saved and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(saved["cuda_rng"])
+
+
+def library_versions() -> dict:
+    """Versions that decide whether a checkpoint's numbers can be reproduced."""
+    out = {"ecg_ray": ecg_ray.__version__, "python": platform.python_version(), "torch": str(torch.__version__),
+           "numpy": str(np.__version__)}
+    if "ray" in sys.modules:  # the plain-PyTorch path does not import Ray just to name it
+        out["ray"] = str(sys.modules["ray"].__version__)
+    return out
+
+
+def checkpoint(state: TrialState, trial: TrialConfig, data_hash: str, data_settings: dict) -> dict:
+    """A checkpoint that describes itself: state_dict plus the trial config, data and library versions.
+
+    Loaded with `read_checkpoint` and checked with `check_checkpoint`, it means something
+    without the Ray folder it was saved in.
+    """
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "trial": asdict(trial),
+        "data_hash": data_hash,
+        "data_settings": data_settings,
+        "versions": library_versions(),
+        **state_dict(state),
+    }
+
+
+def read_checkpoint(path, map_location="cpu") -> dict:
+    """Load a checkpoint without running code from it (weights_only: tensors and plain values only)."""
+    return torch.load(path, weights_only=True, map_location=map_location)
+
+
+def check_checkpoint(saved: dict, trial: TrialConfig, data_hash: str, where: str) -> None:
+    """Refuse a checkpoint that belongs to another trial config or to other data."""
+    if saved.get("format") != CHECKPOINT_FORMAT:
+        raise EcgRayError(f"{where} has checkpoint format {saved.get('format')!r}; this ecg_ray reads {CHECKPOINT_FORMAT}.")
+    if TrialConfig.from_dict(saved["trial"]) != trial:
+        raise EcgRayError(f"{where} was saved by trial {saved['trial']}, not {asdict(trial)}; it cannot continue this trial.")
+    if saved["data_hash"] != data_hash:
+        raise EcgRayError(f"{where} was trained on data {saved['data_hash']}, not {data_hash}; it cannot continue this trial.")

@@ -2,16 +2,17 @@
 
     ecg-ray tune experiments/quick.yaml     # runs this once per grid point
 
-The worker reads the prepared arrays from Ray's object store (put there once
-per experiment by ecg_ray.tune), builds the trial from its seed, resumes from
-the latest checkpoint when Ray Train restarts it, and reports metrics plus a
-checkpoint after every epoch.
+The worker receives a WorkerSpec (ecg_ray.config), reads the prepared arrays
+from Ray's object store (put there once per experiment by ecg_ray.tune), builds
+the trial from its seed, resumes from the latest checkpoint when Ray Train
+restarts it, and reports metrics plus a self-describing checkpoint after every epoch.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import asdict
 import time
 from pathlib import Path
 
@@ -20,26 +21,31 @@ import ray.train
 import ray.train.torch
 import torch
 
-from ecg_ray.config import TrialConfig
-from ecg_ray.train import build_trial, load_state_dict, run_epoch, state_dict
+from ecg_ray.config import TrialConfig, WorkerSpec
+from ecg_ray.expdir import CHECKPOINT_FILE
+from ecg_ray.train import build_trial, check_checkpoint, checkpoint, load_state_dict, read_checkpoint, run_epoch
 
-CHECKPOINT_FILE = "trial_state.pt"
+SPEC_KEY = "spec"  # the one key of train_loop_config: a WorkerSpec
 
 
 def train_loop_per_worker(config: dict) -> None:
-    """Ray Train entry point. `config`: trial (TrialConfig fields), data_ref ([ObjectRef]), threads, data_hash."""
-    trial = TrialConfig.from_dict(config["trial"])  # checked again here, where it is used
+    """Ray Train entry point. `config`: {"spec": WorkerSpec}."""
+    spec: WorkerSpec = config[SPEC_KEY]
+    trial = TrialConfig.from_dict(asdict(spec.trial))  # checked again here, where it is used
     # A fixed thread count: CPU float reductions depend on it, so it is part of the determinism.
-    torch.set_num_threads(int(config["threads"]))
-    data = ray.get(config["data_ref"][0])
-    if data.data_hash != config["data_hash"]:
-        raise RuntimeError(f"data in the object store has hash {data.data_hash}, the experiment expects {config['data_hash']}")
+    torch.set_num_threads(spec.threads)
+    data = ray.get(spec.data_ref)
+    if data.data_hash != spec.data_hash:
+        raise RuntimeError(f"data in the object store has hash {data.data_hash}, the experiment expects {spec.data_hash}")
     device = ray.train.torch.get_device()
     state = build_trial(trial, data.weights, device)
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as ckpt_dir:
-            load_state_dict(state, torch.load(Path(ckpt_dir) / CHECKPOINT_FILE, weights_only=False, map_location=device))
+    saved_checkpoint = ray.train.get_checkpoint()
+    if saved_checkpoint:
+        with saved_checkpoint.as_directory() as ckpt_dir:
+            path = Path(ckpt_dir) / CHECKPOINT_FILE
+            saved = read_checkpoint(path, map_location=device)
+            check_checkpoint(saved, trial, data.data_hash, str(path))
+            load_state_dict(state, saved)
     node_id = ray.get_runtime_context().get_node_id()
     while state.epoch < trial.epochs:
         start = time.perf_counter()
@@ -52,5 +58,5 @@ def train_loop_per_worker(config: dict) -> None:
             "pid": os.getpid(),
         }
         with tempfile.TemporaryDirectory() as ckpt_dir:
-            torch.save(state_dict(state), Path(ckpt_dir) / CHECKPOINT_FILE)
+            torch.save(checkpoint(state, trial, data.data_hash, data.meta.settings), Path(ckpt_dir) / CHECKPOINT_FILE)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(ckpt_dir))

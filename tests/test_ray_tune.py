@@ -11,7 +11,7 @@ import torch
 from ecg_ray.cli import main
 from ecg_ray.config import TrialConfig, load_experiment
 from ecg_ray.data import prepare
-from ecg_ray.report import EPOCH_COLUMNS
+from ecg_ray.schema import EPOCH_COLUMNS
 from ecg_ray.train import build_trial, run_epoch
 
 pytestmark = pytest.mark.ray

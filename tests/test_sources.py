@@ -229,7 +229,7 @@ def test_skip_drops_bad_records_and_lists_each(tmp_path):
 
     folder = _challenge(tmp_path, edit)[0]
     data = prepare(_cfg("cinc2017", folder, cache=tmp_path / "c", on_bad_record="skip"))
-    assert sorted(s["record"] for s in data.meta["skipped"]) == ["A00005", "A00007"]
+    assert sorted(s["record"] for s in data.meta.skipped) == ["A00005", "A00007"]
     assert sum(len(v) for v in data.ids.values()) == 118
     with pytest.raises(DataError, match="2 bad record"):
         prepare(_cfg("cinc2017", folder, cache=tmp_path / "c"))

@@ -4,7 +4,8 @@ import pytest
 
 from ecg_ray.cli import main
 from ecg_ray.errors import ConfigError
-from ecg_ray.storage import atomic_path, atomic_write_text, check_writable, read_json, write_json
+from ecg_ray.expdir import check_writable, read_json, write_json
+from ecg_ray.storage import atomic_path, atomic_write_text
 
 
 def test_a_crash_mid_write_keeps_the_old_file(tmp_path):

@@ -1,0 +1,330 @@
+"""The experiment folder: the one owner of its layout, its paths and its files.
+
+    python -c "from ecg_ray.expdir import ExperimentDir; print(ExperimentDir.parse('~/ecg_ray_results/quick').status_file)"
+
+Layout of an experiment folder (storage_path/name):
+
+    ecg_ray_experiment.json   config, grid, data hash and settings (written before any trial)
+    data_splits.json          record ids of every split
+    trial_status.json         each trial's Tune status (updated as trials end)
+    progress.jsonl            one line per finished epoch of any trial, as it happens (local folders)
+    <trial dirs>/             Tune's params.json + result.json (one line per epoch)
+    train_runs/<trial id>/    the Ray Train run of that trial: checkpoints (trial_state.pt), resumable
+    report/                   ranked tables (ecg_ray.report)
+
+A folder is a local path or a bucket URI (s3://, gs://, file://); URIs are read
+and written through pyarrow.fs, imported only when a URI is used. No other
+module spells a file name of this layout or tells a path from a URI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from ecg_ray.errors import ConfigError
+from ecg_ray.storage import atomic_write_json
+
+EXPERIMENT_FILE = "ecg_ray_experiment.json"
+SPLITS_FILE = "data_splits.json"
+STATUS_FILE = "trial_status.json"
+PROGRESS_FILE = "progress.jsonl"
+TRAIN_RUNS = "train_runs"
+REPORT_DIR = "report"
+CHECKPOINT_FILE = "trial_state.pt"  # inside each Ray Train checkpoint folder
+TRIAL_PARAMS = "params.json"  # Tune's, in each trial folder
+TRIAL_RESULTS = "result.json"  # Tune's, one JSON line per reported epoch
+MIN_FREE_BYTES = 200 * 2**20
+
+
+# --- paths: local or URI --------------------------------------------------------------------
+
+
+def is_uri(path: str) -> bool:
+    """True for bucket URIs (s3://, gs://, file://), False for local paths."""
+    return "://" in str(path)
+
+
+def expand(path: str) -> str:
+    """A local path made absolute with ~ expanded; a URI without its trailing '/'."""
+    if is_uri(path):
+        return path.rstrip("/")
+    return str(Path(os.path.expanduser(path)).resolve())
+
+
+def join(base: str, *parts: str) -> str:
+    """Join a local path or a URI."""
+    if is_uri(base):
+        return "/".join([base.rstrip("/"), *parts])
+    return str(Path(base, *parts))
+
+
+def uri_fs(uri: str):
+    """(pyarrow filesystem, path inside it) for a bucket URI."""
+    import pyarrow.fs
+
+    return pyarrow.fs.FileSystem.from_uri(uri)
+
+
+def _dumps(obj) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"
+
+
+def write_json(path: str, obj) -> None:
+    """Write JSON to a local path (atomically) or a bucket URI (one PUT, also all-or-nothing)."""
+    if not is_uri(path):
+        atomic_write_json(path, obj)
+        return
+    fs, key = uri_fs(path)
+    fs.create_dir(key.rsplit("/", 1)[0], recursive=True)  # a no-op on object stores
+    with fs.open_output_stream(key) as out:
+        out.write(_dumps(obj).encode())
+
+
+def read_json(path: str):
+    """Read JSON from a local path or a bucket URI; None when it does not exist."""
+    if not is_uri(path):
+        if not os.path.isfile(path):
+            return None
+        with open(path) as f:
+            return json.load(f)
+    import pyarrow.fs
+
+    fs, key = uri_fs(path)
+    if fs.get_file_info(key).type != pyarrow.fs.FileType.File:
+        return None
+    with fs.open_input_stream(key) as src:
+        return json.loads(src.read())
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The whole lines of a local JSON-lines file (the last line of a killed run may be cut off)."""
+    rows = []
+    if not path.is_file():
+        return rows
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def remove_tree(path: str) -> None:
+    """Delete a folder, local or under a bucket URI."""
+    if not is_uri(path):
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    fs, key = uri_fs(path)
+    fs.delete_dir(key)
+
+
+def check_writable(path: str, min_free_bytes: int = MIN_FREE_BYTES) -> None:
+    """Fail now, not after an hour, when a local storage path cannot take results.
+
+    Bucket URIs are left to Ray's storage layer (it fails on the first write).
+    """
+    if is_uri(path):
+        return
+    target = Path(path)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=target, prefix=".ecg_ray_write_test"):
+            pass
+    except OSError as err:
+        raise ConfigError(
+            f"The storage path {target} is not writable ({err.strerror or err}). "
+            "Pass --storage DIR (or set storage_path in the experiment file) to a folder you can write."
+        ) from None
+    free = shutil.disk_usage(target).free
+    if free < min_free_bytes:
+        raise ConfigError(
+            f"The storage path {target} has {free / 2**20:.0f} MiB free; an experiment needs at least "
+            f"{min_free_bytes / 2**20:.0f} MiB for checkpoints and tables. Free space or pass --storage DIR."
+        )
+
+
+# --- the folder -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrialFiles:
+    """What Tune wrote for one trial: its folder name, params.json, and result.json's lines."""
+
+    folder: str
+    params: dict
+    results: list[dict]
+
+
+@dataclass(frozen=True)
+class ExperimentDir:
+    """One experiment folder, local (absolute path) or a bucket URI.
+
+    Build it with `ExperimentDir.parse(text)` from user input, or `ExperimentConfig.experiment_dir`.
+    """
+
+    path: str
+
+    @classmethod
+    def parse(cls, text: str | os.PathLike) -> "ExperimentDir":
+        """From a path or URI a user typed (~ expanded, made absolute, trailing '/' dropped)."""
+        return cls(expand(str(text)))
+
+    @classmethod
+    def at(cls, storage_root: str, name: str) -> "ExperimentDir":
+        return cls(join(storage_root, name))
+
+    def __str__(self) -> str:
+        return self.path
+
+    @property
+    def is_uri(self) -> bool:
+        return is_uri(self.path)
+
+    @property
+    def storage_root(self) -> str:
+        """The folder that holds this one (Tune's storage_path)."""
+        return self.path.rsplit("/", 1)[0]
+
+    @property
+    def name(self) -> str:
+        """The experiment's folder name (Tune's experiment name)."""
+        return self.path.rsplit("/", 1)[1]
+
+    def join(self, *parts: str) -> str:
+        return join(self.path, *parts)
+
+    @property
+    def experiment_file(self) -> str:
+        return self.join(EXPERIMENT_FILE)
+
+    @property
+    def splits_file(self) -> str:
+        return self.join(SPLITS_FILE)
+
+    @property
+    def status_file(self) -> str:
+        return self.join(STATUS_FILE)
+
+    @property
+    def progress_file(self) -> str:
+        return self.join(PROGRESS_FILE)
+
+    @property
+    def train_runs(self) -> str:
+        """Ray Train's storage path: one run per trial, named by the trial id."""
+        return self.join(TRAIN_RUNS)
+
+    @property
+    def report_dir(self) -> str:
+        return self.join(REPORT_DIR)
+
+    # --- the experiment record -----------------------------------------------------------
+
+    def exists(self) -> bool:
+        """Whether an experiment was started here (its experiment file exists)."""
+        return read_json(self.experiment_file) is not None
+
+    def read_record(self) -> dict:
+        """The experiment file: config, grid, data hash, data metadata, settings."""
+        recorded = read_json(self.experiment_file)
+        if recorded is None:
+            raise ConfigError(
+                f"{self.path} is not an ecg_ray experiment folder: {EXPERIMENT_FILE} is missing. "
+                "Pass the folder `ecg-ray tune` printed."
+            )
+        return recorded
+
+    def write_record(self, record: dict, splits: dict) -> None:
+        """Write the experiment file and the split record ids, before any trial starts."""
+        write_json(self.experiment_file, record)
+        write_json(self.splits_file, splits)
+
+    def read_config(self):
+        """The ExperimentConfig recorded here, with storage and name taken from where the folder is now."""
+        from dataclasses import replace
+
+        from ecg_ray.config import experiment_from_dict
+
+        cfg = experiment_from_dict(self.read_record()["config"], origin=self.experiment_file)
+        return replace(cfg, storage_path=self.storage_root, name=self.name)
+
+    def scheduler_name(self) -> str | None:
+        """The scheduler the experiment ran with, or None when the experiment file is absent."""
+        recorded = read_json(self.experiment_file)
+        return recorded["config"]["scheduler"]["name"] if recorded else None
+
+    # --- live state ----------------------------------------------------------------------
+
+    def read_statuses(self) -> dict:
+        """trial id -> {"status", "last_epoch"} from trial_status.json ({} when absent)."""
+        return read_json(self.status_file) or {}
+
+    def update_statuses(self, changes: dict[str, dict]) -> None:
+        """Merge trial id -> {"status", "last_epoch"} into trial_status.json; other trials are kept."""
+        write_json(self.status_file, self.read_statuses() | changes)
+
+    def append_progress(self, line: dict) -> None:
+        """One line per finished epoch (`tail -f` it). Local folders only: an object store has no append."""
+        if self.is_uri:
+            return
+        with open(self.progress_file, "a") as f:
+            f.write(json.dumps(line) + "\n")
+
+    def remove(self) -> None:
+        remove_tree(self.path)
+
+    # --- reading it back ------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def local_view(self) -> Iterator["ExperimentDir"]:
+        """This folder as a local one: itself, or for a URI a temporary copy without checkpoints."""
+        if not self.is_uri:
+            yield self
+            return
+        import pyarrow.fs
+
+        fs, root = uri_fs(self.path)
+        if fs.get_file_info(root).type != pyarrow.fs.FileType.Directory:
+            raise ConfigError(f"Experiment folder {self.path} does not exist. Pass the folder `ecg-ray tune` printed.")
+        with tempfile.TemporaryDirectory(prefix="ecg_ray_report_") as tmp:
+            for info in fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=True)):
+                rel = info.path[len(root) :].lstrip("/")
+                if info.type != pyarrow.fs.FileType.File or rel.startswith((f"{TRAIN_RUNS}/", f"{REPORT_DIR}/")):
+                    continue  # checkpoints and old tables are not needed for the tables
+                dest = Path(tmp, rel)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                with fs.open_input_stream(info.path) as src:
+                    dest.write_bytes(src.read())
+            yield ExperimentDir(tmp)
+
+    def trials(self) -> list[TrialFiles]:
+        """Every Tune trial folder of a local experiment folder, sorted by folder name."""
+        if self.is_uri:
+            raise ValueError(f"{self.path} is a URI; read it through local_view()")
+        out = []
+        for params in sorted(Path(self.path).glob(f"*/{TRIAL_PARAMS}")):
+            folder = params.parent
+            out.append(TrialFiles(folder.name, json.loads(params.read_text()), read_jsonl(folder / TRIAL_RESULTS)))
+        return out
+
+    def publish(self, local_files: list[str], subdir: str = REPORT_DIR) -> list[str]:
+        """Copy local files into `subdir` of this (URI) folder; returns their URIs."""
+        fs, root = uri_fs(self.path)
+        fs.create_dir(f"{root}/{subdir}", recursive=True)
+        out = []
+        for path in local_files:
+            name = Path(path).name
+            with fs.open_output_stream(f"{root}/{subdir}/{name}") as dst:
+                dst.write(Path(path).read_bytes())
+            out.append(self.join(subdir, name))
+        return out

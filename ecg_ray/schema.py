@@ -1,0 +1,44 @@
+"""Names of classes, metrics and table columns, defined once.
+
+    python -c "from ecg_ray.schema import EPOCH_COLUMNS; print(EPOCH_COLUMNS)"
+
+The trial loop (ecg_ray.train) produces metrics under these names, the
+scheduler and the progress printer (ecg_ray.schedulers, ecg_ray.tune) read
+them, and the report (ecg_ray.report) turns them into columns. Adding a
+metric is one edit here plus the code that computes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+from ecg_ray.config import TrialConfig
+
+LABEL_NAMES = ("N", "A", "O", "~")  # the challenge's label letters, by class index
+CLASS_NAMES = ("Normal", "AF", "Other", "Noisy")
+CLASS_KEYS = ("N", "A", "O", "noisy")  # metric-name suffixes; '~' is awkward in column names
+NUM_CLASSES = len(LABEL_NAMES)
+
+# Trials are ranked, and ASHA stops them, on this metric.
+RANK_METRIC = "val_macro_f1"
+RANK_MODE = "max"
+
+PER_CLASS = ("f1", "precision", "recall")
+# What every epoch reports for a split, besides the confusion matrix (`<split>_confusion`).
+SPLIT_METRICS = ("loss", "acc", "macro_f1", "challenge_f1", *(f"{m}_{k}" for m in PER_CLASS for k in CLASS_KEYS))
+EPOCH_COLUMNS = ["epoch", "train_loss", "train_acc", *(f"val_{m}" for m in SPLIT_METRICS)]
+CONFUSION = "val_confusion"
+# Where and how fast an epoch ran: reported beside the metrics, different between identical runs.
+EPOCH_RUN_KEYS = ("epoch_time_s", "data_hash", "node_id", "device", "pid")
+# One line of progress.jsonl (besides trial_id and time).
+PROGRESS_KEYS = ("epoch", "train_loss", "val_loss", "val_macro_f1", "epoch_time_s", "node_id", "pid")
+
+# A trial's config as table columns, in TrialConfig's order.
+CONFIG_COLUMNS = [f.name for f in fields(TrialConfig)]
+# Columns that say where and how fast a trial ran; they differ between identical runs.
+RUN_COLUMNS = ["trial_id", "wall_time_s", "epoch_time_s", "node_id", "node_ids", "pid", "device", "status"]
+
+
+def confusion_columns() -> list[str]:
+    """The flattened confusion-matrix columns of the history table: cm_true<i>_pred<j>."""
+    return [f"cm_true{i}_pred{j}" for i in range(NUM_CLASSES) for j in range(NUM_CLASSES)]
