@@ -96,3 +96,21 @@ def test_resume_of_a_finished_experiment_reruns_nothing(quick_run):
     before = (quick_run / "progress.jsonl").read_text()
     assert main(["tune", "--resume", str(quick_run)]) == 0
     assert (quick_run / "progress.jsonl").read_text() == before  # no epoch ran again
+
+
+def test_checkpoints_written_under_ray_describe_themselves(quick_run):
+    """Each trial's checkpoint names its trial config and data, and loads with torch's safe loader."""
+    from ecg_ray.train import read_checkpoint
+
+    meta = json.loads((quick_run / "ecg_ray_experiment.json").read_text())
+    grid = [TrialConfig(**t) for t in meta["grid"]]
+    seen = []
+    for path in sorted((quick_run / "train_runs").glob("*/checkpoint_*/trial_state.pt")):
+        saved = read_checkpoint(path)
+        assert saved["data_hash"] == meta["data_hash"]
+        assert saved["data_settings"] == meta["data"]["settings"]
+        assert "ray" in saved["versions"] and "torch" in saved["versions"]
+        seen.append(TrialConfig(**saved["trial"]))
+    assert set(seen) == set(grid)
+    assert meta["settings"] == {"use_gpu": False, "resources_per_worker": {"CPU": 1}, "threads": 1,
+                                "data_hash": meta["data_hash"], "max_failures": 2}

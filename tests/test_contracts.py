@@ -1,0 +1,107 @@
+"""Contracts between the declared names and ranges (ecg_ray.config) and what implements them."""
+
+import dataclasses
+import itertools
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ecg_ray import config
+from ecg_ray.config import (
+    DataConfig, ExperimentConfig, ResourcesConfig, SchedulerConfig, TrialConfig, experiment_from_dict, load_experiment,
+)
+from ecg_ray.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAVY = ("torch", "pandas", "sklearn", "ray")
+
+
+def test_every_registry_implements_exactly_the_declared_names():
+    from ecg_ray.report import EXPORTERS
+    from ecg_ray.schedulers import SCHEDULERS
+    from ecg_ray.sources import SOURCES
+    from ecg_ray.train import OPTIMIZERS
+
+    assert sorted(OPTIMIZERS) == sorted(config.OPTIMIZER_NAMES)
+    assert sorted(SCHEDULERS) == sorted(config.SCHEDULER_NAMES)
+    assert sorted(SOURCES) == sorted(config.SOURCE_RULES)
+    assert list(EXPORTERS) == list(config.EXPORT_FORMATS)
+    assert set(config.DEFAULT_EXPORT_FORMATS) <= set(EXPORTERS)
+
+
+SECTIONS = [(DataConfig, "data"), (SchedulerConfig, "scheduler"), (ResourcesConfig, "resources"), (ExperimentConfig, None)]
+CASES = [(cls, section, key) for cls, section in SECTIONS for key in cls.CONSTRAINTS]
+
+
+@pytest.mark.parametrize("cls, section, key", CASES, ids=[f"{s or 'top'}.{k}" for _, s, k in CASES])
+def test_every_constraint_refuses_its_invalid_value_naming_key_and_value(cls, section, key):
+    constraint = cls.CONSTRAINTS[key]
+    bad = constraint.invalid_value()
+    assert not constraint.allows(bad)
+    raw = {section: {key: bad}} if section else {key: bad}
+    with pytest.raises(ConfigError) as err:
+        experiment_from_dict(raw, origin="exp.yaml")
+    full_key = f"{section}.{key}" if section else key
+    assert f"exp.yaml: The '{full_key}' parameter must be {constraint}. Got {bad!r} instead." == str(err.value)
+
+
+@pytest.mark.parametrize("key", list(TrialConfig.CONSTRAINTS))
+def test_every_trial_key_refuses_its_invalid_value(key):
+    constraint = TrialConfig.CONSTRAINTS[key]
+    bad = constraint.invalid_value()
+    with pytest.raises(ConfigError, match=r"^The '" + key + r"' parameter must be "):
+        TrialConfig(**{key: bad})
+
+
+@pytest.mark.parametrize("cls", [DataConfig, SchedulerConfig, ResourcesConfig, TrialConfig])
+def test_defaults_satisfy_every_constraint(cls):
+    obj = cls()
+    for key, constraint in cls.CONSTRAINTS.items():
+        assert constraint.allows(getattr(obj, key)), key
+
+
+@pytest.mark.parametrize("path", sorted(str(p.relative_to(ROOT)) for p in (ROOT / "experiments").glob("*.yaml")))
+def test_one_search_space_builds_both_the_grid_and_tunes_param_space(path):
+    cfg = load_experiment(path)
+    space = cfg.search_space.param_space(cfg.seed, lambda values: {"grid_search": values})
+    axes = {k: v["grid_search"] for k, v in space.items() if isinstance(v, dict)}
+    fixed = {k: v for k, v in space.items() if k not in axes}
+    expanded = [TrialConfig(**fixed, **dict(zip(axes, combo))) for combo in itertools.product(*axes.values())]
+    assert sorted(map(repr, expanded)) == sorted(map(repr, cfg.grid()))
+
+
+def _modules_after(code: str) -> list[str]:
+    out = subprocess.run(
+        [sys.executable, "-c", code + f"\nimport sys, json; print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_reading_every_experiment_file_imports_no_heavy_library():
+    code = "from pathlib import Path\nfrom ecg_ray.config import load_experiment\n" \
+           "for p in sorted(Path('experiments').glob('*.yaml')): load_experiment(p).grid()"
+    assert _modules_after(code) == []
+
+
+def test_the_cli_help_imports_no_heavy_library():
+    code = "from ecg_ray.cli import build_parser\np = build_parser()\n" \
+           "for argv in (['--help'], ['tune', '--help'], ['report', '--help']):\n" \
+           "    try: p.parse_args(argv)\n    except SystemExit: pass"
+    assert _modules_after(code) == []
+
+
+def test_only_the_experiment_folder_type_tells_paths_from_uris():
+    offenders = [p.name for p in (ROOT / "ecg_ray").glob("*.py") if p.name != "expdir.py" and '"://"' in p.read_text()]
+    assert offenders == []
+
+
+def test_what_crosses_the_ray_boundary_is_frozen():
+    for cls in (config.WorkerSpec, config.RunSettings, TrialConfig):
+        assert dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen
+    from ecg_ray.data import DataMeta
+
+    assert DataMeta.__dataclass_params__.frozen

@@ -1,0 +1,123 @@
+"""The experiment folder type, on a local path and on a file:// URI (the bucket code path without a cloud)."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from ecg_ray import expdir
+from ecg_ray.config import experiment_from_dict
+from ecg_ray.errors import ConfigError
+from ecg_ray.expdir import ExperimentDir
+
+
+@pytest.fixture(params=["local", "uri"])
+def exp(request, tmp_path) -> ExperimentDir:
+    root = tmp_path / "results"
+    text = str(root / "e1") if request.param == "local" else f"file://{root}/e1/"
+    return ExperimentDir.parse(text)
+
+
+def _local(exp: ExperimentDir) -> Path:
+    return Path(exp.path.removeprefix("file://"))
+
+
+def test_parse_expands_local_paths_and_keeps_uris(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    local = ExperimentDir.parse("~/results/quick/")
+    assert local.path == str(tmp_path / "results" / "quick") and not local.is_uri
+    assert (local.storage_root, local.name) == (str(tmp_path / "results"), "quick")
+    uri = ExperimentDir.parse("s3://bucket/prefix/quick/")
+    assert uri.path == "s3://bucket/prefix/quick" and uri.is_uri
+    assert (uri.storage_root, uri.name) == ("s3://bucket/prefix", "quick")
+    assert uri.status_file == "s3://bucket/prefix/quick/trial_status.json"
+
+
+def test_the_config_names_its_folder_through_the_type():
+    cfg = experiment_from_dict({"storage_path": "s3://bucket/results/", "name": "e"})
+    assert cfg.experiment_dir == ExperimentDir("s3://bucket/results/e")
+    assert cfg.experiment_dir.train_runs == "s3://bucket/results/e/train_runs"
+
+
+def test_every_file_of_the_layout_is_named_once(exp):
+    names = {
+        exp.experiment_file: expdir.EXPERIMENT_FILE, exp.splits_file: expdir.SPLITS_FILE,
+        exp.status_file: expdir.STATUS_FILE, exp.progress_file: expdir.PROGRESS_FILE,
+        exp.train_runs: expdir.TRAIN_RUNS, exp.report_dir: expdir.REPORT_DIR,
+    }
+    for path, name in names.items():
+        assert path == exp.path + "/" + name
+
+
+def test_record_round_trip_and_config_follows_the_folder(exp):
+    assert not exp.exists()
+    with pytest.raises(ConfigError, match="not an ecg_ray experiment folder"):
+        exp.read_record()
+    cfg = experiment_from_dict({"name": "old-name", "storage_path": "/somewhere/else", "search": {"lr": [0.1, 0.2]}})
+    exp.write_record({"config": cfg.to_dict(), "data_hash": "abc"}, {"data_hash": "abc", "ids": {"train": ["r1"]}})
+    assert exp.exists()
+    assert exp.read_record()["data_hash"] == "abc"
+    assert json.loads((_local(exp) / "data_splits.json").read_text())["ids"] == {"train": ["r1"]}
+    back = exp.read_config()
+    assert back.experiment_dir == exp  # a moved folder is the source of truth for where results go
+    assert back.grid() == cfg.grid()
+    assert exp.scheduler_name() == "asha"
+
+
+def test_statuses_merge_and_progress_appends_locally(exp):
+    assert exp.read_statuses() == {}
+    exp.update_statuses({"t1": {"status": "TERMINATED", "last_epoch": 4}})
+    exp.update_statuses({"t2": {"status": "ERROR", "last_epoch": 1}})
+    assert set(exp.read_statuses()) == {"t1", "t2"}
+    exp.update_statuses({"t2": {"status": "TERMINATED", "last_epoch": 4}})
+    assert exp.read_statuses()["t2"]["status"] == "TERMINATED"
+    exp.append_progress({"trial_id": "t1", "epoch": 1})
+    exp.append_progress({"trial_id": "t1", "epoch": 2})
+    progress = _local(exp) / "progress.jsonl"
+    if exp.is_uri:
+        assert not progress.exists()  # an object store has no append; Tune's result.json is the record
+    else:
+        assert [json.loads(l)["epoch"] for l in progress.read_text().splitlines()] == [1, 2]
+
+
+def test_local_view_leaves_checkpoints_and_old_tables_behind(exp):
+    root = _local(exp)
+    for rel in ("t_a/params.json", "t_a/result.json", "train_runs/t_a/checkpoint_0/trial_state.pt", "report/trials.csv"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text("{}\n")
+    with exp.local_view() as local:
+        assert not local.is_uri
+        files = {str(p.relative_to(local.path)) for p in Path(local.path).rglob("*") if p.is_file()}
+        if exp.is_uri:
+            assert files == {"t_a/params.json", "t_a/result.json"}
+            assert [t.folder for t in local.trials()] == ["t_a"]
+        else:
+            assert local == exp
+    if exp.is_uri:
+        assert not os.path.exists(local.path)  # the temporary copy is gone
+
+
+def test_trials_reads_whole_lines_only(tmp_path):
+    exp = ExperimentDir.parse(tmp_path / "e")
+    folder = tmp_path / "e" / "trial_b"
+    folder.mkdir(parents=True)
+    (folder / "params.json").write_text('{"lr": 0.1}')
+    (folder / "result.json").write_text('{"epoch": 1}\n{"epoch": 2}\n{"epoch": 3, "val_ma')
+    (trial,) = exp.trials()
+    assert trial.params == {"lr": 0.1} and [r["epoch"] for r in trial.results] == [1, 2]
+
+
+def test_publish_copies_files_into_a_uri_folder(tmp_path):
+    exp = ExperimentDir.parse(f"file://{tmp_path}/e")
+    table = tmp_path / "trials.csv"
+    table.write_text("a,b\n1,2\n")
+    assert exp.publish([str(table)]) == [f"file://{tmp_path}/e/report/trials.csv"]
+    assert (tmp_path / "e" / "report" / "trials.csv").read_text() == "a,b\n1,2\n"
+
+
+def test_remove_deletes_the_folder(exp):
+    exp.update_statuses({"t1": {"status": "TERMINATED"}})
+    assert _local(exp).is_dir()
+    exp.remove()
+    assert not _local(exp).exists()
