@@ -19,18 +19,26 @@ from ecg_ray.errors import EcgRayError
 
 
 def _data_overrides(args) -> dict:
-    """--data / --val-data as config overrides: a source name, a folder or a file."""
+    """--data / --val-data / --trust-pickle as config overrides: a source name, a folder or a file."""
     from ecg_ray.sources import guess_source
 
+    out = {"data.trust_pickle": True} if getattr(args, "trust_pickle", False) else {}
     if not args.data:
-        return {}
+        return out
     source = guess_source(args.data)
-    out = {"data.source": source}
+    out["data.source"] = source
     if source != args.data:
         out["data.path"] = os.path.abspath(args.data)
     if getattr(args, "val_data", None):
         out["data.val_path"] = os.path.abspath(args.val_data)
     return out
+
+
+def _warn_about_pickles(cfg) -> None:
+    from ecg_ray.sources import PICKLE_WARNING
+
+    if cfg.data.source == "pickle":
+        print(f"[ecg-ray] warning: {PICKLE_WARNING}", flush=True)
 
 
 def cmd_tune(args) -> int:
@@ -40,8 +48,9 @@ def cmd_tune(args) -> int:
     from ecg_ray.tune import ExperimentInterrupted, run_experiment, unfinished_trials
 
     if args.resume:
-        # The folder may have moved since: it is the source of truth for where results go.
-        cfg = ExperimentDir.parse(args.resume).read_config()
+        # The folder may have moved since: it is the source of truth for where results go. It
+        # is not trusted to allow pickles: a copied folder could name one; that takes the flag.
+        cfg = ExperimentDir.parse(args.resume).read_config(trust_pickle=args.trust_pickle)
     else:
         if not args.experiment:
             raise EcgRayError("Pass an experiment file (e.g. experiments/quick.yaml) or --resume EXPERIMENT_DIR.")
@@ -53,6 +62,7 @@ def cmd_tune(args) -> int:
         if args.gpu is not None:
             overrides["resources.use_gpu"] = args.gpu
         cfg = load_experiment(args.experiment, **overrides)
+    _warn_about_pickles(cfg)
     print(f"[ecg-ray] experiment {cfg.name}: {len(cfg.grid())} trial(s) -> {cfg.experiment_path}", flush=True)
     try:
         exp_path = run_experiment(cfg, bool(args.resume), args.overwrite, args.address, args.num_cpus)
@@ -118,12 +128,17 @@ def cmd_data_convert(args) -> int:
     from ecg_ray.sources import write_parquet
 
     args.data = args.src
-    splits, dropped = read_checked(_data_config(args))
+    cfg = _data_config(args)
+    _warn_about_pickles(cfg)
+    splits, dropped = read_checked(cfg)
     # Every record as read, splits together: ecg-ray makes its split at tune time.
     merged = RecordSet.concat(list(splits.values()))
     write_parquet(merged, args.dest)
     print(f"Wrote {len(merged)} records to {args.dest} ({len(dropped)} bad record(s) skipped)")
     return 0
+
+
+TRUST_HELP = "load a pickle data file (it runs code stored in the file: only files you made yourself)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--address", help="Ray cluster to join ('auto' or host:port); default: $RAY_ADDRESS, else a new local Ray")
     t.add_argument("--data", help="data source name (synthetic) or path: a training2017/ folder, a .pkl or a .parquet file")
     t.add_argument("--val-data", help="the val file of a pickle/Parquet pair (with --data TRAIN_FILE)")
+    t.add_argument("--trust-pickle", action="store_true", help=TRUST_HELP)
     t.add_argument("--storage", help="storage path for results (local folder or s3://, gs:// URI); overrides storage_path")
     t.add_argument("--name", help="experiment name (folder under the storage path); overrides name")
     t.add_argument("--resume", metavar="EXPERIMENT_DIR", help="continue an interrupted experiment; finished trials are kept")
@@ -179,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
             c.add_argument("src", help="a training2017/ folder, a .pkl or .parquet file, or 'synthetic'")
             c.add_argument("dest", help="the Parquet file to write")
         c.add_argument("--val-data", help="the val file of a pickle/Parquet pair")
+        c.add_argument("--trust-pickle", action="store_true", help=TRUST_HELP)
         c.add_argument("--experiment", default=None, help="take the other data settings from this experiment file")
         c.add_argument("--target-length", type=int, help="samples per record after pad/trim (default 9000)")
         c.add_argument("--sampling-rate", type=int, help="expected sampling rate in Hz (default 300)")
@@ -196,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ecg-ray: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("ecg-ray: interrupted. Continue with `ecg-ray tune --resume EXPERIMENT_DIR`.", file=sys.stderr)
+        print("ecg-ray: interrupted; files are written whole or not at all, so nothing is half-written.", file=sys.stderr)
         return 130
 
 

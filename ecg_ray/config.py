@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, ClassVar
@@ -185,6 +186,10 @@ class DataConfig(Validated):
     test_fraction: float = 0.0
     on_bad_record: str = "error"
     cache_dir: str | None = None  # default: $ECG_RAY_CACHE or ~/.cache/ecg_ray
+    # Records outside these amplitude limits (ADC units, 1000 per mV) are bad records:
+    min_peak_to_peak: float = 50.0  # below 0.05 mV from lowest to highest: a dead lead, or a signal in mV
+    max_abs_amplitude: float = 25000.0  # beyond 25 mV: not an ECG (real CinC records stay within 11 mV)
+    trust_pickle: bool = False  # a pickle runs code stored in it when loaded: only your own files
 
     PREFIX: ClassVar[str] = "data."
     CONSTRAINTS: ClassVar[dict] = {
@@ -199,9 +204,19 @@ class DataConfig(Validated):
         "val_fraction": Interval(float, 0.0, 1.0, "neither"),
         "test_fraction": Interval(float, 0.0, 1.0, "left"),
         "on_bad_record": Options(("error", "skip")),
+        "min_peak_to_peak": Interval(float, 0.0, 1e9),
+        "max_abs_amplitude": Interval(float, 0.0, 1e9, "right"),
+        "trust_pickle": Options((True, False)),
     }
 
     def check_together(self) -> None:
+        if self.source == "pickle" and self.trust_pickle is not True:
+            files = " and ".join(p for p in (self.path, self.val_path) if p)
+            raise ConfigError(
+                f"The data file {files} is a pickle: loading it runs code stored in the file. If you made it yourself, "
+                "pass --trust-pickle (or set `trust_pickle: true` under `data:`); better, convert it once with "
+                "`ecg-ray data convert --trust-pickle FILE.pkl FILE.parquet` and use the Parquet file."
+            )
         if self.val_fraction + self.test_fraction >= 1.0:
             fail("data.val_fraction + data.test_fraction", "below 1", self.val_fraction + self.test_fraction)
         rule = SOURCE_RULES[self.source]
@@ -300,6 +315,15 @@ class ResourcesConfig(Validated):
             fail("resources.gpus_per_worker", "a fraction in (0, 1] or a whole number", self.gpus_per_worker)
 
 
+def _has_repeats(values: list) -> bool:
+    seen: list = []
+    for v in values:
+        if any(v == w and type(v) is type(w) for w in seen):
+            return True
+        seen.append(v)
+    return False
+
+
 @dataclass(frozen=True)
 class SearchSpace:
     """The grid: for each search key in SEARCH_KEYS order, the values to try (one value = fixed).
@@ -320,6 +344,8 @@ class SearchSpace:
                 values = raw[key] if isinstance(raw[key], list) else [raw[key]]
                 if not values:
                     fail(f"search.{key}", "a value or a non-empty list of values", [])
+                if _has_repeats(values):
+                    fail(f"search.{key}", "a list without repeated values (each would be the same trial)", values)
                 axes.append((key, tuple(values)))
         return cls(tuple(axes))
 
@@ -427,6 +453,22 @@ class WorkerSpec:
 # --- reading experiment files ------------------------------------------------------------------
 
 _SECTIONS = {"data": DataConfig, "scheduler": SchedulerConfig, "resources": ResourcesConfig}
+# PyYAML follows YAML 1.1, where a float needs a dot: `lr: 1e-3` reads as the string '1e-3'.
+# For keys that take a float, such a string is the number the user meant.
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def _floats_from_strings(cls, raw: dict) -> dict:
+    """`raw` with numeric strings turned into floats for the keys of `cls` that take a float."""
+    def number(key, value):
+        takes_float = isinstance(cls.CONSTRAINTS.get(key), Interval) and cls.CONSTRAINTS[key].kind is float
+        if takes_float and isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+            return float(value)
+        if takes_float and isinstance(value, list):
+            return [number(key, v) for v in value]
+        return value
+
+    return {key: number(key, value) for key, value in raw.items()}
 
 
 def _build(cls, raw: Any, prefix: str):
@@ -440,7 +482,7 @@ def _build(cls, raw: Any, prefix: str):
             raise ConfigError(
                 f"Unknown key '{prefix}.{key}'. Allowed keys in '{prefix}': {', '.join(sorted(known))}."
             )
-    return cls(**raw)
+    return cls(**_floats_from_strings(cls, raw))
 
 
 def experiment_from_dict(raw: Any, origin: str = "<dict>") -> ExperimentConfig:
@@ -458,7 +500,7 @@ def experiment_from_dict(raw: Any, origin: str = "<dict>") -> ExperimentConfig:
         search = raw.get("search") or {}
         if not isinstance(search, dict):
             fail("search", "a mapping of search keys to values or lists", search)
-        values["search"] = search
+        values["search"] = _floats_from_strings(TrialConfig, search)
         return ExperimentConfig(**values)
     except ConfigError as err:
         raise ConfigError(f"{origin}: {err}") from None
@@ -480,7 +522,11 @@ def load_experiment(path: str | os.PathLike | None, **overrides) -> ExperimentCo
             raw = yaml.safe_load(path.read_text())
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: not valid YAML ({err}). Fix the line it names.") from None
-        raw = raw if raw is not None else {}
+        if raw is None or raw == {}:
+            raise ConfigError(
+                f"{path} is empty. An experiment file needs at least a `search:` section; "
+                "copy experiments/quick.yaml and edit it."
+            )
     for dotted, value in overrides.items():
         if value is None:
             continue

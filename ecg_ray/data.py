@@ -115,6 +115,21 @@ class PreparedData:
         return f"data {self.data_hash} from {self.meta.source}: " + "; ".join(parts)
 
 
+def _amplitude_problem(where: str, sig: np.ndarray, cfg) -> str | None:
+    """A dead (flat) signal or one no ECG reaches, in ADC units at 1000 per mV; None when plausible."""
+    lo, hi = float(np.min(sig)), float(np.max(sig))
+    if hi - lo < cfg.min_peak_to_peak:
+        return (f"{where} is flat: {hi - lo:g} ADC units from its lowest to its highest sample, below "
+                f"data.min_peak_to_peak={cfg.min_peak_to_peak:g} (1000 units per mV). A dead or disconnected lead, "
+                "or a signal in mV instead of ADC units; remove the record, or fix its units")
+    peak = max(abs(lo), abs(hi))
+    if peak > cfg.max_abs_amplitude:
+        return (f"{where} reaches {peak:g} ADC units ({peak / 1000:g} mV), beyond data.max_abs_amplitude="
+                f"{cfg.max_abs_amplitude:g}: not a plausible ECG (a wrong gain, or a file read in the wrong format). "
+                "Check the file, or raise data.max_abs_amplitude if the amplitude is real")
+    return None
+
+
 def check_records(splits: dict[str, RecordSet], cfg) -> tuple[dict[str, RecordSet], list[tuple[str, str, str]]]:
     """Find bad records; raise DataError, or with on_bad_record=skip drop them.
 
@@ -147,6 +162,8 @@ def check_records(splits: dict[str, RecordSet], cfg) -> tuple[dict[str, RecordSe
                 problem = f"{where} contains NaN or inf (first at sample {int(np.flatnonzero(~np.isfinite(sig))[0])}). Repair or remove the record"
             elif len(sig) < cfg.min_length:
                 problem = f"{where} has {len(sig)} samples, fewer than data.min_length={cfg.min_length}. Remove it or lower data.min_length"
+            else:
+                problem = _amplitude_problem(where, sig, cfg)
             if problem:
                 bad.append((split, rec, problem))
             dup_in_split.add(rec)
@@ -208,6 +225,7 @@ def preparation_settings(exp) -> dict:
         "source": d.source, "target_length": d.target_length, "sampling_rate": d.sampling_rate,
         "min_length": d.min_length, "val_fraction": d.val_fraction, "test_fraction": d.test_fraction,
         "on_bad_record": d.on_bad_record, "n_records": d.n_records if d.source == "synthetic" else None,
+        "min_peak_to_peak": d.min_peak_to_peak, "max_abs_amplitude": d.max_abs_amplitude,
         "seed": exp.seed, "version": CACHE_VERSION,
     }
 

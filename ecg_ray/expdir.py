@@ -249,14 +249,17 @@ class ExperimentDir:
         write_json(self.experiment_file, record)
         write_json(self.splits_file, splits)
 
-    def read_config(self):
-        """The ExperimentConfig recorded here, with storage and name taken from where the folder is now."""
-        from dataclasses import replace
+    def read_config(self, trust_pickle: bool = False):
+        """The ExperimentConfig recorded here, with storage and name taken from where the folder is now.
 
+        Whether a pickle data file may be loaded is the caller's word (`trust_pickle`), never the folder's.
+        """
         from ecg_ray.config import experiment_from_dict
 
-        cfg = experiment_from_dict(self.read_record()["config"], origin=self.experiment_file)
-        return replace(cfg, storage_path=self.storage_root, name=self.name)
+        raw = self.read_record()["config"]
+        raw = {**raw, "storage_path": self.storage_root, "name": self.name,
+               "data": {**raw.get("data", {}), "trust_pickle": trust_pickle}}
+        return experiment_from_dict(raw, origin=self.experiment_file)
 
     def scheduler_name(self) -> str | None:
         """The scheduler the experiment ran with, or None when the experiment file is absent."""

@@ -94,14 +94,22 @@ def _challenge_files(folder: Path) -> tuple[Path, list[tuple[str, str]]]:
     _require(folder, "Data folder", "Point data.path (or --data) at the unzipped training2017/ folder.")
     ref = _require(folder / "REFERENCE.csv", "Label file", "The challenge folder must hold REFERENCE.csv with `record,label` rows.")
     rows = []
-    for lineno, line in enumerate(ref.read_text().splitlines(), 1):
+    # utf-8-sig: a file saved by Excel starts with a byte-order mark that is not part of the first record id.
+    for lineno, line in enumerate(ref.read_text(encoding="utf-8-sig").splitlines(), 1):
         if not line.strip():
             continue
         parts = [p.strip() for p in line.split(",")]
         if len(parts) != 2 or not parts[0]:
             raise DataError(f"{ref}, line {lineno}: expected `record,label`, got {line!r}. Fix or delete that line.")
+        if not rows and _is_header(folder, *parts):
+            continue  # a header row such as `data_source,class` in public copies of the file
         rows.append((parts[0], parts[1]))
     return ref, rows
+
+
+def _is_header(folder: Path, record: str, label: str) -> bool:
+    """A first row that is column names: no valid label and no such record in the folder."""
+    return label not in LABEL_NAMES and not (folder / f"{record}.hea").exists() and not (folder / f"{record}.mat").exists()
 
 
 def _fingerprint_challenge(cfg, seed: int) -> str:
@@ -122,6 +130,9 @@ def _read_wfdb(folder: Path, record: str, expected_fs: int):
     for ext in (".hea", ".mat"):
         if not base.with_suffix(ext).is_file():
             return None, f"{base.with_suffix(ext)} is missing (REFERENCE.csv names record {record})"
+    problem = _not_matlab_v4(base.with_suffix(".mat"), record)
+    if problem:
+        return None, problem
     try:
         rec = wfdb.rdrecord(str(base), physical=True)
     except Exception as err:  # wfdb raises many types for damaged files
@@ -137,6 +148,22 @@ def _read_wfdb(folder: Path, record: str, expected_fs: int):
     if scale is None:
         return None, f"{base}.hea gives units {units!r}; expected mV, uV or V"
     return (rec.p_signal[:, 0] * scale).astype(np.float32), None
+
+
+def _not_matlab_v4(mat: Path, record: str) -> str | None:
+    """The challenge's .mat files are MATLAB v4 (no text header). A v5/v7 or v7.3 (HDF5) file would
+    be read as raw int16 samples from the .hea's byte offset: garbage that looks like an ECG."""
+    with open(mat, "rb") as f:
+        head = f.read(520)
+    if head.startswith(b"MATLAB 7.3") or head[512:520] == b"\x89HDF\r\n\x1a\n":
+        kind = "a MATLAB v7.3 (HDF5)"
+    elif head.startswith(b"MATLAB"):
+        kind = f"a MATLAB {head[7:10].decode(errors='replace')} (v5/v7)"
+    else:
+        return None
+    return (f"{mat} is {kind} file, but the challenge's records are MATLAB v4, the format its .hea header "
+            f"describes; read as v4 its bytes would become garbage samples. Re-save it as v4: in MATLAB "
+            f"`save('{record}.mat', 'val', '-v4')`, in Python `scipy.io.savemat('{record}.mat', {{'val': val}}, format='4')`")
 
 
 def _load_challenge(cfg, seed: int) -> dict:
@@ -193,13 +220,46 @@ def _frame_to_records(df, path: Path, fs: int) -> RecordSet:
         ids = [str(x) for x in df["record"]]
     else:  # the notebook's frames have only a row index, restarting at 0 in each file
         ids = [f"{path.stem}:{x}" for x in df.index]
-    labels = df["label"].to_numpy()
-    signals = [np.asarray(s, dtype=np.float64).ravel() if s is not None else np.zeros(0) for s in df["signal"]]
     try:
-        labels = labels.astype(np.float64)
+        labels = df["label"].to_numpy().astype(np.float64)
     except (TypeError, ValueError):
         raise DataError(f"{path}: the `label` column holds non-numbers; labels must be ints 0..3 (0 Normal, 1 AF, 2 Other, 3 Noisy).") from None
-    return RecordSet(ids, signals, labels, fs, str(path))
+    if len(df) and all(isinstance(v, (str, bytes)) for v in df["signal"]):
+        raise DataError(
+            f"{path}: the `signal` column holds text ({_shown(df['signal'].iloc[0])}), not arrays of numbers. Store each "
+            "signal as a list of numbers, e.g. re-create the file with `ecg-ray data convert`."
+        )
+    keep, signals, problems = [], [], []
+    for i, (rec, value) in enumerate(zip(ids, df["signal"])):
+        signal, problem = _one_lead(value, f"{path}: record {rec}")
+        if problem:
+            problems.append((rec, problem))
+        else:
+            keep.append(i)
+            signals.append(signal)
+    rs = RecordSet([ids[i] for i in keep], signals, labels[keep], fs, str(path))
+    rs.problems.extend(problems)
+    return rs
+
+
+def _shown(value) -> str:
+    """A value's type and the start of its repr: enough to recognise it, never a whole signal."""
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 40 else text[:40] + '...'}"
+
+
+def _one_lead(value, where: str) -> tuple[np.ndarray | None, str | None]:
+    """(1-D float64 signal, None) or (None, problem) for one cell of a `signal` column."""
+    if value is None:
+        return np.zeros(0), None
+    try:
+        signal = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None, f"{where} has a signal that is not numbers ({_shown(value)}); signals must be arrays of numbers"
+    if sum(n > 1 for n in signal.shape) > 1:
+        return None, (f"{where} has a {signal.ndim}-D signal of shape {signal.shape}, but ecg_ray takes single-lead "
+                      "1-D signals. Keep one lead (e.g. signal[0]) when you build the file")
+    return signal.ravel(), None
 
 
 def _load_frames(cfg, read, fmt: str, fix: str, check=None) -> dict:

@@ -12,6 +12,20 @@ import tempfile
 from pathlib import Path
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it (Linux), else by setting and restoring it."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(dest: str | os.PathLike):
     """Yield a temporary path beside `dest`; on success rename it onto `dest`.
@@ -22,6 +36,7 @@ def atomic_path(dest: str | os.PathLike):
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes it 0600; open() would have honoured the umask
     os.close(fd)
     try:
         yield Path(tmp)

@@ -300,10 +300,13 @@ def run_experiment(
     Returns:
         The experiment folder (a local path or a URI).
     """
-    exp = preflight(cfg, resume, overwrite)
-    data = prepare_data(cfg, exp, resume, overwrite)
-    init_ray(address, num_cpus)  # only now: bad input never waits for a cluster
-    settings = run_settings(cfg, data)
+    try:
+        exp = preflight(cfg, resume, overwrite)
+        data = prepare_data(cfg, exp, resume, overwrite)
+        init_ray(address, num_cpus)  # only now: bad input never waits for a cluster
+        settings = run_settings(cfg, data)
+    except KeyboardInterrupt:
+        raise ExperimentInterrupted(cfg.experiment_path, started=resume) from None
     if not resume:
         exp.write_record(experiment_record(cfg, data, settings), {"data_hash": data.data_hash, "ids": data.ids})
     tuner = build_tuner(cfg, exp, data, settings, resume)
@@ -315,8 +318,12 @@ def run_experiment(
 class ExperimentInterrupted(EcgRayError):
     """The driver was stopped (Ctrl-C, SIGTERM); the experiment can be resumed."""
 
-    def __init__(self, exp_path: str):
-        super().__init__(f"Stopped. Finished trials and checkpoints are kept; continue with: ecg-ray tune --resume {exp_path}")
+    def __init__(self, exp_path: str, started: bool = True):
+        if started:
+            text = f"Stopped. Finished trials and checkpoints are kept; continue with: ecg-ray tune --resume {exp_path}"
+        else:
+            text = f"Stopped before any trial started; nothing was written to {exp_path}. Run the same command again to start."
+        super().__init__(text)
         self.exp_path = exp_path
 
 

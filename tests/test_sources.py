@@ -27,6 +27,8 @@ def _base(n=80, seed=3) -> RecordSet:
 def _cfg(source, path=None, val_path=None, cache=None, **data):
     overrides = {"data.source": source, "data.path": str(path) if path else None, "data.val_path": str(val_path) if val_path else None}
     overrides |= {f"data.{k}": v for k, v in data.items()}
+    if source == "pickle":
+        overrides["data.trust_pickle"] = True  # our own files
     if cache:
         overrides["data.cache_dir"] = str(cache)
     return load_experiment("experiments/quick.yaml", **overrides)
@@ -113,7 +115,7 @@ def test_convert_to_parquet_round_trips(tmp_path):
     rs = _base(60)
     src = write_pickle(tmp_path / "train.pkl", rs)
     dest = tmp_path / "train.parquet"
-    assert main(["data", "convert", str(src), str(dest)]) == 0
+    assert main(["data", "convert", "--trust-pickle", str(src), str(dest)]) == 0
     df = pd.read_parquet(dest)
     assert list(df.columns) == ["record", "signal", "label"] and len(df) == 60
     a = prepare(_cfg("pickle", src, cache=tmp_path / "c1"))
@@ -144,7 +146,7 @@ def _pickles(tmp_path, train_edit=None, val_edit=None, obj=None):
     if obj is not None:
         with open(tmp_path / "train_df.pkl", "wb") as f:
             pickle.dump(obj, f)
-    return [str(tmp_path / "train_df.pkl"), "--val-data", str(tmp_path / "val_df.pkl")]
+    return [str(tmp_path / "train_df.pkl"), "--val-data", str(tmp_path / "val_df.pkl"), "--trust-pickle"]
 
 
 def _set_signal(row, value):
@@ -180,6 +182,27 @@ def _shorten(record, n):
     return edit
 
 
+def _resave(record, fmt):
+    """Replace a record's .mat with the same samples in another MATLAB format."""
+    def edit(folder, rs):
+        val = scipy.io.loadmat(folder / f"{record}.mat")["val"]
+        if fmt == "7.3":  # MATLAB's v7.3 layout: a 512-byte text header, then an HDF5 file
+            head = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Nov 23 10:00:00 2026 HDF5 schema 1.00 ."
+            (folder / f"{record}.mat").write_bytes(head.ljust(512) + b"\x89HDF\r\n\x1a\n" + val.tobytes())
+        else:
+            scipy.io.savemat(folder / f"{record}.mat", {"val": val}, format=fmt)
+
+    return edit
+
+
+def _parquet_with_text_signal(folder):
+    rs = _base(100)
+    df = frame(rs).assign(record=rs.ids)
+    df["signal"] = df["signal"].map(lambda s: ",".join(map(str, s)))  # CSV text where arrays belong
+    df.to_parquet(folder / "text.parquet")
+    return [str(folder / "text.parquet")]
+
+
 BAD_INPUTS = {
     "missing folder": (lambda t: [str(t / "nope")], ["nope does not exist", "training2017/ folder"]),
     "missing REFERENCE.csv": (lambda t: _challenge(t, lambda f, rs: (f / "REFERENCE.csv").unlink()), ["REFERENCE.csv does not exist", "record,label"]),
@@ -199,7 +222,17 @@ BAD_INPUTS = {
     "class without training records": (lambda t: _pickles(t, lambda df: df[df.label != 3]), ["train_df.pkl", "no records of class Noisy (~)", "divide by zero"]),
     "pickle not a DataFrame": (lambda t: _pickles(t, obj={"signal": [1, 2]}), ["train_df.pkl holds a dict, not a pandas DataFrame"]),
     "pickle lacks label": (lambda t: _pickles(t, lambda df: df.drop(columns="label")), ["train_df.pkl lacks the column(s) label", "a `label` column (0..3)"]),
-    "unreadable pickle": (lambda t: (t / "x.pkl").write_bytes(b"not a pickle") and [str(t / "x.pkl")], ["x.pkl cannot be read as a pickle"]),
+    "unreadable pickle": (lambda t: (t / "x.pkl").write_bytes(b"not a pickle") and [str(t / "x.pkl"), "--trust-pickle"], ["x.pkl cannot be read as a pickle"]),
+    "MATLAB v7.3 (HDF5) .mat": (lambda t: _challenge(t, _resave("A00011", "7.3")), ["A00011.mat is a MATLAB v7.3 (HDF5) file", "MATLAB v4", "-v4"]),
+    "MATLAB v5 .mat": (lambda t: _challenge(t, _resave("A00012", "5")), ["A00012.mat is a MATLAB 5.0 (v5/v7) file", "format='4'"]),
+    "two leads, leads first": (lambda t: _pickles(t, _set_signal(4, np.ones((2, 9000)))), ["train_df.pkl: record train_df:4 has a 2-D signal of shape (2, 9000)", "Keep one lead"]),
+    "two leads, samples first": (lambda t: _pickles(t, _set_signal(4, np.ones((9000, 2)))), ["record train_df:4 has a 2-D signal of shape (9000, 2)"]),
+    "flat line": (lambda t: _pickles(t, _set_signal(6, np.zeros(9000))), ["record train_df:6 is flat", "data.min_peak_to_peak=50", "dead or disconnected lead"]),
+    "signal in mV": (lambda t: _pickles(t, _set_signal(6, np.sin(np.arange(9000) / 50))), ["record train_df:6 is flat", "mV instead of ADC units"]),
+    "implausible amplitude": (lambda t: _pickles(t, _set_signal(8, np.full(9000, 29000.0) * np.sign(np.sin(np.arange(9000))))), ["record train_df:8 reaches 29000 ADC units (29 mV)", "data.max_abs_amplitude"]),
+    "Parquet signal of text": (_parquet_with_text_signal, ["text.parquet: the `signal` column holds text (str '", "not arrays of numbers", "ecg-ray data convert"]),
+    "one signal of text": (lambda t: _pickles(t, _set_signal(7, "1.0,2.0," * 5000)), ["record train_df:7 has a signal that is not numbers (str '1.0,2.0,", "arrays of numbers"]),
+    "pickle without --trust-pickle": (lambda t: _pickles(t)[:-1], ["train_df.pkl and", "val_df.pkl is a pickle", "--trust-pickle", "ecg-ray data convert"]),
     "parquet lacks record ids": (lambda t: frame(_base(20)).to_parquet(t / "x.parquet") or [str(t / "x.parquet")], ["x.parquet lacks the `record` column"]),
 }
 
@@ -218,6 +251,7 @@ def test_bad_input_is_refused_with_file_record_and_fix(case, tmp_path, capsys, m
     for fragment in expected:
         assert fragment in err
     assert err.count("\n") == 1  # one paragraph
+    assert len(err) < 2000  # names the problem; never dumps a signal
     assert not (storage / "quick").exists()  # no experiment folder
     assert not cache.exists() or not any(cache.iterdir())  # no cache entry
 
@@ -243,7 +277,7 @@ def test_data_check_lists_every_problem(tmp_path, capsys):
 
 
 def test_data_check_warns_about_pickles(seed_pickles, capsys):
-    assert main(["data", "check", str(seed_pickles / "train_df.pkl")]) == 0
+    assert main(["data", "check", "--trust-pickle", str(seed_pickles / "train_df.pkl")]) == 0
     assert "runs code stored in the file" in capsys.readouterr().out
 
 

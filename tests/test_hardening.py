@@ -1,0 +1,134 @@
+"""Careless or hostile input that is now refused, or handled the way the user meant it."""
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from ecg_ray.cli import main
+from ecg_ray.config import load_experiment
+from ecg_ray.data import prepare
+from ecg_ray.errors import DataError
+from ecg_ray.storage import atomic_write_text
+from ecg_ray.synthetic import generate
+from helpers import write_challenge, write_pickle
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _records(n=60):
+    rs = generate(n, seed=5)
+    rs.ids = [f"A{i:05d}" for i in range(n)]
+    return rs
+
+
+def _challenge_cfg(folder, cache):
+    return load_experiment("experiments/quick.yaml", **{"data.source": "cinc2017", "data.path": str(folder), "data.cache_dir": str(cache)})
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        pytest.param(lambda text: "data_source,class\n" + text, id="header row"),
+        pytest.param(lambda text: "record,label\n" + text, id="header row record,label"),
+        pytest.param(lambda text: "\ufeff" + text, id="byte-order mark"),
+        pytest.param(lambda text: "\ufeffdata_source,class\r\n" + text.replace("\n", "\r\n"), id="Excel: BOM, header, CRLF"),
+    ],
+)
+def test_reference_csv_as_public_copies_and_excel_write_it(tmp_path, edit):
+    folder = write_challenge(tmp_path / "training2017", _records())
+    plain = prepare(_challenge_cfg(folder, tmp_path / "c0"))
+    ref = folder / "REFERENCE.csv"
+    ref.write_text(edit(ref.read_text()), encoding="utf-8")
+    data = prepare(_challenge_cfg(folder, tmp_path / "c1"))
+    assert data.data_hash == plain.data_hash and sum(map(len, data.ids.values())) == 60
+
+
+def test_a_first_row_naming_a_real_record_is_data_not_a_header(tmp_path):
+    folder = write_challenge(tmp_path / "training2017", _records())
+    ref = folder / "REFERENCE.csv"
+    lines = ref.read_text().splitlines()
+    assert lines[0].startswith("A00000,")
+    ref.write_text("\n".join(["A00000,Q", *lines[1:]]) + "\n")  # a typo in the first row's label
+    with pytest.raises(DataError, match="record A00000 has unknown label 'Q'"):
+        prepare(_challenge_cfg(folder, tmp_path / "c"))
+
+
+def test_data_check_flags_flat_and_implausible_records(tmp_path, capsys):
+    rs = _records(80)
+    rs.signals[3] = np.zeros(9000)
+    rs.signals[5] = rs.signals[5] * 40  # tens of mV
+    path = write_pickle(tmp_path / "x.pkl", rs)
+    assert main(["data", "check", "--trust-pickle", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "Problems: 2" in out and "record x:3 is flat" in out and "record x:5 reaches" in out
+
+
+def test_numeric_strings_are_floats_for_float_keys(tmp_path):
+    """PyYAML reads `1e-3` as a string (YAML 1.1 wants a dot); for a float key it is the number meant."""
+    path = tmp_path / "e.yaml"
+    path.write_text("search:\n  lr: [1e-3, 5e-4]\n  dropout: 3e-1\ndata:\n  val_fraction: 2.5e-1\n")
+    assert yaml.safe_load(path.read_text())["search"]["lr"] == ["1e-3", "5e-4"]
+    cfg = load_experiment(path)
+    assert [t.lr for t in cfg.grid()] == [0.001, 0.0005] and cfg.grid()[0].dropout == 0.3
+    assert cfg.data.val_fraction == 0.25 and cfg.search["lr"] == [0.001, 0.0005]  # recorded as numbers
+
+
+CONFIG_CASES = {
+    "empty file": ("", ["empty.yaml is empty", "experiments/quick.yaml"]),
+    "comments only": ("# nothing yet\n", ["empty.yaml is empty"]),
+    "repeated grid value": ("search:\n  lr: [0.001, 1e-3]\n", ["'search.lr' parameter must be a list without repeated values", "[0.001, 0.001]"]),
+    "repeated choice": ("search:\n  optimizer: [adam, sgd, adam]\n", ["'search.optimizer'", "repeated values"]),
+    "text for an int": ("search:\n  hidden_size: '128'\n", ["The 'hidden_size' parameter must be an int", "Got '128'"]),
+}
+
+
+@pytest.mark.parametrize("case", list(CONFIG_CASES))
+def test_bad_experiment_files_are_refused_naming_file_and_key(case, tmp_path, capsys):
+    text, expected = CONFIG_CASES[case]
+    path = tmp_path / "empty.yaml"
+    path.write_text(text)
+    storage = tmp_path / "results"
+    assert main(["tune", str(path), "--storage", str(storage)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(path) in err
+    for fragment in expected:
+        assert fragment in err
+    assert not storage.exists() or not any(storage.iterdir())
+
+
+def test_files_are_created_with_the_users_umask(tmp_path):
+    old = os.umask(0o027)
+    try:
+        atomic_write_text(tmp_path / "report.md", "x\n")
+        assert stat.S_IMODE((tmp_path / "report.md").stat().st_mode) == 0o640
+        os.umask(0o002)
+        atomic_write_text(tmp_path / "shared.md", "x\n")
+        assert stat.S_IMODE((tmp_path / "shared.md").stat().st_mode) == 0o664
+    finally:
+        os.umask(old)
+
+
+def test_ctrl_c_while_preparing_data_says_nothing_was_written(tmp_path):
+    exp = tmp_path / "big.yaml"
+    raw = yaml.safe_load((ROOT / "experiments" / "quick.yaml").read_text())
+    raw["data"]["n_records"] = 8528  # a few seconds of generating: time to interrupt it
+    raw["storage_path"] = str(tmp_path / "results")
+    exp.write_text(yaml.safe_dump(raw))
+    env = {**os.environ, "ECG_RAY_CACHE": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "ecg_ray.cli", "tune", str(exp)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert "[ecg-ray] experiment quick" in proc.stdout.readline()  # printed right before preparation
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert "Stopped before any trial started; nothing was written" in err and "--resume" not in err
+    assert not (tmp_path / "results" / "quick" / "ecg_ray_experiment.json").exists()
