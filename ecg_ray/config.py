@@ -328,8 +328,8 @@ def _has_repeats(values: list) -> bool:
 class SearchSpace:
     """The grid: for each search key in SEARCH_KEYS order, the values to try (one value = fixed).
 
-    Builds both the list of TrialConfigs (`grid`) and Ray Tune's `param_space`, so the
-    two can never disagree.
+    Builds the list of TrialConfigs (`grid`) and, from it, the keyed trials that Ray Tune
+    is given as its points (`trials`), so the two can never disagree.
     """
 
     axes: tuple[tuple[str, tuple], ...] = ()
@@ -354,15 +354,13 @@ class SearchSpace:
         keys = [k for k, _ in self.axes]
         return [TrialConfig(seed=seed, **dict(zip(keys, combo))) for combo in itertools.product(*(v for _, v in self.axes))]
 
-    def param_space(self, seed: int, grid_search: Callable[[list], Any]) -> dict:
-        """Tune's search space: `grid_search(values)` for every key with several values, constants elsewhere.
+    def trials(self, seed: int) -> dict[str, TrialConfig]:
+        """Every grid point under its trial key, t0000, t0001, ... in grid order.
 
-        `grid_search` is `ray.tune.grid_search`, passed in so that config stays free of Ray.
+        The key names a trial for good: its Ray Train run (checkpoints), its status and its
+        rows in the tables, across retries and resumes. Tune gets exactly these points.
         """
-        space = asdict(TrialConfig(seed=seed))
-        for key, values in self.axes:
-            space[key] = grid_search(list(values)) if len(values) > 1 else values[0]
-        return space
+        return {f"t{i:04d}": trial for i, trial in enumerate(self.grid(seed))}
 
 
 def _folder_name(value: Any) -> bool:
@@ -401,6 +399,10 @@ class ExperimentConfig(Validated):
     def grid(self) -> list[TrialConfig]:
         """Every grid point as a TrialConfig, in the file's order (last key varies fastest)."""
         return self.search_space.grid(self.seed)
+
+    def trials(self) -> dict[str, TrialConfig]:
+        """Every grid point under its stable trial key (see SearchSpace.trials)."""
+        return self.search_space.trials(self.seed)
 
     @property
     def epochs(self) -> int:

@@ -19,7 +19,8 @@ from ecg_ray.config import DEFAULT_EXPORT_FORMATS
 from ecg_ray.errors import ConfigError
 from ecg_ray.expdir import ExperimentDir
 from ecg_ray.schema import (
-    CLASS_KEYS, CONFIG_COLUMNS, CONFUSION, EPOCH_COLUMNS, NUM_CLASSES, RANK_METRIC, RUN_COLUMNS, confusion_columns,
+    CLASS_KEYS, CONFIG_COLUMNS, CONFUSION, EPOCH_COLUMNS, NUM_CLASSES, RANK_METRIC, RUN_COLUMNS, TRIAL_KEY,
+    confusion_columns,
 )
 from ecg_ray.storage import atomic_path, atomic_write_text
 
@@ -28,25 +29,43 @@ def _as_dir(exp_dir) -> ExperimentDir:
     return exp_dir if isinstance(exp_dir, ExperimentDir) else ExperimentDir.parse(exp_dir)
 
 
+def _runs_by_trial(exp: ExperimentDir) -> dict[str, list[tuple[dict, list[dict]]]]:
+    """trial key -> [(params, epoch results)] of each Tune run of that trial, in the order they ran.
+
+    A resumed trial ran in two Tune runs, so it has two Tune folders under one trial key.
+    """
+    runs: dict[str, list[tuple[float, dict, list[dict]]]] = {}
+    for folder in exp.trials():
+        results = [r for r in folder.results if "epoch" in r and RANK_METRIC in r]
+        if results:
+            key = folder.params.get(TRIAL_KEY) or results[0].get("trial_id", folder.folder)
+            runs.setdefault(key, []).append((results[0].get("timestamp", 0), folder.params, results))
+    return {key: [(p, r) for _, p, r in sorted(parts, key=lambda part: part[0])] for key, parts in runs.items()}
+
+
 def history(exp_dir: str | os.PathLike | ExperimentDir) -> pd.DataFrame:
-    """Every epoch of every trial of a local folder, one row each (the last report wins if an epoch was re-run)."""
+    """Every epoch of every trial of a local folder, one row each (the last report wins if an epoch was re-run).
+
+    time_total_s runs on across the Tune runs of a resumed trial.
+    """
     frames = []
-    for trial in _as_dir(exp_dir).trials():
-        params = trial.params
-        by_epoch: dict[int, dict] = {}
-        for r in trial.results:
-            if "epoch" in r and RANK_METRIC in r:
-                by_epoch[int(r["epoch"])] = r
+    for key, runs in _runs_by_trial(_as_dir(exp_dir)).items():
+        by_epoch: dict[int, tuple[dict, dict, float]] = {}
+        offset = 0.0
+        for params, results in runs:
+            for r in results:
+                by_epoch[int(r["epoch"])] = (params, r, offset)
+            offset += results[-1].get("time_total_s") or 0.0
         for epoch in sorted(by_epoch):
-            r = by_epoch[epoch]
-            row = {"trial_id": r.get("trial_id", trial.folder)}
+            params, r, offset = by_epoch[epoch]
+            row = {"trial_id": key}
             row |= {k: params.get(k) for k in CONFIG_COLUMNS}
             row |= {k: r.get(k) for k in EPOCH_COLUMNS}
             cm = np.asarray(r.get(CONFUSION, np.zeros((NUM_CLASSES, NUM_CLASSES))), dtype=np.int64)
             row |= dict(zip(confusion_columns(), (int(v) for v in cm.ravel())))
             row |= {
                 "epoch_time_s": r.get("epoch_time_s"),
-                "time_total_s": r.get("time_total_s"),
+                "time_total_s": r["time_total_s"] + offset if r.get("time_total_s") is not None else None,
                 "node_id": r.get("node_id"),
                 "data_hash": r.get("data_hash"),
             }

@@ -19,6 +19,10 @@ CLASS_NAMES = ("Normal", "AF", "Other", "Noisy")
 CLASS_KEYS = ("N", "A", "O", "noisy")  # metric-name suffixes; '~' is awkward in column names
 NUM_CLASSES = len(LABEL_NAMES)
 
+# The stable name of a trial (ecg_ray.config.SearchSpace.trials): a key of Tune's config,
+# and the trial_id of every table, status and progress line.
+TRIAL_KEY = "trial_key"
+
 # Trials are ranked, and ASHA stops them, on this metric.
 RANK_METRIC = "val_macro_f1"
 RANK_MODE = "max"

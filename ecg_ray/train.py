@@ -229,8 +229,9 @@ def library_versions() -> dict:
     return out
 
 
-def checkpoint(state: TrialState, trial: TrialConfig, data_hash: str, data_settings: dict) -> dict:
-    """A checkpoint that describes itself: state_dict plus the trial config, data and library versions.
+def checkpoint(state: TrialState, trial: TrialConfig, data_hash: str, data_settings: dict, metrics: dict | None = None) -> dict:
+    """A checkpoint that describes itself: state_dict plus the trial config, data, library versions,
+    and the metrics of the epoch it ends.
 
     Loaded with `read_checkpoint` and checked with `check_checkpoint`, it means something
     without the Ray folder it was saved in.
@@ -241,6 +242,7 @@ def checkpoint(state: TrialState, trial: TrialConfig, data_hash: str, data_setti
         "data_hash": data_hash,
         "data_settings": data_settings,
         "versions": library_versions(),
+        "metrics": metrics or {},
         **state_dict(state),
     }
 

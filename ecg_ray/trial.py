@@ -46,6 +46,11 @@ def train_loop_per_worker(config: dict) -> None:
             saved = read_checkpoint(path, map_location=device)
             check_checkpoint(saved, trial, data.data_hash, str(path))
             load_state_dict(state, saved)
+        if state.epoch >= trial.epochs:
+            # Killed after its last checkpoint but before Tune saw it end: nothing is left to
+            # train, and Tune needs the trial's final result once more to end it.
+            ray.train.report(saved["metrics"])
+            return
     node_id = ray.get_runtime_context().get_node_id()
     while state.epoch < trial.epochs:
         start = time.perf_counter()
@@ -58,5 +63,5 @@ def train_loop_per_worker(config: dict) -> None:
             "pid": os.getpid(),
         }
         with tempfile.TemporaryDirectory() as ckpt_dir:
-            torch.save(checkpoint(state, trial, data.data_hash, data.meta.settings), Path(ckpt_dir) / CHECKPOINT_FILE)
+            torch.save(checkpoint(state, trial, data.data_hash, data.meta.settings, metrics), Path(ckpt_dir) / CHECKPOINT_FILE)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(ckpt_dir))

@@ -6,6 +6,12 @@
 prepare (data, before Ray starts), fit (Tune, with Ctrl-C/SIGTERM turned into a
 graceful stop) and finish (statuses, autoscaler clean-up). What the folder
 holds is ecg_ray.expdir's; what each trial runs is ecg_ray.trial.
+
+Tune is given the trials as explicit points, each under its stable trial key.
+A resume is a new Tune run over the trials that have not finished, rebuilt from
+ecg_ray's own JSON (the experiment file, trial_status.json) and Train's JSON
+checkpoint index: Tune's pickled state (tuner.pkl, experiment_state) in a
+folder is never read, so nothing in storage runs as code on the resuming machine.
 """
 
 from __future__ import annotations
@@ -23,13 +29,14 @@ import ray.train
 import ray.tune
 from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
+from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from ecg_ray.config import ExperimentConfig, RunSettings, TrialConfig, WorkerSpec
 from ecg_ray.data import PreparedData, prepare
 from ecg_ray.errors import ConfigError, EcgRayError
 from ecg_ray.expdir import EXPERIMENT_FILE, ExperimentDir, check_writable
 from ecg_ray.schedulers import build_scheduler
-from ecg_ray.schema import PROGRESS_KEYS, RANK_METRIC, RANK_MODE
+from ecg_ray.schema import PROGRESS_KEYS, RANK_METRIC, RANK_MODE, TRIAL_KEY
 from ecg_ray.train import CUBLAS_WORKSPACE
 from ecg_ray.trial import SPEC_KEY, train_loop_per_worker
 
@@ -72,9 +79,15 @@ def _worker_resources(cfg: ExperimentConfig, use_gpu: bool) -> dict:
     return res
 
 
-def param_space(cfg: ExperimentConfig) -> dict:
-    """Tune's search space: a grid_search for every listed key, constants for the rest."""
-    return cfg.search_space.param_space(cfg.seed, ray.tune.grid_search)
+def tune_search(trials: dict[str, TrialConfig], max_concurrent: int = 0) -> tuple[dict, BasicVariantGenerator]:
+    """Tune's (param_space, search_alg) that run exactly `trials`, each once, under its trial key.
+
+    Every key of the space is a choice over the values the points use, and the points pin
+    each trial; max_concurrent goes to the generator (Tune ignores max_concurrent_trials there).
+    """
+    points = [{TRIAL_KEY: key, **dataclasses.asdict(trial)} for key, trial in trials.items()]
+    space = {name: ray.tune.choice(sorted({p[name] for p in points}, key=repr)) for name in points[0]}
+    return space, BasicVariantGenerator(points_to_evaluate=points, max_concurrent=max_concurrent)
 
 
 # --- what runs inside Tune ---------------------------------------------------------------------
@@ -82,7 +95,8 @@ def param_space(cfg: ExperimentConfig) -> dict:
 
 def _trial_driver(config: dict, data_box: list, exp: ExperimentDir, settings: RunSettings) -> None:
     """Tune trainable: run this grid point as a one-worker TorchTrainer and forward its reports."""
-    trial_id = ray.tune.get_context().get_trial_id()
+    config = dict(config)
+    key = config.pop(TRIAL_KEY)
     spec = WorkerSpec(
         trial=TrialConfig.from_dict(config),
         data_ref=data_box[0],  # the list kept the ObjectRef unresolved through with_parameters
@@ -98,8 +112,9 @@ def _trial_driver(config: dict, data_box: list, exp: ExperimentDir, settings: Ru
         ),
         torch_config=TorchConfig(backend="nccl" if settings.use_gpu else "gloo"),
         run_config=ray.train.RunConfig(
-            # Named from the trial id, never a timestamp: a retried or restored trial finds its checkpoints.
-            name=trial_id,
+            # Named by the trial key, never a timestamp or Tune's trial id: a retried or resumed
+            # trial finds its checkpoints.
+            name=key,
             storage_path=exp.train_runs,
             callbacks=[TuneReportCallback()],
             failure_config=ray.train.FailureConfig(max_failures=settings.max_failures),
@@ -119,10 +134,10 @@ class EpochPrinter(ray.tune.Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         # Live, one line per epoch: Tune's own result.json files reach the storage path in
         # batches, when it syncs a trial's folder.
-        self.exp.append_progress({"trial_id": trial.trial_id, "time": time.time(), **{k: result.get(k) for k in PROGRESS_KEYS}})
         c = trial.config
+        self.exp.append_progress({"trial_id": c[TRIAL_KEY], "time": time.time(), **{k: result.get(k) for k in PROGRESS_KEYS}})
         print(
-            f"[ecg-ray] {trial.trial_id} lr={c.get('lr')} H={c.get('hidden_size')} dropout={c.get('dropout')} "
+            f"[ecg-ray] {c[TRIAL_KEY]} lr={c.get('lr')} H={c.get('hidden_size')} dropout={c.get('dropout')} "
             f"{c.get('optimizer')}: epoch {result.get('epoch')}/{c.get('epochs')} "
             f"train_loss={result.get('train_loss', float('nan')):.4f} val_loss={result.get('val_loss', float('nan')):.4f} "
             f"{RANK_METRIC}={result.get(RANK_METRIC, float('nan')):.4f} ({result.get('epoch_time_s', 0):.1f}s)",
@@ -130,17 +145,14 @@ class EpochPrinter(ray.tune.Callback):
         )
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        _update_statuses(self.exp, [(trial, "TERMINATED")])
+        self._record(trial, "TERMINATED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        _update_statuses(self.exp, [(trial, "ERROR")])
+        self._record(trial, "ERROR")
 
-
-def _update_statuses(exp: ExperimentDir, changes) -> None:
-    """Merge (trial, status) pairs into trial_status.json; statuses of earlier runs are kept."""
-    exp.update_statuses(
-        {trial.trial_id: {"status": status, "last_epoch": (trial.last_result or {}).get("epoch")} for trial, status in changes}
-    )
+    def _record(self, trial, status: str) -> None:
+        last_epoch = (trial.last_result or {}).get("epoch")
+        self.exp.update_statuses({trial.config[TRIAL_KEY]: {"status": status, "last_epoch": last_epoch}})
 
 
 # --- the phases -----------------------------------------------------------------------------
@@ -205,6 +217,7 @@ def experiment_record(cfg: ExperimentConfig, data: PreparedData, settings: RunSe
     return {
         "config": cfg.to_dict(),
         "grid": [dataclasses.asdict(t) for t in cfg.grid()],
+        "trial_keys": list(cfg.trials()),
         "data_hash": data.data_hash,
         "data": data.meta.to_dict(),
         "settings": dataclasses.asdict(settings),
@@ -213,23 +226,42 @@ def experiment_record(cfg: ExperimentConfig, data: PreparedData, settings: RunSe
     }
 
 
-def build_tuner(cfg: ExperimentConfig, exp: ExperimentDir, data: PreparedData, settings: RunSettings, resume: bool):
-    """A new Tuner over the grid, or the recorded one restored (finished trials stay finished)."""
+def pending_trials(cfg: ExperimentConfig, exp: ExperimentDir, resume: bool) -> dict[str, TrialConfig]:
+    """The trials to run: all of them, or on a resume those trial_status.json does not record as finished.
+
+    A failed trial (ERROR) runs again, from its last checkpoint.
+    """
+    trials = cfg.trials()
+    if not resume:
+        return trials
+    recorded = exp.read_record().get("trial_keys")
+    if recorded != list(trials):
+        raise ConfigError(
+            f"{exp} was written by an earlier ecg_ray (its trials have no recorded keys) or its grid no longer "
+            "matches its experiment file, so it cannot be resumed safely. Start it again with --overwrite."
+        )
+    statuses = exp.read_statuses()
+    return {k: t for k, t in trials.items() if statuses.get(k, {}).get("status") != "TERMINATED"}
+
+
+def build_tuner(cfg: ExperimentConfig, exp: ExperimentDir, data: PreparedData, settings: RunSettings,
+                trials: dict[str, TrialConfig]):
+    """A Tuner that runs `trials` (a new experiment, or the unfinished trials of a resumed one)."""
     data_ref = ray.put(data)  # once per experiment; every trial on every node reads this object
     trainable = ray.tune.with_resources(
         ray.tune.with_parameters(_trial_driver, data_box=[data_ref], exp=exp, settings=settings),
         {"CPU": cfg.resources.cpus_per_trial_driver},
     )
-    if resume:
-        return ray.tune.Tuner.restore(exp.path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+    space, search = tune_search(trials, cfg.resources.max_concurrent_trials)
     return ray.tune.Tuner(
         trainable,
-        param_space=param_space(cfg),
+        param_space=space,
         tune_config=ray.tune.TuneConfig(
             metric=RANK_METRIC,
             mode=RANK_MODE,
+            search_alg=search,
+            num_samples=len(trials),
             scheduler=build_scheduler(cfg.scheduler, cfg.epochs),
-            max_concurrent_trials=cfg.resources.max_concurrent_trials or None,
         ),
         run_config=ray.tune.RunConfig(
             name=exp.name,
@@ -302,14 +334,18 @@ def run_experiment(
     """
     try:
         exp = preflight(cfg, resume, overwrite)
+        trials = pending_trials(cfg, exp, resume)
         data = prepare_data(cfg, exp, resume, overwrite)
+        if not trials:
+            print(f"[ecg-ray] every trial of {exp} has finished; nothing to resume", flush=True)
+            return exp.path
         init_ray(address, num_cpus)  # only now: bad input never waits for a cluster
         settings = run_settings(cfg, data)
     except KeyboardInterrupt:
         raise ExperimentInterrupted(cfg.experiment_path, started=resume) from None
     if not resume:
         exp.write_record(experiment_record(cfg, data, settings), {"data_hash": data.data_hash, "ids": data.ids})
-    tuner = build_tuner(cfg, exp, data, settings, resume)
+    tuner = build_tuner(cfg, exp, data, settings, trials)
     with graceful_stop() as interrupted:
         grid = tuner.fit()
     return finish(grid, exp, interrupted.is_set())
@@ -345,14 +381,16 @@ def _release_autoscaler_requests() -> None:
 
 
 def _record_statuses(grid, exp: ExperimentDir) -> None:
-    """Write every trial's final Tune status to trial_status.json.
+    """Write the final status of every trial this run ran to trial_status.json.
 
     The callback records statuses as trials end, which survives a killed driver; this
-    pass after fit() is the authoritative one (in one resumed run here the callback's
-    record of a trial was missing). ResultGrid exposes counts, not per-trial statuses,
-    hence its experiment analysis.
+    pass after a fit() that was not interrupted is the authoritative one: every trial
+    of it has ended, in an error or not.
     """
-    _update_statuses(exp, [(t, t.status) for t in grid._experiment_analysis.trials])
+    exp.update_statuses({
+        r.config[TRIAL_KEY]: {"status": "ERROR" if r.error else "TERMINATED", "last_epoch": (r.metrics or {}).get("epoch")}
+        for r in grid
+    })
 
 
 def unfinished_trials(cfg: ExperimentConfig) -> tuple[int, int]:

@@ -1,12 +1,12 @@
 """Contracts between the declared names and ranges (ecg_ray.config) and what implements them."""
 
 import dataclasses
-import itertools
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ecg_ray import config
@@ -64,13 +64,18 @@ def test_defaults_satisfy_every_constraint(cls):
 
 
 @pytest.mark.parametrize("path", sorted(str(p.relative_to(ROOT)) for p in (ROOT / "experiments").glob("*.yaml")))
-def test_one_search_space_builds_both_the_grid_and_tunes_param_space(path):
+def test_one_search_space_builds_both_the_grid_and_tunes_points(path):
+    from ecg_ray.tune import tune_search
+
     cfg = load_experiment(path)
-    space = cfg.search_space.param_space(cfg.seed, lambda values: {"grid_search": values})
-    axes = {k: v["grid_search"] for k, v in space.items() if isinstance(v, dict)}
-    fixed = {k: v for k, v in space.items() if k not in axes}
-    expanded = [TrialConfig(**fixed, **dict(zip(axes, combo))) for combo in itertools.product(*axes.values())]
-    assert sorted(map(repr, expanded)) == sorted(map(repr, cfg.grid()))
+    space, search = tune_search(cfg.trials())
+    points = [dict(p) for p in search._points_to_evaluate]
+    for name, domain in space.items():  # every point lies inside the space Tune is told about
+        assert all(p[name] in domain.categories for p in points)
+    assert [p.pop("trial_key") for p in points] == [f"t{i:04d}" for i in range(len(cfg.grid()))]
+    assert [TrialConfig(**p) for p in points] == cfg.grid()
+    axes = {k: v for k, v in cfg.search.items() if isinstance(v, list)}
+    assert len(points) == np.prod([len(v) for v in axes.values()])
 
 
 def _modules_after(code: str) -> list[str]:

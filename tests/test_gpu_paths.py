@@ -8,7 +8,7 @@ import torch
 from ecg_ray.config import experiment_from_dict
 from ecg_ray.train import CUBLAS_WORKSPACE, build_trial, seed_everything
 from ecg_ray.config import TrialConfig
-from ecg_ray.tune import _worker_resources, param_space
+from ecg_ray.tune import _worker_resources, tune_search
 
 
 @pytest.mark.parametrize(
@@ -40,11 +40,15 @@ def test_trial_builds_on_the_given_device():
     assert state.generator.device.type == "cpu"  # shuffling stays on the CPU generator on GPU too
 
 
-def test_param_space_is_one_grid_search_per_listed_key():
+def test_tune_gets_one_point_per_grid_point_under_its_trial_key():
     cfg = experiment_from_dict({"search": {"lr": [1e-3, 5e-4], "hidden_size": [128], "optimizer": "sgd"}})
-    space = param_space(cfg)
-    assert space["lr"] == {"grid_search": [1e-3, 5e-4]}
-    assert space["hidden_size"] == 128 and space["optimizer"] == "sgd" and space["seed"] == 42
+    space, search = tune_search(cfg.trials(), max_concurrent=3)
+    assert search._points_to_evaluate == [
+        {"trial_key": "t0000", "lr": 1e-3, "hidden_size": 128, "dropout": 0.2, "optimizer": "sgd", "batch_size": 32, "epochs": 6, "seed": 42},
+        {"trial_key": "t0001", "lr": 5e-4, "hidden_size": 128, "dropout": 0.2, "optimizer": "sgd", "batch_size": 32, "epochs": 6, "seed": 42},
+    ]
+    assert sorted(space["lr"].categories) == [5e-4, 1e-3] and space["seed"].categories == [42]
+    assert search.max_concurrent == 3
 
 
 def test_gpu_loss_formula_equals_weighted_cross_entropy():

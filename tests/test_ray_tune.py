@@ -114,3 +114,46 @@ def test_checkpoints_written_under_ray_describe_themselves(quick_run):
     assert set(seen) == set(grid)
     assert meta["settings"] == {"use_gpu": False, "resources_per_worker": {"CPU": 1}, "threads": 1,
                                 "data_hash": meta["data_hash"], "max_failures": 2}
+
+
+class _Payload:
+    """Unpickling this runs a shell command: what a planted file in a shared bucket could do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_resume_and_report_never_load_a_planted_pickle(quick_run, tmp_path):
+    import pickle
+    import shutil
+
+    copy = tmp_path / "quick"
+    shutil.copytree(quick_run, copy)
+    marker = tmp_path / "PWNED"
+    payload = pickle.dumps(_Payload(marker))
+    assert not marker.exists()
+    planted = [copy / "tuner.pkl", copy / "experiment_state-2099-01-01_00-00-00.json", copy / "trainable.pkl",
+               copy / "searcher-state-2099-01-01_00-00-00.pkl", copy / "train_runs" / "t0001" / "state.pkl"]
+    planted += [d / "params.pkl" for d in copy.glob("_trial_driver_*")]
+    for path in planted:
+        path.write_bytes(payload)
+    status = json.loads((copy / "trial_status.json").read_text())
+    del status["t0001"]  # one trial left to resume: its Train run picks up from its checkpoint
+    (copy / "trial_status.json").write_text(json.dumps(status))
+    progress = (copy / "progress.jsonl").read_text()
+
+    assert main(["tune", "--resume", str(copy)]) == 0
+    assert main(["report", str(copy), "--out", str(tmp_path / "tables")]) == 0
+    assert not marker.exists()
+    # Its last checkpoint was its final epoch: nothing trained again; that epoch's result was reported once more.
+    new = [json.loads(l) for l in (copy / "progress.jsonl").read_text().splitlines()[len(progress.splitlines()):]]
+    final = [json.loads(l) for l in progress.splitlines() if json.loads(l)["trial_id"] == "t0001"][-1]
+    assert [(r["trial_id"], r["epoch"], r["val_macro_f1"]) for r in new] == [("t0001", 4, final["val_macro_f1"])]
+    assert json.loads((copy / "trial_status.json").read_text())["t0001"]["status"] == "TERMINATED"
+    assert pd.read_csv(tmp_path / "tables" / "trials.csv")["best_val_macro_f1"].tolist() == \
+        pd.read_csv(quick_run / "report" / "trials.csv")["best_val_macro_f1"].tolist()
