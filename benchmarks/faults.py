@@ -1,10 +1,14 @@
 """Run every fault scenario against an uninterrupted baseline and print the fault table.
 
-    python benchmarks/faults.py            # about 5 minutes on 2 cores
+Needs the test extra (psutil): pip install torch==2.13.0 -e '.[test]'
+
+    python benchmarks/faults.py            # about 7 minutes on 2 cores
 
 Faults: SIGKILL of a trial's Ray Train worker; SIGINT and SIGKILL of the driver
 followed by `ecg-ray tune --resume`; loss of a worker node in a two-node local
-cluster. "Final table identical" compares the ranked table (config and every
+cluster; pickles planted in a copied experiment folder, then --resume and
+report; a second `tune` on a folder in use; a damaged result.json, then report.
+"Final table identical" compares the ranked table (config and every
 metric, not timings or node ids) with the baseline's, exactly.
 """
 

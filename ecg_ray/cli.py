@@ -41,7 +41,16 @@ def _warn_about_pickles(cfg) -> None:
         print(f"[ecg-ray] warning: {PICKLE_WARNING}", flush=True)
 
 
+# Ray's switch for a one-machine cluster: its node IP is then loopback, and every Ray process
+# (GCS, raylet, workers, agents) listens on 127.0.0.1 only. Read when `ray` is imported, and
+# it stops other machines from joining: set only for a local run, before Ray is imported.
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
 def cmd_tune(args) -> int:
+    if not (args.address or os.environ.get("RAY_ADDRESS")):
+        for key, value in LOOPBACK_ENV.items():
+            os.environ.setdefault(key, value)
     from ecg_ray.config import load_experiment
     from ecg_ray.report import summary_text, write_report
     from ecg_ray.expdir import ExperimentDir
@@ -71,7 +80,9 @@ def cmd_tune(args) -> int:
         return 130
     unfinished, errors = unfinished_trials(cfg)
     try:
-        trials, written = write_report(exp_path, formats=args.format)
+        # The run's own tables: what is readable, with any damage named (`ecg-ray report` is strict).
+        trials, written, problems = write_report(exp_path, formats=args.format, allow_partial=True)
+        _warn(problems)
     except EcgRayError:
         trials = None  # interrupted before any epoch finished
     if trials is not None:
@@ -92,16 +103,22 @@ def cmd_tune(args) -> int:
 def cmd_report(args) -> int:
     from ecg_ray.report import summary_text, write_report
 
-    trials, written = write_report(args.experiment_dir, args.out, args.format)
+    trials, written, problems = write_report(args.experiment_dir, args.out, args.format, args.allow_partial)
+    _warn(problems)
     print(summary_text(trials))
     print("Tables: " + ", ".join(str(p) for p in written))
     return 0
 
 
+def _warn(problems: list[str]) -> None:
+    for problem in problems:
+        print(f"ecg-ray: warning: {problem}", file=sys.stderr)
+
+
 def cmd_submit(args) -> int:
     from ecg_ray.submit import submit
 
-    return submit(args.experiment, args.address, args.tune_args, args.working_dir, wait=not args.no_wait)
+    return submit(args.experiment, args.address, args.tune_args, args.working_dir, wait=not args.no_wait, include=args.include)
 
 
 def _data_config(args):
@@ -169,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("experiment_dir", help="the experiment folder (storage_path/name) or its s3:// / gs:// URI")
     r.add_argument("--format", nargs="+", default=list(DEFAULT_EXPORT_FORMATS), choices=EXPORT_FORMATS, help="table formats")
     r.add_argument("--out", help="output folder (default: EXPERIMENT_DIR/report)")
+    r.add_argument("--allow-partial", action="store_true",
+                   help="write the tables from what is readable when files are damaged (each is named); default: refuse")
     r.set_defaults(func=cmd_report)
 
     from ecg_ray.submit import DEFAULT_DASHBOARD
@@ -179,7 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("experiment", help="experiment YAML file, relative to the working dir")
     s.add_argument("--address", default=os.environ.get("RAY_DASHBOARD_ADDRESS", DEFAULT_DASHBOARD),
                    help=f"the cluster's dashboard (default {DEFAULT_DASHBOARD}, reached via `ray dashboard cluster.yaml`)")
-    s.add_argument("--working-dir", default=".", help="folder uploaded as the job's working dir (default: .)")
+    s.add_argument("--working-dir", default=".", help="the project folder to upload from (default: .); only ecg_ray/*.py, "
+                   "experiments/*.yaml, pyproject.toml, the experiment file and --include paths are uploaded")
+    s.add_argument("--include", action="append", default=[], metavar="PATH",
+                   help="also upload this file or folder of the working dir (repeatable)")
     s.add_argument("--no-wait", action="store_true", help="return once submitted; follow with `ray job logs --follow`")
     s.add_argument("tune_args", nargs=argparse.REMAINDER, help="passed on to `ecg-ray tune`")
     s.set_defaults(func=cmd_submit)

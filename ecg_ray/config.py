@@ -295,6 +295,9 @@ class ResourcesConfig(Validated):
     cpus_per_worker: int = 1  # also the worker's torch thread count (fixed, for determinism)
     cpus_per_trial_driver: float = 0.5  # the Tune trial that drives the Train run
     max_concurrent_trials: int = 0  # 0: as many as the cluster fits
+    # How long Ray Train waits for a trial's worker to start before it retries (Ray's default,
+    # 60 s, is too short on a loaded machine, where start-up alone can take that long).
+    worker_start_timeout_s: float = 600.0
     # Extra custom resources per worker, e.g. {"a10g": 1} to pin trials to one node type.
     custom_resources_per_worker: dict = field(default_factory=dict)
 
@@ -308,6 +311,7 @@ class ResourcesConfig(Validated):
         "cpus_per_worker": Interval(int, 1, 256),
         "cpus_per_trial_driver": Interval(float, 0.0, 64.0, "right"),
         "max_concurrent_trials": Interval(int, 0, None),
+        "worker_start_timeout_s": Interval(float, 0.0, 86400.0, "right"),
     }
 
     def check_together(self) -> None:
@@ -439,6 +443,7 @@ class RunSettings:
     threads: int  # torch threads per worker: fixed, because CPU float reductions depend on it
     data_hash: str
     max_failures: int
+    worker_start_timeout_s: float = 600.0
 
 
 @dataclass(frozen=True)

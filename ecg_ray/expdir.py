@@ -20,10 +20,15 @@ module spells a file name of this layout or tells a path from a URI.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import json
 import os
 import shutil
+import socket
+import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -87,35 +92,51 @@ def write_json(path: str, obj) -> None:
         out.write(_dumps(obj).encode())
 
 
+class DamagedFile(ConfigError):
+    """A file of an experiment folder that exists but cannot be read."""
+
+
 def read_json(path: str):
-    """Read JSON from a local path or a bucket URI; None when it does not exist."""
+    """Read JSON from a local path or a bucket URI; None when it does not exist.
+
+    Raises DamagedFile, naming the file, when it is not valid JSON.
+    """
     if not is_uri(path):
         if not os.path.isfile(path):
             return None
-        with open(path) as f:
-            return json.load(f)
-    import pyarrow.fs
+        with open(path, "rb") as f:
+            text = f.read()
+    else:
+        import pyarrow.fs
 
-    fs, key = uri_fs(path)
-    if fs.get_file_info(key).type != pyarrow.fs.FileType.File:
-        return None
-    with fs.open_input_stream(key) as src:
-        return json.loads(src.read())
+        fs, key = uri_fs(path)
+        if fs.get_file_info(key).type != pyarrow.fs.FileType.File:
+            return None
+        with fs.open_input_stream(key) as src:
+            text = src.read()
+    try:
+        return json.loads(text)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise DamagedFile(f"{path} is damaged: not valid JSON ({err}).") from None
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    """The whole lines of a local JSON-lines file (the last line of a killed run may be cut off)."""
+def read_jsonl(path: Path, problems: list[str]) -> list[tuple[int, dict]]:
+    """(line number, object) for each whole line of a local JSON-lines file.
+
+    A line that is not valid JSON (the last line of a killed run may be cut off) is skipped
+    and named in `problems`.
+    """
     rows = []
     if not path.is_file():
         return rows
-    for line in path.read_text().splitlines():
+    for lineno, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
         line = line.strip()
         if not line:
             continue
         try:
-            rows.append(json.loads(line))
+            rows.append((lineno, json.loads(line)))
         except json.JSONDecodeError:
-            continue
+            problems.append(f"{path}, line {lineno}: cut off or not JSON ({line[:60]!r}); that line was skipped")
     return rows
 
 
@@ -153,16 +174,33 @@ def check_writable(path: str, min_free_bytes: int = MIN_FREE_BYTES) -> None:
         )
 
 
+def _describe_holder(text: str) -> str:
+    try:
+        h = json.loads(text)
+        return f"pid {h['pid']} on {h['host']}, started {h['started']}: {h['command']}"
+    except (ValueError, KeyError, TypeError):
+        return text[:200]
+
+
 # --- the folder -------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class TrialFiles:
-    """What Tune wrote for one trial: its folder name, params.json, and result.json's lines."""
+    """What Tune wrote for one trial: its folder, params.json, and result.json's whole lines.
 
-    folder: str
+    `damaged`: problems reading result.json (lines skipped), each naming the file and line.
+    """
+
+    folder: str  # the folder's name
+    path: str
     params: dict
-    results: list[dict]
+    results: list[tuple[int, dict]]
+    damaged: tuple[str, ...] = ()
+
+    @property
+    def results_file(self) -> str:
+        return os.path.join(self.path, TRIAL_RESULTS)
 
 
 @dataclass(frozen=True)
@@ -227,6 +265,51 @@ class ExperimentDir:
     @property
     def report_dir(self) -> str:
         return self.join(REPORT_DIR)
+
+    @property
+    def lock_file(self) -> str:
+        """Beside the folder, so that --overwrite can remove the folder while the lock is held.
+
+        A bucket has no locks: a URI folder is locked on this machine only, under the cache folder.
+        """
+        if self.is_uri:
+            cache = os.path.expanduser(os.environ.get("ECG_RAY_CACHE", "~/.cache/ecg_ray"))
+            return os.path.join(cache, "locks", hashlib.sha256(self.path.encode()).hexdigest()[:16] + ".lock")
+        return join(self.storage_root, f".{self.name}.lock")
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold this experiment for one `ecg-ray tune` at a time; a second one fails at once.
+
+        An flock on the lock file: the kernel releases it when its holder exits, however it
+        exits, so a lock left by a killed run is recognised as stale and taken over. The file
+        records who holds it, for the message the second run prints.
+        """
+        path = Path(self.lock_file)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise ConfigError(
+                f"The experiment folder {self.path} is in use by another `ecg-ray tune` ({_describe_holder(holder)}). "
+                f"Wait for it to end (or stop it), or choose another --name. The lock, {path}, is released when that process exits."
+            ) from None
+        try:
+            stale = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+            if stale:
+                print(f"[ecg-ray] a lock left by a run that is no longer running ({_describe_holder(stale)}) was taken over", flush=True)
+            me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                  "command": " ".join(sys.argv)}
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(me).encode(), 0)
+            yield
+        finally:
+            os.ftruncate(fd, 0)  # released cleanly: nothing stale to report next time
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
 
     # --- the experiment record -----------------------------------------------------------
 
@@ -310,14 +393,25 @@ class ExperimentDir:
                     dest.write_bytes(src.read())
             yield ExperimentDir(tmp)
 
-    def trials(self) -> list[TrialFiles]:
-        """Every Tune trial folder of a local experiment folder, sorted by folder name."""
+    def trials(self, problems: list[str] | None = None) -> list[TrialFiles]:
+        """Every readable Tune trial folder of a local experiment folder, sorted by folder name.
+
+        A folder whose params.json cannot be read is skipped and named in `problems`.
+        """
         if self.is_uri:
             raise ValueError(f"{self.path} is a URI; read it through local_view()")
+        problems = [] if problems is None else problems
         out = []
-        for params in sorted(Path(self.path).glob(f"*/{TRIAL_PARAMS}")):
-            folder = params.parent
-            out.append(TrialFiles(folder.name, json.loads(params.read_text()), read_jsonl(folder / TRIAL_RESULTS)))
+        for params_file in sorted(Path(self.path).glob(f"*/{TRIAL_PARAMS}")):
+            folder = params_file.parent
+            try:
+                params = read_json(str(params_file))
+            except DamagedFile as err:
+                problems.append(f"{err} The trial folder {folder.name} was skipped")
+                continue
+            damaged: list[str] = []
+            results = read_jsonl(folder / TRIAL_RESULTS, damaged)
+            out.append(TrialFiles(folder.name, str(folder), params, results, tuple(damaged)))
         return out
 
     def publish(self, local_files: list[str], subdir: str = REPORT_DIR) -> list[str]:

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from ecg_ray.config import DEFAULT_EXPORT_FORMATS
-from ecg_ray.errors import ConfigError
-from ecg_ray.expdir import ExperimentDir
+from ecg_ray.errors import ConfigError, EcgRayError
+from ecg_ray.expdir import DamagedFile, ExperimentDir
 from ecg_ray.schema import (
     CLASS_KEYS, CONFIG_COLUMNS, CONFUSION, EPOCH_COLUMNS, NUM_CLASSES, RANK_METRIC, RUN_COLUMNS, TRIAL_KEY,
     confusion_columns,
@@ -29,27 +29,60 @@ def _as_dir(exp_dir) -> ExperimentDir:
     return exp_dir if isinstance(exp_dir, ExperimentDir) else ExperimentDir.parse(exp_dir)
 
 
-def _runs_by_trial(exp: ExperimentDir) -> dict[str, list[tuple[dict, list[dict]]]]:
+def _epoch_results(folder, problems: list[str]) -> list[dict]:
+    """The epoch reports of one Tune folder; a report that lacks metrics is named in `problems`."""
+    out = []
+    for lineno, r in folder.results:
+        if "epoch" not in r:
+            continue
+        where = f"{folder.results_file}, line {lineno} (epoch {r['epoch']})"
+        missing = [k for k in (*EPOCH_COLUMNS, CONFUSION) if k not in r]
+        if RANK_METRIC in missing:
+            problems.append(f"{where} lacks {RANK_METRIC}; that epoch was skipped")
+            continue
+        if missing:
+            problems.append(f"{where} lacks {', '.join(missing)}; left empty in the tables")
+        out.append(r)
+    return out
+
+
+def _runs_by_trial(exp: ExperimentDir, problems: list[str]) -> dict[str, list[tuple[dict, list[dict]]]]:
     """trial key -> [(params, epoch results)] of each Tune run of that trial, in the order they ran.
 
     A resumed trial ran in two Tune runs, so it has two Tune folders under one trial key.
+    Damaged lines are named in `problems`, unless the trial ran again afterwards and no
+    epoch of it is missing (the cut-off line of a killed run, re-run by the resume).
     """
-    runs: dict[str, list[tuple[float, dict, list[dict]]]] = {}
-    for folder in exp.trials():
-        results = [r for r in folder.results if "epoch" in r and RANK_METRIC in r]
-        if results:
-            key = folder.params.get(TRIAL_KEY) or results[0].get("trial_id", folder.folder)
-            runs.setdefault(key, []).append((results[0].get("timestamp", 0), folder.params, results))
-    return {key: [(p, r) for _, p, r in sorted(parts, key=lambda part: part[0])] for key, parts in runs.items()}
+    runs: dict[str, list[tuple[float, object, list[dict]]]] = {}
+    for folder in exp.trials(problems):
+        results = _epoch_results(folder, problems)
+        if results or folder.damaged:
+            key = folder.params.get(TRIAL_KEY) or (results[0].get("trial_id") if results else folder.folder)
+            runs.setdefault(key, []).append((results[0].get("timestamp", 0) if results else 0, folder, results))
+    out = {}
+    for key, parts in runs.items():
+        parts.sort(key=lambda part: part[0])
+        epochs = {int(r["epoch"]) for _, _, results in parts for r in results}
+        complete = bool(epochs) and epochs == set(range(1, max(epochs) + 1))
+        for i, (_, folder, _) in enumerate(parts):
+            if not (complete and i < len(parts) - 1):
+                problems.extend(folder.damaged)
+        if epochs and not complete:
+            gaps = sorted(set(range(1, max(epochs) + 1)) - epochs)
+            problems.append(f"trial {key}: epoch(s) {', '.join(map(str, gaps))} missing from its result files")
+        out[key] = [(folder.params, results) for _, folder, results in parts if results]
+    return out
 
 
-def history(exp_dir: str | os.PathLike | ExperimentDir) -> pd.DataFrame:
+def history(exp_dir: str | os.PathLike | ExperimentDir, problems: list[str] | None = None) -> pd.DataFrame:
     """Every epoch of every trial of a local folder, one row each (the last report wins if an epoch was re-run).
 
-    time_total_s runs on across the Tune runs of a resumed trial.
+    time_total_s runs on across the Tune runs of a resumed trial. What could not be read
+    is named in `problems`.
     """
+    problems = [] if problems is None else problems
     frames = []
-    for key, runs in _runs_by_trial(_as_dir(exp_dir)).items():
+    for key, runs in _runs_by_trial(_as_dir(exp_dir), problems).items():
         by_epoch: dict[int, tuple[dict, dict, float]] = {}
         offset = 0.0
         for params, results in runs:
@@ -123,15 +156,29 @@ def rank_trials(hist: pd.DataFrame, status: dict | None = None, scheduler: str |
     return df
 
 
-def build_report(exp_dir: str | os.PathLike | ExperimentDir) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(ranked trials, per-epoch history) of a local experiment folder."""
+def build_report(exp_dir: str | os.PathLike | ExperimentDir, problems: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(ranked trials, per-epoch history) of a local experiment folder.
+
+    Files that could not be read, and what was skipped because of them, are named in `problems`.
+    """
+    problems = [] if problems is None else problems
     exp = _as_dir(exp_dir)
     if not os.path.isdir(exp.path):
         raise ConfigError(f"Experiment folder {exp_dir} does not exist. Pass the folder `ecg-ray tune` printed.")
-    hist = history(exp)
+    hist = history(exp, problems)
     if hist.empty:
-        raise ConfigError(f"{exp_dir} holds no finished epoch of any trial yet (no */result.json with metrics).")
-    return rank_trials(hist, exp.read_statuses(), exp.scheduler_name()), hist
+        raise ConfigError(f"{exp_dir} holds no finished epoch of any trial yet (no */result.json with metrics)."
+                          + (f" Problems: {'; '.join(problems)}" if problems else ""))
+    statuses, scheduler = {}, None
+    try:
+        statuses = exp.read_statuses()
+    except DamagedFile as err:
+        problems.append(f"{err} Trial statuses are unknown: trials that ran every epoch count as finished")
+    try:
+        scheduler = exp.scheduler_name()
+    except DamagedFile as err:
+        problems.append(f"{err} The scheduler is unknown, so no early stop is attributed to ASHA")
+    return rank_trials(hist, statuses, scheduler), hist
 
 
 def comparable(df: pd.DataFrame) -> pd.DataFrame:
@@ -220,17 +267,33 @@ def summary_text(trials: pd.DataFrame) -> str:
     return to_markdown(trials[[c for c in SUMMARY_COLUMNS if c in trials.columns]])
 
 
-def write_report(exp_dir: str, out_dir: str | None = None, formats=DEFAULT_FORMATS) -> tuple[pd.DataFrame, list[str]]:
+class PartialReport(EcgRayError):
+    """The experiment folder is damaged; tables would leave out what could not be read."""
+
+    def __init__(self, exp_dir: str, problems: list[str]):
+        super().__init__(
+            f"{len(problems)} problem(s) reading {exp_dir}: " + "; ".join(problems) + ". No table was written. "
+            "Repair or remove the named files, or build the tables from what is readable with --allow-partial."
+        )
+        self.problems = problems
+
+
+def write_report(exp_dir: str, out_dir: str | None = None, formats=DEFAULT_FORMATS,
+                 allow_partial: bool = False) -> tuple[pd.DataFrame, list[str], list[str]]:
     """Build and export the tables of an experiment (local folder or bucket URI).
 
-    The default output folder is <exp_dir>/report, in the bucket too for a URI.
-    Returns the ranked trials table and the files written.
+    The default output folder is <exp_dir>/report, in the bucket too for a URI. A damaged
+    folder raises PartialReport before anything is written, unless `allow_partial`.
+    Returns the ranked trials table, the files written, and the problems found.
     """
     exp = _as_dir(exp_dir)
+    problems: list[str] = []
     with exp.local_view() as local:
-        trials, hist = build_report(local)
+        trials, hist = build_report(local, problems)
+        if problems and not allow_partial:
+            raise PartialReport(exp.path, problems)
         target = Path(out_dir) if out_dir is not None else Path(local.report_dir)
         written = [str(p) for p in export({"trials": trials, "history": hist}, target, formats)]
         if exp.is_uri and out_dir is None:
             written = exp.publish(written)
-        return trials, written
+        return trials, written, problems

@@ -37,7 +37,9 @@ def train_loop_per_worker(config: dict) -> None:
     data = ray.get(spec.data_ref)
     if data.data_hash != spec.data_hash:
         raise RuntimeError(f"data in the object store has hash {data.data_hash}, the experiment expects {spec.data_hash}")
-    device = ray.train.torch.get_device()
+    device = ray.train.torch.get_device()  # the GPU Ray assigned (CUDA_VISIBLE_DEVICES), else the CPU
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     state = build_trial(trial, data.weights, device)
     saved_checkpoint = ray.train.get_checkpoint()
     if saved_checkpoint:

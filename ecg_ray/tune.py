@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import os
 import signal
+import socket
 import threading
 import time
 
@@ -27,7 +28,10 @@ import ray
 import ray.autoscaler.sdk
 import ray.train
 import ray.tune
-from ray.train.torch import TorchConfig, TorchTrainer
+# DataParallelTrainer with the plain BackendConfig: a Ray Train run whose one worker needs no
+# torch.distributed process group (TorchTrainer would start one: a TCPStore listening on every
+# interface, and seconds of start-up for collectives a one-worker trial never uses).
+from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
@@ -42,6 +46,10 @@ from ecg_ray.trial import SPEC_KEY, train_loop_per_worker
 
 CHECKPOINTS_KEPT = 2
 
+# Ray Train copies this from the process that calls fit() (the trial driver) to its controller.
+WORKER_START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
+RAY_START_ATTEMPTS = 3
+
 QUIET_ENV = {
     "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
     "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
@@ -50,19 +58,53 @@ QUIET_ENV = {
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Join the cluster at `address` (or $RAY_ADDRESS), else start a fresh local Ray."""
+    """Join the cluster at `address` (or $RAY_ADDRESS), else start a fresh local Ray on loopback.
+
+    A start that fails (a loaded machine: the dashboard or a node too slow to come up) is
+    retried; if it keeps failing, one paragraph says why and what to do.
+    """
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=True)
-    else:
-        # "local" starts a fresh instance even when a stale /tmp/ray/ray_current_cluster exists.
-        # The dashboard stays on: Train's placement-group cleaner needs the State API it serves,
-        # or a trial stopped by ASHA leaks its worker's resources. Loopback only.
-        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1")
+    for attempt in range(1, RAY_START_ATTEMPTS + 1):
+        try:
+            if address:
+                _check_reachable(address)
+                ray.init(address=address, log_to_driver=True)
+            else:
+                # "local" starts a fresh instance even when a stale /tmp/ray/ray_current_cluster exists.
+                # The dashboard stays on: Train's placement-group cleaner needs the State API it serves,
+                # or a trial stopped by ASHA leaks its worker's resources. `ecg-ray tune` sets
+                # LOOPBACK_ENV before Ray is imported, so every process of this Ray listens on
+                # loopback only; cluster nodes keep Ray's defaults (they must reach each other).
+                ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=True,
+                         dashboard_host="127.0.0.1")
+            return
+        except (OSError, RuntimeError) as err:  # ConnectionError and TimeoutError among them
+            ray.shutdown()
+            if attempt == RAY_START_ATTEMPTS:
+                where = f"connect to the Ray cluster at {address}" if address else "start a local Ray"
+                fix = ("Check that the cluster is up (`ray status --address ...`) and that this machine can reach it."
+                       if address else "The machine may be overloaded or short of memory, or Ray's ports taken: retry "
+                       "when it is less busy, or start Ray yourself (`ray start --head`) and pass --address auto.")
+                first_line = (str(err).strip().splitlines() or [""])[0][:300]
+                raise EcgRayError(f"Could not {where} after {attempt} attempts ({type(err).__name__}: {first_line}). {fix}") from None
+            print(f"[ecg-ray] Ray did not start ({type(err).__name__}); trying again ({attempt + 1}/{RAY_START_ATTEMPTS})", flush=True)
+            time.sleep(2 * attempt)
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail in seconds, not minutes, when a host:port cluster address does not answer.
+
+    ray.init keeps retrying a GCS that is not there for many minutes; a TCP connect tells at once.
+    """
+    host, sep, port = address.rpartition(":")
+    if not sep or address.startswith("ray://") or not port.isdigit():
+        return  # 'auto', ray:// client addresses: Ray's own lookup answers quickly
+    with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+        pass
 
 
 def resolve_use_gpu(cfg: ExperimentConfig) -> bool:
@@ -94,7 +136,8 @@ def tune_search(trials: dict[str, TrialConfig], max_concurrent: int = 0) -> tupl
 
 
 def _trial_driver(config: dict, data_box: list, exp: ExperimentDir, settings: RunSettings) -> None:
-    """Tune trainable: run this grid point as a one-worker TorchTrainer and forward its reports."""
+    """Tune trainable: run this grid point as a one-worker Ray Train run and forward its reports."""
+    os.environ[WORKER_START_TIMEOUT_ENV] = str(settings.worker_start_timeout_s)
     config = dict(config)
     key = config.pop(TRIAL_KEY)
     spec = WorkerSpec(
@@ -104,13 +147,13 @@ def _trial_driver(config: dict, data_box: list, exp: ExperimentDir, settings: Ru
         threads=settings.threads,
         use_gpu=settings.use_gpu,
     )
-    trainer = TorchTrainer(
+    trainer = DataParallelTrainer(
         train_loop_per_worker,
         train_loop_config={SPEC_KEY: spec},
+        backend_config=ray.train.BackendConfig(),
         scaling_config=ray.train.ScalingConfig(
             num_workers=1, use_gpu=settings.use_gpu, resources_per_worker=settings.resources_per_worker
         ),
-        torch_config=TorchConfig(backend="nccl" if settings.use_gpu else "gloo"),
         run_config=ray.train.RunConfig(
             # Named by the trial key, never a timestamp or Tune's trial id: a retried or resumed
             # trial finds its checkpoints.
@@ -159,9 +202,8 @@ class EpochPrinter(ray.tune.Callback):
 
 
 def preflight(cfg: ExperimentConfig, resume: bool, overwrite: bool) -> ExperimentDir:
-    """Storage can take results, and the folder's state agrees with --resume / --overwrite."""
+    """The folder's state agrees with --resume / --overwrite."""
     exp = cfg.experiment_dir
-    check_writable(cfg.storage_root)
     exists = exp.exists()
     if exists and not (resume or overwrite):
         raise ConfigError(
@@ -197,19 +239,45 @@ def prepare_data(cfg: ExperimentConfig, exp: ExperimentDir, resume: bool, overwr
     return data
 
 
-def run_settings(cfg: ExperimentConfig, data: PreparedData) -> RunSettings:
-    """How each trial runs on the cluster Ray is connected to."""
+def run_settings(cfg: ExperimentConfig, data: PreparedData, local: bool) -> RunSettings:
+    """How each trial runs on the cluster Ray is connected to (`local`: a Ray this run started)."""
     use_gpu = resolve_use_gpu(cfg)
-    if use_gpu and not ray.cluster_resources().get("GPU"):
-        print("[ecg-ray] trials ask for a GPU but the cluster has none right now: they wait until the "
-              "autoscaler adds GPU nodes (use --cpu to train on CPUs instead)", flush=True)
-    return RunSettings(
+    settings = RunSettings(
         use_gpu=use_gpu,
         resources_per_worker=_worker_resources(cfg, use_gpu),
         threads=cfg.resources.cpus_per_worker,
         data_hash=data.data_hash,
         max_failures=cfg.max_failures,
+        worker_start_timeout_s=cfg.resources.worker_start_timeout_s,
     )
+    check_placeable(settings.resources_per_worker, {"CPU": cfg.resources.cpus_per_trial_driver}, local)
+    return settings
+
+
+def check_placeable(worker: dict, driver: dict, local: bool) -> None:
+    """Refuse trials that no node can ever hold, instead of letting them wait forever.
+
+    On a local Ray (one node) a trial's driver and worker must fit together, and nothing
+    will add nodes, so that is an error; on a cluster they may sit on different nodes and
+    the autoscaler may add nodes, so it is a warning.
+    """
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    together = {k: worker.get(k, 0) + driver.get(k, 0) for k in {*worker, *driver}}
+    requests = [("worker and Tune driver", together)] if local else [("worker", worker), ("Tune driver", driver)]
+    for what, request in requests:
+        if any(all(node.get(k, 0) >= v for k, v in request.items()) for node in nodes):
+            continue
+        largest = max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)), default={})
+        have = {k: largest.get(k, 0) for k in request}
+        if not local:
+            print(f"[ecg-ray] each trial's {what} asks for {request} but no node has that much right now "
+                  f"(largest: {have}): trials wait until the autoscaler adds such a node", flush=True)
+            continue
+        raise ConfigError(
+            f"Each trial's {what} asks for {request}, but this local Ray has no node with that much (it has {have}), "
+            "so no trial could ever start. Use --cpu, lower resources.cpus_per_worker / gpus_per_worker / "
+            "custom_resources_per_worker, or pass --num-cpus."
+        )
 
 
 def experiment_record(cfg: ExperimentConfig, data: PreparedData, settings: RunSettings) -> dict:
@@ -332,23 +400,26 @@ def run_experiment(
     Returns:
         The experiment folder (a local path or a URI).
     """
-    try:
-        exp = preflight(cfg, resume, overwrite)
-        trials = pending_trials(cfg, exp, resume)
-        data = prepare_data(cfg, exp, resume, overwrite)
-        if not trials:
-            print(f"[ecg-ray] every trial of {exp} has finished; nothing to resume", flush=True)
-            return exp.path
-        init_ray(address, num_cpus)  # only now: bad input never waits for a cluster
-        settings = run_settings(cfg, data)
-    except KeyboardInterrupt:
-        raise ExperimentInterrupted(cfg.experiment_path, started=resume) from None
-    if not resume:
-        exp.write_record(experiment_record(cfg, data, settings), {"data_hash": data.data_hash, "ids": data.ids})
-    tuner = build_tuner(cfg, exp, data, settings, trials)
-    with graceful_stop() as interrupted:
-        grid = tuner.fit()
-    return finish(grid, exp, interrupted.is_set())
+    check_writable(cfg.storage_root)  # before anything else, and before the lock file is made there
+    with cfg.experiment_dir.lock():  # one writer per experiment folder, from here to the end
+        try:
+            exp = preflight(cfg, resume, overwrite)
+            trials = pending_trials(cfg, exp, resume)
+            data = prepare_data(cfg, exp, resume, overwrite)
+            if not trials:
+                print(f"[ecg-ray] every trial of {exp} has finished; nothing to resume", flush=True)
+                return exp.path
+            local = not (address or os.environ.get("RAY_ADDRESS")) and not ray.is_initialized()
+            init_ray(address, num_cpus)  # only now: bad input never waits for a cluster
+            settings = run_settings(cfg, data, local)
+        except KeyboardInterrupt:
+            raise ExperimentInterrupted(cfg.experiment_path, started=resume) from None
+        if not resume:
+            exp.write_record(experiment_record(cfg, data, settings), {"data_hash": data.data_hash, "ids": data.ids})
+        tuner = build_tuner(cfg, exp, data, settings, trials)
+        with graceful_stop() as interrupted:
+            grid = tuner.fit()
+        return finish(grid, exp, interrupted.is_set())
 
 
 class ExperimentInterrupted(EcgRayError):

@@ -16,6 +16,7 @@ os.chdir(ROOT)  # tests name experiments/*.yaml relative to the repository root,
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
 os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # the session's local Ray on loopback, as `ecg-ray tune` does
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -35,8 +37,9 @@ class Outcome:
     trials_affected: int
     retries: int
     finished_trials_rerun: int
-    identical: bool
+    identical: bool | None  # None: the fault is not meant to end in the baseline's table
     detail: str = ""
+    handled: str = "recovered"
 
     def row(self) -> dict:
         return {
@@ -44,7 +47,8 @@ class Outcome:
             "trials affected": self.trials_affected,
             "retries": self.retries,
             "finished trials re-run": self.finished_trials_rerun,
-            "final table identical": "yes" if self.identical else "no",
+            "final table identical": "n/a" if self.identical is None else ("yes" if self.identical else "no"),
+            "handled": self.handled,
         }
 
 
@@ -212,9 +216,74 @@ def lose_node(work: Path, baseline: Path) -> Outcome:
         cluster.stop()
 
 
+class _Payload:
+    """Unpickling this runs a shell command: what a planted file in a shared folder or bucket could do."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ecg_ray.cli", *args], cwd=ROOT, env={**os.environ, **ENV},
+                          capture_output=True, text=True, timeout=600)
+
+
+def planted_pickle(work: Path, baseline: Path) -> Outcome:
+    """A copy of a finished folder with pickles planted where Tune keeps state, one trial marked unfinished."""
+    copy = work / "results" / "planted"
+    shutil.copytree(baseline, copy)
+    marker = work / "PLANTED_PAYLOAD_RAN"
+    for rel in ("tuner.pkl", "experiment_state-2099-01-01_00-00-00.json", "searcher-state-2099-01-01.pkl",
+                "train_runs/t0001/state.pkl"):
+        (copy / rel).write_bytes(pickle.dumps(_Payload(marker)))
+    status = json.loads((copy / "trial_status.json").read_text())
+    del status["t0001"]
+    (copy / "trial_status.json").write_text(json.dumps(status))
+    rc = Driver(["--resume", str(copy)], work / "planted.log").wait()
+    rc_report = _cli("report", str(copy)).returncode
+    ran = marker.exists()
+    return Outcome("planted pickles in a copied folder, then --resume and report", 1, 0, 0,
+                   rc == 0 and rc_report == 0 and not ran and same_table(copy, baseline),
+                   f"resume rc={rc}, report rc={rc_report}, payload ran: {ran}", "never loaded" if not ran else "LOADED")
+
+
+def concurrent_run(work: Path, baseline: Path) -> Outcome:
+    """A second `ecg-ray tune` on the same experiment folder while the first one runs."""
+    exp = write_experiment(work, "concurrent")
+    exp_dir = work / "results" / "concurrent"
+    first = Driver([str(exp)], work / "concurrent.log")
+    wait_for(lambda: next(iter(results(exp_dir)), None), first, what="a first epoch")
+    second = _cli("tune", str(exp), "--num-cpus", "4")
+    refused = second.returncode == 2 and "is in use by another `ecg-ray tune`" in second.stderr
+    rc = first.wait()
+    return Outcome("a second tune on the same folder while one runs", 0, 0, 0, rc == 0 and refused and same_table(exp_dir, baseline),
+                   f"second rc={second.returncode}, first rc={rc}", "refused at once" if refused else "NOT refused")
+
+
+def corrupt_result(work: Path, baseline: Path) -> Outcome:
+    """A line of a trial's result.json damaged, then `ecg-ray report`."""
+    copy = work / "results" / "corrupt"
+    shutil.copytree(baseline, copy)
+    path = sorted(copy.glob("*/result.json"))[0]
+    lines = path.read_text().splitlines()
+    lines[1] = lines[1][:50]
+    path.write_text("\n".join(lines) + "\n")
+    strict, partial = _cli("report", str(copy)), _cli("report", str(copy), "--allow-partial")
+    named = strict.returncode == 2 and f"{path}, line 2" in strict.stderr and f"{path}, line 2" in partial.stderr
+    return Outcome("a corrupt line in a trial's result.json, then report", 1, 0, 0, None,
+                   f"report rc={strict.returncode}, --allow-partial rc={partial.returncode}",
+                   "named; --allow-partial writes the rest" if named and partial.returncode == 0 else "NOT named")
+
+
 SCENARIOS = {
     "kill_worker": kill_worker,
     "sigint_driver": lambda w, b: stop_driver(w, b, signal.SIGINT),
     "sigkill_driver": lambda w, b: stop_driver(w, b, signal.SIGKILL),
     "lose_node": lose_node,
+    "planted_pickle": planted_pickle,
+    "concurrent_run": concurrent_run,
+    "corrupt_result": corrupt_result,
 }

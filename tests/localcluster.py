@@ -21,6 +21,7 @@ ENV = {
     "RAY_AUTH_MODE": "disabled",  # a token from an earlier local ray.init() would lock the CLI out
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1",  # nodes must reach each other (the test session sets 0)
 }
 
 

@@ -105,7 +105,8 @@ def test_trials_reads_whole_lines_only(tmp_path):
     (folder / "params.json").write_text('{"lr": 0.1}')
     (folder / "result.json").write_text('{"epoch": 1}\n{"epoch": 2}\n{"epoch": 3, "val_ma')
     (trial,) = exp.trials()
-    assert trial.params == {"lr": 0.1} and [r["epoch"] for r in trial.results] == [1, 2]
+    assert trial.params == {"lr": 0.1} and [(n, r["epoch"]) for n, r in trial.results] == [(1, 1), (2, 2)]
+    assert trial.damaged == (f"{folder / 'result.json'}, line 3: cut off or not JSON ('{{\"epoch\": 3, \"val_ma'); that line was skipped",)
 
 
 def test_publish_copies_files_into_a_uri_folder(tmp_path):
@@ -121,3 +122,51 @@ def test_remove_deletes_the_folder(exp):
     assert _local(exp).is_dir()
     exp.remove()
     assert not _local(exp).exists()
+
+
+def _hold_lock(exp: ExperimentDir):
+    import subprocess
+    import sys
+
+    code = ("import sys, time\nfrom ecg_ray.expdir import ExperimentDir\n"
+            f"lock = ExperimentDir({exp.path!r}).lock()\nlock.__enter__()\nprint('held', flush=True)\ntime.sleep(120)")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_second_tune_on_a_held_folder_exits_at_once_naming_the_holder(tmp_path, capsys):
+    import signal
+
+    from ecg_ray.cli import main
+
+    exp = ExperimentDir.parse(tmp_path / "results" / "quick")
+    holder = _hold_lock(exp)
+    try:
+        assert main(["tune", "experiments/quick.yaml", "--storage", str(tmp_path / "results")]) == 2
+        err = capsys.readouterr().err
+        assert f"{exp.path} is in use by another `ecg-ray tune` (pid {holder.pid} on " in err and exp.lock_file in err
+        assert not Path(exp.path).exists()  # refused before anything was written
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with exp.lock():  # the killed holder's lock is stale: taken over, and said so
+        assert f"pid {holder.pid}" in capsys.readouterr().out
+    with exp.lock():  # released cleanly: nothing stale to mention
+        assert "taken over" not in capsys.readouterr().out
+
+
+def test_one_process_cannot_take_the_same_lock_twice(tmp_path):
+    exp = ExperimentDir.parse(tmp_path / "e")
+    with exp.lock():
+        with pytest.raises(ConfigError, match="is in use by another"):
+            with exp.lock():
+                pass
+
+
+def test_a_bucket_folder_is_locked_on_this_machine(monkeypatch, tmp_path):
+    monkeypatch.setenv("ECG_RAY_CACHE", str(tmp_path / "cache"))
+    exp = ExperimentDir.parse("s3://bucket/results/quick")
+    assert exp.lock_file.startswith(str(tmp_path / "cache" / "locks"))
+    with exp.lock():
+        assert os.path.isfile(exp.lock_file)

@@ -1,4 +1,5 @@
-"""Faults end with the same table as an uninterrupted run: worker kill, driver SIGINT/SIGKILL + resume, node loss."""
+"""Faults end with the same table as an uninterrupted run: worker kill, driver SIGINT/SIGKILL + resume, node loss;
+planted pickles are never loaded, a concurrent run is refused, a corrupt result file is named."""
 
 import signal
 
@@ -39,3 +40,18 @@ def test_stopped_driver_resumes_without_rerunning_finished_trials(work, baseline
 
 def test_lost_node_trials_continue_elsewhere(work, baseline):
     _check(faults.lose_node(work, baseline))
+
+
+def test_planted_pickles_are_never_loaded(work, baseline):
+    outcome = faults.planted_pickle(work, baseline)
+    assert outcome.identical and outcome.handled == "never loaded", outcome
+
+
+def test_a_concurrent_second_run_is_refused(work, baseline):
+    outcome = faults.concurrent_run(work, baseline)
+    assert outcome.identical and outcome.handled == "refused at once", outcome
+
+
+def test_a_corrupt_result_file_is_named(work, baseline):
+    outcome = faults.corrupt_result(work, baseline)
+    assert outcome.handled == "named; --allow-partial writes the rest", outcome

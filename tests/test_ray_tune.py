@@ -113,7 +113,7 @@ def test_checkpoints_written_under_ray_describe_themselves(quick_run):
         seen.append(TrialConfig(**saved["trial"]))
     assert set(seen) == set(grid)
     assert meta["settings"] == {"use_gpu": False, "resources_per_worker": {"CPU": 1}, "threads": 1,
-                                "data_hash": meta["data_hash"], "max_failures": 2}
+                                "data_hash": meta["data_hash"], "max_failures": 2, "worker_start_timeout_s": 600.0}
 
 
 class _Payload:

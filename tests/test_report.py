@@ -1,6 +1,7 @@
 """The aggregator over experiment folders written here in Tune's layout."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -113,16 +114,16 @@ def test_unknown_format_lists_the_valid_ones(exp, tmp_path):
 
 
 def test_write_report_rebuilds_identical_tables(exp):
-    _, first = write_report(str(exp))
+    _, first, _ = write_report(str(exp), allow_partial=True)
     before = {Path(p).name: Path(p).read_bytes() for p in first}
-    _, second = write_report(str(exp))
+    _, second, _ = write_report(str(exp), allow_partial=True)
     assert {Path(p).name: Path(p).read_bytes() for p in second} == before
     assert set(before) >= {"trials.csv", "trials.md", "trials.json", "history.csv"}
 
 
 def test_report_reads_and_writes_a_storage_uri(exp):
     """Bucket URIs go through pyarrow.fs; file:// exercises the same code without a cloud."""
-    trials, written = write_report(f"file://{exp}")
+    trials, written, _ = write_report(f"file://{exp}", allow_partial=True)
     assert written[0] == f"file://{exp}/report/trials.csv"
     assert pd.read_csv(exp / "report" / "trials.csv")["trial_id"].tolist() == trials["trial_id"].tolist()
 
@@ -136,3 +137,83 @@ def test_comparable_drops_run_specific_columns(exp):
 def test_markdown_escapes_nothing_it_should_not():
     text = to_markdown(pd.DataFrame({"a": [1.0, 0.00001], "b": ["x", "y"]}))
     assert text.splitlines()[1] == "|---:|---|" and "1e-05" in text
+
+
+def _drop_key(line_no, key):
+    def edit(exp):
+        path = next(exp.glob("_trial_driver_t0_*")) / "result.json"
+        lines = path.read_text().splitlines()
+        row = json.loads(lines[line_no - 1])
+        del row[key]
+        lines[line_no - 1] = json.dumps(row)
+        path.write_text("\n".join(lines) + "\n")
+
+    return edit
+
+
+def _cut_line(line_no):
+    def edit(exp):
+        path = next(exp.glob("_trial_driver_t0_*")) / "result.json"
+        lines = path.read_text().splitlines()
+        lines[line_no - 1] = lines[line_no - 1][:40]
+        path.write_text("\n".join(lines) + "\n")
+
+    return edit
+
+
+DAMAGE = {
+    "corrupt params.json": (lambda e: (next(e.glob("_trial_driver_t1_*")) / "params.json").write_text("{not json"),
+                            ["params.json is damaged: not valid JSON", "trial folder _trial_driver_t1_lr=0.0005 was skipped"]),
+    "corrupt trial_status.json": (lambda e: (e / "trial_status.json").write_text('{"t0": {"sta'),
+                                  ["trial_status.json is damaged", "Trial statuses are unknown"]),
+    "corrupt experiment file": (lambda e: (e / "ecg_ray_experiment.json").write_bytes(b"\x00\x01"),
+                                ["ecg_ray_experiment.json is damaged", "scheduler is unknown"]),
+    "a line cut off mid-file": (_cut_line(2), ["result.json, line 2: cut off or not JSON", "trial t0: epoch(s) 2 missing"]),
+    "an epoch without the ranking metric": (_drop_key(3, "val_macro_f1"), ["result.json, line 3 (epoch 3) lacks val_macro_f1; that epoch was skipped"]),
+    "an epoch without a per-class metric": (_drop_key(2, "val_f1_A"), ["result.json, line 2 (epoch 2) lacks val_f1_A; left empty in the tables"]),
+}
+
+
+def _ours(err: str) -> str:
+    """ecg-ray's own stderr lines; a Ray session of an earlier test may stream its logs there too."""
+    return "".join(line for line in err.splitlines(keepends=True) if line.startswith("ecg-ray:"))
+
+
+@pytest.mark.parametrize("case", list(DAMAGE))
+def test_a_damaged_folder_is_named_and_needs_allow_partial(case, tmp_path, capsys):
+    from ecg_ray.cli import main
+
+    exp = tmp_path / "exp"
+    _trial(exp, "t0", 0.001, [0.2, 0.5, 0.4, 0.45])
+    _trial(exp, "t1", 0.0005, [0.1, 0.3])
+    (exp / "trial_status.json").write_text(json.dumps({k: {"status": "TERMINATED"} for k in ("t0", "t1")}))
+    (exp / "ecg_ray_experiment.json").write_text(json.dumps({"config": {"scheduler": {"name": "asha"}}}))
+    assert main(["report", str(exp)]) == 0 and "warning" not in _ours(capsys.readouterr().err)  # whole: no complaint
+    shutil.rmtree(exp / "report")
+    make, expected = DAMAGE[case]
+    make(exp)
+    assert main(["report", str(exp)]) == 2
+    err = _ours(capsys.readouterr().err)
+    assert err.count("\n") == 1 and "No table was written" in err and "--allow-partial" in err
+    for fragment in expected:
+        assert fragment in err
+    assert not (exp / "report").exists()
+    assert main(["report", str(exp), "--allow-partial"]) == 0
+    err = _ours(capsys.readouterr().err)
+    assert all(fragment in err for fragment in expected) and err.startswith("ecg-ray: warning: ")
+    assert (exp / "report" / "trials.csv").is_file()
+
+
+def test_the_cut_off_line_of_a_run_that_was_resumed_is_not_damage(tmp_path):
+    """A killed driver can cut the last line; the resumed run re-reports that epoch, so nothing is lost."""
+    exp = tmp_path / "exp"
+    _trial(exp, "t0", 0.001, [0.2, 0.5], tail='{"trial_id": "t0", "epoch": 3, "val_ma')
+    second = exp / "_trial_driver_t0_resumed"
+    second.mkdir()
+    (second / "params.json").write_text((next(exp.glob("_trial_driver_t0_lr*")) / "params.json").read_text())
+    later = [dict(_epoch("t0", e, f), timestamp=10**10) for e, f in ((3, 0.6), (4, 0.55))]
+    (second / "result.json").write_text("".join(json.dumps(r) + "\n" for r in later))
+    problems = []
+    trials, hist = build_report(exp, problems)
+    assert problems == [] and hist["epoch"].tolist() == [1, 2, 3, 4] and trials.iloc[0]["best_val_macro_f1"] == 0.6
+    assert hist["time_total_s"].tolist() == [3.0, 6.0, 6.0 + 9.0, 6.0 + 12.0]  # wall time runs on across the resume

@@ -1,0 +1,85 @@
+"""What a real local Ray run exposes and refuses: loopback only, unplaceable trials, a Ray that cannot start."""
+
+import ipaddress
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from ecg_ray.errors import ConfigError
+
+pytestmark = pytest.mark.ray
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _is_loopback(ip: str) -> bool:
+    addr = ipaddress.ip_address(ip.split("%")[0])
+    return (getattr(addr, "ipv4_mapped", None) or addr).is_loopback  # ::ffff:127.0.0.1 is loopback too
+
+
+def test_a_local_run_listens_on_loopback_only(tmp_path):
+    exp = yaml.safe_load((ROOT / "experiments" / "quick.yaml").read_text())
+    exp.update(storage_path=str(tmp_path / "results"), scheduler={"name": "none"})
+    exp["data"]["n_records"] = 200
+    exp["search"]["epochs"] = 1
+    (tmp_path / "e.yaml").write_text(yaml.safe_dump(exp))
+    ray_tmp = tempfile.mkdtemp(prefix="ecgl", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    env = {**os.environ, "RAY_TMPDIR": ray_tmp, "ECG_RAY_CACHE": str(tmp_path / "cache")}
+    env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)  # as a user's shell has it: the CLI itself must set it
+    proc = subprocess.Popen([sys.executable, "-m", "ecg_ray.cli", "tune", str(tmp_path / "e.yaml"), "--num-cpus", "2"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    listening: dict[str, set] = {}
+    try:
+        while proc.poll() is None:
+            try:
+                family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+            except psutil.NoSuchProcess:
+                break
+            for p in family:
+                try:
+                    for c in p.net_connections(kind="inet"):
+                        if c.status == psutil.CONN_LISTEN:
+                            listening.setdefault(c.laddr.ip, set()).add(p.name())
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    continue
+            time.sleep(0.5)
+        out = proc.communicate(timeout=300)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert proc.returncode == 0, out[-3000:]
+    names = set().union(*listening.values()) if listening else set()
+    assert {"gcs_server", "raylet"} <= names  # the measurement saw Ray's servers
+    assert all(_is_loopback(ip) for ip in listening), {ip: names for ip, names in listening.items() if not _is_loopback(ip)}
+
+
+def test_a_trial_that_no_node_can_hold_is_refused_on_a_local_ray(ray_local):
+    from ecg_ray.tune import check_placeable
+
+    with pytest.raises(ConfigError, match=r"asks for \{'CPU': 64.5\}, but this local Ray has no node with that much"):
+        check_placeable({"CPU": 64}, {"CPU": 0.5}, local=True)
+    check_placeable({"CPU": 1}, {"CPU": 0.5}, local=True)  # the quick grid fits
+
+
+def test_on_a_cluster_it_is_a_warning_the_autoscaler_may_add_nodes(ray_local, capsys):
+    from ecg_ray.tune import check_placeable
+
+    check_placeable({"CPU": 1, "GPU": 1}, {"CPU": 0.5}, local=False)
+    assert "trials wait until the autoscaler adds such a node" in capsys.readouterr().out
+
+
+def test_a_ray_that_cannot_be_reached_is_one_paragraph_with_the_remedy(tmp_path):
+    code = "from ecg_ray.tune import init_ray, RAY_START_ATTEMPTS\nimport ecg_ray.tune as t\nt.RAY_START_ATTEMPTS = 1\n" \
+           "init_ray(address='127.0.0.1:9')"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "EcgRayError: Could not connect to the Ray cluster at 127.0.0.1:9 after 1 attempts" in proc.stderr
+    assert "Check that the cluster is up" in proc.stderr
