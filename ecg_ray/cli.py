@@ -52,8 +52,8 @@ def cmd_tune(args) -> int:
         for key, value in LOOPBACK_ENV.items():
             os.environ.setdefault(key, value)
     from ecg_ray.config import load_experiment
-    from ecg_ray.report import summary_text, write_report
     from ecg_ray.expdir import ExperimentDir
+    from ecg_ray.report import summary_text, write_report
     from ecg_ray.tune import ExperimentInterrupted, run_experiment, unfinished_trials
 
     if args.resume:

@@ -211,9 +211,10 @@ class DataConfig(Validated):
 
     def check_together(self) -> None:
         if self.source == "pickle" and self.trust_pickle is not True:
-            files = " and ".join(p for p in (self.path, self.val_path) if p)
+            files = [p for p in (self.path, self.val_path) if p]
+            what = f"The data file {files[0]} is a pickle" if len(files) == 1 else f"The data files {' and '.join(files)} are pickles"
             raise ConfigError(
-                f"The data file {files} is a pickle: loading it runs code stored in the file. If you made it yourself, "
+                f"{what}: loading a pickle runs code stored in it. If you made it yourself, "
                 "pass --trust-pickle (or set `trust_pickle: true` under `data:`); better, convert it once with "
                 "`ecg-ray data convert --trust-pickle FILE.pkl FILE.parquet` and use the Parquet file."
             )

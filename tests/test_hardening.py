@@ -132,3 +132,12 @@ def test_ctrl_c_while_preparing_data_says_nothing_was_written(tmp_path):
     assert proc.returncode == 130
     assert "Stopped before any trial started; nothing was written" in err and "--resume" not in err
     assert not (tmp_path / "results" / "quick" / "ecg_ray_experiment.json").exists()
+
+
+def test_one_pickle_file_needs_the_flag_too_and_the_warning_is_printed_with_it(tmp_path, capsys):
+    path = write_pickle(tmp_path / "x.pkl", _records(80))
+    assert main(["data", "check", str(path)]) == 2
+    assert f"The data file {path} is a pickle: loading a pickle runs code stored in it" in capsys.readouterr().err
+    assert main(["data", "convert", "--trust-pickle", str(path), str(tmp_path / "x.parquet")]) == 0
+    assert "[ecg-ray] warning: Loading a pickle runs code" in capsys.readouterr().out
+    assert main(["data", "check", str(tmp_path / "x.parquet")]) == 0  # the converted file needs no trust

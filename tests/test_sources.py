@@ -232,7 +232,7 @@ BAD_INPUTS = {
     "implausible amplitude": (lambda t: _pickles(t, _set_signal(8, np.full(9000, 29000.0) * np.sign(np.sin(np.arange(9000))))), ["record train_df:8 reaches 29000 ADC units (29 mV)", "data.max_abs_amplitude"]),
     "Parquet signal of text": (_parquet_with_text_signal, ["text.parquet: the `signal` column holds text (str '", "not arrays of numbers", "ecg-ray data convert"]),
     "one signal of text": (lambda t: _pickles(t, _set_signal(7, "1.0,2.0," * 5000)), ["record train_df:7 has a signal that is not numbers (str '1.0,2.0,", "arrays of numbers"]),
-    "pickle without --trust-pickle": (lambda t: _pickles(t)[:-1], ["train_df.pkl and", "val_df.pkl is a pickle", "--trust-pickle", "ecg-ray data convert"]),
+    "pickle without --trust-pickle": (lambda t: _pickles(t)[:-1], ["The data files", "train_df.pkl and", "val_df.pkl are pickles", "--trust-pickle", "ecg-ray data convert"]),
     "parquet lacks record ids": (lambda t: frame(_base(20)).to_parquet(t / "x.parquet") or [str(t / "x.parquet")], ["x.parquet lacks the `record` column"]),
 }
 
