@@ -261,7 +261,8 @@ class TrialConfig(Validated):
         return cls(**values)
 
 
-SEARCH_KEYS = tuple(k for k in TrialConfig.CONSTRAINTS if k != "seed")
+# Every trial key can be searched; `seed` last, so that the seeds of one config are neighbours.
+SEARCH_KEYS = tuple(TrialConfig.CONSTRAINTS)
 
 
 @dataclass(frozen=True)
@@ -357,7 +358,7 @@ class SearchSpace:
     def grid(self, seed: int) -> list[TrialConfig]:
         """Every grid point as a TrialConfig, in the file's order (last key varies fastest)."""
         keys = [k for k, _ in self.axes]
-        return [TrialConfig(seed=seed, **dict(zip(keys, combo))) for combo in itertools.product(*(v for _, v in self.axes))]
+        return [TrialConfig(**{"seed": seed, **dict(zip(keys, combo))}) for combo in itertools.product(*(v for _, v in self.axes))]
 
     def trials(self, seed: int) -> dict[str, TrialConfig]:
         """Every grid point under its trial key, t0000, t0001, ... in grid order.
@@ -384,6 +385,7 @@ class ExperimentConfig(Validated):
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     storage_path: str = DEFAULT_STORAGE
     max_failures: int = 2  # per trial: worker restarts from the last checkpoint
+    repeats: int = 1  # seeds per config: seed, seed + 1, ..., seed + repeats - 1 (or list search.seed)
 
     CONSTRAINTS: ClassVar[dict] = {
         "name": Rule("a non-empty folder name without '/'", _folder_name, invalid="a/b"),
@@ -392,14 +394,28 @@ class ExperimentConfig(Validated):
             "a local folder or a bucket URI such as s3://bucket/prefix", lambda v: isinstance(v, str) and bool(v), invalid=""
         ),
         "max_failures": Interval(int, -1, None),
+        "repeats": Interval(int, 1, 1000),
     }
 
     def check_together(self) -> None:
+        if self.repeats > 1 and "seed" in self.search:
+            fail("repeats", "1 when search.seed lists the seeds (use one or the other)", self.repeats)
         self.grid()  # validates every grid point now, not inside a trial an hour later
 
     @property
+    def seeds(self) -> list[int]:
+        """The seeds every config runs with."""
+        if "seed" in self.search:
+            listed = self.search["seed"]
+            return list(listed) if isinstance(listed, list) else [listed]
+        return [self.seed + i for i in range(self.repeats)]
+
+    @property
     def search_space(self) -> SearchSpace:
-        return SearchSpace.from_raw(self.search)
+        raw = dict(self.search)
+        if self.repeats > 1:
+            raw["seed"] = self.seeds  # derived, so the grid names each (config, seed) trial
+        return SearchSpace.from_raw(raw)
 
     def grid(self) -> list[TrialConfig]:
         """Every grid point as a TrialConfig, in the file's order (last key varies fastest)."""

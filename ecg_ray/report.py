@@ -9,6 +9,7 @@ numbers until export, where only Markdown and LaTeX are rounded for reading.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from ecg_ray.schema import (
     CLASS_KEYS, CONFIG_COLUMNS, CONFUSION, EPOCH_COLUMNS, NUM_CLASSES, RANK_METRIC, RUN_COLUMNS, TRIAL_KEY,
     confusion_columns,
 )
+from ecg_ray.stats import ALPHA, holm, mean_sd_ci, paired_p_value
 from ecg_ray.storage import atomic_path, atomic_write_text
 
 
@@ -156,6 +158,45 @@ def rank_trials(hist: pd.DataFrame, status: dict | None = None, scheduler: str |
     return df
 
 
+# Summarised over the seeds of each config in the configs table.
+SEED_METRICS = [f"best_{RANK_METRIC}", "val_challenge_f1", *(f"val_f1_{k}" for k in CLASS_KEYS)]
+
+
+def rank_configs(trials: pd.DataFrame) -> pd.DataFrame:
+    """One row per config (every trial key but the seed), ranked by mean best val macro-F1 over its seeds.
+
+    Per metric in SEED_METRICS: mean, sd, 95% CI (NaN with one seed). `p_vs_best` is the
+    Holm-corrected paired t-test p-value against the best config over shared seeds, and
+    `tied_with_best` says "best", "yes" (indistinguishable at ALPHA), "no", or "n/a" (fewer
+    than two shared seeds: no test). See ecg_ray.stats.
+    """
+    keys = [c for c in CONFIG_COLUMNS if c != "seed"]
+    rows, scores = [], []
+    for values, g in trials.groupby(keys, sort=False, dropna=False):
+        g = g.sort_values("seed")
+        row = dict(zip(keys, values)) | {"n_seeds": len(g), "seeds": ",".join(str(s) for s in g["seed"])}
+        for m in SEED_METRICS:
+            mean, sd, lo, hi = mean_sd_ci(g[m])
+            row |= {f"{m}_mean": mean, f"{m}_sd": sd, f"{m}_ci_low": lo, f"{m}_ci_high": hi}
+        row["trial_ids"] = ",".join(g["trial_id"])
+        rows.append(row)
+        scores.append(dict(zip(g["seed"], g[f"best_{RANK_METRIC}"])))
+    df = pd.DataFrame(rows)
+    df["_scores"] = scores
+    df = df.sort_values([f"best_{RANK_METRIC}_mean", *keys], ascending=[False] + [True] * len(keys), kind="stable")
+    best = df["_scores"].iloc[0]
+    p_raw = []
+    for other in df["_scores"].iloc[1:]:
+        shared = sorted(set(best) & set(other))
+        p_raw.append(paired_p_value([best[s] for s in shared], [other[s] for s in shared]))
+    p_adj = [math.nan] + holm(p_raw)
+    df["p_vs_best"] = p_adj
+    df["tied_with_best"] = ["best"] + ["n/a" if math.isnan(p) else ("yes" if p >= ALPHA else "no") for p in p_adj[1:]]
+    df = df.drop(columns="_scores").reset_index(drop=True)
+    df.insert(0, "rank", np.arange(1, len(df) + 1))
+    return df
+
+
 def build_report(exp_dir: str | os.PathLike | ExperimentDir, problems: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(ranked trials, per-epoch history) of a local experiment folder.
 
@@ -262,9 +303,25 @@ SUMMARY_COLUMNS = [
 ]
 
 
+CONFIG_SUMMARY_COLUMNS = [
+    "rank", "lr", "hidden_size", "dropout", "optimizer", "n_seeds", f"best_{RANK_METRIC}_mean", f"best_{RANK_METRIC}_sd",
+    f"best_{RANK_METRIC}_ci_low", f"best_{RANK_METRIC}_ci_high", "val_challenge_f1_mean", "p_vs_best", "tied_with_best",
+]
+
+
 def summary_text(trials: pd.DataFrame) -> str:
-    """The ranked table as a person reads it in a terminal."""
-    return to_markdown(trials[[c for c in SUMMARY_COLUMNS if c in trials.columns]])
+    """The ranked tables as a person reads them in a terminal: trials, then configs over seeds."""
+    text = to_markdown(trials[[c for c in SUMMARY_COLUMNS if c in trials.columns]])
+    configs = rank_configs(trials)
+    if (configs["n_seeds"] > 1).any():
+        seeds = sorted({int(s) for s in trials["seed"]})
+        text += (f"\nConfigs over seeds {seeds}: mean, sd and 95% t-interval of the best val macro-F1; "
+                 "tied_with_best: a paired t-test by seed against the best config, Holm-corrected, p >= 0.05.\n\n")
+        text += to_markdown(configs[CONFIG_SUMMARY_COLUMNS])
+    else:
+        text += ("\nOne seed per config: the ranking above is a single run each, with no confidence interval. "
+                 "Set `repeats: 3` in the experiment file to rank configs by their mean over seeds.\n")
+    return text
 
 
 class PartialReport(EcgRayError):
@@ -293,7 +350,8 @@ def write_report(exp_dir: str, out_dir: str | None = None, formats=DEFAULT_FORMA
         if problems and not allow_partial:
             raise PartialReport(exp.path, problems)
         target = Path(out_dir) if out_dir is not None else Path(local.report_dir)
-        written = [str(p) for p in export({"trials": trials, "history": hist}, target, formats)]
+        tables = {"trials": trials, "configs": rank_configs(trials), "history": hist}
+        written = [str(p) for p in export(tables, target, formats)]
         if exp.is_uri and out_dir is None:
             written = exp.publish(written)
         return trials, written, problems

@@ -181,7 +181,7 @@ class EpochPrinter(ray.tune.Callback):
         self.exp.append_progress({"trial_id": c[TRIAL_KEY], "time": time.time(), **{k: result.get(k) for k in PROGRESS_KEYS}})
         print(
             f"[ecg-ray] {c[TRIAL_KEY]} lr={c.get('lr')} H={c.get('hidden_size')} dropout={c.get('dropout')} "
-            f"{c.get('optimizer')}: epoch {result.get('epoch')}/{c.get('epochs')} "
+            f"{c.get('optimizer')} seed={c.get('seed')}: epoch {result.get('epoch')}/{c.get('epochs')} "
             f"train_loss={result.get('train_loss', float('nan')):.4f} val_loss={result.get('val_loss', float('nan')):.4f} "
             f"{RANK_METRIC}={result.get(RANK_METRIC, float('nan')):.4f} ({result.get('epoch_time_s', 0):.1f}s)",
             flush=True,

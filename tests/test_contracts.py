@@ -74,8 +74,8 @@ def test_one_search_space_builds_both_the_grid_and_tunes_points(path):
         assert all(p[name] in domain.categories for p in points)
     assert [p.pop("trial_key") for p in points] == [f"t{i:04d}" for i in range(len(cfg.grid()))]
     assert [TrialConfig(**p) for p in points] == cfg.grid()
-    axes = {k: v for k, v in cfg.search.items() if isinstance(v, list)}
-    assert len(points) == np.prod([len(v) for v in axes.values()])
+    assert len(points) == np.prod([len(values) for _, values in cfg.search_space.axes])
+    assert len(points) == np.prod([len(v) for v in cfg.search.values() if isinstance(v, list)]) * cfg.repeats
 
 
 def _modules_after(code: str) -> list[str]:

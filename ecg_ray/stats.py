@@ -1,0 +1,64 @@
+"""Statistics over seeds: mean, sd and a t-based 95% CI per config; which configs tie with the best.
+
+    python -c "from ecg_ray.stats import mean_sd_ci; print(mean_sd_ci([0.58, 0.57, 0.60]))"
+
+The tie test: each config against the best one (highest mean), paired by seed
+(the seeds share the data split, so a seed's two results are a pair), a
+two-sided paired t-test on the seeds both ran, with Holm's correction over the
+configs compared. A config whose corrected p-value is at least `alpha` (0.05)
+is *statistically indistinguishable* from the best. With fewer than two shared
+seeds there is no test: the answer is unknown, not "tied".
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import stats
+
+CONFIDENCE = 0.95
+ALPHA = 0.05
+
+
+def mean_sd_ci(values, confidence: float = CONFIDENCE) -> tuple[float, float, float, float]:
+    """(mean, sample sd, CI low, CI high) of `values`; sd and CI are NaN for a single value.
+
+    The CI is mean ± t(confidence, n-1) · sd / sqrt(n): for n seeds it describes where the
+    config's mean over seeds would lie, not one run.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    n = len(x)
+    mean = float(x.mean()) if n else math.nan
+    if n < 2:
+        return mean, math.nan, math.nan, math.nan
+    sd = float(x.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
+    return mean, sd, mean - half, mean + half
+
+
+def paired_p_value(a, b) -> float:
+    """Two-sided paired t-test p-value of a vs b (same seeds, same order); NaN below two pairs.
+
+    Identical pairs (every difference equal) give 1.0 when the differences are all zero, else 0.0.
+    """
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    if len(d) < 2:
+        return math.nan
+    if np.all(d == d[0]):
+        return 1.0 if d[0] == 0 else 0.0
+    return float(stats.ttest_rel(a, b).pvalue)
+
+
+def holm(p_values) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (NaN stays NaN and is not counted)."""
+    p = np.asarray(p_values, dtype=np.float64)
+    valid = np.flatnonzero(~np.isnan(p))
+    order = valid[np.argsort(p[valid], kind="stable")]
+    m = len(order)
+    adjusted = np.full(len(p), math.nan)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted.tolist()

@@ -1,0 +1,128 @@
+"""Seeds as part of the experiment, and the per-config table over seeds."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from ecg_ray.config import TrialConfig, experiment_from_dict, load_experiment
+from ecg_ray.errors import ConfigError
+from ecg_ray.report import SEED_METRICS, rank_configs
+from ecg_ray.schema import CONFIG_COLUMNS
+from ecg_ray.stats import holm, mean_sd_ci, paired_p_value
+
+T_975 = {1: 12.706204736174698, 2: 4.302652729749464}  # Student's t quantiles, from tables
+
+
+def test_a_seed_list_and_repeats_expand_to_one_trial_per_config_and_seed():
+    listed = experiment_from_dict({"search": {"lr": [1e-3, 5e-4], "seed": [42, 43, 44]}})
+    repeated = experiment_from_dict({"search": {"lr": [1e-3, 5e-4]}, "repeats": 3})
+    assert listed.grid() == repeated.grid()
+    assert [(t.lr, t.seed) for t in repeated.grid()] == [(1e-3, s) for s in (42, 43, 44)] + [(5e-4, s) for s in (42, 43, 44)]
+    assert repeated.seeds == [42, 43, 44] and list(repeated.trials()) == [f"t{i:04d}" for i in range(6)]
+    assert experiment_from_dict({"seed": 7, "repeats": 2}).seeds == [7, 8]
+    with pytest.raises(ConfigError, match="The 'repeats' parameter must be 1 when search.seed lists the seeds"):
+        experiment_from_dict({"search": {"seed": [1, 2]}, "repeats": 2})
+
+
+def test_each_seeds_trial_is_the_same_config_and_seed_run_alone(tmp_path):
+    from ecg_ray.data import prepare
+    from ecg_ray.train import build_trial, run_epoch
+
+    cfg = load_experiment("experiments/quick.yaml", **{"data.n_records": 80, "data.cache_dir": str(tmp_path)})
+    cfg = experiment_from_dict({**cfg.to_dict(), "repeats": 2})
+    data = prepare(cfg)
+    grid = cfg.grid()
+    in_grid = next(t for t in grid if t.seed == 43)
+    alone = TrialConfig(lr=in_grid.lr, hidden_size=128, dropout=0.2, optimizer="adam", batch_size=32, epochs=4, seed=43)
+    assert in_grid == alone
+    first = run_epoch(build_trial(in_grid, data.weights), data, 32)  # one after the other, as trials run:
+    assert run_epoch(build_trial(alone, data.weights), data, 32) == first  # dropout draws from the global RNG
+
+
+def test_mean_sd_ci_by_hand():
+    assert mean_sd_ci([0.6])[0] == 0.6 and all(math.isnan(v) for v in mean_sd_ci([0.6])[1:])
+    mean, sd, lo, hi = mean_sd_ci([0.5, 0.7])
+    assert mean == pytest.approx(0.6) and sd == pytest.approx(math.sqrt(0.02))
+    assert (lo, hi) == pytest.approx((0.6 - T_975[1] * math.sqrt(0.02) / math.sqrt(2), 0.6 + T_975[1] * math.sqrt(0.02) / math.sqrt(2)))
+    mean, sd, lo, hi = mean_sd_ci([0.58, 0.57, 0.60])
+    sd_hand = math.sqrt(((0.58 - 0.585) ** 2 + (0.57 - 0.585) ** 2 + (0.60 - 0.585) ** 2 - 3 * (0.585 - 1.75 / 3) ** 2) / 2)
+    assert mean == pytest.approx(1.75 / 3) and sd == pytest.approx(sd_hand)
+    assert hi - lo == pytest.approx(2 * T_975[2] * sd_hand / math.sqrt(3))
+
+
+def test_holm_by_hand():
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    adjusted = holm([math.nan, 0.02, 0.5])
+    assert math.isnan(adjusted[0]) and adjusted[1:] == pytest.approx([0.04, 0.5])
+
+
+def test_paired_p_value_edges():
+    assert math.isnan(paired_p_value([0.5], [0.4]))
+    assert paired_p_value([0.5, 0.6], [0.5, 0.6]) == 1.0
+    assert paired_p_value([0.5, 0.6], [0.4, 0.5]) == 0.0  # always exactly 0.1 worse
+
+
+def _trials(configs: dict[float, list[float]]) -> pd.DataFrame:
+    rows = []
+    for lr, scores in configs.items():
+        for seed, score in enumerate(scores, start=42):
+            row = dict(TrialConfig(lr=lr, seed=seed).__dict__) | {"trial_id": f"{lr}-{seed}"}
+            row |= {m: score for m in SEED_METRICS}
+            rows.append(row)
+    return pd.DataFrame(rows)[["trial_id", *CONFIG_COLUMNS, *SEED_METRICS]]
+
+
+def test_the_tie_test_on_data_where_the_answer_is_known():
+    best = [0.60, 0.62, 0.61, 0.63, 0.60]
+    configs = rank_configs(_trials({
+        0.001: best,
+        0.002: [0.595, 0.624, 0.606, 0.629, 0.601],  # noise around the best: indistinguishable
+        0.003: [0.50, 0.53, 0.51, 0.52, 0.49],  # 0.1 worse on every seed: different
+        0.004: [0.59],  # one seed: no test possible
+    }))
+    assert configs["lr"].tolist() == [0.001, 0.002, 0.004, 0.003]  # ranked by mean
+    assert configs["tied_with_best"].tolist() == ["best", "yes", "n/a", "no"]
+    assert configs["n_seeds"].tolist() == [5, 5, 1, 5] and configs["seeds"].iloc[0] == "42,43,44,45,46"
+    top = configs.iloc[0]
+    mean, sd, lo, hi = mean_sd_ci(best)
+    assert (top["best_val_macro_f1_mean"], top["best_val_macro_f1_sd"], top["best_val_macro_f1_ci_low"]) == (mean, sd, lo)
+    one = configs.set_index("lr").loc[0.004]
+    assert math.isnan(one["best_val_macro_f1_ci_low"]) and math.isnan(one["p_vs_best"])
+    raw = paired_p_value(best, [0.50, 0.53, 0.51, 0.52, 0.49])
+    assert configs.set_index("lr").loc[0.003, "p_vs_best"] == pytest.approx(min(1.0, 2 * raw))  # Holm over 2 tests
+
+
+@pytest.mark.ray
+def test_a_real_two_seed_experiment_ranks_configs_and_matches_each_seed_alone(ray_local, tmp_path, capsys):
+    from ecg_ray.cli import main
+    from ecg_ray.data import prepare
+    from ecg_ray.schema import EPOCH_COLUMNS
+    from ecg_ray.train import build_trial, run_epoch
+
+    raw = yaml.safe_load(open("experiments/quick.yaml"))
+    raw.update(name="seeds", storage_path=str(tmp_path), repeats=2, scheduler={"name": "none"})
+    raw["data"]["n_records"] = 400
+    raw["search"].update(lr=[0.001], epochs=2)
+    (tmp_path / "seeds.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["tune", str(tmp_path / "seeds.yaml")]) == 0
+    assert "Configs over seeds [42, 43]" in capsys.readouterr().out
+    exp = tmp_path / "seeds"
+    configs = pd.read_csv(exp / "report" / "configs.csv")
+    assert configs[["n_seeds", "seeds", "tied_with_best"]].values.tolist() == [[2, "42,43", "best"]]
+    trials = pd.read_csv(exp / "report" / "trials.csv")
+    assert sorted(trials["seed"]) == [42, 43]
+    assert configs["best_val_macro_f1_mean"].iloc[0] == pytest.approx(trials["best_val_macro_f1"].mean())
+    cfg = load_experiment(tmp_path / "seeds.yaml")
+    data = prepare(cfg)
+    records = [json.loads(l) for p in exp.glob("*/result.json") for l in p.read_text().splitlines() if l.strip()]
+    import torch
+
+    torch.set_num_threads(1)
+    for trial in cfg.grid():  # each seed's trial, run alone here, equals what Ray ran beside the other
+        state = build_trial(trial, data.weights)
+        for r in sorted((r for r in records if r["config"]["seed"] == trial.seed), key=lambda r: r["epoch"]):
+            assert {k: r[k] for k in EPOCH_COLUMNS} == {k: v for k, v in run_epoch(state, data, 32).items() if k in EPOCH_COLUMNS}
