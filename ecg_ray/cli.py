@@ -115,6 +115,12 @@ def _warn(problems: list[str]) -> None:
         print(f"ecg-ray: warning: {problem}", file=sys.stderr)
 
 
+def cmd_rerun(args) -> int:
+    from ecg_ray.rerun import rerun
+
+    return rerun(args.experiment_dir, args.trial_id, args.trust_pickle)
+
+
 def cmd_submit(args) -> int:
     from ecg_ray.submit import submit
 
@@ -189,6 +195,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--allow-partial", action="store_true",
                    help="write the tables from what is readable when files are damaged (each is named); default: refuse")
     r.set_defaults(func=cmd_report)
+
+    rr = sub.add_parser("rerun", help="re-run one trial without Ray and check every epoch against the recorded metrics",
+                        description="Rebuild a trial from its experiment folder with plain PyTorch and compare each epoch's "
+                                    "metrics with the recorded ones; on CPU they must match bit for bit. Exit 0: identical; "
+                                    "1: the first difference is named.")
+    rr.add_argument("experiment_dir", help="the experiment folder (or its s3:// / gs:// URI)")
+    rr.add_argument("trial_id", help="the trial's key, as in the tables (t0000, t0001, ...)")
+    rr.add_argument("--trust-pickle", action="store_true", help=TRUST_HELP)
+    rr.set_defaults(func=cmd_rerun)
 
     from ecg_ray.submit import DEFAULT_DASHBOARD
 

@@ -157,3 +157,23 @@ def test_resume_and_report_never_load_a_planted_pickle(quick_run, tmp_path):
     assert json.loads((copy / "trial_status.json").read_text())["t0001"]["status"] == "TERMINATED"
     assert pd.read_csv(tmp_path / "tables" / "trials.csv")["best_val_macro_f1"].tolist() == \
         pd.read_csv(quick_run / "report" / "trials.csv")["best_val_macro_f1"].tolist()
+
+
+def test_rerun_reproduces_a_ray_trial_bit_for_bit_and_names_a_planted_difference(quick_run, tmp_path, capsys):
+    import shutil
+
+    assert main(["rerun", str(quick_run), "t0001"]) == 0
+    out = capsys.readouterr().out
+    assert "t0001: all 4 recorded epoch(s) reproduced bit for bit" in out and out.count("identical (") == 4
+    copy = tmp_path / "quick"
+    shutil.copytree(quick_run, copy)
+    result = next(p for p in copy.glob("*/result.json") if '"trial_key": "t0001"' in (p.parent / "params.json").read_text())
+    lines = [json.loads(l) for l in result.read_text().splitlines()]
+    lines[2]["val_loss"] += 1e-9  # epoch 3, off in the last digits
+    result.write_text("".join(json.dumps(l) + "\n" for l in lines))
+    assert main(["rerun", str(copy), "t0001"]) == 1
+    captured = capsys.readouterr()
+    assert "epoch 2: identical" in captured.out and "epoch 3: identical" not in captured.out
+    assert "t0001 differs at epoch 3: val_loss was" in captured.err
+    assert main(["rerun", str(copy), "t9999"]) == 2
+    assert "has no trial 't9999'; its trials are t0000, t0001" in capsys.readouterr().err

@@ -126,3 +126,20 @@ def test_a_real_two_seed_experiment_ranks_configs_and_matches_each_seed_alone(ra
         state = build_trial(trial, data.weights)
         for r in sorted((r for r in records if r["config"]["seed"] == trial.seed), key=lambda r: r["epoch"]):
             assert {k: r[k] for k in EPOCH_COLUMNS} == {k: v for k, v in run_epoch(state, data, 32).items() if k in EPOCH_COLUMNS}
+
+
+def test_configs_tex_is_the_papers_table():
+    from ecg_ray.report import configs_to_latex
+
+    configs = rank_configs(_trials({0.001: [0.60, 0.62, 0.61], 0.002: [0.598, 0.615, 0.607], 0.003: [0.40, 0.41, 0.42]}))
+    tex = configs_to_latex(configs)
+    lines = tex.splitlines()
+    assert lines[0] == r"\begin{table}[t]" and r"\toprule" in lines and r"\midrule" in lines and r"\bottomrule" in lines
+    assert lines[4] == r"lr & $n$ & val macro-F1 & 95\% CI & challenge F1 \\"  # only the key that varies
+    rows = lines[6:9]
+    assert rows[0].startswith(r"0.0010 & 3 & \textbf{0.610 $\pm$ 0.010}") and "dagger" not in rows[0]
+    assert r"$\pm$" in rows[1] and rows[1].count(r"\textbf") == 0 and r"$^\dagger$" in rows[1]  # tied with the best
+    assert r"$^\dagger$" not in rows[2]
+    assert "over seeds 42, 43, 44" in tex and "Holm-corrected" in tex and tex.count(r"\textbf") == 1
+    single = configs_to_latex(rank_configs(_trials({0.001: [0.6], 0.002: [0.5]})))
+    assert "one run each (seed 42), so no confidence interval" in single and r"$\pm$" not in single.split(r"\caption")[0]
