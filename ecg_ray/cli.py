@@ -47,14 +47,16 @@ def _warn_about_pickles(cfg) -> None:
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
-def cmd_tune(args) -> int:
+def _loopback_if_local(args) -> None:
     if not (args.address or os.environ.get("RAY_ADDRESS")):
         for key, value in LOOPBACK_ENV.items():
             os.environ.setdefault(key, value)
+
+
+def cmd_tune(args) -> int:
+    _loopback_if_local(args)  # before anything imports Ray
     from ecg_ray.config import load_experiment
     from ecg_ray.expdir import ExperimentDir
-    from ecg_ray.report import summary_text, write_report
-    from ecg_ray.tune import ExperimentInterrupted, run_experiment, unfinished_trials
 
     if args.resume:
         # The folder may have moved since: it is the source of truth for where results go. It
@@ -71,10 +73,28 @@ def cmd_tune(args) -> int:
         if args.gpu is not None:
             overrides["resources.use_gpu"] = args.gpu
         cfg = load_experiment(args.experiment, **overrides)
+    return _run(cfg, args, resume=bool(args.resume))
+
+
+def cmd_repeat(args) -> int:
+    _loopback_if_local(args)
+    from ecg_ray.repeat import repeat_config
+
+    cfg = repeat_config(args.experiment_dir, args.top, args.seeds, args.name, args.storage, args.trust_pickle)
+    print(f"[ecg-ray] the top {args.top} config(s) of {cfg.origin['experiment']} at seeds {cfg.seeds}: "
+          f"trials {', '.join(cfg.origin['trial_ids'])} there", flush=True)
+    return _run(cfg, args, resume=False)
+
+
+def _run(cfg, args, resume: bool) -> int:
+    """Run an experiment, then write and print its tables; the exit status says what is left to do."""
+    from ecg_ray.report import summary_text, write_report
+    from ecg_ray.tune import ExperimentInterrupted, run_experiment, unfinished_trials
+
     _warn_about_pickles(cfg)
     print(f"[ecg-ray] experiment {cfg.name}: {len(cfg.grid())} trial(s) -> {cfg.experiment_path}", flush=True)
     try:
-        exp_path = run_experiment(cfg, bool(args.resume), args.overwrite, args.address, args.num_cpus)
+        exp_path = run_experiment(cfg, resume, args.overwrite, args.address, args.num_cpus)
     except ExperimentInterrupted as stop:
         print(f"ecg-ray: {stop}", file=sys.stderr)
         return 130
@@ -161,6 +181,14 @@ def cmd_data_convert(args) -> int:
     return 0
 
 
+def _add_run_options(p) -> None:
+    """Options of every command that runs an experiment."""
+    p.add_argument("--address", help="Ray cluster to join ('auto' or host:port); default: $RAY_ADDRESS, else a new local Ray")
+    p.add_argument("--overwrite", action="store_true", help="start over in an existing experiment folder")
+    p.add_argument("--num-cpus", type=int, help="CPUs of a new local Ray (default: all cores)")
+    p.add_argument("--format", nargs="+", default=list(DEFAULT_EXPORT_FORMATS), choices=EXPORT_FORMATS, help="table formats to export")
+
+
 TRUST_HELP = "load a pickle data file (it runs code stored in the file: only files you made yourself)"
 
 
@@ -172,20 +200,29 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run every grid point of an experiment file as a Ray Train trial under Ray Tune, "
                                    "then write and print the ranked tables.")
     t.add_argument("experiment", nargs="?", help="experiment YAML file, e.g. experiments/quick.yaml")
-    t.add_argument("--address", help="Ray cluster to join ('auto' or host:port); default: $RAY_ADDRESS, else a new local Ray")
+    _add_run_options(t)
     t.add_argument("--data", help="data source name (synthetic) or path: a training2017/ folder, a .pkl or a .parquet file")
     t.add_argument("--val-data", help="the val file of a pickle/Parquet pair (with --data TRAIN_FILE)")
     t.add_argument("--trust-pickle", action="store_true", help=TRUST_HELP)
     t.add_argument("--storage", help="storage path for results (local folder or s3://, gs:// URI); overrides storage_path")
     t.add_argument("--name", help="experiment name (folder under the storage path); overrides name")
     t.add_argument("--resume", metavar="EXPERIMENT_DIR", help="continue an interrupted experiment; finished trials are kept")
-    t.add_argument("--overwrite", action="store_true", help="start over in an existing experiment folder")
     gpu = t.add_mutually_exclusive_group()
     gpu.add_argument("--gpu", dest="gpu", action="store_const", const=True, help="one GPU per trial (needed when GPU nodes are autoscaled from zero)")
     gpu.add_argument("--cpu", dest="gpu", action="store_const", const=False, help="CPU workers even where GPUs exist")
-    t.add_argument("--num-cpus", type=int, help="CPUs of a new local Ray (default: all cores)")
-    t.add_argument("--format", nargs="+", default=list(DEFAULT_EXPORT_FORMATS), choices=EXPORT_FORMATS, help="table formats to export")
     t.set_defaults(func=cmd_tune)
+
+    rp = sub.add_parser("repeat", help="run the top K configs of a finished experiment again at N seeds",
+                        description="Start a new experiment with the top K configs of EXPERIMENT_DIR (by best val macro-F1) "
+                                    "at N seeds each, no early stopping, same data; its experiment file records where they came from.")
+    rp.add_argument("experiment_dir", help="the finished experiment folder (or its s3:// / gs:// URI)")
+    rp.add_argument("--top", type=int, default=3, help="how many configs (default 3)")
+    rp.add_argument("--seeds", type=int, default=3, help="seeds per config: the source's seed, +1, ... (default 3)")
+    rp.add_argument("--name", help="the new experiment's name (default: SOURCE_topKxN)")
+    rp.add_argument("--storage", help="where the new experiment goes (default: beside the source)")
+    rp.add_argument("--trust-pickle", action="store_true", help=TRUST_HELP)
+    _add_run_options(rp)
+    rp.set_defaults(func=cmd_repeat)
 
     r = sub.add_parser("report", help="rebuild ranked tables from an experiment folder (nothing is re-run)",
                        description="Rank the trials of an experiment folder (local or bucket URI) by best val macro-F1 and export the tables.")

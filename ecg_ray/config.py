@@ -263,6 +263,7 @@ class TrialConfig(Validated):
 
 # Every trial key can be searched; `seed` last, so that the seeds of one config are neighbours.
 SEARCH_KEYS = tuple(TrialConfig.CONSTRAINTS)
+CONFIGS_KEY = "configs"  # search.configs: an explicit list of configs instead of (or times) a grid
 
 
 @dataclass(frozen=True)
@@ -332,18 +333,21 @@ def _has_repeats(values: list) -> bool:
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """The grid: for each search key in SEARCH_KEYS order, the values to try (one value = fixed).
+    """The grid: for each search key in SEARCH_KEYS order, the values to try (one value = fixed),
+    optionally times an explicit list of configs (`search.configs`, as `ecg-ray repeat` writes).
 
     Builds the list of TrialConfigs (`grid`) and, from it, the keyed trials that Ray Tune
     is given as its points (`trials`), so the two can never disagree.
     """
 
     axes: tuple[tuple[str, tuple], ...] = ()
+    configs: tuple[tuple[tuple[str, Any], ...], ...] = ()  # each a partial TrialConfig, as sorted items
 
     @classmethod
     def from_raw(cls, raw: dict) -> "SearchSpace":
         for key in raw:
-            validate("search key", key, Options(SEARCH_KEYS))
+            validate("search key", key, Options((*SEARCH_KEYS, CONFIGS_KEY)))
+        configs = cls._configs(raw[CONFIGS_KEY], raw) if CONFIGS_KEY in raw else ()
         axes = []
         for key in SEARCH_KEYS:
             if key in raw:
@@ -353,12 +357,31 @@ class SearchSpace:
                 if _has_repeats(values):
                     fail(f"search.{key}", "a list without repeated values (each would be the same trial)", values)
                 axes.append((key, tuple(values)))
-        return cls(tuple(axes))
+        return cls(tuple(axes), configs)
+
+    @staticmethod
+    def _configs(listed: Any, raw: dict) -> tuple:
+        allowed = tuple(k for k in SEARCH_KEYS if k not in raw and k != "seed")
+        ok = isinstance(listed, list) and listed and all(
+            isinstance(c, dict) and c and set(c) <= set(allowed) and not any(isinstance(v, (list, dict)) for v in c.values())
+            for c in listed
+        )
+        if not ok:
+            fail(f"search.{CONFIGS_KEY}", f"a non-empty list of mappings of the keys {', '.join(allowed)}", listed)
+        configs = [tuple(sorted(c.items())) for c in listed]
+        if len(set(configs)) < len(configs):
+            fail(f"search.{CONFIGS_KEY}", "a list without repeated configs (each would be the same trial)", listed)
+        return tuple(configs)
 
     def grid(self, seed: int) -> list[TrialConfig]:
-        """Every grid point as a TrialConfig, in the file's order (last key varies fastest)."""
+        """Every grid point as a TrialConfig: each listed config (if any), times the axes in the file's
+        order (last key varies fastest)."""
         keys = [k for k, _ in self.axes]
-        return [TrialConfig(**{"seed": seed, **dict(zip(keys, combo))}) for combo in itertools.product(*(v for _, v in self.axes))]
+        return [
+            TrialConfig(**{"seed": seed, **dict(config), **dict(zip(keys, combo))})
+            for config in (self.configs or ((),))
+            for combo in itertools.product(*(v for _, v in self.axes))
+        ]
 
     def trials(self, seed: int) -> dict[str, TrialConfig]:
         """Every grid point under its trial key, t0000, t0001, ... in grid order.
@@ -386,6 +409,7 @@ class ExperimentConfig(Validated):
     storage_path: str = DEFAULT_STORAGE
     max_failures: int = 2  # per trial: worker restarts from the last checkpoint
     repeats: int = 1  # seeds per config: seed, seed + 1, ..., seed + repeats - 1 (or list search.seed)
+    origin: dict = field(default_factory=dict)  # where the experiment came from (written by `ecg-ray repeat`)
 
     CONSTRAINTS: ClassVar[dict] = {
         "name": Rule("a non-empty folder name without '/'", _folder_name, invalid="a/b"),
@@ -395,6 +419,7 @@ class ExperimentConfig(Validated):
         ),
         "max_failures": Interval(int, -1, None),
         "repeats": Interval(int, 1, 1000),
+        "origin": Rule("a mapping (provenance, written by `ecg-ray repeat`)", lambda v: isinstance(v, dict), invalid=[]),
     }
 
     def check_together(self) -> None:

@@ -143,3 +143,26 @@ def test_configs_tex_is_the_papers_table():
     assert "over seeds 42, 43, 44" in tex and "Holm-corrected" in tex and tex.count(r"\textbf") == 1
     single = configs_to_latex(rank_configs(_trials({0.001: [0.6], 0.002: [0.5]})))
     assert "one run each (seed 42), so no confidence interval" in single and r"$\pm$" not in single.split(r"\caption")[0]
+
+
+def test_repeat_takes_the_top_k_configs_of_a_finished_folder_at_n_seeds(tmp_path):
+    from test_report import _trial
+
+    from ecg_ray.repeat import repeat_config
+
+    exp = tmp_path / "results" / "wide"
+    _trial(exp, "t0000", 0.001, [0.2, 0.5])
+    _trial(exp, "t0001", 0.0005, [0.1, 0.3])  # the worst: left out
+    _trial(exp, "t0002", 0.003, [0.3, 0.6])
+    source = experiment_from_dict({"name": "wide", "storage_path": str(tmp_path / "results"),
+                                   "search": {"lr": [0.001, 0.0005, 0.003], "epochs": 4}, "data": {"n_records": 80}})
+    (exp / "ecg_ray_experiment.json").write_text(json.dumps({"config": source.to_dict(), "data_hash": "abc123"}))
+    cfg = repeat_config(str(exp), top=2, seeds=3)
+    assert [(t.lr, t.seed) for t in cfg.grid()] == [(0.003, 42), (0.003, 43), (0.003, 44), (0.001, 42), (0.001, 43), (0.001, 44)]
+    assert cfg.name == "wide_top2x3" and cfg.storage_path == str(tmp_path / "results") and cfg.scheduler.name == "none"
+    assert cfg.data == source.data and cfg.seed == source.seed  # the same data and split
+    assert cfg.origin == {"experiment": str(exp), "data_hash": "abc123", "top": 2, "ranked_by": "best_val_macro_f1",
+                          "trial_ids": ["t0002", "t0000"]}
+    assert all(t.epochs == 4 for t in cfg.grid())
+    with pytest.raises(ConfigError, match="--top and --seeds must be at least 1"):
+        repeat_config(str(exp), top=0, seeds=3)

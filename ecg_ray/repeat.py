@@ -1,0 +1,56 @@
+"""`ecg-ray repeat`: the top configs of a finished experiment, again, at several seeds.
+
+    ecg-ray repeat ~/ecg_ray_results/seed_grid --top 4 --seeds 3
+
+Prune widely with one seed (ASHA), then spend seeds where the decision is made: this
+builds a new experiment from the source folder's recorded config, with the top K configs
+(by best val macro-F1; by its mean when the source had several seeds) listed under
+`search.configs`, `repeats: N`, no early stopping (it would stop seeds one by one), and
+`origin` recording where they came from. The data settings, and so the split, are the source's.
+"""
+
+from __future__ import annotations
+
+from ecg_ray.config import ExperimentConfig, experiment_from_dict
+from ecg_ray.errors import ConfigError, EcgRayError
+from ecg_ray.expdir import ExperimentDir
+from ecg_ray.schema import CONFIG_COLUMNS, RANK_METRIC
+
+
+def _plain(value):
+    return value.item() if hasattr(value, "item") else value  # numpy scalars -> int, float, str
+
+
+def repeat_config(exp_dir: str, top: int, seeds: int, name: str | None = None, storage: str | None = None,
+                  trust_pickle: bool = False) -> ExperimentConfig:
+    """The follow-up experiment: the top `top` configs of `exp_dir` at `seeds` seeds each."""
+    from ecg_ray.report import build_report, rank_configs
+
+    if top < 1 or seeds < 1:
+        raise ConfigError(f"--top and --seeds must be at least 1. Got --top {top} --seeds {seeds} instead.")
+    src = ExperimentDir.parse(exp_dir)
+    cfg = src.read_config(trust_pickle=trust_pickle)
+    record = src.read_record()
+    problems: list[str] = []
+    with src.local_view() as local:
+        trials, _ = build_report(local, problems)
+    if problems:
+        raise EcgRayError(f"{src} is damaged, so its ranking cannot be trusted: " + "; ".join(problems))
+    ranked = rank_configs(trials).head(top)
+    keys = [c for c in CONFIG_COLUMNS if c != "seed"]
+    raw = cfg.to_dict()
+    raw.update(
+        name=name or f"{src.name}_top{top}x{seeds}",
+        storage_path=storage or src.storage_root,
+        search={"configs": [{k: _plain(row[k]) for k in keys} for _, row in ranked.iterrows()]},
+        repeats=seeds,
+        scheduler={"name": "none"},
+        origin={
+            "experiment": src.path,
+            "data_hash": record["data_hash"],
+            "top": top,
+            "ranked_by": f"best_{RANK_METRIC}" + ("_mean" if (ranked["n_seeds"] > 1).any() else ""),
+            "trial_ids": [t for ids in ranked["trial_ids"] for t in ids.split(",")],
+        },
+    )
+    return experiment_from_dict(raw, origin=f"ecg-ray repeat {src}")
