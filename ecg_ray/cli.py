@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from ecg_ray.config import DEFAULT_EXPORT_FORMATS, EXPORT_FORMATS
 from ecg_ray.errors import EcgRayError
@@ -109,6 +110,11 @@ def _run(cfg, args, resume: bool) -> int:
         print(f"\nRanked by best validation macro-F1 ({len(trials)} trials, data {trials['data_hash'].iloc[0]}):\n")
         print(summary_text(trials))
         print("Tables: " + ", ".join(str(p) for p in written))
+        from ecg_ray.predict import export_best_model
+
+        best = export_best_model(exp_path, trials)
+        print(f"Best model: {best} (use it with `ecg-ray predict {best} INPUT`)" if best else
+              "ecg-ray: warning: the best epoch's checkpoint was not kept, so no best_model.pt was written", flush=True)
     if unfinished:
         print(f"ecg-ray: {unfinished} of {len(cfg.grid())} trial(s) did not finish. "
               f"Continue with: ecg-ray tune --resume {exp_path}", file=sys.stderr)
@@ -139,6 +145,25 @@ def cmd_rerun(args) -> int:
     from ecg_ray.rerun import rerun
 
     return rerun(args.experiment_dir, args.trial_id, args.trust_pickle)
+
+
+def cmd_predict(args) -> int:
+    from ecg_ray.predict import predict
+    from ecg_ray.report import EXPORTERS, to_markdown
+
+    table = predict(args.model, args.input, args.trust_pickle, args.on_bad_record)
+    for skipped in table.attrs.get("skipped", []):
+        print(f"[ecg-ray] skipped record {skipped['record']}: {skipped['problem']}", flush=True)
+    if args.out:
+        writer = {ext: write for ext, write in EXPORTERS.values()}.get(os.path.splitext(args.out)[1])
+        if writer is None:
+            raise EcgRayError(f"--out {args.out}: name a .csv, .parquet, .json, .md or .tex file.")
+        writer(table, Path(args.out))
+        counts = table["predicted"].value_counts().to_dict()
+        print(f"Wrote {len(table)} predictions to {args.out}: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+    else:
+        print(to_markdown(table))
+    return 0
 
 
 def cmd_submit(args) -> int:
@@ -241,6 +266,16 @@ def build_parser() -> argparse.ArgumentParser:
     rr.add_argument("trial_id", help="the trial's key, as in the tables (t0000, t0001, ...)")
     rr.add_argument("--trust-pickle", action="store_true", help=TRUST_HELP)
     rr.set_defaults(func=cmd_rerun)
+
+    pr = sub.add_parser("predict", help="classify records with an experiment's best_model.pt",
+                        description="Predict the rhythm class of every record of INPUT (a challenge folder, one .mat/.hea "
+                                    "record, a .parquet or a .pkl file) with MODEL (the best_model.pt `ecg-ray tune` wrote).")
+    pr.add_argument("model", help="a best_model.pt")
+    pr.add_argument("input", help="a challenge folder, a .mat/.hea record, a .parquet or a .pkl file")
+    pr.add_argument("--out", help="write the table to this .csv/.parquet/.json/.md file (default: print it)")
+    pr.add_argument("--trust-pickle", action="store_true", help=TRUST_HELP)
+    pr.add_argument("--on-bad-record", choices=["error", "skip"], default="error", help="stop at bad records or skip them")
+    pr.set_defaults(func=cmd_predict)
 
     from ecg_ray.submit import DEFAULT_DASHBOARD
 

@@ -43,6 +43,7 @@ PROGRESS_FILE = "progress.jsonl"
 TRAIN_RUNS = "train_runs"
 REPORT_DIR = "report"
 CHECKPOINT_FILE = "trial_state.pt"  # inside each Ray Train checkpoint folder
+BEST_MODEL = "best_model.pt"  # the best trial's best epoch, for `ecg-ray predict`
 TRIAL_PARAMS = "params.json"  # Tune's, in each trial folder
 TRIAL_RESULTS = "result.json"  # Tune's, one JSON line per reported epoch
 MIN_FREE_BYTES = 200 * 2**20
@@ -413,6 +414,44 @@ class ExperimentDir:
             results = read_jsonl(folder / TRIAL_RESULTS, damaged)
             out.append(TrialFiles(folder.name, str(folder), params, results, tuple(damaged)))
         return out
+
+    @property
+    def best_model(self) -> str:
+        return self.join(BEST_MODEL)
+
+    def checkpoints(self, trial_key: str) -> list[str]:
+        """The checkpoint files kept for one trial (its best epoch and its latest), local paths or URIs."""
+        run = self.join(TRAIN_RUNS, trial_key)
+        if not self.is_uri:
+            return sorted(str(p) for p in Path(run).glob(f"checkpoint_*/{CHECKPOINT_FILE}"))
+        import pyarrow.fs
+
+        fs, root = uri_fs(run)
+        if fs.get_file_info(root).type != pyarrow.fs.FileType.Directory:
+            return []
+        infos = fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=True))
+        return sorted(f"{self.path}/{TRAIN_RUNS}/{trial_key}/{i.path[len(root):].lstrip('/')}" for i in infos
+                      if i.path.endswith("/" + CHECKPOINT_FILE) and "/checkpoint_" in i.path)
+
+    def read_bytes(self, path: str) -> bytes:
+        """A file of this folder, local path or URI."""
+        if not is_uri(path):
+            return Path(path).read_bytes()
+        fs, key = uri_fs(path)
+        with fs.open_input_stream(key) as src:
+            return src.read()
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        """Write a file of this folder whole (atomically on local disk, one PUT on a bucket)."""
+        if not is_uri(path):
+            from ecg_ray.storage import atomic_path
+
+            with atomic_path(path) as tmp:
+                tmp.write_bytes(data)
+            return
+        fs, key = uri_fs(path)
+        with fs.open_output_stream(key) as out:
+            out.write(data)
 
     def publish(self, local_files: list[str], subdir: str = REPORT_DIR) -> list[str]:
         """Copy local files into `subdir` of this (URI) folder; returns their URIs."""

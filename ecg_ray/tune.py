@@ -44,7 +44,6 @@ from ecg_ray.schema import PROGRESS_KEYS, RANK_METRIC, RANK_MODE, TRIAL_KEY
 from ecg_ray.train import CUBLAS_WORKSPACE
 from ecg_ray.trial import SPEC_KEY, train_loop_per_worker
 
-CHECKPOINTS_KEPT = 2
 
 # Ray Train copies this from the process that calls fit() (the trial driver) to its controller.
 WORKER_START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
@@ -161,7 +160,10 @@ def _trial_driver(config: dict, data_box: list, exp: ExperimentDir, settings: Ru
             storage_path=exp.train_runs,
             callbacks=[TuneReportCallback()],
             failure_config=ray.train.FailureConfig(max_failures=settings.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
+            # The best epoch by val macro-F1 (for best_model.pt) and, always, the latest (to resume).
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=1, checkpoint_score_attribute=RANK_METRIC, checkpoint_score_order=RANK_MODE
+            ),
             worker_runtime_env={"env_vars": {"CUBLAS_WORKSPACE_CONFIG": CUBLAS_WORKSPACE, **QUIET_ENV}},
         ),
     )

@@ -177,3 +177,52 @@ def test_rerun_reproduces_a_ray_trial_bit_for_bit_and_names_a_planted_difference
     assert "t0001 differs at epoch 3: val_loss was" in captured.err
     assert main(["rerun", str(copy), "t9999"]) == 2
     assert "has no trial 't9999'; its trials are t0000, t0001" in capsys.readouterr().err
+
+
+def test_best_model_is_the_best_epoch_and_predict_reproduces_its_val_predictions(quick_run, tmp_path, capsys):
+    """best_model.pt loads without Ray; predicting the val split gives the best epoch's val confusion matrix."""
+    import subprocess
+    import sys
+
+    from ecg_ray.predict import load_model
+
+    trials = pd.read_csv(quick_run / "report" / "trials.csv")
+    best = trials.iloc[0]
+    _, saved = load_model(str(quick_run / "best_model.pt"))
+    assert (saved["trial_id"], saved["epoch"]) == (best["trial_id"], best["best_epoch"])
+    assert saved["metrics"]["val_macro_f1"] == best["best_val_macro_f1"]
+    code = f"import sys; from ecg_ray.predict import load_model; load_model({str(quick_run / 'best_model.pt')!r}); print('ray' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+    data = prepare(load_experiment("experiments/quick.yaml"))
+    val = pd.DataFrame({"record": data.ids["val"], "signal": list(data.x["val"].astype(np.float64)), "label": data.y["val"]})
+    val.to_parquet(tmp_path / "val.parquet")
+    assert main(["predict", str(quick_run / "best_model.pt"), str(tmp_path / "val.parquet"), "--out", str(tmp_path / "p.csv")]) == 0
+    pred = pd.read_csv(tmp_path / "p.csv")
+    assert pred["record"].tolist() == data.ids["val"]
+    assert np.allclose(pred[["p_N", "p_A", "p_O", "p_noisy"]].sum(axis=1), 1.0)
+    letters = ["N", "A", "O", "~"]
+    confusion = [[int(((pred["label"] == t) & (pred["predicted"] == p)).sum()) for p in letters] for t in letters]
+    assert confusion == saved["metrics"]["val_confusion"]
+
+
+def test_predict_reads_a_challenge_folder_without_labels_and_refuses_bad_records(quick_run, tmp_path, capsys):
+    from helpers import write_challenge
+
+    from ecg_ray.synthetic import generate
+
+    rs = generate(6, seed=9)
+    rs.ids = [f"B{i:05d}" for i in range(6)]
+    folder = write_challenge(tmp_path / "hidden", rs)
+    (folder / "REFERENCE.csv").unlink()  # the hidden test set has no labels
+    model = str(quick_run / "best_model.pt")
+    assert main(["predict", model, str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert all(r in out for r in rs.ids) and "| label |" not in out and "predicted_class" in out
+    assert main(["predict", model, str(folder / "B00002.mat")]) == 0
+    assert "B00002" in capsys.readouterr().out
+    (folder / "B00003.mat").write_bytes(b"MATLAB 7.3 MAT-file".ljust(512) + b"\x89HDF\r\n\x1a\n" + b"\0" * 64)
+    assert main(["predict", model, str(folder)]) == 2
+    assert "B00003.mat is a MATLAB v7.3 (HDF5) file" in capsys.readouterr().err
+    assert main(["predict", model, str(folder), "--on-bad-record", "skip"]) == 0
+    assert "skipped record B00003" in capsys.readouterr().out

@@ -1,0 +1,160 @@
+"""The best model of an experiment, usable: `best_model.pt` and `ecg-ray predict`.
+
+    ecg-ray predict ~/ecg_ray_results/quick/best_model.pt /data/training2017 --out predictions.csv
+
+`best_model.pt` is the checkpoint of the best config's best seed at its best val epoch,
+with the trial config, the data preparation settings and hash, that epoch's metrics and
+the library versions; it loads with `torch.load(weights_only=True)`, no Ray needed.
+`predict` reads a challenge folder (REFERENCE.csv optional), one `.mat`/`.hea` record, a
+Parquet or a pickle file (`label` optional), checks every record as `tune` does, prepares
+it as the model's data was prepared, and gives record id, predicted class and the
+probability of each class.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ecg_ray.config import DataConfig, TrialConfig
+from ecg_ray.errors import DataError, EcgRayError
+from ecg_ray.expdir import ExperimentDir
+from ecg_ray.records import RecordSet
+from ecg_ray.schema import CLASS_KEYS, CLASS_NAMES, LABEL_NAMES, RANK_METRIC
+
+MODEL_FORMAT = 1
+
+
+def export_best_model(exp_dir: str, trials: pd.DataFrame) -> str | None:
+    """Write best_model.pt into the experiment folder; None when its checkpoint was not kept."""
+    import io
+
+    import torch
+
+    from ecg_ray.report import rank_configs
+    from ecg_ray.train import library_versions, read_checkpoint
+
+    exp = ExperimentDir.parse(exp_dir)
+    best_config = rank_configs(trials).iloc[0]
+    candidates = trials[trials["trial_id"].isin(best_config["trial_ids"].split(","))]
+    best = candidates.sort_values(f"best_{RANK_METRIC}", ascending=False, kind="stable").iloc[0]
+    for path in exp.checkpoints(best["trial_id"]):
+        saved = read_checkpoint(io.BytesIO(exp.read_bytes(path)))
+        if saved.get("metrics", {}).get("epoch") == int(best["best_epoch"]):
+            model = {
+                "format": MODEL_FORMAT,
+                "model": saved["model"],
+                "trial": saved["trial"],
+                "trial_id": str(best["trial_id"]),
+                "epoch": int(best["best_epoch"]),
+                "metrics": saved["metrics"],
+                "data_settings": saved["data_settings"],
+                "data_hash": saved["data_hash"],
+                "versions": {"trained": saved["versions"], "exported": library_versions()},
+                "experiment": exp.path,
+            }
+            buf = io.BytesIO()
+            torch.save(model, buf)
+            exp.write_bytes(exp.best_model, buf.getvalue())
+            return exp.best_model
+    return None
+
+
+def load_model(path: str):
+    """(ECGModel in eval mode, the saved dict) from a best_model.pt, without running code from it."""
+    import torch
+
+    from ecg_ray.model import ECGModel
+
+    if not Path(path).is_file():
+        raise DataError(f"Model file {path} does not exist. Pass the best_model.pt of an experiment folder.")
+    try:
+        saved = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as err:
+        raise DataError(f"{path} is not a model file ecg_ray can load safely ({type(err).__name__}). "
+                        "Pass the best_model.pt that `ecg-ray tune` wrote.") from None
+    if not isinstance(saved, dict) or saved.get("format") != MODEL_FORMAT or "model" not in saved:
+        raise DataError(f"{path} is not an ecg_ray best_model.pt (format {MODEL_FORMAT}).")
+    trial = TrialConfig(**saved["trial"])
+    model = ECGModel(hidden_size=trial.hidden_size, dropout_rate=trial.dropout)
+    model.load_state_dict(saved["model"])
+    return model.eval(), saved
+
+
+def read_inputs(path: str, settings: dict, trust_pickle: bool = False) -> tuple[RecordSet, bool]:
+    """(records, whether labels are known) from a challenge folder, one record, a Parquet or a pickle file."""
+    from ecg_ray.sources import _challenge_files, _read_wfdb, _frame_to_records
+
+    p = Path(path)
+    fs = int(settings["sampling_rate"])
+    if p.is_dir() and (p / "REFERENCE.csv").is_file():
+        ref, rows = _challenge_files(p)
+        letters = {letter: i for i, letter in enumerate(LABEL_NAMES)}
+        names, labels, known = [r for r, _ in rows], [letters.get(l, 0) for _, l in rows], True
+    elif p.is_dir():
+        listed = p / "RECORDS"
+        names = listed.read_text().split() if listed.is_file() else sorted(h.stem for h in p.glob("*.hea"))
+        labels, known = [0] * len(names), False
+    elif p.suffix in (".mat", ".hea") or p.with_suffix(".hea").is_file():
+        names, labels, known, p = [p.stem], [0], False, p.parent
+    elif p.suffix in (".parquet", ".pq", ".pkl", ".pickle"):
+        if p.suffix in (".pkl", ".pickle") and not trust_pickle:
+            raise DataError(f"The data file {p} is a pickle: loading a pickle runs code stored in it. "
+                            "If you made it yourself, pass --trust-pickle.")
+        if not p.is_file():
+            raise DataError(f"Input file {p} does not exist.")
+        df = pd.read_parquet(p) if p.suffix in (".parquet", ".pq") else pd.read_pickle(p)
+        known = "label" in getattr(df, "columns", [])
+        if isinstance(df, pd.DataFrame) and not known:
+            df = df.assign(label=0)
+        return _frame_to_records(df, p, fs), known
+    else:
+        raise DataError(f"Cannot read {path}: pass a challenge folder, a .mat/.hea record, a .parquet or a .pkl file.")
+    if not names:
+        raise DataError(f"{p} holds no records (no .hea files, no RECORDS list).")
+    ids, signals, keep, problems = [], [], [], []
+    for name, label in zip(names, labels):
+        signal, problem = _read_wfdb(p, name, expected_fs=fs)
+        if problem:
+            problems.append((name, problem))
+        else:
+            ids.append(name)
+            signals.append(signal)
+            keep.append(label)
+    rs = RecordSet(ids, signals, np.asarray(keep, dtype=np.int64), fs, str(p))
+    rs.problems.extend(problems)
+    return rs, known
+
+
+def predict(model_path: str, input_path: str, trust_pickle: bool = False, on_bad_record: str = "error") -> pd.DataFrame:
+    """A table of record, predicted class and per-class probabilities (and the label when known)."""
+    import torch
+
+    from ecg_ray.data import check_records, pad_or_trim
+
+    model, saved = load_model(model_path)
+    settings = saved["data_settings"]
+    records, known = read_inputs(input_path, settings, trust_pickle)
+    cfg = DataConfig(min_length=settings["min_length"], on_bad_record=on_bad_record,
+                     min_peak_to_peak=settings.get("min_peak_to_peak", DataConfig.min_peak_to_peak),
+                     max_abs_amplitude=settings.get("max_abs_amplitude", DataConfig.max_abs_amplitude))
+    checked, dropped = check_records({"predict": records}, cfg)
+    rs = checked["predict"]
+    if not len(rs):
+        raise EcgRayError(f"No usable record in {input_path}" + (f" ({len(dropped)} skipped)" if dropped else "") + ".")
+    x = pad_or_trim(rs.signals, int(settings["target_length"]))
+    batch = TrialConfig(**saved["trial"]).batch_size  # the batch size of training's evaluation: the same numbers
+    with torch.no_grad():
+        logits = torch.cat([model(torch.from_numpy(x[i : i + batch])) for i in range(0, len(x), batch)])
+    probs = torch.softmax(logits, dim=1).numpy()
+    pred = probs.argmax(1)
+    out = pd.DataFrame({"record": rs.ids, "predicted": [LABEL_NAMES[i] for i in pred],
+                        "predicted_class": [CLASS_NAMES[i] for i in pred]})
+    for i, key in enumerate(CLASS_KEYS):
+        out[f"p_{key}"] = probs[:, i]
+    if known:
+        out["label"] = [LABEL_NAMES[int(i)] for i in rs.labels]
+    out.attrs["skipped"] = [{"record": record, "problem": problem} for _, record, problem in dropped]
+    return out

@@ -1,0 +1,75 @@
+"""`ecg-ray predict` on every input format, and what it refuses, with a small model made here (no Ray)."""
+
+from dataclasses import asdict
+
+import pandas as pd
+import pytest
+import torch
+
+from ecg_ray.cli import main
+from ecg_ray.config import TrialConfig, load_experiment
+from ecg_ray.data import preparation_settings
+from ecg_ray.predict import MODEL_FORMAT, predict
+from ecg_ray.synthetic import generate
+from ecg_ray.train import build_trial
+from helpers import frame, write_challenge, write_pickle
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "best_model.pt"
+    trial = TrialConfig(hidden_size=8)
+    state = build_trial(trial, [1.0, 1.0, 1.0, 1.0])
+    settings = preparation_settings(load_experiment("experiments/quick.yaml"))
+    torch.save({"format": MODEL_FORMAT, "model": state.model.state_dict(), "trial": asdict(trial), "data_settings": settings,
+                "data_hash": "x", "metrics": {}, "versions": {}}, path)
+    return str(path)
+
+
+def _records(n=5):
+    rs = generate(n, seed=4)
+    rs.ids = [f"C{i:05d}" for i in range(n)]
+    return rs
+
+
+def test_every_input_format_gives_one_row_per_record(model, tmp_path):
+    rs = _records()
+    folder = write_challenge(tmp_path / "labelled", rs)
+    parquet = tmp_path / "x.parquet"
+    frame(rs).assign(record=rs.ids).drop(columns="label").to_parquet(parquet)
+    pickled = write_pickle(tmp_path / "x.pkl", rs)
+    tables = {
+        "folder with REFERENCE.csv": predict(model, str(folder)),
+        "one record": predict(model, str(folder / "C00001.hea")),
+        "parquet without labels": predict(model, str(parquet)),
+        "pickle": predict(model, str(pickled), trust_pickle=True),
+    }
+    assert tables["folder with REFERENCE.csv"]["label"].tolist() == [["N", "A", "O", "~"][l] for l in rs.labels]
+    assert tables["one record"]["record"].tolist() == ["C00001"]
+    assert "label" not in tables["parquet without labels"] and tables["parquet without labels"]["record"].tolist() == rs.ids
+    same = tables["folder with REFERENCE.csv"].set_index("record")["p_N"]
+    assert tables["parquet without labels"].set_index("record")["p_N"].loc[rs.ids].round(5).tolist() == same.loc[rs.ids].round(5).tolist()
+    assert len(tables["pickle"]) == 5
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda t: write_pickle(t / "x.pkl", _records()), "x.pkl is a pickle"),
+        (lambda t: (t / "notes.txt").write_text("hi") and t / "notes.txt", "pass a challenge folder, a .mat/.hea record"),
+        (lambda t: (t / "empty").mkdir() or t / "empty", "holds no records"),
+    ],
+    ids=["pickle without --trust-pickle", "unknown file", "empty folder"],
+)
+def test_bad_input_is_refused_naming_the_file(model, tmp_path, capsys, make, message):
+    path = make(tmp_path)
+    assert main(["predict", model, str(path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_a_file_that_is_not_a_model_is_refused(tmp_path, capsys):
+    bogus = tmp_path / "model.pt"
+    torch.save({"weights": torch.zeros(3)}, bogus)
+    assert main(["predict", str(bogus), "synthetic"]) == 2
+    assert "is not an ecg_ray best_model.pt" in capsys.readouterr().err
