@@ -115,6 +115,13 @@ def _run(cfg, args, resume: bool) -> int:
         best = export_best_model(exp_path, trials)
         print(f"Best model: {best} (use it with `ecg-ray predict {best} INPUT`)" if best else
               "ecg-ray: warning: the best epoch's checkpoint was not kept, so no best_model.pt was written", flush=True)
+        if cfg.data.test_fraction > 0:
+            _test_tables(cfg, exp_path, trials, args.format)
+        from ecg_ray.expdir import ExperimentDir
+
+        total, checkpoints = ExperimentDir.parse(exp_path).disk_usage()
+        print(f"Disk: {total / 2**20:.1f} MiB in {exp_path} ({checkpoints / 2**20:.1f} MiB of checkpoints: "
+              "each trial keeps its best and its latest epoch)", flush=True)
     if unfinished:
         print(f"ecg-ray: {unfinished} of {len(cfg.grid())} trial(s) did not finish. "
               f"Continue with: ecg-ray tune --resume {exp_path}", file=sys.stderr)
@@ -124,6 +131,25 @@ def _run(cfg, args, resume: bool) -> int:
               f"under {exp_path}. Retry them with: ecg-ray tune --resume {exp_path}", file=sys.stderr)
         return 1
     return 0
+
+
+def _test_tables(cfg, exp_path: str, trials, formats) -> None:
+    """Evaluate the top configs' best-val-epoch checkpoints on the held-out test split; write report/test.*."""
+    from ecg_ray.data import prepare
+    from ecg_ray.evaluate import evaluate_test
+    from ecg_ray.report import export_into, to_markdown
+
+    table = evaluate_test(exp_path, trials, prepare(cfg))
+    if table is None:
+        print("ecg-ray: warning: no test table: the test split is empty or no best-epoch checkpoint was kept", file=sys.stderr)
+        return
+    written = export_into(exp_path, {"test": table}, formats)
+    cols = ["config_rank", "trial_id", "lr", "hidden_size", "dropout", "optimizer", "seed", "best_val_epoch", "n_test",
+            "test_macro_f1", "test_macro_f1_ci_low", "test_macro_f1_ci_high", "test_challenge_f1"]
+    print(f"\nHeld-out test split ({table['n_test'].iloc[0]} records, never used for selection), "
+          "95% bootstrap CIs over records:\n")
+    print(to_markdown(table[cols]))
+    print("Test tables: " + ", ".join(written))
 
 
 def cmd_report(args) -> int:

@@ -433,6 +433,19 @@ class ExperimentDir:
         return sorted(f"{self.path}/{TRAIN_RUNS}/{trial_key}/{i.path[len(root):].lstrip('/')}" for i in infos
                       if i.path.endswith("/" + CHECKPOINT_FILE) and "/checkpoint_" in i.path)
 
+    def disk_usage(self) -> tuple[int, int]:
+        """(bytes in the whole folder, bytes in its Train runs: the checkpoints)."""
+        if not self.is_uri:
+            sizes = [(str(p), p.stat().st_size) for p in Path(self.path).rglob("*") if p.is_file()]
+        else:
+            import pyarrow.fs
+
+            fs, root = uri_fs(self.path)
+            sizes = [(i.path, i.size) for i in fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=True))
+                     if i.type == pyarrow.fs.FileType.File]
+        runs = f"/{TRAIN_RUNS}/"
+        return sum(s for _, s in sizes), sum(s for p, s in sizes if runs in p)
+
     def read_bytes(self, path: str) -> bytes:
         """A file of this folder, local path or URI."""
         if not is_uri(path):

@@ -27,6 +27,38 @@ from ecg_ray.schema import CLASS_KEYS, CLASS_NAMES, LABEL_NAMES, RANK_METRIC
 MODEL_FORMAT = 1
 
 
+def epoch_checkpoint(exp: ExperimentDir, trial_id: str, epoch: int) -> dict | None:
+    """The kept checkpoint of `trial_id` at `epoch` (each trial keeps its best and its latest), or None."""
+    import io
+
+    from ecg_ray.train import read_checkpoint
+
+    for path in exp.checkpoints(trial_id):
+        saved = read_checkpoint(io.BytesIO(exp.read_bytes(path)))
+        if saved.get("metrics", {}).get("epoch") == epoch:
+            return saved
+    return None
+
+
+def model_from(saved: dict):
+    """The ECGModel (eval mode) of a checkpoint or best_model.pt dict."""
+    from ecg_ray.model import ECGModel
+
+    trial = TrialConfig(**saved["trial"])
+    model = ECGModel(hidden_size=trial.hidden_size, dropout_rate=trial.dropout)
+    model.load_state_dict(saved["model"])
+    return model.eval()
+
+
+def class_probabilities(model, x: np.ndarray, batch_size: int) -> np.ndarray:
+    """(n, 4) softmax probabilities, in batches of the trial's batch size (the numbers training's evaluation saw)."""
+    import torch
+
+    with torch.no_grad():
+        logits = torch.cat([model(torch.from_numpy(x[i : i + batch_size])) for i in range(0, len(x), batch_size)])
+    return torch.softmax(logits, dim=1).numpy()
+
+
 def export_best_model(exp_dir: str, trials: pd.DataFrame) -> str | None:
     """Write best_model.pt into the experiment folder; None when its checkpoint was not kept."""
     import io
@@ -34,39 +66,36 @@ def export_best_model(exp_dir: str, trials: pd.DataFrame) -> str | None:
     import torch
 
     from ecg_ray.report import rank_configs
-    from ecg_ray.train import library_versions, read_checkpoint
+    from ecg_ray.train import library_versions
 
     exp = ExperimentDir.parse(exp_dir)
     best_config = rank_configs(trials).iloc[0]
     candidates = trials[trials["trial_id"].isin(best_config["trial_ids"].split(","))]
     best = candidates.sort_values(f"best_{RANK_METRIC}", ascending=False, kind="stable").iloc[0]
-    for path in exp.checkpoints(best["trial_id"]):
-        saved = read_checkpoint(io.BytesIO(exp.read_bytes(path)))
-        if saved.get("metrics", {}).get("epoch") == int(best["best_epoch"]):
-            model = {
-                "format": MODEL_FORMAT,
-                "model": saved["model"],
-                "trial": saved["trial"],
-                "trial_id": str(best["trial_id"]),
-                "epoch": int(best["best_epoch"]),
-                "metrics": saved["metrics"],
-                "data_settings": saved["data_settings"],
-                "data_hash": saved["data_hash"],
-                "versions": {"trained": saved["versions"], "exported": library_versions()},
-                "experiment": exp.path,
-            }
-            buf = io.BytesIO()
-            torch.save(model, buf)
-            exp.write_bytes(exp.best_model, buf.getvalue())
-            return exp.best_model
-    return None
+    saved = epoch_checkpoint(exp, best["trial_id"], int(best["best_epoch"]))
+    if saved is None:
+        return None
+    model = {
+        "format": MODEL_FORMAT,
+        "model": saved["model"],
+        "trial": saved["trial"],
+        "trial_id": str(best["trial_id"]),
+        "epoch": int(best["best_epoch"]),
+        "metrics": saved["metrics"],
+        "data_settings": saved["data_settings"],
+        "data_hash": saved["data_hash"],
+        "versions": {"trained": saved["versions"], "exported": library_versions()},
+        "experiment": exp.path,
+    }
+    buf = io.BytesIO()
+    torch.save(model, buf)
+    exp.write_bytes(exp.best_model, buf.getvalue())
+    return exp.best_model
 
 
 def load_model(path: str):
     """(ECGModel in eval mode, the saved dict) from a best_model.pt, without running code from it."""
     import torch
-
-    from ecg_ray.model import ECGModel
 
     if not Path(path).is_file():
         raise DataError(f"Model file {path} does not exist. Pass the best_model.pt of an experiment folder.")
@@ -77,10 +106,7 @@ def load_model(path: str):
                         "Pass the best_model.pt that `ecg-ray tune` wrote.") from None
     if not isinstance(saved, dict) or saved.get("format") != MODEL_FORMAT or "model" not in saved:
         raise DataError(f"{path} is not an ecg_ray best_model.pt (format {MODEL_FORMAT}).")
-    trial = TrialConfig(**saved["trial"])
-    model = ECGModel(hidden_size=trial.hidden_size, dropout_rate=trial.dropout)
-    model.load_state_dict(saved["model"])
-    return model.eval(), saved
+    return model_from(saved), saved
 
 
 def read_inputs(path: str, settings: dict, trust_pickle: bool = False) -> tuple[RecordSet, bool]:
@@ -145,10 +171,7 @@ def predict(model_path: str, input_path: str, trust_pickle: bool = False, on_bad
     if not len(rs):
         raise EcgRayError(f"No usable record in {input_path}" + (f" ({len(dropped)} skipped)" if dropped else "") + ".")
     x = pad_or_trim(rs.signals, int(settings["target_length"]))
-    batch = TrialConfig(**saved["trial"]).batch_size  # the batch size of training's evaluation: the same numbers
-    with torch.no_grad():
-        logits = torch.cat([model(torch.from_numpy(x[i : i + batch])) for i in range(0, len(x), batch)])
-    probs = torch.softmax(logits, dim=1).numpy()
+    probs = class_probabilities(model, x, TrialConfig(**saved["trial"]).batch_size)
     pred = probs.argmax(1)
     out = pd.DataFrame({"record": rs.ids, "predicted": [LABEL_NAMES[i] for i in pred],
                         "predicted_class": [CLASS_NAMES[i] for i in pred]})

@@ -361,6 +361,17 @@ def summary_text(trials: pd.DataFrame) -> str:
     return text
 
 
+def export_into(exp_dir: str, tables: dict[str, pd.DataFrame], formats=DEFAULT_FORMATS) -> list[str]:
+    """Export tables into the report folder of an experiment, local or bucket."""
+    import tempfile
+
+    exp = _as_dir(exp_dir)
+    if not exp.is_uri:
+        return [str(p) for p in export(tables, exp.report_dir, formats)]
+    with tempfile.TemporaryDirectory(prefix="ecg_ray_tables_") as tmp:
+        return exp.publish([str(p) for p in export(tables, tmp, formats)])
+
+
 class PartialReport(EcgRayError):
     """The experiment folder is damaged; tables would leave out what could not be read."""
 

@@ -105,12 +105,18 @@ def test_a_real_two_seed_experiment_ranks_configs_and_matches_each_seed_alone(ra
 
     raw = yaml.safe_load(open("experiments/quick.yaml"))
     raw.update(name="seeds", storage_path=str(tmp_path), repeats=2, scheduler={"name": "none"})
-    raw["data"]["n_records"] = 400
+    raw["data"].update(n_records=400, test_fraction=0.2)
     raw["search"].update(lr=[0.001], epochs=2)
     (tmp_path / "seeds.yaml").write_text(yaml.safe_dump(raw))
     assert main(["tune", str(tmp_path / "seeds.yaml")]) == 0
-    assert "Configs over seeds [42, 43]" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Configs over seeds [42, 43]" in out and "Held-out test split (80 records" in out and "MiB of checkpoints" in out
     exp = tmp_path / "seeds"
+    test = pd.read_csv(exp / "report" / "test.csv")
+    assert sorted(test["seed"]) == [42, 43] and (test["n_test"] == 80).all()
+    assert ((test["test_macro_f1_ci_low"] <= test["test_macro_f1"]) & (test["test_macro_f1"] <= test["test_macro_f1_ci_high"])).all()
+    assert (test[[c for c in test.columns if c.startswith("cm_")]].sum(axis=1) == 80).all()
+    assert len(json.loads((exp / "data_splits.json").read_text())["ids"]["test"]) == 80
     configs = pd.read_csv(exp / "report" / "configs.csv")
     assert configs[["n_seeds", "seeds", "tied_with_best"]].values.tolist() == [[2, "42,43", "best"]]
     trials = pd.read_csv(exp / "report" / "trials.csv")
@@ -166,3 +172,32 @@ def test_repeat_takes_the_top_k_configs_of_a_finished_folder_at_n_seeds(tmp_path
     assert all(t.epochs == 4 for t in cfg.grid())
     with pytest.raises(ConfigError, match="--top and --seeds must be at least 1"):
         repeat_config(str(exp), top=0, seeds=3)
+
+
+def test_the_test_split_never_reaches_training_or_selection(tmp_path):
+    """Change only the test split's labels: every epoch's train and val metrics stay the same, bit for bit."""
+    from dataclasses import replace
+
+    from ecg_ray.data import prepare
+    from ecg_ray.train import build_trial, run_epoch
+
+    cfg = load_experiment("experiments/quick.yaml", **{"data.n_records": 200, "data.test_fraction": 0.2,
+                                                        "data.cache_dir": str(tmp_path)})
+    data = prepare(cfg)
+    assert len(data.y["test"]) == 40 and not set(data.ids["test"]) & set(data.ids["train"] + data.ids["val"])
+    flipped = replace(data, y={**data.y, "test": (data.y["test"] + 1) % 4})
+    trial = cfg.grid()[0]
+    first = [run_epoch(s, data, 32) for s in [build_trial(trial, data.weights)] for _ in range(2)]
+    second = [run_epoch(s, flipped, 32) for s in [build_trial(trial, flipped.weights)] for _ in range(2)]
+    assert first == second
+
+
+def test_bootstrap_ci_is_seeded_and_tight_for_perfect_predictions():
+    from ecg_ray.evaluate import bootstrap_ci
+
+    y = np.array([0, 1, 2, 3] * 10)
+    perfect = bootstrap_ci(y, y, samples=200)
+    assert perfect["test_macro_f1_ci_low"] == perfect["test_macro_f1_ci_high"] == 1.0
+    noisy = np.where(np.arange(40) % 5 == 0, (y + 1) % 4, y)
+    a, b = bootstrap_ci(y, noisy, samples=200), bootstrap_ci(y, noisy, samples=200)
+    assert a == b and a["test_macro_f1_ci_low"] < 0.8 < a["test_macro_f1_ci_high"]

@@ -1,0 +1,74 @@
+"""The held-out test split: evaluated once, after tuning, on checkpoints chosen by validation only.
+
+    ecg-ray tune experiments/quick.yaml     # with data.test_fraction > 0: report/test.* is written
+
+With `data.test_fraction > 0` the test records are split off first (their ids are in
+data_splits.json) and no trial ever sees them: trials train on `train` and are
+ranked, pruned and checkpointed on `val`. After tuning, the checkpoint of each of the
+top configs' seeds at its best *val* epoch predicts the test split: macro-F1, challenge
+F1 (mean F1 of N, A, O: the CinC 2017 score), per-class precision/recall/F1, the
+confusion matrix, and a percentile bootstrap 95% CI over records (seeded, so the
+table is the same every time).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ecg_ray.expdir import ExperimentDir
+from ecg_ray.schema import CLASS_KEYS, CONFIG_COLUMNS, confusion_columns
+
+TOP_CONFIGS = 3
+BOOTSTRAP_SAMPLES = 1000
+BOOTSTRAP_SEED = 0
+
+
+def bootstrap_ci(y: np.ndarray, pred: np.ndarray, samples: int = BOOTSTRAP_SAMPLES, seed: int = BOOTSTRAP_SEED) -> dict:
+    """Percentile 95% CIs of macro-F1 and challenge F1 over records resampled with replacement."""
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(seed)
+    labels = [0, 1, 2, 3]
+    macro, challenge = [], []
+    for _ in range(samples):
+        i = rng.integers(0, len(y), len(y))
+        f1 = f1_score(y[i], pred[i], labels=labels, average=None, zero_division=0)
+        macro.append(f1.mean())
+        challenge.append(f1[:3].mean())
+    lo, hi = 2.5, 97.5
+    return {"test_macro_f1_ci_low": float(np.percentile(macro, lo)), "test_macro_f1_ci_high": float(np.percentile(macro, hi)),
+            "test_challenge_f1_ci_low": float(np.percentile(challenge, lo)),
+            "test_challenge_f1_ci_high": float(np.percentile(challenge, hi))}
+
+
+def evaluate_test(exp_dir: str, trials: pd.DataFrame, data, top: int = TOP_CONFIGS) -> pd.DataFrame | None:
+    """One row per trial of the top `top` configs: its best-val-epoch checkpoint on the test split.
+
+    `data` is the experiment's PreparedData; None when it has no test split.
+    """
+    from ecg_ray.predict import class_probabilities, epoch_checkpoint, model_from
+    from ecg_ray.report import rank_configs
+    from ecg_ray.train import classification_metrics
+
+    if "test" not in data.x or not len(data.y["test"]):
+        return None
+    exp = ExperimentDir.parse(exp_dir)
+    x, y = data.x["test"], data.y["test"]
+    rows = []
+    for _, config in rank_configs(trials).head(top).iterrows():
+        for trial_id in config["trial_ids"].split(","):
+            trial = trials[trials["trial_id"] == trial_id].iloc[0]
+            saved = epoch_checkpoint(exp, trial_id, int(trial["best_epoch"]))
+            if saved is None:
+                continue  # its best epoch's checkpoint was not kept (the report says which are missing)
+            pred = class_probabilities(model_from(saved), x, int(trial["batch_size"])).argmax(1)
+            m = classification_metrics(y, pred)
+            row = {"config_rank": int(config["rank"]), "trial_id": trial_id}
+            row |= {k: trial[k] for k in CONFIG_COLUMNS} | {"best_val_epoch": int(trial["best_epoch"]), "n_test": len(y)}
+            row |= {"test_macro_f1": m["macro_f1"], "test_challenge_f1": m["challenge_f1"], "test_acc": m["acc"]}
+            row |= bootstrap_ci(y, pred)
+            row |= {f"test_{p}_{k}": m[f"{p}_{k}"] for p in ("precision", "recall", "f1") for k in CLASS_KEYS}
+            row |= dict(zip(confusion_columns(), (int(v) for r in m["confusion"] for v in r)))
+            rows.append(row)
+    return pd.DataFrame(rows) if rows else None
