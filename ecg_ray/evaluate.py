@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ecg_ray.expdir import ExperimentDir
-from ecg_ray.schema import CLASS_KEYS, CONFIG_COLUMNS, confusion_columns
+from ecg_ray.schema import CLASS_KEYS, CONFIG_COLUMNS, RANK_METRIC, confusion_columns
 
 TOP_CONFIGS = 3
 BOOTSTRAP_SAMPLES = 1000
@@ -47,7 +47,7 @@ def evaluate_test(exp_dir: str, trials: pd.DataFrame, data, top: int = TOP_CONFI
 
     `data` is the experiment's PreparedData; None when it has no test split.
     """
-    from ecg_ray.predict import class_probabilities, epoch_checkpoint, model_from
+    from ecg_ray.predict import best_checkpoint, class_probabilities, model_from
     from ecg_ray.report import rank_configs
     from ecg_ray.train import classification_metrics
 
@@ -59,13 +59,13 @@ def evaluate_test(exp_dir: str, trials: pd.DataFrame, data, top: int = TOP_CONFI
     for _, config in rank_configs(trials).head(top).iterrows():
         for trial_id in config["trial_ids"].split(","):
             trial = trials[trials["trial_id"] == trial_id].iloc[0]
-            saved = epoch_checkpoint(exp, trial_id, int(trial["best_epoch"]))
+            saved = best_checkpoint(exp, trial_id, int(trial["best_epoch"]), float(trial[f"best_{RANK_METRIC}"]))
             if saved is None:
                 continue  # its best epoch's checkpoint was not kept (the report says which are missing)
             pred = class_probabilities(model_from(saved), x, int(trial["batch_size"])).argmax(1)
             m = classification_metrics(y, pred)
             row = {"config_rank": int(config["rank"]), "trial_id": trial_id}
-            row |= {k: trial[k] for k in CONFIG_COLUMNS} | {"best_val_epoch": int(trial["best_epoch"]), "n_test": len(y)}
+            row |= {k: trial[k] for k in CONFIG_COLUMNS} | {"best_val_epoch": int(saved["metrics"]["epoch"]), "n_test": len(y)}
             row |= {"test_macro_f1": m["macro_f1"], "test_challenge_f1": m["challenge_f1"], "test_acc": m["acc"]}
             row |= bootstrap_ci(y, pred)
             row |= {f"test_{p}_{k}": m[f"{p}_{k}"] for p in ("precision", "recall", "f1") for k in CLASS_KEYS}

@@ -27,17 +27,21 @@ from ecg_ray.schema import CLASS_KEYS, CLASS_NAMES, LABEL_NAMES, RANK_METRIC
 MODEL_FORMAT = 1
 
 
-def epoch_checkpoint(exp: ExperimentDir, trial_id: str, epoch: int) -> dict | None:
-    """The kept checkpoint of `trial_id` at `epoch` (each trial keeps its best and its latest), or None."""
+def best_checkpoint(exp: ExperimentDir, trial_id: str, epoch: int, value: float) -> dict | None:
+    """The kept checkpoint of `trial_id` at its best epoch, or None.
+
+    The tables call the first epoch reaching the best val macro-F1 the best; Ray keeps one
+    checkpoint by that score and may keep a later epoch that ties it. Then that epoch is
+    used: same val macro-F1, its `metrics["epoch"]` says which.
+    """
     import io
 
     from ecg_ray.train import read_checkpoint
 
-    for path in exp.checkpoints(trial_id):
-        saved = read_checkpoint(io.BytesIO(exp.read_bytes(path)))
-        if saved.get("metrics", {}).get("epoch") == epoch:
-            return saved
-    return None
+    kept = [read_checkpoint(io.BytesIO(exp.read_bytes(path))) for path in exp.checkpoints(trial_id)]
+    exact = [s for s in kept if s.get("metrics", {}).get("epoch") == epoch]
+    tied = sorted((s for s in kept if s.get("metrics", {}).get(RANK_METRIC) == value), key=lambda s: s["metrics"]["epoch"])
+    return (exact or tied or [None])[0]
 
 
 def model_from(saved: dict):
@@ -72,7 +76,7 @@ def export_best_model(exp_dir: str, trials: pd.DataFrame) -> str | None:
     best_config = rank_configs(trials).iloc[0]
     candidates = trials[trials["trial_id"].isin(best_config["trial_ids"].split(","))]
     best = candidates.sort_values(f"best_{RANK_METRIC}", ascending=False, kind="stable").iloc[0]
-    saved = epoch_checkpoint(exp, best["trial_id"], int(best["best_epoch"]))
+    saved = best_checkpoint(exp, best["trial_id"], int(best["best_epoch"]), float(best[f"best_{RANK_METRIC}"]))
     if saved is None:
         return None
     model = {
@@ -80,7 +84,7 @@ def export_best_model(exp_dir: str, trials: pd.DataFrame) -> str | None:
         "model": saved["model"],
         "trial": saved["trial"],
         "trial_id": str(best["trial_id"]),
-        "epoch": int(best["best_epoch"]),
+        "epoch": int(saved["metrics"]["epoch"]),
         "metrics": saved["metrics"],
         "data_settings": saved["data_settings"],
         "data_hash": saved["data_hash"],
@@ -111,12 +115,12 @@ def load_model(path: str):
 
 def read_inputs(path: str, settings: dict, trust_pickle: bool = False) -> tuple[RecordSet, bool]:
     """(records, whether labels are known) from a challenge folder, one record, a Parquet or a pickle file."""
-    from ecg_ray.sources import _challenge_files, _read_wfdb, _frame_to_records
+    from ecg_ray.sources import challenge_files, frame_to_records, read_records
 
     p = Path(path)
     fs = int(settings["sampling_rate"])
     if p.is_dir() and (p / "REFERENCE.csv").is_file():
-        ref, rows = _challenge_files(p)
+        ref, rows = challenge_files(p)
         letters = {letter: i for i, letter in enumerate(LABEL_NAMES)}
         names, labels, known = [r for r, _ in rows], [letters.get(l, 0) for _, l in rows], True
     elif p.is_dir():
@@ -135,23 +139,12 @@ def read_inputs(path: str, settings: dict, trust_pickle: bool = False) -> tuple[
         known = "label" in getattr(df, "columns", [])
         if isinstance(df, pd.DataFrame) and not known:
             df = df.assign(label=0)
-        return _frame_to_records(df, p, fs), known
+        return frame_to_records(df, p, fs), known
     else:
         raise DataError(f"Cannot read {path}: pass a challenge folder, a .mat/.hea record, a .parquet or a .pkl file.")
     if not names:
         raise DataError(f"{p} holds no records (no .hea files, no RECORDS list).")
-    ids, signals, keep, problems = [], [], [], []
-    for name, label in zip(names, labels):
-        signal, problem = _read_wfdb(p, name, expected_fs=fs)
-        if problem:
-            problems.append((name, problem))
-        else:
-            ids.append(name)
-            signals.append(signal)
-            keep.append(label)
-    rs = RecordSet(ids, signals, np.asarray(keep, dtype=np.int64), fs, str(p))
-    rs.problems.extend(problems)
-    return rs, known
+    return read_records(p, names, labels, fs), known
 
 
 def predict(model_path: str, input_path: str, trust_pickle: bool = False, on_bad_record: str = "error") -> pd.DataFrame:

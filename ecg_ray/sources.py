@@ -90,7 +90,7 @@ def _fingerprint_synthetic(cfg, seed: int) -> str:
 # --- the challenge's folder (training2017/) --------------------------------
 
 
-def _challenge_files(folder: Path) -> tuple[Path, list[tuple[str, str]]]:
+def challenge_files(folder: Path) -> tuple[Path, list[tuple[str, str]]]:
     _require(folder, "Data folder", "Point data.path (or --data) at the unzipped training2017/ folder.")
     ref = _require(folder / "REFERENCE.csv", "Label file", "The challenge folder must hold REFERENCE.csv with `record,label` rows.")
     rows = []
@@ -114,7 +114,7 @@ def _is_header(folder: Path, record: str, label: str) -> bool:
 
 def _fingerprint_challenge(cfg, seed: int) -> str:
     folder = Path(cfg.path)
-    ref, rows = _challenge_files(folder)
+    ref, rows = challenge_files(folder)
     files = [ref] + sorted(p for p in folder.iterdir() if p.suffix in (".mat", ".hea"))
     return _hash_files(files)
 
@@ -168,7 +168,7 @@ def _not_matlab_v4(mat: Path, record: str) -> str | None:
 
 def _load_challenge(cfg, seed: int) -> dict:
     folder = Path(cfg.path)
-    ref, rows = _challenge_files(folder)
+    ref, rows = challenge_files(folder)
     letters = {letter: i for i, letter in enumerate(LABEL_NAMES)}
     problems, ids, labels = [], [], []
     for rec, letter in rows:
@@ -181,7 +181,15 @@ def _load_challenge(cfg, seed: int) -> dict:
     for mat in sorted(folder.glob("*.mat")):
         if mat.stem not in labelled:
             problems.append((mat.stem, f"{mat} has no label in {ref}; add a `{mat.stem},<N|A|O|~>` row or remove the file"))
-    read = functools.partial(_read_wfdb, folder, expected_fs=cfg.sampling_rate)
+    rs = read_records(folder, ids, labels, cfg.sampling_rate)
+    rs.problems[:0] = problems  # label problems first, as REFERENCE.csv lists them
+    return {"all": rs}
+
+
+def read_records(folder: Path, ids: list[str], labels: list[int], fs: int) -> RecordSet:
+    """The named records of a challenge-layout folder, read with wfdb (in worker processes from
+    PARALLEL_FROM records on); a record that cannot be read is listed in `problems`, not raised."""
+    read = functools.partial(_read_wfdb, folder, expected_fs=fs)
     workers = min(os.cpu_count() or 1, 16)
     if len(ids) >= PARALLEL_FROM and workers > 1:
         # Parsing headers is Python work that holds the GIL: use processes. forkserver, not
@@ -191,7 +199,7 @@ def _load_challenge(cfg, seed: int) -> dict:
             results = list(pool.map(read, ids, chunksize=max(1, len(ids) // (workers * 8))))
     else:
         results = [read(r) for r in ids]
-    keep_ids, signals, keep_labels = [], [], []
+    keep_ids, signals, keep_labels, problems = [], [], [], []
     for rec, lab, (sig, problem) in zip(ids, labels, results):
         if problem:
             problems.append((rec, problem))
@@ -199,15 +207,15 @@ def _load_challenge(cfg, seed: int) -> dict:
             keep_ids.append(rec)
             signals.append(sig)
             keep_labels.append(lab)
-    rs = RecordSet(keep_ids, signals, np.asarray(keep_labels, dtype=np.int64), cfg.sampling_rate, str(folder))
+    rs = RecordSet(keep_ids, signals, np.asarray(keep_labels, dtype=np.int64), fs, str(folder))
     rs.problems.extend(problems)
-    return {"all": rs}
+    return rs
 
 
 # --- the notebook's pickles --------------------------------------------------
 
 
-def _frame_to_records(df, path: Path, fs: int) -> RecordSet:
+def frame_to_records(df, path: Path, fs: int) -> RecordSet:
     if not isinstance(df, pd.DataFrame):
         raise DataError(f"{path} holds a {type(df).__name__}, not a pandas DataFrame. Save the notebook's DataFrame (columns `signal`, `label`).")
     missing = [c for c in ("signal", "label") if c not in df.columns]
@@ -272,7 +280,7 @@ def _load_frames(cfg, read, fmt: str, fix: str, check=None) -> dict:
             raise DataError(f"{path} cannot be read as {fmt} ({type(err).__name__}: {err}). {fix}") from None
         if check:
             check(df, path)
-        out[split] = _frame_to_records(df, path, cfg.sampling_rate)
+        out[split] = frame_to_records(df, path, cfg.sampling_rate)
     return out
 
 
