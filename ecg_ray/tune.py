@@ -256,6 +256,21 @@ def run_settings(cfg: ExperimentConfig, data: PreparedData, local: bool) -> RunS
     return settings
 
 
+def concurrency(cfg: ExperimentConfig, settings: RunSettings, local: bool) -> int:
+    """How many trials run at once: resources.max_concurrent_trials, or on a local Ray as many as fit whole.
+
+    Tune starts a trial's driver whenever its 0.5 CPU is free; left alone on 2 CPUs it starts four
+    drivers, which take every CPU, and no Train worker can ever start (a deadlock). Counting the
+    driver and the worker together prevents that. 0 means no limit (clusters: the autoscaler adds nodes).
+    """
+    if cfg.resources.max_concurrent_trials or not local:
+        return cfg.resources.max_concurrent_trials
+    total = ray.cluster_resources()
+    per_trial = {k: v for k, v in settings.resources_per_worker.items()}
+    per_trial["CPU"] = per_trial.get("CPU", 0) + cfg.resources.cpus_per_trial_driver
+    return max(1, int(min(total.get(k, 0) / v for k, v in per_trial.items() if v > 0)))
+
+
 def check_placeable(worker: dict, driver: dict, local: bool) -> None:
     """Refuse trials that no node can ever hold, instead of letting them wait forever.
 
@@ -315,14 +330,14 @@ def pending_trials(cfg: ExperimentConfig, exp: ExperimentDir, resume: bool) -> d
 
 
 def build_tuner(cfg: ExperimentConfig, exp: ExperimentDir, data: PreparedData, settings: RunSettings,
-                trials: dict[str, TrialConfig]):
+                trials: dict[str, TrialConfig], max_concurrent: int = 0):
     """A Tuner that runs `trials` (a new experiment, or the unfinished trials of a resumed one)."""
     data_ref = ray.put(data)  # once per experiment; every trial on every node reads this object
     trainable = ray.tune.with_resources(
         ray.tune.with_parameters(_trial_driver, data_box=[data_ref], exp=exp, settings=settings),
         {"CPU": cfg.resources.cpus_per_trial_driver},
     )
-    space, search = tune_search(trials, cfg.resources.max_concurrent_trials)
+    space, search = tune_search(trials, max_concurrent)
     return ray.tune.Tuner(
         trainable,
         param_space=space,
@@ -418,7 +433,7 @@ def run_experiment(
             raise ExperimentInterrupted(cfg.experiment_path, started=resume) from None
         if not resume:
             exp.write_record(experiment_record(cfg, data, settings), {"data_hash": data.data_hash, "ids": data.ids})
-        tuner = build_tuner(cfg, exp, data, settings, trials)
+        tuner = build_tuner(cfg, exp, data, settings, trials, concurrency(cfg, settings, local))
         with graceful_stop() as interrupted:
             grid = tuner.fit()
         return finish(grid, exp, interrupted.is_set())

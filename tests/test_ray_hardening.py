@@ -83,3 +83,15 @@ def test_a_ray_that_cannot_be_reached_is_one_paragraph_with_the_remedy(tmp_path)
     assert proc.returncode != 0
     assert "EcgRayError: Could not connect to the Ray cluster at 127.0.0.1:9 after 1 attempts" in proc.stderr
     assert "Check that the cluster is up" in proc.stderr
+
+
+def test_a_local_ray_runs_only_as_many_trials_as_fit_with_their_drivers(ray_local):
+    """Tune would start a 0.5-CPU driver for every trial until the CPUs are gone, leaving none for any
+    Train worker: on a 4-CPU local Ray, 1 + 0.5 CPU per trial means 2 at a time."""
+    from ecg_ray.config import experiment_from_dict
+    from ecg_ray.tune import RunSettings, concurrency
+
+    settings = RunSettings(use_gpu=False, resources_per_worker={"CPU": 1}, threads=1, data_hash="x", max_failures=0)
+    assert concurrency(experiment_from_dict({}), settings, local=True) == 2
+    assert concurrency(experiment_from_dict({"resources": {"max_concurrent_trials": 1}}), settings, local=True) == 1
+    assert concurrency(experiment_from_dict({}), settings, local=False) == 0  # a cluster's autoscaler may add nodes
