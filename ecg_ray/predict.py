@@ -149,8 +149,6 @@ def read_inputs(path: str, settings: dict, trust_pickle: bool = False) -> tuple[
 
 def predict(model_path: str, input_path: str, trust_pickle: bool = False, on_bad_record: str = "error") -> pd.DataFrame:
     """A table of record, predicted class and per-class probabilities (and the label when known)."""
-    import torch
-
     from ecg_ray.data import check_records, pad_or_trim
 
     model, saved = load_model(model_path)

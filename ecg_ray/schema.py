@@ -32,8 +32,6 @@ PER_CLASS = ("f1", "precision", "recall")
 SPLIT_METRICS = ("loss", "acc", "macro_f1", "challenge_f1", *(f"{m}_{k}" for m in PER_CLASS for k in CLASS_KEYS))
 EPOCH_COLUMNS = ["epoch", "train_loss", "train_acc", *(f"val_{m}" for m in SPLIT_METRICS)]
 CONFUSION = "val_confusion"
-# Where and how fast an epoch ran: reported beside the metrics, different between identical runs.
-EPOCH_RUN_KEYS = ("epoch_time_s", "data_hash", "node_id", "device", "pid")
 # One line of progress.jsonl (besides trial_id and time).
 PROGRESS_KEYS = ("epoch", "train_loss", "val_loss", "val_macro_f1", "epoch_time_s", "node_id", "pid")
 

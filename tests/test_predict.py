@@ -2,7 +2,6 @@
 
 from dataclasses import asdict
 
-import pandas as pd
 import pytest
 import torch
 
