@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 from ecg_ray.config import DEFAULT_EXPORT_FORMATS, EXPORT_FORMATS
@@ -24,6 +25,8 @@ def _data_overrides(args) -> dict:
     from ecg_ray.sources import guess_source
 
     out = {"data.trust_pickle": True} if getattr(args, "trust_pickle", False) else {}
+    if getattr(args, "test_data", None):
+        out["data.test_path"] = os.path.abspath(args.test_data)
     if not args.data:
         return out
     source = guess_source(args.data)
@@ -89,7 +92,7 @@ def cmd_repeat(args) -> int:
 
 def _run(cfg, args, resume: bool) -> int:
     """Run an experiment, then write and print its tables; the exit status says what is left to do."""
-    from ecg_ray.report import summary_text, write_report
+    from ecg_ray.report import TEST_SUMMARY_COLUMNS, ranked_trials, summary_text, to_markdown, write_report
     from ecg_ray.tune import ExperimentInterrupted, run_experiment, unfinished_trials
 
     _warn_about_pickles(cfg)
@@ -101,27 +104,35 @@ def _run(cfg, args, resume: bool) -> int:
         return 130
     unfinished, errors = unfinished_trials(cfg)
     try:
-        # The run's own tables: what is readable, with any damage named (`ecg-ray report` is strict).
-        trials, written, problems = write_report(exp_path, formats=args.format, allow_partial=True)
-        _warn(problems)
+        trials = ranked_trials(exp_path, [])
     except EcgRayError:
         trials = None  # interrupted before any epoch finished
     if trials is not None:
-        print(f"\nRanked by best validation macro-F1 ({len(trials)} trials, data {trials['data_hash'].iloc[0]}):\n")
-        print(summary_text(trials))
-        print("Tables: " + ", ".join(str(p) for p in written))
+        from ecg_ray.expdir import ExperimentDir
         from ecg_ray.predict import export_best_model
 
+        t0 = time.monotonic()
         best = export_best_model(exp_path, trials)
+        test = _evaluate_test(cfg, exp_path, trials) if cfg.data.has_test else None
+        t1 = time.monotonic()
+        # The run's own tables: what is readable, with any damage named (`ecg-ray report` is strict).
+        trials, written, problems = write_report(exp_path, formats=args.format, allow_partial=True)
+        _warn(problems)
+        t2 = time.monotonic()
+        print(f"\nRanked by best validation macro-F1 ({len(trials)} trials, data {trials['data_hash'].iloc[0]}):\n")
+        print(summary_text(trials))
+        if test is not None:
+            print(f"\nHeld-out test split ({test['n_test'].iloc[0]} records, never used for selection), "
+                  "95% bootstrap CIs over records:\n")
+            print(to_markdown(test[TEST_SUMMARY_COLUMNS]))
+        print("Tables and figures: " + ", ".join(str(p) for p in written))
         print(f"Best model: {best} (use it with `ecg-ray predict {best} INPUT`)" if best else
               "ecg-ray: warning: the best epoch's checkpoint was not kept, so no best_model.pt was written", flush=True)
-        if cfg.data.test_fraction > 0:
-            _test_tables(cfg, exp_path, trials, args.format)
-        from ecg_ray.expdir import ExperimentDir
-
         total, checkpoints = ExperimentDir.parse(exp_path).disk_usage()
         print(f"Disk: {total / 2**20:.1f} MiB in {exp_path} ({checkpoints / 2**20:.1f} MiB of checkpoints: "
               "each trial keeps its best and its latest epoch)", flush=True)
+        print(f"After tuning: best model{' and test evaluation' if test is not None else ''} {t1 - t0:.1f} s, "
+              f"tables, figures and index.html {t2 - t1:.1f} s", flush=True)
     if unfinished:
         print(f"ecg-ray: {unfinished} of {len(cfg.grid())} trial(s) did not finish. "
               f"Continue with: ecg-ray tune --resume {exp_path}", file=sys.stderr)
@@ -133,23 +144,20 @@ def _run(cfg, args, resume: bool) -> int:
     return 0
 
 
-def _test_tables(cfg, exp_path: str, trials, formats) -> None:
-    """Evaluate the top configs' best-val-epoch checkpoints on the held-out test split; write report/test.*."""
+def _evaluate_test(cfg, exp_path: str, trials):
+    """Evaluate the top configs' best-val-epoch checkpoints on the held-out test split; record it in the folder."""
+    import json
+
     from ecg_ray.data import prepare
     from ecg_ray.evaluate import evaluate_test
-    from ecg_ray.report import export_into, to_markdown
+    from ecg_ray.expdir import ExperimentDir
 
     table = evaluate_test(exp_path, trials, prepare(cfg))
     if table is None:
         print("ecg-ray: warning: no test table: the test split is empty or no best-epoch checkpoint was kept", file=sys.stderr)
-        return
-    written = export_into(exp_path, {"test": table}, formats)
-    cols = ["config_rank", "trial_id", "lr", "hidden_size", "dropout", "optimizer", "seed", "best_val_epoch", "n_test",
-            "test_macro_f1", "test_macro_f1_ci_low", "test_macro_f1_ci_high", "test_challenge_f1"]
-    print(f"\nHeld-out test split ({table['n_test'].iloc[0]} records, never used for selection), "
-          "95% bootstrap CIs over records:\n")
-    print(to_markdown(table[cols]))
-    print("Test tables: " + ", ".join(written))
+        return None
+    ExperimentDir.parse(exp_path).write_test_results(json.loads(table.to_json(orient="records")))
+    return table
 
 
 def cmd_report(args) -> int:
@@ -158,7 +166,7 @@ def cmd_report(args) -> int:
     trials, written, problems = write_report(args.experiment_dir, args.out, args.format, args.allow_partial)
     _warn(problems)
     print(summary_text(trials))
-    print("Tables: " + ", ".join(str(p) for p in written))
+    print("Tables and figures: " + ", ".join(str(p) for p in written))
     return 0
 
 
@@ -196,6 +204,15 @@ def cmd_submit(args) -> int:
     from ecg_ray.submit import submit
 
     return submit(args.experiment, args.address, args.tune_args, args.working_dir, wait=not args.no_wait, include=args.include)
+
+
+def cmd_stop_node(args) -> int:
+    from ecg_ray.nodes import stop
+
+    n = stop(args.temp_dir, args.grace_period)
+    print(f"[ecg-ray] stopped {n} process(es) of the Ray instance in {args.temp_dir}" if n else
+          f"[ecg-ray] no Ray process of {args.temp_dir} was running")
+    return 0
 
 
 def _data_config(args):
@@ -254,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(t)
     t.add_argument("--data", help="data source name (synthetic) or path: a training2017/ folder, a .pkl or a .parquet file")
     t.add_argument("--val-data", help="the val file of a pickle/Parquet pair (with --data TRAIN_FILE)")
+    t.add_argument("--test-data", help="a held-out test set (a training2017/-layout folder, a .parquet or a .pkl file): "
+                                       "never used for selection; the top configs' best checkpoints are evaluated on it")
     t.add_argument("--trust-pickle", action="store_true", help=TRUST_HELP)
     t.add_argument("--storage", help="storage path for results (local folder or s3://, gs:// URI); overrides storage_path")
     t.add_argument("--name", help="experiment name (folder under the storage path); overrides name")
@@ -292,6 +311,13 @@ def build_parser() -> argparse.ArgumentParser:
     rr.add_argument("trial_id", help="the trial's key, as in the tables (t0000, t0001, ...)")
     rr.add_argument("--trust-pickle", action="store_true", help=TRUST_HELP)
     rr.set_defaults(func=cmd_rerun)
+
+    sn = sub.add_parser("stop-node", help="stop one Ray instance on this host (by its --temp-dir), not every Ray as `ray stop` does",
+                        description="Stop the processes of the Ray instance started with `ray start --temp-dir=DIR`: SIGTERM, "
+                                    "then SIGKILL after the grace period. Other Ray instances on the host are left alone.")
+    sn.add_argument("--temp-dir", required=True, help="the --temp-dir its `ray start` was given")
+    sn.add_argument("--grace-period", type=float, default=10.0, help="seconds between SIGTERM and SIGKILL (default 10)")
+    sn.set_defaults(func=cmd_stop_node)
 
     pr = sub.add_parser("predict", help="classify records with an experiment's best_model.pt",
                         description="Predict the rhythm class of every record of INPUT (a challenge folder, one .mat/.hea "

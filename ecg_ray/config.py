@@ -178,6 +178,7 @@ class DataConfig(Validated):
     source: str = "synthetic"
     path: str | None = None  # file or folder; the train file for a pickle/Parquet pair
     val_path: str | None = None  # the val file of a pickle/Parquet pair
+    test_path: str | None = None  # a given held-out test set: challenge folder, .mat/.hea record, .parquet or .pkl
     n_records: int = 8528  # synthetic only
     target_length: int = 9000
     sampling_rate: int = 300
@@ -196,6 +197,7 @@ class DataConfig(Validated):
         "source": Options(tuple(sorted(SOURCE_RULES))),
         "path": OPTIONAL_STR,
         "val_path": OPTIONAL_STR,
+        "test_path": OPTIONAL_STR,
         "cache_dir": OPTIONAL_STR,
         "n_records": Interval(int, 8, 1_000_000),
         "target_length": Interval(int, 256, 1_000_000),
@@ -209,14 +211,26 @@ class DataConfig(Validated):
         "trust_pickle": Options((True, False)),
     }
 
+    @property
+    def has_test(self) -> bool:
+        """A held-out test split: given (test_path) or split off (test_fraction)."""
+        return bool(self.test_path) or self.test_fraction > 0
+
     def check_together(self) -> None:
-        if self.source == "pickle" and self.trust_pickle is not True:
-            files = [p for p in (self.path, self.val_path) if p]
+        pickles = [p for p in (self.path, self.val_path) if p and self.source == "pickle"]
+        pickles += [self.test_path] if self.test_path and str(self.test_path).endswith((".pkl", ".pickle")) else []
+        if pickles and self.trust_pickle is not True:
+            files = pickles
             what = f"The data file {files[0]} is a pickle" if len(files) == 1 else f"The data files {' and '.join(files)} are pickles"
             raise ConfigError(
                 f"{what}: loading a pickle runs code stored in it. If you made it yourself, "
                 "pass --trust-pickle (or set `trust_pickle: true` under `data:`); better, convert it once with "
                 "`ecg-ray data convert --trust-pickle FILE.pkl FILE.parquet` and use the Parquet file."
+            )
+        if self.test_path and self.test_fraction > 0:
+            raise ConfigError(
+                f"Both data.test_path ({self.test_path!r}) and data.test_fraction ({self.test_fraction}) ask for a test "
+                "split. Use one: a given test set (test_path, --test-data) or one split off the data (test_fraction)."
             )
         if self.val_fraction + self.test_fraction >= 1.0:
             fail("data.val_fraction + data.test_fraction", "below 1", self.val_fraction + self.test_fraction)

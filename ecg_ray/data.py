@@ -14,17 +14,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from sklearn.model_selection import train_test_split
 from sklearn.utils.class_weight import compute_class_weight
 
-from ecg_ray.errors import DataError
+from ecg_ray.errors import ConfigError, DataError
 from ecg_ray.records import RecordSet
 from ecg_ray.schema import CLASS_NAMES, LABEL_NAMES, NUM_CLASSES
-from ecg_ray.sources import SOURCES
+from ecg_ray.sources import SOURCES, Source
 from ecg_ray.storage import atomic_path
 
 CACHE_VERSION = 1
@@ -150,9 +150,9 @@ def check_records(splits: dict[str, RecordSet], cfg) -> tuple[dict[str, RecordSe
             if rec in dup_in_split:
                 problem = f"{where} appears twice; record ids must be unique. Remove the duplicate row"
             elif rec in seen:
-                problem = f"{where} is in both the {seen[rec]} and the {split} split. Remove it from one of them"
+                problem = f"{where} is in both the {_shown(seen[rec])} and the {split} split. Remove it from one of them"
             elif twin[0] != split and len(sig):
-                problem = (f"{where} has the same signal as record {twin[1]} of the {twin[0]} split: the same "
+                problem = (f"{where} has the same signal as record {twin[1]} of the {_shown(twin[0])} split: the same "
                            f"record is in both splits. Remove it from one of them")
             elif not (float(lab).is_integer() and 0 <= lab < NUM_CLASSES):
                 problem = f"{where} has label {lab:g}; labels must be 0..3 (0 Normal, 1 AF, 2 Other, 3 Noisy). Fix the label"
@@ -185,11 +185,15 @@ def check_records(splits: dict[str, RecordSet], cfg) -> tuple[dict[str, RecordSe
     return cleaned, bad
 
 
+def _shown(split: str) -> str:
+    return "train/val" if split == "all" else split  # "all" is split into train and val after the checks
+
+
 def split_records(splits: dict[str, RecordSet], cfg, seed: int) -> dict[str, RecordSet]:
     """Stratified, seeded train/val(/test) split of a single set; a given train/val pair is kept."""
     if "all" not in splits:
         return splits
-    rs = splits["all"]
+    rs, given = splits["all"], {k: v for k, v in splits.items() if k != "all"}  # a given test set stays as it is
     idx = np.arange(len(rs))
     counts = rs.class_counts()
     try:
@@ -205,7 +209,7 @@ def split_records(splits: dict[str, RecordSet], cfg, seed: int) -> dict[str, Rec
             f"{dict(zip(LABEL_NAMES, counts.tolist()))} ({err}). Use more records or change data.val_fraction / data.test_fraction."
         ) from None
     out = {"train": np.sort(train), "val": np.sort(val), **out}
-    return {name: rs.subset(index) for name, index in out.items()}
+    return {name: rs.subset(index) for name, index in out.items()} | given
 
 
 def content_hash(x: dict, y: dict, ids: dict) -> str:
@@ -224,6 +228,7 @@ def preparation_settings(exp) -> dict:
     return {
         "source": d.source, "target_length": d.target_length, "sampling_rate": d.sampling_rate,
         "min_length": d.min_length, "val_fraction": d.val_fraction, "test_fraction": d.test_fraction,
+        "test_path": d.test_path,
         "on_bad_record": d.on_bad_record, "n_records": d.n_records if d.source == "synthetic" else None,
         "min_peak_to_peak": d.min_peak_to_peak, "max_abs_amplitude": d.max_abs_amplitude,
         "seed": exp.seed, "version": CACHE_VERSION,
@@ -234,9 +239,38 @@ def cache_dir(exp) -> Path:
     return Path(os.path.expanduser(exp.data.cache_dir or os.environ.get("ECG_RAY_CACHE", "~/.cache/ecg_ray")))
 
 
+def test_source(d) -> tuple[Source, object]:
+    """The source and the DataConfig that read a given test set (data.test_path, `--test-data`)."""
+    from ecg_ray.sources import guess_source
+
+    name = guess_source(d.test_path)
+    if name not in ("cinc2017", "parquet", "pickle"):
+        raise ConfigError(f"data.test_path {d.test_path!r} is not a test set: pass a challenge folder, a .parquet or a .pkl file.")
+    return SOURCES[name], replace(d, source=name, path=d.test_path, val_path=None, test_path=None, test_fraction=0.0)
+
+
+def read_sets(exp) -> dict[str, RecordSet]:
+    """The source's record sets, with the given test set (if any) as "test"."""
+    sets = SOURCES[exp.data.source].load(exp.data, exp.seed)
+    if exp.data.test_path:
+        source, d = test_source(exp.data)
+        (test,) = source.load(d, exp.seed).values()
+        sets["test"] = test
+    return sets
+
+
+def fingerprint(exp) -> str:
+    """The input's content fingerprint: the source's, and the given test set's."""
+    fp = SOURCES[exp.data.source].fingerprint(exp.data, exp.seed)
+    if exp.data.test_path:
+        source, d = test_source(exp.data)
+        fp = hashlib.sha256(f"{fp}:test:{source.fingerprint(d, exp.seed)}".encode()).hexdigest()
+    return fp
+
+
 def read_checked(exp) -> tuple[dict[str, RecordSet], list]:
     """Read the source and check every record. Returns (the source's sets, dropped records)."""
-    return check_records(SOURCES[exp.data.source].load(exp.data, exp.seed), exp.data)
+    return check_records(read_sets(exp), exp.data)
 
 
 def load_records(exp) -> tuple[dict[str, RecordSet], list]:
@@ -251,10 +285,9 @@ def prepare(exp, use_cache: bool = True) -> PreparedData:
     The cache key is the source's content fingerprint plus every preparation
     setting; a cache file is written atomically, so it is whole or absent.
     """
-    source = SOURCES[exp.data.source]
     settings = preparation_settings(exp)
-    fingerprint = source.fingerprint(exp.data, exp.seed)
-    key = hashlib.sha256((fingerprint + json.dumps(settings, sort_keys=True)).encode()).hexdigest()[:24]
+    fp = fingerprint(exp)
+    key = hashlib.sha256((fp + json.dumps(settings, sort_keys=True)).encode()).hexdigest()[:24]
     path = cache_dir(exp) / f"{key}.npz"
     if use_cache and path.is_file():
         try:
@@ -268,7 +301,7 @@ def prepare(exp, use_cache: bool = True) -> PreparedData:
     lengths = np.concatenate([splits[s].lengths() for s in splits])
     meta = DataMeta(
         source=next(iter(splits.values())).source,
-        fingerprint=fingerprint,
+        fingerprint=fp,
         settings=settings,
         cache_key=key,
         skipped=tuple({"split": s, "record": r, "problem": p} for s, r, p in dropped),

@@ -40,6 +40,8 @@ EXPERIMENT_FILE = "ecg_ray_experiment.json"
 SPLITS_FILE = "data_splits.json"
 STATUS_FILE = "trial_status.json"
 PROGRESS_FILE = "progress.jsonl"
+RUNS_FILE = "runs.json"  # one entry per `ecg-ray tune` run: start, end, versions, cluster (the report's provenance)
+TEST_FILE = "test_results.json"  # the held-out test evaluation, one row per trial of the top configs
 TRAIN_RUNS = "train_runs"
 REPORT_DIR = "report"
 CHECKPOINT_FILE = "trial_state.pt"  # inside each Ray Train checkpoint folder
@@ -351,6 +353,30 @@ class ExperimentDir:
         return recorded["config"]["scheduler"]["name"] if recorded else None
 
     # --- live state ----------------------------------------------------------------------
+
+    def read_runs(self) -> list[dict]:
+        """The runs of this experiment, oldest first ([] when none was recorded)."""
+        return read_json(self.join(RUNS_FILE)) or []
+
+    def record_run(self, run: dict) -> None:
+        """Add a run, or update the last one when `run` has the same "started" (its end)."""
+        runs = self.read_runs()
+        if runs and runs[-1].get("started") == run.get("started"):
+            runs[-1] = run
+        else:
+            runs.append(run)
+        write_json(self.join(RUNS_FILE), runs)
+
+    def read_test_results(self) -> list[dict] | None:
+        """The test evaluation's rows; None when the experiment has no test evaluation."""
+        return read_json(self.join(TEST_FILE))
+
+    def write_test_results(self, rows: list[dict]) -> None:
+        write_json(self.join(TEST_FILE), rows)
+
+    def read_splits(self) -> dict:
+        """{"data_hash", "ids": {split: [record id]}} ({} when absent)."""
+        return read_json(self.splits_file) or {}
 
     def read_statuses(self) -> dict:
         """trial id -> {"status", "last_epoch"} from trial_status.json ({} when absent)."""

@@ -198,6 +198,12 @@ def rank_configs(trials: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+def ranked_trials(exp_dir: str, problems: list[str]) -> pd.DataFrame:
+    """The ranked trials table of a local folder or bucket URI, writing nothing (damage named in `problems`)."""
+    with _as_dir(exp_dir).local_view() as local:
+        return build_report(local, problems)[0]
+
+
 def build_report(exp_dir: str | os.PathLike | ExperimentDir, problems: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(ranked trials, per-epoch history) of a local experiment folder.
 
@@ -346,19 +352,31 @@ CONFIG_SUMMARY_COLUMNS = [
 ]
 
 
+def seeds_note(trials: pd.DataFrame) -> str:
+    """What the configs table is: a mean over seeds with a CI and a tie test, or single runs."""
+    if trials.groupby([c for c in CONFIG_COLUMNS if c != "seed"], dropna=False).size().max() > 1:
+        seeds = sorted({int(s) for s in trials["seed"]})
+        return (f"Configs over seeds {seeds}: mean, sd and 95% t-interval of the best val macro-F1; "
+                "tied_with_best: a paired t-test by seed against the best config, Holm-corrected, p >= 0.05.")
+    return ("One seed per config: the ranking is a single run each, with no confidence interval. "
+            "Set `repeats: 3` in the experiment file to rank configs by their mean over seeds.")
+
+
 def summary_text(trials: pd.DataFrame) -> str:
     """The ranked tables as a person reads them in a terminal: trials, then configs over seeds."""
     text = to_markdown(trials[[c for c in SUMMARY_COLUMNS if c in trials.columns]])
     configs = rank_configs(trials)
     if (configs["n_seeds"] > 1).any():
-        seeds = sorted({int(s) for s in trials["seed"]})
-        text += (f"\nConfigs over seeds {seeds}: mean, sd and 95% t-interval of the best val macro-F1; "
-                 "tied_with_best: a paired t-test by seed against the best config, Holm-corrected, p >= 0.05.\n\n")
-        text += to_markdown(configs[CONFIG_SUMMARY_COLUMNS])
+        text += f"\n{seeds_note(trials)}\n\n" + to_markdown(configs[CONFIG_SUMMARY_COLUMNS])
     else:
-        text += ("\nOne seed per config: the ranking above is a single run each, with no confidence interval. "
-                 "Set `repeats: 3` in the experiment file to rank configs by their mean over seeds.\n")
+        text += f"\n{seeds_note(trials)}\n"
     return text
+
+
+TEST_SUMMARY_COLUMNS = [
+    "config_rank", "trial_id", "lr", "hidden_size", "dropout", "optimizer", "seed", "best_val_epoch", "n_test",
+    "test_macro_f1", "test_macro_f1_ci_low", "test_macro_f1_ci_high", "test_challenge_f1",
+]
 
 
 def export_into(exp_dir: str, tables: dict[str, pd.DataFrame], formats=DEFAULT_FORMATS) -> list[str]:
@@ -385,12 +403,14 @@ class PartialReport(EcgRayError):
 
 def write_report(exp_dir: str, out_dir: str | None = None, formats=DEFAULT_FORMATS,
                  allow_partial: bool = False) -> tuple[pd.DataFrame, list[str], list[str]]:
-    """Build and export the tables of an experiment (local folder or bucket URI).
+    """Build and export the tables, figures and index.html of an experiment (local folder or bucket URI).
 
     The default output folder is <exp_dir>/report, in the bucket too for a URI. A damaged
     folder raises PartialReport before anything is written, unless `allow_partial`.
     Returns the ranked trials table, the files written, and the problems found.
     """
+    from ecg_ray import figures, page
+
     exp = _as_dir(exp_dir)
     problems: list[str] = []
     with exp.local_view() as local:
@@ -399,12 +419,45 @@ def write_report(exp_dir: str, out_dir: str | None = None, formats=DEFAULT_FORMA
             raise PartialReport(exp.path, problems)
         target = Path(out_dir) if out_dir is not None else Path(local.report_dir)
         configs = rank_configs(trials)
-        written = [str(p) for p in export({"trials": trials, "history": hist}, target, formats)]
+        test = test_table(local, problems)
+        tables = {"trials": trials, "history": hist} | ({"test": test} if test is not None else {})
+        written = [str(p) for p in export(tables, target, formats)]
         # configs.tex is the paper's table (booktabs, mean ± sd, ties marked), not the generic LaTeX dump.
         written += [str(p) for p in export({"configs": configs}, target, [f for f in formats if f != "latex"])]
         if "latex" in formats:
             atomic_write_text(target / "configs.tex", configs_to_latex(configs))
             written.append(str(target / "configs.tex"))
+        pictures = figures.draw_all(trials, hist, configs, test, target)
+        written += [str(p) for p in pictures.values()]
+        record = _read_or_note(local.read_record, {}, problems)
+        summary = {"configs": configs[CONFIG_SUMMARY_COLUMNS], "trials": trials[[c for c in SUMMARY_COLUMNS if c in trials]]}
+        if test is not None:
+            summary["test"] = test[TEST_SUMMARY_COLUMNS]
+        how = page.provenance(record, _read_or_note(local.read_splits, {}, problems),
+                              _read_or_note(local.read_runs, [], problems), hist, trials)
+        name = record.get("config", {}).get("name") or Path(exp.path.rstrip("/")).name
+        atomic_write_text(target / "index.html", page.render(name, summary, pictures, how, [seeds_note(trials)], problems))
+        written.append(str(target / "index.html"))
         if exp.is_uri and out_dir is None:
             written = exp.publish(written)
         return trials, written, problems
+
+
+def _read_or_note(read, default, problems: list[str]):
+    """What `read` returns, or `default` with the damage named in `problems` (the report's provenance only)."""
+    try:
+        return read()
+    except (DamagedFile, ConfigError) as err:
+        problems.append(f"{err} The report's provenance leaves it out")
+        return default
+
+
+def test_table(exp: ExperimentDir, problems: list[str]) -> pd.DataFrame | None:
+    """The held-out test evaluation recorded in the folder (None when there is none)."""
+    try:
+        rows = exp.read_test_results()
+    except DamagedFile as err:
+        problems.append(f"{err} No test table was written. Remove the file and run "
+                        "`ecg-ray tune --resume` on the folder: it evaluates the test split again")
+        return None
+    return pd.DataFrame(rows) if rows else None

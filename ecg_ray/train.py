@@ -229,6 +229,23 @@ def library_versions() -> dict:
     return out
 
 
+def git_commit() -> str | None:
+    """The commit of the ecg_ray checkout this runs from (an editable install), with "+dirty" for local
+    changes; None for an installed package or where git is missing."""
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(ecg_ray.__file__)))
+    try:
+        head = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty else "")
+
+
 def checkpoint(state: TrialState, trial: TrialConfig, data_hash: str, data_settings: dict, metrics: dict | None = None) -> dict:
     """A checkpoint that describes itself: state_dict plus the trial config, data, library versions,
     and the metrics of the epoch it ends.

@@ -41,7 +41,7 @@ from ecg_ray.errors import ConfigError, EcgRayError
 from ecg_ray.expdir import EXPERIMENT_FILE, ExperimentDir, check_writable
 from ecg_ray.schedulers import build_scheduler
 from ecg_ray.schema import PROGRESS_KEYS, RANK_METRIC, RANK_MODE, TRIAL_KEY
-from ecg_ray.train import CUBLAS_WORKSPACE
+from ecg_ray.train import CUBLAS_WORKSPACE, git_commit, library_versions
 from ecg_ray.trial import SPEC_KEY, train_loop_per_worker
 
 
@@ -307,7 +307,7 @@ def experiment_record(cfg: ExperimentConfig, data: PreparedData, settings: RunSe
         "data": data.meta.to_dict(),
         "settings": dataclasses.asdict(settings),
         "metric": RANK_METRIC,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "created": _now(),
     }
 
 
@@ -433,10 +433,30 @@ def run_experiment(
             raise ExperimentInterrupted(cfg.experiment_path, started=resume) from None
         if not resume:
             exp.write_record(experiment_record(cfg, data, settings), {"data_hash": data.data_hash, "ids": data.ids})
+        run, t0 = run_record(resume, len(trials), address), time.monotonic()
+        exp.record_run(run)
         tuner = build_tuner(cfg, exp, data, settings, trials, concurrency(cfg, settings, local))
         with graceful_stop() as interrupted:
             grid = tuner.fit()
+        exp.record_run(run | {"ended": _now(), "wall_s": round(time.monotonic() - t0, 3),
+                              "interrupted": interrupted.is_set()})
         return finish(grid, exp, interrupted.is_set())
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def run_record(resume: bool, n_trials: int, address: str | None) -> dict:
+    """What the report's provenance says of one run: when, on what cluster, with which versions."""
+    resources = ray.cluster_resources()
+    return {
+        "started": _now(), "ended": None, "wall_s": None, "resume": resume, "trials": n_trials,
+        "cluster": "local" if not (address or os.environ.get("RAY_ADDRESS")) else "remote",
+        "nodes": len([n for n in ray.nodes() if n.get("Alive")]),
+        "cpus": resources.get("CPU", 0), "gpus": resources.get("GPU", 0),
+        "versions": library_versions(), "git_commit": git_commit(), "host": socket.gethostname(),
+    }
 
 
 class ExperimentInterrupted(EcgRayError):

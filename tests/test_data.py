@@ -101,3 +101,40 @@ def test_damaged_cache_is_rebuilt(tmp_path):
     (path,) = tmp_path.glob("*.npz")
     path.write_bytes(path.read_bytes()[:1000])
     assert prepare(cfg).data_hash == first.data_hash
+
+
+def _external_test_set(path, n=40, seed=7, prefix="EXT"):
+    from ecg_ray.sources import write_parquet
+    from ecg_ray.synthetic import generate
+
+    rs = generate(n, seed=seed)
+    rs.ids = [f"{prefix}{i:04d}" for i in range(n)]
+    write_parquet(rs, path)
+    return rs
+
+
+def test_a_given_test_set_is_the_test_split_and_leaves_train_and_val_alone(tmp_path):
+    given = _external_test_set(tmp_path / "test.parquet")
+    base = {"data.n_records": 200, "data.cache_dir": str(tmp_path / "cache")}
+    plain = prepare(load_experiment(None, **base))
+    data = prepare(load_experiment(None, **base, **{"data.test_path": str(tmp_path / "test.parquet")}))
+    assert data.ids["test"] == given.ids and data.y["test"].tolist() == given.labels.tolist()
+    assert data.ids["train"] == plain.ids["train"] and data.ids["val"] == plain.ids["val"]
+    np.testing.assert_array_equal(data.x["train"], plain.x["train"])
+    assert data.x["test"].shape == (40, 9000) and data.data_hash != plain.data_hash
+    _external_test_set(tmp_path / "test.parquet", seed=8)  # new content: a new cache entry, not the old arrays
+    again = prepare(load_experiment(None, **base, **{"data.test_path": str(tmp_path / "test.parquet")}))
+    assert again.meta.fingerprint != data.meta.fingerprint and not np.array_equal(again.x["test"], data.x["test"])
+
+
+def test_a_given_test_set_that_overlaps_training_records_is_refused(tmp_path):
+    from ecg_ray.config import ConfigError
+
+    _external_test_set(tmp_path / "test.parquet", n=40, seed=42, prefix="S0")  # the generator's own ids
+    cfg = load_experiment(None, **{"data.n_records": 200, "data.test_path": str(tmp_path / "test.parquet")})
+    with pytest.raises(DataError, match=r"record S00\d+ .*is in both the train/val and the test split"):
+        prepare(cfg, use_cache=False)
+    with pytest.raises(ConfigError, match="Use one: a given test set"):
+        load_experiment(None, **{"data.test_path": str(tmp_path / "test.parquet"), "data.test_fraction": 0.1})
+    with pytest.raises(ConfigError, match="is not a test set"):
+        prepare(load_experiment(None, **{"data.test_path": "synthetic"}), use_cache=False)

@@ -117,6 +117,10 @@ def test_a_real_two_seed_experiment_ranks_configs_and_matches_each_seed_alone(ra
     assert ((test["test_macro_f1_ci_low"] <= test["test_macro_f1"]) & (test["test_macro_f1"] <= test["test_macro_f1_ci_high"])).all()
     assert (test[[c for c in test.columns if c.startswith("cm_")]].sum(axis=1) == 80).all()
     assert len(json.loads((exp / "data_splits.json").read_text())["ids"]["test"]) == 80
+    (run,) = json.loads((exp / "runs.json").read_text())
+    assert run["ended"] and run["wall_s"] > 0 and run["versions"]["ray"] == "2.60.0" and run["trials"] == 2
+    page = (exp / "report" / "index.html").read_text()
+    assert page.count("<img ") == 5 and "confusion_test" in page and run["started"] in page
     configs = pd.read_csv(exp / "report" / "configs.csv")
     assert configs[["n_seeds", "seeds", "tied_with_best"]].values.tolist() == [[2, "42,43", "best"]]
     trials = pd.read_csv(exp / "report" / "trials.csv")
