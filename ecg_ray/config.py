@@ -308,9 +308,11 @@ class ResourcesConfig(Validated):
     """What each trial holds. One Ray Train worker per trial, on a GPU when the cluster has one."""
 
     use_gpu: str | bool = "auto"  # auto: a GPU per worker when the cluster has GPUs
-    gpus_per_worker: float = 1.0  # a fraction packs several small trials on one GPU
+    gpus_per_worker: float | str = "auto"  # auto: as many trials per GPU as fit (ecg_ray.packing); a fraction packs by hand
     cpus_per_worker: int = 1  # also the worker's torch thread count (fixed, for determinism)
-    cpus_per_trial_driver: float = 0.5  # the Tune trial that drives the Train run
+    # The Tune trial that drives the Train run only waits on it: no CPU by default (it holds
+    # DRIVER_MEMORY instead), so N CPUs run N one-CPU trials at once.
+    cpus_per_trial_driver: float = 0.0
     max_concurrent_trials: int = 0  # 0: as many as the cluster fits
     # How long Ray Train waits for a trial's worker to start before it retries (Ray's default,
     # 60 s, is too short on a loaded machine, where start-up alone can take that long).
@@ -324,15 +326,16 @@ class ResourcesConfig(Validated):
             "a mapping of custom resource names (not CPU/GPU) to positive numbers", _custom_resources, invalid={"GPU": 1}
         ),
         "use_gpu": Options(("auto", True, False)),
-        "gpus_per_worker": Interval(float, 0.0, 8.0, "right"),
+        "gpus_per_worker": Rule("'auto' or a float in (0.0, 8.0]", lambda v: v == "auto" or (
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 8), invalid=0),
         "cpus_per_worker": Interval(int, 1, 256),
-        "cpus_per_trial_driver": Interval(float, 0.0, 64.0, "right"),
+        "cpus_per_trial_driver": Interval(float, 0.0, 64.0, "both"),
         "max_concurrent_trials": Interval(int, 0, None),
         "worker_start_timeout_s": Interval(float, 0.0, 86400.0, "right"),
     }
 
     def check_together(self) -> None:
-        if self.gpus_per_worker > 1 and self.gpus_per_worker != int(self.gpus_per_worker):
+        if self.gpus_per_worker != "auto" and self.gpus_per_worker > 1 and self.gpus_per_worker != int(self.gpus_per_worker):
             fail("resources.gpus_per_worker", "a fraction in (0, 1] or a whole number", self.gpus_per_worker)
 
 
@@ -500,6 +503,12 @@ class RunSettings:
     data_hash: str
     max_failures: int
     worker_start_timeout_s: float = 600.0
+    # Ray Train's settings for each trial's run (environment variables its controller reads).
+    train_env: dict = field(default_factory=dict)
+
+
+# cuBLAS workspace setting that makes CUDA matrix products deterministic (set before CUDA starts).
+CUBLAS_WORKSPACE = ":4096:8"
 
 
 @dataclass(frozen=True)
@@ -511,6 +520,7 @@ class WorkerSpec:
     data_hash: str
     threads: int
     use_gpu: bool
+    driver_started: float = 0.0  # time.time() when the trial's Tune driver started (start-up is measured from it)
 
 
 # --- reading experiment files ------------------------------------------------------------------

@@ -384,7 +384,8 @@ class ExperimentDir:
 
     def update_statuses(self, changes: dict[str, dict]) -> None:
         """Merge trial id -> {"status", "last_epoch"} into trial_status.json; other trials are kept."""
-        write_json(self.status_file, self.read_statuses() | changes)
+        old = self.read_statuses()
+        write_json(self.status_file, old | {k: {**old.get(k, {}), **v} for k, v in changes.items()})
 
     def append_progress(self, line: dict) -> None:
         """One line per finished epoch (`tail -f` it). Local folders only: an object store has no append."""

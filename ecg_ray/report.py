@@ -20,7 +20,7 @@ from ecg_ray.config import DEFAULT_EXPORT_FORMATS
 from ecg_ray.errors import ConfigError, EcgRayError
 from ecg_ray.expdir import DamagedFile, ExperimentDir
 from ecg_ray.schema import (
-    CLASS_KEYS, CONFIG_COLUMNS, CONFUSION, EPOCH_COLUMNS, NUM_CLASSES, RANK_METRIC, RUN_COLUMNS, TRIAL_KEY,
+    CLASS_KEYS, CONFIG_COLUMNS, CONFUSION, EPOCH_COLUMNS, NUM_CLASSES, RANK_METRIC, RUN_COLUMNS, TIMING_KEYS, TRIAL_KEY,
     confusion_columns,
 )
 from ecg_ray.stats import ALPHA, holm, mean_sd_ci, paired_p_value
@@ -104,6 +104,7 @@ def history(exp_dir: str | os.PathLike | ExperimentDir, problems: list[str] | No
                 "node_id": r.get("node_id"),
                 "device": r.get("device"),
                 "data_hash": r.get("data_hash"),
+                **{k: r.get(k) for k in TIMING_KEYS},
             }
             frames.append(row)
     if not frames:

@@ -35,10 +35,15 @@ CONFUSION = "val_confusion"
 # One line of progress.jsonl (besides trial_id and time).
 PROGRESS_KEYS = ("epoch", "train_loss", "val_loss", "val_macro_f1", "epoch_time_s", "node_id", "pid")
 
+# Where a trial's seconds and memory went, reported beside the metrics (ecg_ray.trial) and read by
+# benchmarks/speed.py: start-up (Tune driver start to first batch, in the first epoch a worker runs),
+# the previous epoch's checkpoint (save + report), peak resident memory and peak GPU memory of the worker.
+TIMING_KEYS = ("startup_s", "checkpoint_s", "peak_rss_mb", "peak_gpu_mb")
+
 # A trial's config as table columns, in TrialConfig's order.
 CONFIG_COLUMNS = [f.name for f in fields(TrialConfig)]
 # Columns that say where and how fast a trial ran; they differ between identical runs.
-RUN_COLUMNS = ["trial_id", "wall_time_s", "epoch_time_s", "node_id", "node_ids", "pid", "device", "status"]
+RUN_COLUMNS = ["trial_id", "wall_time_s", "epoch_time_s", "node_id", "node_ids", "pid", "device", "status", *TIMING_KEYS]
 
 
 def confusion_columns() -> list[str]:

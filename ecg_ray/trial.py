@@ -1,35 +1,123 @@
-"""The per-trial loop inside a Ray Train worker: read data, train, report, checkpoint.
+"""One trial: its Tune driver (a one-worker Ray Train run) and the loop inside that worker.
 
     ecg-ray tune experiments/quick.yaml     # runs this once per grid point
 
-The worker receives a WorkerSpec (ecg_ray.config), reads the prepared arrays
-from Ray's object store (put there once per experiment by ecg_ray.tune), builds
-the trial from its seed, resumes from the latest checkpoint when Ray Train
-restarts it, and reports metrics plus a self-describing checkpoint after every epoch.
+`trial_driver` is the Tune trainable: it builds the trial's WorkerSpec and runs a
+`TrialTrainer` (a DataParallelTrainer with the plain BackendConfig: one worker needs no
+torch.distributed process group, whose TCPStore would listen on every interface and
+take seconds to start). `train_loop_per_worker` is what that worker runs: it reads the
+prepared arrays from Ray's object store (put there once per experiment by
+ecg_ray.tune), builds the trial from its seed, resumes from the latest checkpoint when
+Ray Train restarts it, and reports metrics plus a self-describing checkpoint after
+every epoch.
+
+This module is imported by three processes per trial (the Tune driver, the Train
+controller, the worker) when they unpickle these functions, so it imports no torch,
+scikit-learn or ecg_ray.train at the top: only the worker needs them. That saves each of
+the other two processes about two seconds of start-up.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import asdict
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import ray
 import ray.train
-import ray.train.torch
-import torch
+from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
+from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+from ray.tune.integration.ray_train import TuneReportCallback
 
-from ecg_ray.config import TrialConfig, WorkerSpec
-from ecg_ray.expdir import CHECKPOINT_FILE
-from ecg_ray.train import build_trial, check_checkpoint, checkpoint, load_state_dict, read_checkpoint, run_epoch
+from ecg_ray.config import CUBLAS_WORKSPACE, ExperimentConfig, RunSettings, TrialConfig, WorkerSpec
+from ecg_ray.expdir import CHECKPOINT_FILE, ExperimentDir
+from ecg_ray.schema import RANK_METRIC, RANK_MODE, TRIAL_KEY
 
 SPEC_KEY = "spec"  # the one key of train_loop_config: a WorkerSpec
+
+QUIET_ENV = {
+    "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
+    "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
+    "RAY_USAGE_STATS_ENABLED": "0",
+}
+
+
+# Ray Train copies these from the process that calls fit() (the trial driver) to its controller.
+WORKER_START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
+# How often the controller polls its worker, which is also how soon it sees a report and the
+# end of the run: Ray's 2 s made every trial's first report and its end wait up to 2 s more.
+HEALTH_CHECK_ENV, HEALTH_CHECK_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", 0.2
+# An actor per run that watches for node drains (spot preemption); a local Ray is never drained.
+PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+
+
+# Ray Train's Prometheus metrics of each run (read where fit() is called); the report has its own.
+METRICS_ENV = "RAY_TRAIN_METRICS_ENABLED"
+
+
+class TrialTrainer(DataParallelTrainer):
+    """A one-worker Train run without Ray Data: Ray Train's Ray Data callback would start a
+    DatasetManager actor (a process) per trial that this loop never asks for a shard."""
+
+    def _create_default_callbacks(self):
+        return [cb for cb in super()._create_default_callbacks() if not isinstance(cb, DatasetsCallback)]
+
+
+def train_env(cfg: ExperimentConfig, local: bool) -> dict:
+    env = {WORKER_START_TIMEOUT_ENV: str(cfg.resources.worker_start_timeout_s), HEALTH_CHECK_ENV: str(HEALTH_CHECK_S),
+           METRICS_ENV: "0"}
+    if local:
+        env[PREEMPTION_WATCHER_ENV] = "0"
+    return env
+
+
+def trial_driver(config: dict, data_box: list, exp: ExperimentDir, settings: RunSettings) -> None:
+    """Tune trainable: run this grid point as a one-worker Ray Train run and forward its reports."""
+    started = time.time()
+    os.environ.update(settings.train_env)
+    config = dict(config)
+    key = config.pop(TRIAL_KEY)
+    spec = WorkerSpec(
+        trial=TrialConfig.from_dict(config),
+        data_ref=data_box[0],  # the list kept the ObjectRef unresolved through with_parameters
+        data_hash=settings.data_hash,
+        threads=settings.threads,
+        use_gpu=settings.use_gpu,
+        driver_started=started,
+    )
+    trainer = TrialTrainer(
+        train_loop_per_worker,
+        train_loop_config={SPEC_KEY: spec},
+        backend_config=ray.train.BackendConfig(),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=1, use_gpu=settings.use_gpu, resources_per_worker=settings.resources_per_worker
+        ),
+        run_config=ray.train.RunConfig(
+            # Named by the trial key, never a timestamp or Tune's trial id: a retried or resumed
+            # trial finds its checkpoints.
+            name=key,
+            storage_path=exp.train_runs,
+            callbacks=[TuneReportCallback()],
+            failure_config=ray.train.FailureConfig(max_failures=settings.max_failures),
+            # The best epoch by val macro-F1 (for best_model.pt) and, always, the latest (to resume).
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=1, checkpoint_score_attribute=RANK_METRIC, checkpoint_score_order=RANK_MODE
+            ),
+            worker_runtime_env={"env_vars": {"CUBLAS_WORKSPACE_CONFIG": CUBLAS_WORKSPACE, **QUIET_ENV}},
+        ),
+    )
+    trainer.fit()
 
 
 def train_loop_per_worker(config: dict) -> None:
     """Ray Train entry point. `config`: {"spec": WorkerSpec}."""
+    import ray.train.torch
+    import torch
+
+    from ecg_ray.train import build_trial, check_checkpoint, checkpoint, load_state_dict, read_checkpoint, run_epoch
+
     spec: WorkerSpec = config[SPEC_KEY]
     trial = TrialConfig.from_dict(asdict(spec.trial))  # checked again here, where it is used
     # A fixed thread count: CPU float reductions depend on it, so it is part of the determinism.
@@ -54,6 +142,7 @@ def train_loop_per_worker(config: dict) -> None:
             ray.train.report(saved["metrics"])
             return
     node_id = ray.get_runtime_context().get_node_id()
+    timing = {"startup_s": time.time() - spec.driver_started} if spec.driver_started else {}
     while state.epoch < trial.epochs:
         start = time.perf_counter()
         metrics = run_epoch(state, data, trial.batch_size)
@@ -63,7 +152,23 @@ def train_loop_per_worker(config: dict) -> None:
             "node_id": node_id,
             "device": str(device),
             "pid": os.getpid(),
+            **timing,
+            **peak_memory(device),
         }
+        start = time.perf_counter()
         with tempfile.TemporaryDirectory() as ckpt_dir:
             torch.save(checkpoint(state, trial, data.data_hash, data.meta.settings, metrics), Path(ckpt_dir) / CHECKPOINT_FILE)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(ckpt_dir))
+        timing = {"checkpoint_s": time.perf_counter() - start}  # reported with the next epoch
+
+
+def peak_memory(device) -> dict:
+    """Peak resident memory of this worker process (and peak GPU memory on a GPU), in MiB."""
+    import resource
+
+    import torch
+
+    out = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if device.type == "cuda":
+        out["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return out

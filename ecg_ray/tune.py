@@ -26,34 +26,19 @@ import time
 
 import ray
 import ray.autoscaler.sdk
-import ray.train
 import ray.tune
-# DataParallelTrainer with the plain BackendConfig: a Ray Train run whose one worker needs no
-# torch.distributed process group (TorchTrainer would start one: a TCPStore listening on every
-# interface, and seconds of start-up for collectives a one-worker trial never uses).
-from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
-from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
-from ecg_ray.config import ExperimentConfig, RunSettings, TrialConfig, WorkerSpec
+from ecg_ray.config import ExperimentConfig, RunSettings, TrialConfig
 from ecg_ray.data import PreparedData, prepare
 from ecg_ray.errors import ConfigError, EcgRayError
 from ecg_ray.expdir import EXPERIMENT_FILE, ExperimentDir, check_writable
 from ecg_ray.schedulers import build_scheduler
 from ecg_ray.schema import PROGRESS_KEYS, RANK_METRIC, RANK_MODE, TRIAL_KEY
-from ecg_ray.train import CUBLAS_WORKSPACE, git_commit, library_versions
-from ecg_ray.trial import SPEC_KEY, train_loop_per_worker
+from ecg_ray.train import git_commit, library_versions
+from ecg_ray.trial import QUIET_ENV, train_env, trial_driver
 
-
-# Ray Train copies this from the process that calls fit() (the trial driver) to its controller.
-WORKER_START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
 RAY_START_ATTEMPTS = 3
-
-QUIET_ENV = {
-    "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
-    "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
-    "RAY_USAGE_STATS_ENABLED": "0",
-}
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
@@ -113,11 +98,37 @@ def resolve_use_gpu(cfg: ExperimentConfig) -> bool:
     return bool(cfg.resources.use_gpu)
 
 
-def _worker_resources(cfg: ExperimentConfig, use_gpu: bool) -> dict:
+def _worker_resources(cfg: ExperimentConfig, use_gpu: bool, gpus: float = 1.0) -> dict:
     res = {"CPU": cfg.resources.cpus_per_worker, **cfg.resources.custom_resources_per_worker}
     if use_gpu:
-        res["GPU"] = cfg.resources.gpus_per_worker
+        res["GPU"] = gpus
     return res
+
+
+def gpu_share(cfg: ExperimentConfig, data: PreparedData) -> tuple[float, str]:
+    """(resources.gpus_per_worker, why): the number set, or for 'auto' the packing that fits
+    this experiment's trials on the cluster's GPUs (ecg_ray.packing)."""
+    if cfg.resources.gpus_per_worker != "auto":
+        return float(cfg.resources.gpus_per_worker), "resources.gpus_per_worker"
+    from ecg_ray.packing import gpu_fraction, gpu_memory_gib, trial_memory_gib, trials_per_gpu
+
+    gib, source = gpu_memory_gib(ray.cluster_resources())
+    grid = cfg.grid()
+    per_trial = trial_memory_gib(
+        data.x["train"].nbytes + data.y["train"].nbytes, data.x["val"].nbytes + data.y["val"].nbytes,
+        max(t.hidden_size for t in grid), max(t.batch_size for t in grid), target_length=cfg.data.target_length,
+    )
+    n = trials_per_gpu(gib, per_trial)
+    return gpu_fraction(n), f"auto: {n} trial(s) per GPU ({gib:.0f} GiB from {source}; about {per_trial:.1f} GiB per trial)"
+
+
+# What a trial's Tune driver holds instead of a CPU when resources.cpus_per_trial_driver is 0: it
+# only waits on its Train run, and Tune refuses a trial that asks for nothing at all.
+DRIVER_MEMORY = 256 * 2**20
+
+
+def driver_resources(cfg: ExperimentConfig) -> dict:
+    return {"CPU": cfg.resources.cpus_per_trial_driver, "memory": DRIVER_MEMORY}
 
 
 def tune_search(trials: dict[str, TrialConfig], max_concurrent: int = 0) -> tuple[dict, BasicVariantGenerator]:
@@ -132,42 +143,6 @@ def tune_search(trials: dict[str, TrialConfig], max_concurrent: int = 0) -> tupl
 
 
 # --- what runs inside Tune ---------------------------------------------------------------------
-
-
-def _trial_driver(config: dict, data_box: list, exp: ExperimentDir, settings: RunSettings) -> None:
-    """Tune trainable: run this grid point as a one-worker Ray Train run and forward its reports."""
-    os.environ[WORKER_START_TIMEOUT_ENV] = str(settings.worker_start_timeout_s)
-    config = dict(config)
-    key = config.pop(TRIAL_KEY)
-    spec = WorkerSpec(
-        trial=TrialConfig.from_dict(config),
-        data_ref=data_box[0],  # the list kept the ObjectRef unresolved through with_parameters
-        data_hash=settings.data_hash,
-        threads=settings.threads,
-        use_gpu=settings.use_gpu,
-    )
-    trainer = DataParallelTrainer(
-        train_loop_per_worker,
-        train_loop_config={SPEC_KEY: spec},
-        backend_config=ray.train.BackendConfig(),
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=1, use_gpu=settings.use_gpu, resources_per_worker=settings.resources_per_worker
-        ),
-        run_config=ray.train.RunConfig(
-            # Named by the trial key, never a timestamp or Tune's trial id: a retried or resumed
-            # trial finds its checkpoints.
-            name=key,
-            storage_path=exp.train_runs,
-            callbacks=[TuneReportCallback()],
-            failure_config=ray.train.FailureConfig(max_failures=settings.max_failures),
-            # The best epoch by val macro-F1 (for best_model.pt) and, always, the latest (to resume).
-            checkpoint_config=ray.train.CheckpointConfig(
-                num_to_keep=1, checkpoint_score_attribute=RANK_METRIC, checkpoint_score_order=RANK_MODE
-            ),
-            worker_runtime_env={"env_vars": {"CUBLAS_WORKSPACE_CONFIG": CUBLAS_WORKSPACE, **QUIET_ENV}},
-        ),
-    )
-    trainer.fit()
 
 
 class EpochPrinter(ray.tune.Callback):
@@ -197,7 +172,7 @@ class EpochPrinter(ray.tune.Callback):
 
     def _record(self, trial, status: str) -> None:
         last_epoch = (trial.last_result or {}).get("epoch")
-        self.exp.update_statuses({trial.config[TRIAL_KEY]: {"status": status, "last_epoch": last_epoch}})
+        self.exp.update_statuses({trial.config[TRIAL_KEY]: {"status": status, "last_epoch": last_epoch, "ended": time.time()}})
 
 
 # --- the phases -----------------------------------------------------------------------------
@@ -244,24 +219,30 @@ def prepare_data(cfg: ExperimentConfig, exp: ExperimentDir, resume: bool, overwr
 def run_settings(cfg: ExperimentConfig, data: PreparedData, local: bool) -> RunSettings:
     """How each trial runs on the cluster Ray is connected to (`local`: a Ray this run started)."""
     use_gpu = resolve_use_gpu(cfg)
+    gpus = 0.0
+    if use_gpu:
+        gpus, why = gpu_share(cfg, data)
+        print(f"[ecg-ray] {gpus:g} GPU per trial ({why})", flush=True)
     settings = RunSettings(
         use_gpu=use_gpu,
-        resources_per_worker=_worker_resources(cfg, use_gpu),
+        resources_per_worker=_worker_resources(cfg, use_gpu, gpus),
         threads=cfg.resources.cpus_per_worker,
         data_hash=data.data_hash,
         max_failures=cfg.max_failures,
         worker_start_timeout_s=cfg.resources.worker_start_timeout_s,
+        train_env=train_env(cfg, local),
     )
-    check_placeable(settings.resources_per_worker, {"CPU": cfg.resources.cpus_per_trial_driver}, local)
+    check_placeable(settings.resources_per_worker, driver_resources(cfg), local)
     return settings
 
 
 def concurrency(cfg: ExperimentConfig, settings: RunSettings, local: bool) -> int:
     """How many trials run at once: resources.max_concurrent_trials, or on a local Ray as many as fit whole.
 
-    Tune starts a trial's driver whenever its 0.5 CPU is free; left alone on 2 CPUs it starts four
-    drivers, which take every CPU, and no Train worker can ever start (a deadlock). Counting the
-    driver and the worker together prevents that. 0 means no limit (clusters: the autoscaler adds nodes).
+    Tune starts a trial's driver whenever its resources are free; with drivers that hold CPUs
+    (resources.cpus_per_trial_driver > 0) it could start so many that no Train worker can ever
+    start (a deadlock). Counting the driver and the worker together prevents that, and trials
+    beyond what fits would only wait. 0 means no limit (clusters: the autoscaler adds nodes).
     """
     if cfg.resources.max_concurrent_trials or not local:
         return cfg.resources.max_concurrent_trials
@@ -334,8 +315,8 @@ def build_tuner(cfg: ExperimentConfig, exp: ExperimentDir, data: PreparedData, s
     """A Tuner that runs `trials` (a new experiment, or the unfinished trials of a resumed one)."""
     data_ref = ray.put(data)  # once per experiment; every trial on every node reads this object
     trainable = ray.tune.with_resources(
-        ray.tune.with_parameters(_trial_driver, data_box=[data_ref], exp=exp, settings=settings),
-        {"CPU": cfg.resources.cpus_per_trial_driver},
+        ray.tune.with_parameters(trial_driver, data_box=[data_ref], exp=exp, settings=settings),
+        driver_resources(cfg),
     )
     space, search = tune_search(trials, max_concurrent)
     return ray.tune.Tuner(
@@ -433,9 +414,10 @@ def run_experiment(
             raise ExperimentInterrupted(cfg.experiment_path, started=resume) from None
         if not resume:
             exp.write_record(experiment_record(cfg, data, settings), {"data_hash": data.data_hash, "ids": data.ids})
-        run, t0 = run_record(resume, len(trials), address), time.monotonic()
+        slots = concurrency(cfg, settings, local)
+        run, t0 = run_record(resume, len(trials), address) | {"concurrent_trials": slots}, time.monotonic()
         exp.record_run(run)
-        tuner = build_tuner(cfg, exp, data, settings, trials, concurrency(cfg, settings, local))
+        tuner = build_tuner(cfg, exp, data, settings, trials, slots)
         with graceful_stop() as interrupted:
             grid = tuner.fit()
         exp.record_run(run | {"ended": _now(), "wall_s": round(time.monotonic() - t0, 3),

@@ -12,17 +12,48 @@ from ecg_ray.tune import _worker_resources, tune_search
 
 
 @pytest.mark.parametrize(
-    "resources, use_gpu, expected",
+    "resources, use_gpu, gpus, expected",
     [
-        ({}, False, {"CPU": 1}),
-        ({}, True, {"CPU": 1, "GPU": 1.0}),
-        ({"gpus_per_worker": 0.5}, True, {"CPU": 1, "GPU": 0.5}),  # two trials share a GPU
-        ({"cpus_per_worker": 4, "custom_resources_per_worker": {"a10g": 1}}, False, {"CPU": 4, "a10g": 1}),
+        ({}, False, 0.0, {"CPU": 1}),
+        ({}, True, 1.0, {"CPU": 1, "GPU": 1.0}),
+        ({}, True, 0.125, {"CPU": 1, "GPU": 0.125}),  # eight trials share a GPU
+        ({"cpus_per_worker": 4, "custom_resources_per_worker": {"a10g": 1}}, False, 0.0, {"CPU": 4, "a10g": 1}),
     ],
 )
-def test_worker_resources(resources, use_gpu, expected):
+def test_worker_resources(resources, use_gpu, gpus, expected):
     cfg = experiment_from_dict({"resources": resources})
-    assert _worker_resources(cfg, use_gpu) == expected
+    assert _worker_resources(cfg, use_gpu, gpus) == expected
+
+
+@pytest.mark.parametrize(
+    "gpu_gib, expected_trials, expected_share",
+    [
+        (141, 8, 0.125),  # H200: capped at 8 (throughput flattens; each trial also needs a CPU)
+        (80, 8, 0.125),  # H100 / A100 80 GB
+        (24, 8, 0.125),  # A10G, L4
+        (16, 8, 0.125),  # T4, V100 16 GB, and the default when the GPU type is unknown
+        (8, 4, 0.25),
+        (6, 3, 0.3333),  # 1/3 rounded down to Ray's 4 decimals: 3 x 0.3333 fits in one GPU
+        (2, 1, 1.0),  # less than two trials' memory: one trial per GPU
+    ],
+)
+def test_auto_packing_picks_the_documented_counts(gpu_gib, expected_trials, expected_share):
+    from ecg_ray.packing import gpu_fraction, trial_memory_gib, trials_per_gpu
+
+    # The notebook's data size (8528 records: 6822 train, 1706 val at 9000 samples), H=256.
+    per_trial = trial_memory_gib(6822 * 9000 * 4 + 6822 * 8, 1706 * 9000 * 4 + 1706 * 8, 256)
+    assert 1.0 < per_trial < 2.0
+    n = trials_per_gpu(gpu_gib, per_trial)
+    assert (n, gpu_fraction(n)) == (expected_trials, expected_share)
+    assert n * gpu_fraction(n) <= 1.0
+
+
+def test_auto_packing_reads_the_gpu_type_from_ray_resources():
+    from ecg_ray.packing import DEFAULT_GPU_GIB, gpu_memory_gib
+
+    assert gpu_memory_gib({"CPU": 16, "GPU": 1, "accelerator_type:A10G": 1})[0] == 24
+    assert gpu_memory_gib({"accelerator_type:H100": 1, "accelerator_type:T4": 1})[0] == 16  # the smallest GPU decides
+    assert gpu_memory_gib({"GPU": 1})[0] == DEFAULT_GPU_GIB
 
 
 def test_deterministic_settings_for_cuda(monkeypatch):

@@ -86,12 +86,14 @@ def test_a_ray_that_cannot_be_reached_is_one_paragraph_with_the_remedy(tmp_path)
 
 
 def test_a_local_ray_runs_only_as_many_trials_as_fit_with_their_drivers(ray_local):
-    """Tune would start a 0.5-CPU driver for every trial until the CPUs are gone, leaving none for any
-    Train worker: on a 4-CPU local Ray, 1 + 0.5 CPU per trial means 2 at a time."""
+    """Tune would start a CPU-holding driver for every trial until the CPUs are gone, leaving none
+    for any Train worker. On the session's 4-CPU local Ray: drivers without a CPU (the default) and
+    one-CPU workers run 4 at a time; drivers of 0.5 CPU, 2 at a time."""
     from ecg_ray.config import experiment_from_dict
     from ecg_ray.tune import RunSettings, concurrency
 
     settings = RunSettings(use_gpu=False, resources_per_worker={"CPU": 1}, threads=1, data_hash="x", max_failures=0)
-    assert concurrency(experiment_from_dict({}), settings, local=True) == 2
+    assert concurrency(experiment_from_dict({}), settings, local=True) == 4
+    assert concurrency(experiment_from_dict({"resources": {"cpus_per_trial_driver": 0.5}}), settings, local=True) == 2
     assert concurrency(experiment_from_dict({"resources": {"max_concurrent_trials": 1}}), settings, local=True) == 1
     assert concurrency(experiment_from_dict({}), settings, local=False) == 0  # a cluster's autoscaler may add nodes

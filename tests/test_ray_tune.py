@@ -113,7 +113,9 @@ def test_checkpoints_written_under_ray_describe_themselves(quick_run):
         seen.append(TrialConfig(**saved["trial"]))
     assert set(seen) == set(grid)
     assert meta["settings"] == {"use_gpu": False, "resources_per_worker": {"CPU": 1}, "threads": 1,
-                                "data_hash": meta["data_hash"], "max_failures": 2, "worker_start_timeout_s": 600.0}
+                                "data_hash": meta["data_hash"], "max_failures": 2, "worker_start_timeout_s": 600.0,
+                                "train_env": {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "600.0",
+                                              "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2", "RAY_TRAIN_METRICS_ENABLED": "0"}}
 
 
 class _Payload:
@@ -139,7 +141,7 @@ def test_resume_and_report_never_load_a_planted_pickle(quick_run, tmp_path):
     assert not marker.exists()
     planted = [copy / "tuner.pkl", copy / "experiment_state-2099-01-01_00-00-00.json", copy / "trainable.pkl",
                copy / "searcher-state-2099-01-01_00-00-00.pkl", copy / "train_runs" / "t0001" / "state.pkl"]
-    planted += [d / "params.pkl" for d in copy.glob("_trial_driver_*")]
+    planted += [d / "params.pkl" for d in copy.glob("trial_driver_*")]
     for path in planted:
         path.write_bytes(payload)
     status = json.loads((copy / "trial_status.json").read_text())

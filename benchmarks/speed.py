@@ -1,0 +1,334 @@
+"""Where a tuning run's time goes: the notebook's loop, ecg_ray's loop, and a grid through `ecg-ray tune`.
+
+    python benchmarks/speed.py --quick                      # CPU, minutes: 800 synthetic records, 2 trials x 4 epochs
+    python benchmarks/speed.py --grid seed --epochs 20 --gpu --asha   # a GPU node: the notebook's 16-point grid
+    python benchmarks/speed.py --quick --json speed.json    # the table as JSON too
+
+One run, one machine, the same synthetic records for every part:
+
+  (a) the notebook's loop: a DataFrame of raw records, a Dataset that pads/trims each
+      sample when it is drawn, a DataLoader (batch 32, shuffled): seconds per epoch;
+  (b) ecg_ray's trial loop (ecg_ray.train, no Ray): seconds per epoch;
+  (c) the grid through `ecg-ray tune` end to end (a subprocess, a new local Ray): wall
+      time, the sum of epoch times, concurrent slots, overhead = 1 - (sum of epoch times /
+      slots) / wall, per-trial start-up (Tune driver start to the first batch) and
+      tear-down (last report to the trial's end), checkpoint seconds per epoch, peak
+      memory per worker;
+  (d) the yardstick: plain Ray Tune running the same loop (a function trainable calling
+      ecg_ray.train's build_trial / run_epoch, one CPU or GPU share per trial, no Ray
+      Train): wall time, and whether its metrics equal (c)'s bit for bit;
+  (e) with --asha: the grid again under ASHA: wall-clock saving against (c) and whether
+      the best trial is the same.
+
+Needs only the README's install (`pip install torch==2.13.0 -e .`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+GRIDS = {
+    "quick": {"lr": [0.001, 0.0005], "hidden_size": 128, "dropout": 0.2, "optimizer": "adam"},
+    "seed": {"lr": [0.001, 0.0005], "hidden_size": [128, 256], "dropout": [0.2, 0.3], "optimizer": ["adam", "sgd"]},
+}
+
+
+def experiment(name: str, args, storage: Path, scheduler: str) -> Path:
+    raw = {
+        "name": name, "seed": 42, "storage_path": str(storage),
+        "data": {"source": "synthetic", "n_records": args.records, "cache_dir": str(storage / "cache")},
+        "search": {**GRIDS[args.grid], "batch_size": 32, "epochs": args.epochs},
+        "scheduler": {"name": scheduler},
+        "resources": {"use_gpu": bool(args.gpu), **({"gpus_per_worker": args.gpus_per_worker} if args.gpu else {})},
+    }
+    path = storage / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+# --- (a) and (b): one trial's epochs, no Ray ---------------------------------------------------
+
+
+def notebook_epochs(data, hidden: int, epochs: int, device: str) -> list[float]:
+    """The notebook's loop: pad/trim per sample inside a Dataset over a DataFrame of raw signals."""
+    import numpy as np
+    import pandas as pd
+    import torch
+    from torch.utils.data import DataLoader, Dataset
+
+    from ecg_ray.model import ECGModel
+    from ecg_ray.synthetic import generate
+
+    raw = generate(len(data.ids["train"]) + len(data.ids["val"]), seed=42)
+    df = pd.DataFrame({"signal": raw.signals, "label": raw.labels})
+    train_df, val_df = df.iloc[: len(data.ids["train"])], df.iloc[len(data.ids["train"]):]
+
+    class Signals(Dataset):
+        def __init__(self, frame, length=9000):
+            self.frame, self.length = frame.reset_index(drop=True), length
+
+        def __len__(self):
+            return len(self.frame)
+
+        def __getitem__(self, i):
+            s = np.asarray(self.frame.loc[i, "signal"], dtype=np.float32)
+            if len(s) < self.length:
+                s = np.pad(s, (0, self.length - len(s)))
+            else:
+                start = (len(s) - self.length) // 2
+                s = s[start : start + self.length]
+            return torch.from_numpy(s), int(self.frame.loc[i, "label"])
+
+    torch.manual_seed(42)
+    model = ECGModel(hidden_size=hidden, dropout_rate=0.2).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    crit = torch.nn.CrossEntropyLoss(weight=torch.tensor(data.weights, device=device))
+    train = DataLoader(Signals(train_df), batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(42))
+    val = DataLoader(Signals(val_df), batch_size=32)
+    times = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        model.train()
+        running = 0.0
+        for xb, yb in train:
+            xb, yb = xb.to(device), yb.to(device)
+            opt.zero_grad()
+            loss = crit(model(xb), yb)
+            loss.backward()
+            opt.step()
+            running += loss.item() * len(yb)
+        model.eval()
+        with torch.no_grad():
+            preds = [model(xb.to(device)).argmax(1).cpu() for xb, _ in val]
+        torch.cat(preds)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def ecg_ray_epochs(data, hidden: int, epochs: int, device: str) -> list[float]:
+    from ecg_ray.config import TrialConfig
+    from ecg_ray.train import build_trial, run_epoch
+
+    state = build_trial(TrialConfig(lr=1e-3, hidden_size=hidden, dropout=0.2), data.weights, device)
+    times = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        run_epoch(state, data, 32)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+# --- (c) and (e): a grid through `ecg-ray tune` ------------------------------------------------
+
+
+def tune_grid(exp_file: Path, storage: Path, name: str, num_cpus: int | None) -> dict:
+    from ecg_ray.expdir import ExperimentDir
+    from ecg_ray.report import build_report
+
+    cmd = [sys.executable, "-m", "ecg_ray.cli", "tune", str(exp_file), "--overwrite", "--format", "json"]
+    cmd += ["--num-cpus", str(num_cpus)] if num_cpus else []
+    start = time.monotonic()
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+    wall = time.monotonic() - start
+    if out.returncode != 0:
+        raise SystemExit(f"`ecg-ray tune` failed ({out.returncode}):\n{out.stderr[-3000:]}")
+    exp = ExperimentDir(str(storage / name))
+    trials, hist = build_report(exp)
+    (run,) = exp.read_runs()
+    statuses = exp.read_statuses()
+    progress = [json.loads(l) for l in Path(exp.progress_file).read_text().splitlines() if l.strip()]
+    last_report = {}
+    for line in progress:
+        last_report[line["trial_id"]] = max(last_report.get(line["trial_id"], 0.0), line["time"])
+    teardown = [statuses[k]["ended"] - t for k, t in last_report.items() if statuses.get(k, {}).get("ended")]
+    slots = run.get("concurrent_trials") or len(trials)
+    epoch_sum = float(hist["epoch_time_s"].sum())
+    return {
+        "wall_s": wall, "tune_wall_s": run["wall_s"], "trials": len(trials), "epochs_run": len(hist),
+        "epoch_time_sum_s": epoch_sum, "slots": slots,
+        "overhead": 1 - (epoch_sum / slots) / wall, "overhead_in_tune": 1 - (epoch_sum / slots) / run["wall_s"],
+        "startup_s_mean": _mean(hist["startup_s"]), "startup_s_max": _max(hist["startup_s"]),
+        "teardown_s_mean": statistics.fmean(teardown) if teardown else float("nan"),
+        "checkpoint_s_per_epoch": _mean(hist["checkpoint_s"]),
+        "peak_rss_mb_per_worker": _max(hist["peak_rss_mb"]), "peak_gpu_mb_per_worker": _max(hist["peak_gpu_mb"]),
+        "best_trial": str(trials.iloc[0]["trial_id"]), "best_val_macro_f1": float(trials.iloc[0]["best_val_macro_f1"]),
+        "metrics": {f"{r.trial_id}/{int(r.epoch)}": r.val_macro_f1 for r in hist.itertuples()},
+        "losses": {f"{r.trial_id}/{int(r.epoch)}": r.train_loss for r in hist.itertuples()},
+    }
+
+
+def _mean(col) -> float:
+    col = col.dropna()
+    return float(col.mean()) if len(col) else float("nan")
+
+
+def _max(col) -> float:
+    col = col.dropna()
+    return float(col.max()) if len(col) else float("nan")
+
+
+# --- (d): plain Ray Tune, the yardstick ---------------------------------------------------------
+
+
+def plain_tune(exp_file: Path, out_json: Path, num_cpus: int | None, gpu_share: float) -> None:
+    """Run in its own process (`--plain-tune`): Ray Tune with a function trainable, no Ray Train."""
+    import ray
+    from ray import tune
+
+    from ecg_ray.config import load_experiment
+    from ecg_ray.data import prepare
+
+    start = time.monotonic()
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    cfg = load_experiment(exp_file)
+    data = prepare(cfg)
+    ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level="ERROR")
+    ref = ray.put(data)
+
+    def trainable(config):
+        import torch
+
+        from ecg_ray.config import TrialConfig
+        from ecg_ray.train import build_trial, run_epoch
+
+        torch.set_num_threads(1)
+        prepared = ray.get(ref)
+        device = "cuda" if gpu_share else "cpu"
+        trial = TrialConfig.from_dict(config["trial"])
+        state = build_trial(trial, prepared.weights, device)
+        for _ in range(trial.epochs):
+            tune.report(run_epoch(state, prepared, trial.batch_size))
+
+    grid = cfg.grid()
+    resources = {"CPU": 1, **({"GPU": gpu_share} if gpu_share else {})}
+    fit_start = time.monotonic()
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, resources),
+        param_space={"trial": tune.grid_search([dataclasses.asdict(t) for t in grid])},
+        run_config=tune.RunConfig(storage_path=str(out_json.parent / "plain_tune"), verbose=0),
+    )
+    results = tuner.fit()
+    fit_s = time.monotonic() - fit_start
+    metrics = {}
+    for r in results:
+        key = [k for k, t in cfg.trials().items() if dataclasses.asdict(t) == r.config["trial"]][0]
+        for row in r.metrics_dataframe.itertuples():
+            metrics[f"{key}/{int(row.epoch)}"] = row.val_macro_f1
+    ray.shutdown()
+    out_json.write_text(json.dumps({"wall_s": time.monotonic() - start, "fit_s": fit_s, "metrics": metrics}))
+
+
+# --- the table --------------------------------------------------------------------------------
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="CPU size: 800 records, the 2-point quick grid, 4 epochs")
+    p.add_argument("--grid", choices=sorted(GRIDS), default=None, help="quick (2 points) or seed (the notebook's 16)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--records", type=int, default=None)
+    p.add_argument("--loop-epochs", type=int, default=3, help="epochs timed in (a) and (b); the first is not counted")
+    p.add_argument("--gpu", action="store_true", help="run everything on the GPU")
+    p.add_argument("--gpus-per-worker", default="auto", help="with --gpu: resources.gpus_per_worker (default auto)")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
+    p.add_argument("--asha", action="store_true", help="also run the grid under ASHA and compare")
+    p.add_argument("--no-plain-tune", action="store_true", help="skip the plain Ray Tune yardstick")
+    p.add_argument("--json", type=Path, help="also write the results here")
+    p.add_argument("--plain-tune", nargs=2, metavar=("EXPERIMENT", "OUT"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.plain_tune:
+        plain_tune(Path(args.plain_tune[0]), Path(args.plain_tune[1]), args.num_cpus, 0.25 if args.gpu else 0.0)
+        return
+    args.grid = args.grid or ("quick" if args.quick or not args.gpu else "seed")
+    args.epochs = args.epochs or (4 if args.quick else 20)
+    args.records = args.records or (800 if args.quick else 8528)
+    if args.gpus_per_worker != "auto":
+        args.gpus_per_worker = float(args.gpus_per_worker)
+
+    import torch
+
+    from ecg_ray.config import load_experiment
+    from ecg_ray.data import prepare
+
+    device = "cuda" if args.gpu else "cpu"
+    if args.gpu and not torch.cuda.is_available():
+        raise SystemExit("--gpu: torch sees no CUDA device")
+    results: dict = {"device": torch.cuda.get_device_name(0) if args.gpu else f"cpu ({os.cpu_count()} cores)",
+                     "grid": args.grid, "epochs": args.epochs, "records": args.records}
+    with tempfile.TemporaryDirectory(prefix="ecg_ray_speed_") as tmp:
+        storage = Path(tmp)
+        exp_file = experiment("speed", args, storage, "none")
+        cfg = load_experiment(exp_file)
+        data = prepare(cfg)
+        hidden = max(cfg.grid(), key=lambda t: t.hidden_size).hidden_size
+        torch.set_num_threads(1)
+        nb = notebook_epochs(data, hidden, args.loop_epochs, device)[1:]
+        ours = ecg_ray_epochs(data, hidden, args.loop_epochs, device)[1:]
+        results["loops"] = {"hidden_size": hidden, "notebook_epoch_s": statistics.median(nb),
+                            "ecg_ray_epoch_s": statistics.median(ours), "speedup": statistics.median(nb) / statistics.median(ours)}
+        grid = tune_grid(exp_file, storage, "speed", args.num_cpus)
+        results["tune"] = {k: v for k, v in grid.items() if k not in ("metrics", "losses")}
+        if not args.no_plain_tune:
+            out = storage / "plain.json"
+            cmd = [sys.executable, __file__, "--plain-tune", str(exp_file), str(out)] + (["--gpu"] if args.gpu else [])
+            cmd += ["--num-cpus", str(args.num_cpus)] if args.num_cpus else []
+            start = time.monotonic()
+            run = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+            if run.returncode != 0:
+                raise SystemExit(f"plain Ray Tune failed:\n{run.stderr[-3000:]}")
+            plain = json.loads(out.read_text())
+            results["plain_tune"] = {"wall_s": time.monotonic() - start, "fit_s": plain["fit_s"],
+                                     "same_metrics": plain["metrics"] == grid["metrics"],
+                                     "ecg_ray_vs_plain": grid["wall_s"] / (time.monotonic() - start)}
+        if args.asha:
+            asha = tune_grid(experiment("speed_asha", args, storage, "asha"), storage, "speed_asha", args.num_cpus)
+            results["asha"] = {"wall_s": asha["wall_s"], "saving": 1 - asha["wall_s"] / grid["wall_s"],
+                               "epochs_run": asha["epochs_run"], "best_trial": asha["best_trial"],
+                               "same_best_trial": asha["best_trial"] == grid["best_trial"],
+                               "best_val_macro_f1": asha["best_val_macro_f1"]}
+    print(table(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def table(r: dict) -> str:
+    rows = [("device", r["device"]), ("grid", f"{r['grid']} x {r['epochs']} epochs, {r['records']} records")]
+    loops = r["loops"]
+    rows += [(f"(a) notebook loop, s/epoch (H={loops['hidden_size']})", loops["notebook_epoch_s"]),
+             ("(b) ecg_ray loop, s/epoch", loops["ecg_ray_epoch_s"]), ("    speed-up (a)/(b)", loops["speedup"])]
+    t = r["tune"]
+    rows += [("(c) ecg-ray tune: wall s (whole command)", t["wall_s"]), ("    wall s inside Tune", t["tune_wall_s"]),
+             ("    trials / epochs run", f"{t['trials']} / {t['epochs_run']}"), ("    sum of epoch times, s", t["epoch_time_sum_s"]),
+             ("    concurrent slots", t["slots"]), ("    overhead (whole command)", t["overhead"]),
+             ("    overhead (inside Tune)", t["overhead_in_tune"]), ("    start-up per trial, s (mean / max)", f"{t['startup_s_mean']:.2f} / {t['startup_s_max']:.2f}"),
+             ("    tear-down per trial, s (mean)", t["teardown_s_mean"]), ("    checkpoint per epoch, s", t["checkpoint_s_per_epoch"]),
+             ("    peak memory per worker, MiB (RSS / GPU)", f"{t['peak_rss_mb_per_worker']:.0f} / {t['peak_gpu_mb_per_worker']:.0f}"),
+             ("    best trial (val macro-F1)", f"{t['best_trial']} ({t['best_val_macro_f1']:.4f})")]
+    if "plain_tune" in r:
+        pt = r["plain_tune"]
+        rows += [("(d) plain Ray Tune: wall s (whole process)", pt["wall_s"]), ("    wall s in fit()", pt["fit_s"]),
+                 ("    same metrics as (c), bit for bit", pt["same_metrics"]), ("    (c) wall / (d) wall", pt["ecg_ray_vs_plain"])]
+    if "asha" in r:
+        a = r["asha"]
+        rows += [("(e) with ASHA: wall s", a["wall_s"]), ("    wall-clock saving vs (c)", a["saving"]),
+                 ("    epochs run", a["epochs_run"]), ("    same best trial as (c)", a["same_best_trial"])]
+    width = max(len(k) for k, _ in rows)
+    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
+    return "\n".join(f"{k.ljust(width)}  {fmt(v)}" for k, v in rows)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    main()

@@ -1,0 +1,70 @@
+"""How many trials share one GPU (`resources.gpus_per_worker: auto`).
+
+    python -c "from ecg_ray.packing import trials_per_gpu; print(trials_per_gpu(80, 1.2))"
+
+One trial of this model is small: 0.45-1.0 M parameters, batches of 32 records. What it
+holds on a GPU (`trial_memory_gib`) is the CUDA context with cuDNN's workspace, the
+training and validation arrays (resident for the whole trial, ecg_ray.train.on_device),
+weights, gradients and Adam's two moments, and the activations of one training batch
+and one validation batch. `trials_per_gpu` fits as many as the GPU's memory holds with
+a margin, at most MAX_TRIALS_PER_GPU: on an H200, 12 processes sharing the GPU ran 3.5x
+the epochs per second of one, so throughput flattens long before memory runs out, and
+every trial also needs a CPU. The GPU's memory comes from torch where this process sees
+the GPU, else from Ray's `accelerator_type:*` resource of the cluster's GPU nodes, else
+DEFAULT_GPU_GIB. Set `resources.gpus_per_worker` to a number to choose yourself.
+"""
+
+from __future__ import annotations
+
+import math
+
+MAX_TRIALS_PER_GPU = 8
+USABLE_SHARE = 0.85  # of the GPU's memory: headroom for fragmentation and other processes
+CONTEXT_GIB = 0.6  # CUDA context, cuDNN and cuBLAS workspaces of one process (measured: 0.4-0.6 GiB)
+DEFAULT_GPU_GIB = 16.0  # the smallest common data-centre GPU (T4, V100 16 GB): safe when the size is unknown
+
+# GiB of memory by Ray's accelerator type (ray.util.accelerators); the larger variant where a type has two.
+ACCELERATOR_GIB = {
+    "T4": 16, "V100": 16, "P100": 16, "A10G": 24, "L4": 24, "L40S": 48, "A100": 40, "A100-40G": 40,
+    "A100-80G": 80, "H100": 80, "H200": 141, "B200": 180,
+}
+
+
+def trial_memory_gib(train_bytes: int, val_bytes: int, hidden_size: int, batch_size: int = 32,
+                     eval_batch: int = 256, target_length: int = 9000) -> float:
+    """Estimated GPU memory of one trial, in GiB (see the module docstring for what it counts)."""
+    params = 3 * (1024 * hidden_size + hidden_size**2 + 2 * hidden_size) + 4 * hidden_size + 4 + 4800  # GRU, head, convs
+    frames = target_length // 128 + 1
+    # Per record: the spectrogram, two conv blocks' outputs before and after pooling, the GRU input.
+    per_record = 4 * (129 * frames * (1 + 16 + 16 / 4 + 32 / 4 + 32 / 16) + frames * hidden_size * 4)
+    train_activations = 3 * batch_size * per_record  # forward, saved tensors, gradients
+    eval_activations = eval_batch * per_record
+    weights = 4 * params * 4  # weights, gradients, Adam's two moments
+    return CONTEXT_GIB + (train_bytes + val_bytes + weights + train_activations + eval_activations) / 2**30
+
+
+def trials_per_gpu(gpu_gib: float, per_trial_gib: float, cap: int = MAX_TRIALS_PER_GPU) -> int:
+    """How many trials fit on one GPU of `gpu_gib`, at least 1 and at most `cap`."""
+    return max(1, min(cap, int(gpu_gib * USABLE_SHARE // per_trial_gib)))
+
+
+def gpu_fraction(n: int) -> float:
+    """The gpus_per_worker that packs n trials: 1/n rounded *down* to Ray's 4 decimal places
+    (1/7 = 0.142857 would round to 0.1429, and 7 x 0.1429 > 1 leaves room for only 6)."""
+    return math.floor(10_000 / n) / 10_000
+
+
+def gpu_memory_gib(cluster_resources: dict) -> tuple[float, str]:
+    """(GPU memory in GiB, where the number came from)."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_properties(0).total_memory / 2**30, f"torch: {torch.cuda.get_device_name(0)}"
+    except Exception:  # a broken CUDA install reads as "no GPU here"; Ray's view is next
+        pass
+    types = sorted(k.split(":", 1)[1] for k in cluster_resources if k.startswith("accelerator_type:"))
+    known = [ACCELERATOR_GIB[t] for t in types if t in ACCELERATOR_GIB]
+    if known:
+        return float(min(known)), f"Ray accelerator type {', '.join(types)}"
+    return DEFAULT_GPU_GIB, "unknown GPU type: assumed the smallest common size"
