@@ -92,7 +92,7 @@ def cmd_repeat(args) -> int:
 
 def _run(cfg, args, resume: bool) -> int:
     """Run an experiment, then write and print its tables; the exit status says what is left to do."""
-    from ecg_ray.report import TEST_SUMMARY_COLUMNS, ranked_trials, summary_text, to_markdown, write_report
+    from ecg_ray.report import TEST_SUMMARY_COLUMNS, ranked_trials, summary_text, to_markdown, with_varying_knobs, write_report
     from ecg_ray.tune import ExperimentInterrupted, run_experiment, unfinished_trials
 
     _warn_about_pickles(cfg)
@@ -124,7 +124,7 @@ def _run(cfg, args, resume: bool) -> int:
         if test is not None:
             print(f"\nHeld-out test split ({test['n_test'].iloc[0]} records, never used for selection), "
                   "95% bootstrap CIs over records:\n")
-            print(to_markdown(test[TEST_SUMMARY_COLUMNS]))
+            print(to_markdown(test[with_varying_knobs(TEST_SUMMARY_COLUMNS, test)]))
         print("Tables and figures: " + ", ".join(str(p) for p in written))
         print(f"Best model: {best} (use it with `ecg-ray predict {best} INPUT`)" if best else
               "ecg-ray: warning: the best epoch's checkpoint was not kept, so no best_model.pt was written", flush=True)

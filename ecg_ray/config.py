@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 import os
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -33,6 +34,10 @@ DEFAULT_STORAGE = "~/ecg_ray_results"
 
 OPTIMIZER_NAMES = ("adam", "sgd")  # ecg_ray.train.OPTIMIZERS
 SCHEDULER_NAMES = ("asha", "none")  # ecg_ray.schedulers.SCHEDULERS
+LR_SCHEDULES = ("constant", "cosine", "onecycle", "step")  # ecg_ray.train.LR_SCHEDULES
+SEARCH_ALGORITHMS = ("grid", "random")  # search.algorithm: the grid as listed, or num_samples draws
+# search.<key>: {name: args}: Ray Tune's names; what each draws, and for which keys (SearchSpace).
+DISTRIBUTIONS = ("choice", "loguniform", "quniform", "randint", "uniform")
 EXPORT_FORMATS = ("csv", "markdown", "json", "parquet", "latex")  # ecg_ray.report.EXPORTERS
 DEFAULT_EXPORT_FORMATS = ("csv", "markdown", "json")
 
@@ -254,6 +259,18 @@ class TrialConfig(Validated):
     optimizer: str = "adam"
     batch_size: int = 32
     epochs: int = 6
+    # Training knobs beyond the notebook; each default is the notebook's behaviour.
+    weight_decay: float = 0.0  # L2 penalty of the optimizer
+    lr_schedule: str = "constant"  # the learning rate by epoch (ecg_ray.train.lr_factor)
+    warmup_epochs: int = 0  # epochs of linear warm-up before the schedule
+    grad_clip: float = 0.0  # clip the gradient's global norm to this; 0: no clipping
+    label_smoothing: float = 0.0  # of the training loss (the validation loss is never smoothed)
+    # The model's shape (ecg_ray.model); each default is the notebook's.
+    gru_layers: int = 1
+    bidirectional: bool = False
+    conv_channels: int = 16  # of the first conv block; the second has twice as many
+    n_fft: int = 256
+    hop_length: int = 128
     seed: int = 42
 
     CONSTRAINTS: ClassVar[dict] = {
@@ -263,8 +280,24 @@ class TrialConfig(Validated):
         "optimizer": Options(OPTIMIZER_NAMES),
         "batch_size": Interval(int, 1, 65536),
         "epochs": Interval(int, 1, 10_000),
+        "weight_decay": Interval(float, 0.0, 1.0),
+        "lr_schedule": Options(LR_SCHEDULES),
+        "warmup_epochs": Interval(int, 0, 10_000),
+        "grad_clip": Interval(float, 0.0, 1e6),
+        "label_smoothing": Interval(float, 0.0, 1.0, "left"),
+        "gru_layers": Interval(int, 1, 8),
+        "bidirectional": Options((False, True)),
+        "conv_channels": Interval(int, 1, 512),
+        "n_fft": Interval(int, 16, 4096),
+        "hop_length": Interval(int, 1, 4096),
         "seed": Interval(int, 0, 2**32 - 1),
     }
+
+    def check_together(self) -> None:
+        if self.warmup_epochs >= self.epochs and self.warmup_epochs:
+            fail("warmup_epochs", f"below epochs ({self.epochs})", self.warmup_epochs)
+        if self.hop_length > self.n_fft:
+            fail("hop_length", f"at most n_fft ({self.n_fft}): a longer hop would skip samples", self.hop_length)
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrialConfig":
@@ -348,33 +381,116 @@ def _has_repeats(values: list) -> bool:
     return False
 
 
+ALGORITHM_KEY, SAMPLES_KEY = "algorithm", "num_samples"  # search.algorithm, search.num_samples
+
+
+def _distribution(key: str, spec: dict) -> tuple[str, tuple]:
+    """Check `search.KEY: {name: args}` against what KEY takes; returns (name, args)."""
+    where = f"search.{key}"
+    if len(spec) != 1 or next(iter(spec)) not in DISTRIBUTIONS:
+        fail(where, f"a list of values or one distribution {{name: [arguments]}}, name one of {', '.join(DISTRIBUTIONS)}", spec)
+    ((name, args),) = spec.items()
+    constraint = TrialConfig.CONSTRAINTS[key]
+    if isinstance(args, list):  # YAML 1.1 reads 1e-4 as a string
+        args = [float(a) if isinstance(a, str) and _NUMBER.fullmatch(a.strip()) else a for a in args]
+    if name == "choice":
+        if not isinstance(args, list) or not args or _has_repeats(args):
+            fail(where, "{choice: [a non-empty list without repeated values]}", spec)
+        for value in args:
+            validate(where, value, constraint)
+        return name, tuple(args)
+    if not isinstance(constraint, Interval):
+        fail(where, f"a list of values or {{choice: [...]}} ({key} takes {constraint}, not a range)", spec)
+    arity = 3 if name == "quniform" else 2
+    if not (isinstance(args, list) and len(args) == arity and all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args)):
+        fail(where, f"{{{name}: [{'low, high, q' if arity == 3 else 'low, high'}]}} with numbers", spec)
+    lo, hi = args[0], args[1]
+    if not lo < hi:
+        fail(where, f"a {name} range with low < high", spec)
+    if name == "randint":
+        if constraint.kind is not int or not all(isinstance(a, int) for a in args):
+            fail(where, f"{{uniform|loguniform|quniform: [low, high]}} ({key} takes a float)", spec)
+        validate(where, lo, constraint)
+        validate(where, hi - 1, constraint)  # randint's high is exclusive, as in Ray Tune
+        return name, (lo, hi)
+    if constraint.kind is int:
+        fail(where, f"{{randint: [low, high]}} or {{choice: [...]}} ({key} takes an int)", spec)
+    if name == "loguniform" and lo <= 0:
+        fail(where, "a loguniform range above 0", spec)
+    if name == "quniform" and not 0 < args[2] <= hi - lo:
+        fail(where, "a quniform step q in (0, high - low]", spec)
+    validate(where, float(lo), constraint)
+    validate(where, float(hi), constraint)
+    return name, tuple(float(a) for a in args)
+
+
+def _draw(name: str, args: tuple, rng: random.Random):
+    """One value of a distribution, from rng.random() only: Python keeps that stream the same
+    for the same seed across releases, so a file and its seed always sample the same configs."""
+    u = rng.random()
+    if name == "choice":
+        return args[int(u * len(args))]
+    if name == "randint":
+        return args[0] + int(u * (args[1] - args[0]))
+    if name == "loguniform":
+        value = math.exp(math.log(args[0]) + u * (math.log(args[1]) - math.log(args[0])))
+    elif name == "quniform":
+        value = round((args[0] + u * (args[1] - args[0])) / args[2]) * args[2]
+    else:
+        value = args[0] + u * (args[1] - args[0])
+    return float(f"{value:.6g}")  # readable in tables and YAML, and still the value trained with
+
+
 @dataclass(frozen=True)
 class SearchSpace:
-    """The grid: for each search key in SEARCH_KEYS order, the values to try (one value = fixed),
-    optionally times an explicit list of configs (`search.configs`, as `ecg-ray repeat` writes).
+    """What to try: grid axes (for each search key in SEARCH_KEYS order, the values; one value =
+    fixed), optionally times an explicit list of configs (`search.configs`, as `ecg-ray repeat`
+    writes), and with `search.algorithm: random`, `num_samples` draws from the keys given as
+    distributions, each draw times the grid (so seeds pair up, as in Ray Tune).
 
     Builds the list of TrialConfigs (`grid`) and, from it, the keyed trials that Ray Tune
-    is given as its points (`trials`), so the two can never disagree.
+    is given as its points (`trials`), so the two can never disagree. Random draws are made
+    here, seeded by the experiment's seed: the experiment file records them (its "grid"),
+    a resume draws the same ones, and ASHA and resume work as for a grid.
     """
 
     axes: tuple[tuple[str, tuple], ...] = ()
     configs: tuple[tuple[tuple[str, Any], ...], ...] = ()  # each a partial TrialConfig, as sorted items
+    distributions: tuple[tuple[str, str, tuple], ...] = ()  # (key, distribution name, arguments)
+    num_samples: int = 1
 
     @classmethod
     def from_raw(cls, raw: dict) -> "SearchSpace":
         for key in raw:
-            validate("search key", key, Options((*SEARCH_KEYS, CONFIGS_KEY)))
+            validate("search key", key, Options((*SEARCH_KEYS, CONFIGS_KEY, ALGORITHM_KEY, SAMPLES_KEY)))
+        algorithm = raw.get(ALGORITHM_KEY, "grid")
+        validate(f"search.{ALGORITHM_KEY}", algorithm, Options(SEARCH_ALGORITHMS))
+        num_samples = raw.get(SAMPLES_KEY, 1)
+        validate(f"search.{SAMPLES_KEY}", num_samples, Interval(int, 1, 100_000))
         configs = cls._configs(raw[CONFIGS_KEY], raw) if CONFIGS_KEY in raw else ()
-        axes = []
+        axes, distributions = [], []
         for key in SEARCH_KEYS:
-            if key in raw:
-                values = raw[key] if isinstance(raw[key], list) else [raw[key]]
-                if not values:
-                    fail(f"search.{key}", "a value or a non-empty list of values", [])
-                if _has_repeats(values):
-                    fail(f"search.{key}", "a list without repeated values (each would be the same trial)", values)
-                axes.append((key, tuple(values)))
-        return cls(tuple(axes), configs)
+            if key not in raw:
+                continue
+            if isinstance(raw[key], dict):
+                distributions.append((key, *_distribution(key, raw[key])))
+                continue
+            values = raw[key] if isinstance(raw[key], list) else [raw[key]]
+            if not values:
+                fail(f"search.{key}", "a value or a non-empty list of values", [])
+            if _has_repeats(values):
+                fail(f"search.{key}", "a list without repeated values (each would be the same trial)", values)
+            axes.append((key, tuple(values)))
+        if algorithm == "grid" and distributions:
+            key, name, _ = distributions[0]
+            raise ConfigError(f"search.{key} is a distribution ({name}); set `search.algorithm: random` and "
+                              f"`search.num_samples` to draw from it, or list the values to try.")
+        if algorithm == "grid" and SAMPLES_KEY in raw:
+            fail(f"search.{SAMPLES_KEY}", "set only with search.algorithm: random (for seeds use `repeats`)", num_samples)
+        if algorithm == "random" and not distributions:
+            raise ConfigError("search.algorithm 'random' needs at least one search key given as a distribution, "
+                              "e.g. `lr: {loguniform: [1e-4, 3e-3]}`.")
+        return cls(tuple(axes), configs, tuple(distributions), num_samples)
 
     @staticmethod
     def _configs(listed: Any, raw: dict) -> tuple:
@@ -390,12 +506,28 @@ class SearchSpace:
             fail(f"search.{CONFIGS_KEY}", "a list without repeated configs (each would be the same trial)", listed)
         return tuple(configs)
 
+    def samples(self, seed: int) -> list[dict]:
+        """The random draws: num_samples distinct {key: value} (one empty draw for a grid)."""
+        if not self.distributions:
+            return [{}]
+        rng = random.Random(f"ecg_ray search {seed}")
+        out, seen = [], set()
+        for _ in range(100 * self.num_samples):
+            draw = {key: _draw(name, args, rng) for key, name, args in self.distributions}
+            if tuple(draw.items()) not in seen:
+                seen.add(tuple(draw.items()))
+                out.append(draw)
+                if len(out) == self.num_samples:
+                    return out
+        fail(f"search.{SAMPLES_KEY}", f"at most {len(out)} here (the distributions allow no more distinct draws)", self.num_samples)
+
     def grid(self, seed: int) -> list[TrialConfig]:
-        """Every grid point as a TrialConfig: each listed config (if any), times the axes in the file's
-        order (last key varies fastest)."""
+        """Every trial as a TrialConfig: each random draw (if any), times each listed config (if
+        any), times the axes in the file's order (last key varies fastest)."""
         keys = [k for k, _ in self.axes]
         return [
-            TrialConfig(**{"seed": seed, **dict(config), **dict(zip(keys, combo))})
+            TrialConfig(**{"seed": seed, **draw, **dict(config), **dict(zip(keys, combo))})
+            for draw in self.samples(seed)
             for config in (self.configs or ((),))
             for combo in itertools.product(*(v for _, v in self.axes))
         ]

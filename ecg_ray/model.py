@@ -19,38 +19,56 @@ class ECGModel(nn.Module):
 
     Args:
         hidden_size: GRU hidden size H (the notebook tried 128 and 256).
-        dropout_rate: dropout applied to the GRU's last hidden state.
+        dropout_rate: dropout applied to the GRU's last hidden state (and between GRU layers).
+        gru_layers, bidirectional: the GRU's depth and direction (the notebook: 1, one way).
+        conv_channels: channels of the first conv block; the second has twice as many (16, 32).
+        n_fft, hop_length: the STFT's (256, 128).
+    The defaults build the notebook's modules in the notebook's order (so the same seed gives
+    the same initial weights).
 
     Input: (batch, samples) float32 signals; 9000 samples give 129 x 71 STFT bins.
     Output: (batch, 4) logits for Normal, AF, Other, Noisy.
     """
 
-    def __init__(self, hidden_size: int = 128, dropout_rate: float = 0.0):
+    def __init__(self, hidden_size: int = 128, dropout_rate: float = 0.0, gru_layers: int = 1, bidirectional: bool = False,
+                 conv_channels: int = 16, n_fft: int = N_FFT, hop_length: int = HOP_LENGTH):
         super().__init__()
-        self.hidden_size = hidden_size
+        self.hidden_size, self.n_fft, self.hop_length = hidden_size, n_fft, hop_length
+        c1, c2 = conv_channels, 2 * conv_channels  # the notebook's 16 then 32
         self.conv = nn.Sequential(
-            nn.Conv2d(1, 16, kernel_size=3, padding=1),
+            nn.Conv2d(1, c1, kernel_size=3, padding=1),
             nn.ReLU(),
             nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, kernel_size=3, padding=1),
+            nn.Conv2d(c1, c2, kernel_size=3, padding=1),
             nn.ReLU(),
             nn.MaxPool2d(2),
         )
-        # 129 frequency bins pooled twice -> 32; 32 channels x 32 bins per time step.
-        self.gru = nn.GRU(input_size=32 * 32, hidden_size=hidden_size, batch_first=True)
+        # n_fft // 2 + 1 frequency bins pooled twice (the notebook's 129 -> 32); c2 channels x those bins per step.
+        bins = (n_fft // 2 + 1) // 2 // 2
+        self.gru = nn.GRU(input_size=c2 * bins, hidden_size=hidden_size, num_layers=gru_layers, batch_first=True,
+                          bidirectional=bidirectional, dropout=dropout_rate if gru_layers > 1 else 0.0)
+        self.directions = 2 if bidirectional else 1
         self.dropout = nn.Dropout(dropout_rate)
-        self.fc = nn.Linear(hidden_size, NUM_CLASSES)
+        self.fc = nn.Linear(self.directions * hidden_size, NUM_CLASSES)
+
+    @classmethod
+    def for_trial(cls, trial) -> "ECGModel":
+        """The model a TrialConfig describes (its hidden size, dropout and shape keys)."""
+        return cls(hidden_size=trial.hidden_size, dropout_rate=trial.dropout, gru_layers=trial.gru_layers,
+                   bidirectional=trial.bidirectional, conv_channels=trial.conv_channels, n_fft=trial.n_fft,
+                   hop_length=trial.hop_length)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The notebook passed no window, i.e. a rectangular one; say so explicitly.
-        window = torch.ones(N_FFT, device=x.device, dtype=x.dtype)
-        spec = torch.stft(x, n_fft=N_FFT, hop_length=HOP_LENGTH, window=window, return_complex=True)
+        window = torch.ones(self.n_fft, device=x.device, dtype=x.dtype)
+        spec = torch.stft(x, n_fft=self.n_fft, hop_length=self.hop_length, window=window, return_complex=True)
         spec = torch.log1p(spec.abs()).unsqueeze(1)  # (batch, 1, 129, 71)
         feats = self.conv(spec)  # (batch, 32, 32, 17)
         b, c, f, t = feats.shape
         feats = feats.permute(0, 3, 1, 2).reshape(b, t, c * f)  # (batch, 17, 1024)
-        _, h_n = self.gru(feats)  # h_n: (1, batch, H)
-        return self.fc(self.dropout(h_n[-1]))  # (batch, 4)
+        _, h_n = self.gru(feats)  # h_n: (layers x directions, batch, H)
+        last = h_n[-1] if self.directions == 1 else torch.cat([h_n[-2], h_n[-1]], dim=1)  # the top layer, both ways
+        return self.fc(self.dropout(last))  # (batch, 4)
 
     def num_parameters(self) -> int:
         """Number of trainable parameters."""

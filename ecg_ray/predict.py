@@ -49,7 +49,7 @@ def model_from(saved: dict):
     from ecg_ray.model import ECGModel
 
     trial = TrialConfig(**saved["trial"])
-    model = ECGModel(hidden_size=trial.hidden_size, dropout_rate=trial.dropout)
+    model = ECGModel.for_trial(trial)
     model.load_state_dict(saved["model"])
     return model.eval()
 

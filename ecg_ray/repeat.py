@@ -24,6 +24,8 @@ def _plain(value):
 def repeat_config(exp_dir: str, top: int, seeds: int, name: str | None = None, storage: str | None = None,
                   trust_pickle: bool = False) -> ExperimentConfig:
     """The follow-up experiment: the top `top` configs of `exp_dir` at `seeds` seeds each."""
+    import pandas as pd
+
     from ecg_ray.report import build_report, rank_configs
 
     if top < 1 or seeds < 1:
@@ -42,7 +44,8 @@ def repeat_config(exp_dir: str, top: int, seeds: int, name: str | None = None, s
     raw.update(
         name=name or f"{src.name}_top{top}x{seeds}",
         storage_path=storage or src.storage_root,
-        search={"configs": [{k: _plain(row[k]) for k in keys} for _, row in ranked.iterrows()]},
+        # A key a trial was recorded without (an older ecg_ray) is left out: it ran with the default.
+        search={"configs": [{k: _plain(row[k]) for k in keys if k in row and not pd.isna(row[k])} for _, row in ranked.iterrows()]},
         repeats=seeds,
         scheduler={"name": "none"},
         origin={

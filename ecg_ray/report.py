@@ -363,12 +363,21 @@ def seeds_note(trials: pd.DataFrame) -> str:
             "Set `repeats: 3` in the experiment file to rank configs by their mean over seeds.")
 
 
+def with_varying_knobs(columns: list[str], table: pd.DataFrame) -> list[str]:
+    """`columns` present in `table`, plus (after `optimizer`) every other config key that varies in it:
+    a random search's weight decay, schedule, ... show in the printed and HTML summaries."""
+    shown = [c for c in columns if c in table.columns]
+    extra = [c for c in CONFIG_COLUMNS if c not in shown and c != "seed" and c in table and table[c].nunique(dropna=False) > 1]
+    at = shown.index("optimizer") + 1 if "optimizer" in shown else len(shown)
+    return shown[:at] + extra + shown[at:]
+
+
 def summary_text(trials: pd.DataFrame) -> str:
     """The ranked tables as a person reads them in a terminal: trials, then configs over seeds."""
-    text = to_markdown(trials[[c for c in SUMMARY_COLUMNS if c in trials.columns]])
+    text = to_markdown(trials[with_varying_knobs(SUMMARY_COLUMNS, trials)])
     configs = rank_configs(trials)
     if (configs["n_seeds"] > 1).any():
-        text += f"\n{seeds_note(trials)}\n\n" + to_markdown(configs[CONFIG_SUMMARY_COLUMNS])
+        text += f"\n{seeds_note(trials)}\n\n" + to_markdown(configs[with_varying_knobs(CONFIG_SUMMARY_COLUMNS, configs)])
     else:
         text += f"\n{seeds_note(trials)}\n"
     return text
@@ -431,9 +440,10 @@ def write_report(exp_dir: str, out_dir: str | None = None, formats=DEFAULT_FORMA
         pictures = figures.draw_all(trials, hist, configs, test, target)
         written += [str(p) for p in pictures.values()]
         record = _read_or_note(local.read_record, {}, problems)
-        summary = {"configs": configs[CONFIG_SUMMARY_COLUMNS], "trials": trials[[c for c in SUMMARY_COLUMNS if c in trials]]}
+        summary = {"configs": configs[with_varying_knobs(CONFIG_SUMMARY_COLUMNS, configs)],
+                   "trials": trials[with_varying_knobs(SUMMARY_COLUMNS, trials)]}
         if test is not None:
-            summary["test"] = test[TEST_SUMMARY_COLUMNS]
+            summary["test"] = test[with_varying_knobs(TEST_SUMMARY_COLUMNS, test)]
         how = page.provenance(record, _read_or_note(local.read_splits, {}, problems),
                               _read_or_note(local.read_runs, [], problems), hist, trials)
         name = record.get("config", {}).get("name") or Path(exp.path.rstrip("/")).name

@@ -11,6 +11,7 @@ indexed straight from the prepared float32 array.
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import random
@@ -33,10 +34,44 @@ SGD_MOMENTUM = 0.9
 
 CHECKPOINT_FORMAT = 1
 
-OPTIMIZERS = {
-    "adam": lambda params, lr: torch.optim.Adam(params, lr=lr),
-    "sgd": lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=SGD_MOMENTUM),
+OPTIMIZERS = {  # weight_decay 0 (the default) takes the same path as the notebook's optimizers
+    "adam": lambda params, lr, weight_decay=0.0: torch.optim.Adam(params, lr=lr, weight_decay=weight_decay),
+    "sgd": lambda params, lr, weight_decay=0.0: torch.optim.SGD(params, lr=lr, momentum=SGD_MOMENTUM, weight_decay=weight_decay),
 }
+
+
+def _constant(t: float) -> float:
+    return 1.0
+
+
+def _cosine(t: float) -> float:
+    return 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def _step(t: float) -> float:
+    return 0.1 ** ((t >= 0.5) + (t >= 0.75))  # x0.1 at half and at three quarters of the epochs
+
+
+def _onecycle(t: float) -> float:
+    # Up from 0.1x to 1x over the first 30% of the epochs, then cosine down to 0.01x (per epoch).
+    if t < 0.3:
+        return 0.1 + 0.9 * t / 0.3
+    return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * (t - 0.3) / 0.7))
+
+
+# lr_schedule name -> factor of the base lr at fraction t in [0, 1) of the epochs after warm-up.
+LR_SCHEDULES = {"constant": _constant, "cosine": _cosine, "onecycle": _onecycle, "step": _step}
+
+
+def lr_factor(trial, epoch: int) -> float:
+    """The factor of trial.lr for `epoch` (0-based): linear warm-up over warmup_epochs, then the schedule.
+
+    Per epoch and a pure function of the epoch, so a resumed trial needs no scheduler state.
+    """
+    if epoch < trial.warmup_epochs:
+        return (epoch + 1) / (trial.warmup_epochs + 1)
+    span = max(1, trial.epochs - trial.warmup_epochs)
+    return LR_SCHEDULES[trial.lr_schedule]((epoch - trial.warmup_epochs) / span)
 
 
 def seed_everything(seed: int) -> None:
@@ -51,15 +86,22 @@ def seed_everything(seed: int) -> None:
     torch.backends.cudnn.benchmark = False
 
 
-def deterministic_weighted_ce(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+def deterministic_weighted_ce(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
+                              label_smoothing: float = 0.0) -> torch.Tensor:
     """Class-weighted mean cross-entropy from elementwise ops and plain reductions only.
 
-    Equal (up to float rounding) to F.cross_entropy(logits, target, weight=weight).
+    Equal (up to float rounding) to F.cross_entropy(logits, target, weight=weight,
+    label_smoothing=label_smoothing): with smoothing e over C classes, each sample's loss is
+    (1 - e) w_y (-log p_y) + e / C sum_c w_c (-log p_c), and the mean divides by sum of w_y.
     """
     logp = torch.log_softmax(logits, dim=1)  # (batch, 4)
     onehot = (target[:, None] == torch.arange(logits.shape[1], device=logits.device)).to(logp.dtype)
     w = onehot @ weight  # (batch,) weight of each sample's class
-    return -(w * (onehot * logp).sum(1)).sum() / w.sum()
+    nll = -(w * (onehot * logp).sum(1))
+    if label_smoothing:
+        smooth = -(logp * weight).sum(1) / logits.shape[1]
+        nll = (1.0 - label_smoothing) * nll + label_smoothing * smooth
+    return nll.sum() / w.sum()
 
 
 class WeightedCrossEntropy(nn.Module):
@@ -70,13 +112,18 @@ class WeightedCrossEntropy(nn.Module):
     ops. On CPU it is nn.CrossEntropyLoss itself, bit for bit the notebook's loss.
     """
 
-    def __init__(self, weight: torch.Tensor):
+    def __init__(self, weight: torch.Tensor, label_smoothing: float = 0.0):
         super().__init__()
         self.register_buffer("weight", weight)
+        self.label_smoothing = label_smoothing
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, smoothing: bool = True) -> torch.Tensor:
+        """The loss; `smoothing=False` leaves label smoothing out (the validation loss)."""
+        eps = self.label_smoothing if smoothing else 0.0
         if logits.is_cuda:
-            return deterministic_weighted_ce(logits, target, self.weight)
+            return deterministic_weighted_ce(logits, target, self.weight, eps)
+        if eps:
+            return nn.functional.cross_entropy(logits, target, weight=self.weight, label_smoothing=eps)
         return nn.functional.cross_entropy(logits, target, weight=self.weight)
 
 
@@ -89,6 +136,7 @@ class TrialState:
     criterion: WeightedCrossEntropy
     generator: torch.Generator  # the shuffling generator, separate from the global RNG
     device: torch.device
+    trial: TrialConfig | None = None  # its schedule, clipping and the like (None: the notebook's)
     epoch: int = 0  # epochs completed
     resident: dict = field(default_factory=dict)  # the data's splits as tensors on `device` (see on_device)
 
@@ -103,11 +151,13 @@ def build_trial(trial, weights: np.ndarray, device: torch.device | str = "cpu") 
     """
     device = torch.device(device)
     seed_everything(trial.seed)
-    model = ECGModel(hidden_size=trial.hidden_size, dropout_rate=trial.dropout).to(device)
-    optimizer = OPTIMIZERS[trial.optimizer](model.parameters(), trial.lr)
-    criterion = WeightedCrossEntropy(torch.as_tensor(weights, dtype=torch.float32, device=device))
+    model = (ECGModel.for_trial(trial) if isinstance(trial, TrialConfig) else
+             ECGModel(hidden_size=trial.hidden_size, dropout_rate=trial.dropout)).to(device)
+    optimizer = OPTIMIZERS[trial.optimizer](model.parameters(), trial.lr, getattr(trial, "weight_decay", 0.0))
+    criterion = WeightedCrossEntropy(torch.as_tensor(weights, dtype=torch.float32, device=device),
+                                     getattr(trial, "label_smoothing", 0.0))
     generator = torch.Generator().manual_seed(trial.seed)
-    return TrialState(model, optimizer, criterion, generator, device)
+    return TrialState(model, optimizer, criterion, generator, device, trial if isinstance(trial, TrialConfig) else None)
 
 
 def shuffled_order(n: int, generator: torch.Generator) -> torch.Tensor:
@@ -166,6 +216,11 @@ def train_epoch(state: TrialState, x: torch.Tensor, y: torch.Tensor, batch_size:
     for bit, as adding `loss.item() * n` in Python), so no step waits for the GPU.
     """
     x, y = torch.as_tensor(x), torch.as_tensor(y)
+    trial = state.trial
+    if trial is not None and (trial.lr_schedule != "constant" or trial.warmup_epochs):
+        for group in state.optimizer.param_groups:
+            group["lr"] = trial.lr * lr_factor(trial, state.epoch)
+    clip = trial.grad_clip if trial is not None else 0.0
     state.model.train()
     total_loss = torch.zeros((), dtype=torch.float64, device=state.device)
     correct = torch.zeros((), dtype=torch.int64, device=state.device)
@@ -174,6 +229,8 @@ def train_epoch(state: TrialState, x: torch.Tensor, y: torch.Tensor, batch_size:
         out = state.model(xb)
         loss = state.criterion(out, yb)
         loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(state.model.parameters(), clip)
         state.optimizer.step()
         total_loss += loss.detach().double() * len(yb)
         correct += (out.argmax(1) == yb).sum()
@@ -195,7 +252,7 @@ def evaluate(state: TrialState, x, y, batch_size: int = EVAL_BATCH, prefix: str 
     logits = torch.cat([state.model(x[i : i + batch_size].to(state.device, non_blocking=True))
                         for i in range(0, len(y), batch_size)])
     target = y.to(state.device)
-    loss = state.criterion(logits, target).item()
+    loss = state.criterion(logits, target, smoothing=False).item()
     pred = logits.argmax(1).cpu().numpy()
     return {f"{prefix}_loss": loss, **{f"{prefix}_{k}": v for k, v in classification_metrics(y.cpu().numpy(), pred).items()}}
 

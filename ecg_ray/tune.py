@@ -300,7 +300,13 @@ def pending_trials(cfg: ExperimentConfig, exp: ExperimentDir, resume: bool) -> d
     trials = cfg.trials()
     if not resume:
         return trials
-    recorded = exp.read_record().get("trial_keys")
+    record = exp.read_record()
+    recorded = record.get("trial_keys")
+    if "grid" in record and [TrialConfig.from_dict(g) for g in record["grid"]] != list(trials.values()):
+        raise ConfigError(
+            f"The trials of {exp} (its recorded grid or random draws) differ from those its experiment file gives "
+            "now, so a resume would run other configs than it started. Start it again with --overwrite."
+        )
     if recorded != list(trials):
         raise ConfigError(
             f"{exp} was written by an earlier ecg_ray (its trials have no recorded keys) or its grid no longer "

@@ -49,8 +49,8 @@ def seed_pickles() -> Path:
 def ray_local():
     """One real local Ray for the whole session, dashboard on loopback.
 
-    4 logical CPUs on a 2-core machine: a trial holds 0.5 (Tune driver) + 1 (Train worker),
-    so two trials run at once and the tests see concurrency.
+    4 logical CPUs on a 2-core machine: a trial holds 1 CPU (its Train worker; its Tune driver
+    holds memory, not a CPU), so up to four trials run at once and the tests see concurrency.
     """
     import ray
 

@@ -26,6 +26,9 @@ def test_every_registry_implements_exactly_the_declared_names():
     from ecg_ray.train import OPTIMIZERS
 
     assert sorted(OPTIMIZERS) == sorted(config.OPTIMIZER_NAMES)
+    from ecg_ray.train import LR_SCHEDULES
+
+    assert sorted(LR_SCHEDULES) == sorted(config.LR_SCHEDULES)
     assert sorted(SCHEDULERS) == sorted(config.SCHEDULER_NAMES)
     assert sorted(SOURCES) == sorted(config.SOURCE_RULES)
     assert list(EXPORTERS) == list(config.EXPORT_FORMATS)
@@ -74,8 +77,9 @@ def test_one_search_space_builds_both_the_grid_and_tunes_points(path):
         assert all(p[name] in domain.categories for p in points)
     assert [p.pop("trial_key") for p in points] == [f"t{i:04d}" for i in range(len(cfg.grid()))]
     assert [TrialConfig(**p) for p in points] == cfg.grid()
-    assert len(points) == np.prod([len(values) for _, values in cfg.search_space.axes])
-    assert len(points) == np.prod([len(v) for v in cfg.search.values() if isinstance(v, list)]) * cfg.repeats
+    draws = cfg.search.get("num_samples", 1)  # random search: each draw times the grid
+    assert len(points) == np.prod([len(values) for _, values in cfg.search_space.axes]) * draws
+    assert len(points) == np.prod([len(v) for v in cfg.search.values() if isinstance(v, list)]) * cfg.repeats * draws
 
 
 def _modules_after(code: str) -> list[str]:

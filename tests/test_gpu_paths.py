@@ -71,12 +71,18 @@ def test_trial_builds_on_the_given_device():
     assert state.generator.device.type == "cpu"  # shuffling stays on the CPU generator on GPU too
 
 
+KNOBS = {"weight_decay": 0.0, "lr_schedule": "constant", "warmup_epochs": 0, "grad_clip": 0.0, "label_smoothing": 0.0,
+         "gru_layers": 1, "bidirectional": False, "conv_channels": 16, "n_fft": 256, "hop_length": 128}
+
+
 def test_tune_gets_one_point_per_grid_point_under_its_trial_key():
     cfg = experiment_from_dict({"search": {"lr": [1e-3, 5e-4], "hidden_size": [128], "optimizer": "sgd"}})
     space, search = tune_search(cfg.trials(), max_concurrent=3)
     assert search._points_to_evaluate == [
-        {"trial_key": "t0000", "lr": 1e-3, "hidden_size": 128, "dropout": 0.2, "optimizer": "sgd", "batch_size": 32, "epochs": 6, "seed": 42},
-        {"trial_key": "t0001", "lr": 5e-4, "hidden_size": 128, "dropout": 0.2, "optimizer": "sgd", "batch_size": 32, "epochs": 6, "seed": 42},
+        {"trial_key": "t0000", "lr": 1e-3, "hidden_size": 128, "dropout": 0.2, "optimizer": "sgd", "batch_size": 32, "epochs": 6,
+         **KNOBS, "seed": 42},
+        {"trial_key": "t0001", "lr": 5e-4, "hidden_size": 128, "dropout": 0.2, "optimizer": "sgd", "batch_size": 32, "epochs": 6,
+         **KNOBS, "seed": 42},
     ]
     assert sorted(space["lr"].categories) == [5e-4, 1e-3] and space["seed"].categories == [42]
     assert search.max_concurrent == 3

@@ -1,0 +1,233 @@
+"""Search spaces beyond the grid (random draws from Ray Tune-named distributions) and the training
+knobs worth searching (weight decay, learning-rate schedules with warm-up, gradient clipping,
+label smoothing), each defaulting to the notebook's behaviour."""
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from ecg_ray.config import TrialConfig, experiment_from_dict, load_experiment
+from ecg_ray.errors import ConfigError
+
+RANDOM = {"algorithm": "random", "num_samples": 6, "lr": {"loguniform": ["1e-4", "3e-3"]},
+          "dropout": {"uniform": [0.0, 0.5]}, "hidden_size": {"choice": [128, 256, 384]},
+          "epochs": {"randint": [10, 40]}, "weight_decay": {"quniform": [0.0, 0.001, 0.0001]}, "optimizer": ["adam", "sgd"]}
+
+
+def _cfg(search, **top):
+    return experiment_from_dict({"search": search, **top})
+
+
+def test_every_distribution_draws_inside_its_range_and_of_the_right_type():
+    trials = list(_cfg(RANDOM).trials().values())
+    assert len(trials) == 12  # 6 draws x the optimizer axis
+    for t in trials:
+        assert 1e-4 <= t.lr <= 3e-3 and 0.0 <= t.dropout < 0.5 and t.hidden_size in (128, 256, 384)
+        assert isinstance(t.epochs, int) and 10 <= t.epochs < 40
+        assert math.isclose(round(t.weight_decay / 1e-4) * 1e-4, t.weight_decay, abs_tol=1e-12) and 0 <= t.weight_decay <= 1e-3
+    draws = [dataclasses.replace(t, optimizer="adam") for t in trials]
+    assert draws[0::2] == draws[1::2]  # each draw runs with every grid value: adam and sgd see the same draw
+    assert len(set(draws[0::2])) == 6  # never the same config twice
+
+
+def test_random_search_is_reproducible_for_a_seed_and_differs_between_seeds():
+    assert _cfg(RANDOM).trials() == _cfg(RANDOM).trials()
+    assert _cfg(RANDOM, seed=7).trials() != _cfg(RANDOM).trials()
+    cfg = _cfg(RANDOM, repeats=2)
+    # The experiment file records the config; reading it back (a resume) draws exactly the same trials.
+    assert experiment_from_dict(cfg.to_dict()).trials() == cfg.trials()
+    seeds = [t.seed for t in cfg.grid()]
+    assert seeds[:2] == [42, 43] and len(cfg.grid()) == 24  # repeats pair each draw with each seed
+
+
+@pytest.mark.parametrize("search, message", [
+    ({"lr": {"loguniform": [1e-4, 3e-3]}}, "search.lr is a distribution (loguniform); set `search.algorithm: random`"),
+    ({"algorithm": "random", "lr": [1e-3]}, "needs at least one search key given as a distribution"),
+    ({"algorithm": "bayes", "lr": [1e-3]}, "The 'search.algorithm' parameter must be one of"),
+    ({"num_samples": 4, "lr": [1e-3]}, "The 'search.num_samples' parameter must be set only with search.algorithm: random"),
+    ({"algorithm": "random", "lr": {"normal": [0, 1]}}, "The 'search.lr' parameter must be a list of values or one distribution"),
+    ({"algorithm": "random", "lr": {"uniform": [3e-3, 1e-4]}}, "must be a uniform range with low < high"),
+    ({"algorithm": "random", "lr": {"loguniform": [0.0, 1e-3]}}, "The 'search.lr' parameter must be a loguniform range above 0"),
+    ({"algorithm": "random", "lr": {"uniform": [1e-4, 2.0]}}, "The 'search.lr' parameter must be a float in (0.0, 1.0]. Got 2.0"),
+    ({"algorithm": "random", "lr": {"uniform": [1e-3]}}, "must be {uniform: [low, high]} with numbers"),
+    ({"algorithm": "random", "optimizer": {"uniform": [0.0, 1.0]}}, "(optimizer takes one of"),
+    ({"algorithm": "random", "hidden_size": {"uniform": [64.0, 256.0]}}, "(hidden_size takes an int)"),
+    ({"algorithm": "random", "dropout": {"randint": [0, 1]}}, "(dropout takes a float)"),
+    ({"algorithm": "random", "dropout": {"uniform": [0.0, 1.5]}}, "The 'search.dropout' parameter must be a float in [0.0, 1.0)"),
+    ({"algorithm": "random", "optimizer": {"choice": ["adam", "rmsprop"]}}, "The 'search.optimizer' parameter must be one of"),
+    ({"algorithm": "random", "hidden_size": {"choice": []}}, "{choice: [a non-empty list without repeated values]}"),
+    ({"algorithm": "random", "num_samples": 5, "optimizer": {"choice": ["adam", "sgd"]}}, "must be at most 2 here"),
+    ({"algorithm": "random", "weight_decay": {"quniform": [0.0, 0.001, 0.01]}}, "a quniform step q in (0, high - low]"),
+])
+def test_bad_search_spaces_are_refused_naming_the_key(search, message):
+    with pytest.raises(ConfigError) as err:
+        _cfg(search)
+    assert message in str(err.value)
+
+
+def test_the_extended_experiment_reads_and_draws():
+    cfg = load_experiment("experiments/extended.yaml")
+    trials = cfg.grid()
+    assert len(trials) == cfg.search["num_samples"] and cfg.scheduler.name == "asha"
+    assert len({t.lr_schedule for t in trials}) > 1 and any(t.label_smoothing > 0 for t in trials)
+
+
+# --- the training knobs ------------------------------------------------------------------------
+
+
+def test_learning_rate_by_epoch_for_each_schedule():
+    from ecg_ray.train import lr_factor
+
+    def lrs(schedule, epochs=8, warmup=0):
+        t = TrialConfig(lr=1e-3, epochs=epochs, lr_schedule=schedule, warmup_epochs=warmup)
+        return [round(lr_factor(t, e), 6) for e in range(epochs)]
+
+    assert lrs("constant") == [1.0] * 8
+    assert lrs("step") == [1.0, 1.0, 1.0, 1.0, 0.1, 0.1, 0.01, 0.01]
+    cosine = lrs("cosine")
+    assert cosine[0] == 1.0 and all(a > b for a, b in zip(cosine, cosine[1:])) and cosine[-1] > 0
+    assert lrs("cosine", warmup=2)[:3] == [round(1 / 3, 6), round(2 / 3, 6), 1.0]  # linear warm-up, then the schedule
+    one = lrs("onecycle", epochs=10)
+    assert one[0] == 0.1 and max(one) == one[3] and one[-1] < one[0]  # up to the peak at 30%, then down
+    with pytest.raises(ConfigError, match="warmup_epochs"):
+        TrialConfig(epochs=4, warmup_epochs=4)
+
+
+@pytest.fixture(scope="module")
+def data():
+    from ecg_ray.data import prepare
+
+    return prepare(load_experiment("experiments/quick.yaml", **{"data.n_records": 120}))
+
+
+def test_the_schedule_sets_the_optimizers_learning_rate_each_epoch(data):
+    from ecg_ray.train import build_trial, run_epoch
+
+    torch.set_num_threads(1)
+    state = build_trial(TrialConfig(lr=1e-3, hidden_size=8, epochs=4, lr_schedule="step"), data.weights)
+    seen = []
+    for _ in range(4):
+        run_epoch(state, data, 32)
+        seen.append(state.optimizer.param_groups[0]["lr"])
+    assert seen == pytest.approx([1e-3, 1e-3, 1e-4, 1e-5])
+
+
+def test_gradient_clipping_bounds_the_norm_the_optimizer_sees(data):
+    from ecg_ray.train import build_trial, run_epoch
+
+    norms = {}
+    for clip in (0.0, 0.01):
+        state = build_trial(TrialConfig(lr=1e-3, hidden_size=8, grad_clip=clip), data.weights)
+        step, seen = state.optimizer.step, []
+
+        def recording_step(*a, **k):
+            seen.append(torch.norm(torch.stack([p.grad.norm() for p in state.model.parameters() if p.grad is not None])).item())
+            return step(*a, **k)
+
+        state.optimizer.step = recording_step
+        run_epoch(state, data, 32)
+        norms[clip] = seen
+    assert max(norms[0.01]) <= 0.01 * (1 + 1e-5) < max(norms[0.0])
+
+
+def test_label_smoothing_changes_the_loss_by_the_known_amount():
+    from ecg_ray.train import WeightedCrossEntropy, deterministic_weighted_ce
+
+    torch.manual_seed(0)
+    logits, target = torch.randn(40, 4, dtype=torch.float64), torch.randint(0, 4, (40,))
+    weight = torch.tensor([0.5310278, 0.70645161, 0.56395736, 1.0], dtype=torch.float64)
+    eps = 0.1
+    logp = torch.log_softmax(logits, 1)
+    w = weight[target]
+    by_hand = ((1 - eps) * -(w * logp[torch.arange(40), target]) + eps * -(logp * weight).sum(1) / 4).sum() / w.sum()
+    smoothed = WeightedCrossEntropy(weight, eps)
+    assert smoothed(logits, target).item() == pytest.approx(by_hand.item(), rel=1e-12)
+    assert deterministic_weighted_ce(logits, target, weight, eps).item() == pytest.approx(by_hand.item(), rel=1e-12)  # the CUDA path
+    plain = WeightedCrossEntropy(weight)
+    assert smoothed(logits, target, smoothing=False).item() == plain(logits, target).item()  # val loss: never smoothed
+    assert smoothed(logits, target).item() != plain(logits, target).item()
+
+
+def test_weight_decay_reaches_the_optimizer_and_zero_is_the_notebooks_optimizer():
+    from ecg_ray.train import build_trial
+
+    assert build_trial(TrialConfig(hidden_size=8, weight_decay=1e-4), [1.0] * 4).optimizer.param_groups[0]["weight_decay"] == 1e-4
+    assert build_trial(TrialConfig(hidden_size=8, optimizer="sgd"), [1.0] * 4).optimizer.param_groups[0]["weight_decay"] == 0.0
+
+
+def test_a_resume_refuses_a_folder_whose_recorded_draws_differ(tmp_path):
+    import json
+
+    from ecg_ray.expdir import ExperimentDir
+    from ecg_ray.tune import pending_trials
+
+    cfg = _cfg(RANDOM, storage_path=str(tmp_path), name="r")
+    exp = ExperimentDir.at(str(tmp_path), "r")
+    record = {"config": cfg.to_dict(), "grid": [dataclasses.asdict(t) for t in cfg.grid()], "trial_keys": list(cfg.trials())}
+    exp.write_record(record, {"ids": {}})
+    assert list(pending_trials(cfg, exp, resume=True)) == list(cfg.trials())  # nothing finished: all of them, the same draws
+    record["grid"][3]["lr"] = 0.5  # a draw the file would not give now
+    (tmp_path / "r" / "ecg_ray_experiment.json").write_text(json.dumps(record))
+    with pytest.raises(ConfigError, match="differ from those its experiment file gives now"):
+        pending_trials(cfg, exp, resume=True)
+
+
+@pytest.mark.ray
+def test_a_random_search_with_knobs_runs_on_ray_under_asha(ray_local, tmp_path):
+    import pandas as pd
+
+    from ecg_ray.cli import main
+
+    search = {"algorithm": "random", "num_samples": 3, "lr": {"loguniform": [5e-4, 2e-3]},
+              "lr_schedule": {"choice": ["cosine", "onecycle"]}, "grad_clip": {"choice": [0.0, 1.0]},
+              "label_smoothing": {"uniform": [0.0, 0.1]}, "hidden_size": 32, "epochs": 2}
+    raw = {"name": "rand", "storage_path": str(tmp_path), "data": {"n_records": 160}, "search": search,
+           "scheduler": {"name": "asha", "grace_period": 1, "reduction_factor": 2}}
+    import yaml
+
+    (tmp_path / "rand.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["tune", str(tmp_path / "rand.yaml"), "--format", "csv"]) == 0
+    trials = pd.read_csv(tmp_path / "rand" / "report" / "trials.csv").sort_values("trial_id")
+    drawn = _cfg(search, seed=42).grid()
+    assert trials["lr"].tolist() == [t.lr for t in drawn] and trials["lr_schedule"].tolist() == [t.lr_schedule for t in drawn]
+    assert trials["label_smoothing"].tolist() == [t.label_smoothing for t in drawn]
+
+
+def _gru_params(inp, hidden, layers=1, directions=1):
+    per_direction = [3 * (i * hidden + hidden * hidden + 2 * hidden) for i in [inp] + [directions * hidden] * (layers - 1)]
+    return directions * sum(per_direction)
+
+
+@pytest.mark.parametrize("shape, gru_input", [
+    ({}, 32 * 32),
+    ({"bidirectional": True}, 32 * 32),
+    ({"gru_layers": 2, "bidirectional": True}, 32 * 32),
+    ({"conv_channels": 8}, 16 * 32),
+    ({"n_fft": 512, "hop_length": 256}, 32 * 64),
+])
+def test_model_shape_knobs_give_the_expected_parameter_count_and_run(shape, gru_input):
+    from ecg_ray.model import ECGModel
+
+    trial = TrialConfig(hidden_size=128, **shape)
+    model = ECGModel.for_trial(trial)
+    c1 = shape.get("conv_channels", 16)
+    directions = 2 if shape.get("bidirectional") else 1
+    convs = (1 * c1 * 9 + c1) + (c1 * 2 * c1 * 9 + 2 * c1)
+    expected = convs + _gru_params(gru_input, 128, shape.get("gru_layers", 1), directions) + directions * 128 * 4 + 4
+    assert model.num_parameters() == expected
+    assert model(torch.randn(3, 9000)).shape == (3, 4)
+
+
+def test_the_default_shape_is_the_notebooks_model_weight_for_weight():
+    from ecg_ray.model import ECGModel
+
+    torch.manual_seed(0)
+    ours = ECGModel.for_trial(TrialConfig(hidden_size=256, dropout=0.3))
+    torch.manual_seed(0)
+    notebook = ECGModel(256, 0.3)
+    assert ours.num_parameters() == 990_404
+    assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), notebook.state_dict().values()))
+    with pytest.raises(ConfigError, match="at most n_fft"):
+        TrialConfig(n_fft=128, hop_length=256)
