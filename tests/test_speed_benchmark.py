@@ -11,7 +11,7 @@ import pytest
 @pytest.mark.ray
 def test_speed_benchmark_quick_prints_every_part(tmp_path):
     out = tmp_path / "speed.json"
-    run = subprocess.run([sys.executable, "benchmarks/speed.py", "--quick", "--records", "400", "--epochs", "2",
+    run = subprocess.run([sys.executable, "benchmarks/speed.py", "--quick", "--records", "240", "--epochs", "2",
                           "--loop-epochs", "2", "--num-cpus", "2", "--asha", "--json", str(out)],
                          capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
