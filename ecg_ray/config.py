@@ -271,6 +271,18 @@ class TrialConfig(Validated):
     conv_channels: int = 16  # of the first conv block; the second has twice as many
     n_fft: int = 256
     hop_length: int = 128
+    # Augmentation of training batches (ecg_ray.augment): a probability per record and a strength
+    # each; 0 (the default): off.
+    aug_scale_p: float = 0.0
+    aug_scale: float = 0.0  # amplitude x U(1 - s, 1 + s)
+    aug_noise_p: float = 0.0
+    aug_noise: float = 0.0  # Gaussian noise of s x the record's sd
+    aug_stretch_p: float = 0.0
+    aug_stretch: float = 0.0  # resampled at a rate U(1 - s, 1 + s): heart rate
+    aug_burst_p: float = 0.0
+    aug_burst: float = 0.0  # s x the length zeroed in one burst
+    aug_wander_p: float = 0.0
+    aug_wander: float = 0.0  # baseline wander of s x sd, 0.05-0.5 Hz
     seed: int = 42
 
     CONSTRAINTS: ClassVar[dict] = {
@@ -290,6 +302,12 @@ class TrialConfig(Validated):
         "conv_channels": Interval(int, 1, 512),
         "n_fft": Interval(int, 16, 4096),
         "hop_length": Interval(int, 1, 4096),
+        **{f"aug_{name}_p": Interval(float, 0.0, 1.0) for name in ("scale", "noise", "stretch", "burst", "wander")},
+        "aug_scale": Interval(float, 0.0, 1.0, "left"),
+        "aug_noise": Interval(float, 0.0, 10.0),
+        "aug_stretch": Interval(float, 0.0, 0.5),
+        "aug_burst": Interval(float, 0.0, 0.5),
+        "aug_wander": Interval(float, 0.0, 10.0),
         "seed": Interval(int, 0, 2**32 - 1),
     }
 

@@ -36,26 +36,22 @@ def processes(temp_dir: str) -> list[psutil.Process]:
     return found
 
 
+def _kill(procs: list[psutil.Process], term: bool = False) -> None:
+    for p in procs:
+        try:
+            p.terminate() if term else p.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
 def stop(temp_dir: str, grace_s: float = 10.0) -> int:
     """SIGTERM the instance's processes, SIGKILL what is left after `grace_s`. Returns how many there were."""
     procs = processes(temp_dir)
-    for p in procs:
-        try:
-            p.terminate()
-        except psutil.NoSuchProcess:
-            pass
+    _kill(procs, term=True)
     _, alive = psutil.wait_procs(procs, timeout=grace_s)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
+    _kill(alive)
     psutil.wait_procs(alive, timeout=grace_s)
     # Later-started children (a worker spawned while we waited) are caught by a second pass.
     late = processes(temp_dir)
-    for p in late:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
+    _kill(late)
     return len(procs) + len(late)

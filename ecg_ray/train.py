@@ -25,6 +25,7 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from torch import nn
 
 import ecg_ray
+from ecg_ray import augment
 from ecg_ray.config import CUBLAS_WORKSPACE, TrialConfig
 from ecg_ray.errors import EcgRayError
 from ecg_ray.model import ECGModel
@@ -137,6 +138,8 @@ class TrialState:
     generator: torch.Generator  # the shuffling generator, separate from the global RNG
     device: torch.device
     trial: TrialConfig | None = None  # its schedule, clipping and the like (None: the notebook's)
+    aug_generator: torch.Generator | None = None  # the augmentation draws (None: no augmentation)
+    fs: int = 300  # the data's sampling rate (augmentation's baseline wander is in Hz)
     epoch: int = 0  # epochs completed
     resident: dict = field(default_factory=dict)  # the data's splits as tensors on `device` (see on_device)
 
@@ -157,7 +160,9 @@ def build_trial(trial, weights: np.ndarray, device: torch.device | str = "cpu") 
     criterion = WeightedCrossEntropy(torch.as_tensor(weights, dtype=torch.float32, device=device),
                                      getattr(trial, "label_smoothing", 0.0))
     generator = torch.Generator().manual_seed(trial.seed)
-    return TrialState(model, optimizer, criterion, generator, device, trial if isinstance(trial, TrialConfig) else None)
+    config = trial if isinstance(trial, TrialConfig) else None
+    aug = augment.generator(config, device) if config is not None and augment.enabled(config) else None
+    return TrialState(model, optimizer, criterion, generator, device, config, aug)
 
 
 def shuffled_order(n: int, generator: torch.Generator) -> torch.Tensor:
@@ -225,6 +230,8 @@ def train_epoch(state: TrialState, x: torch.Tensor, y: torch.Tensor, batch_size:
     total_loss = torch.zeros((), dtype=torch.float64, device=state.device)
     correct = torch.zeros((), dtype=torch.int64, device=state.device)
     for xb, yb in _batches(x, y, shuffled_order(len(y), state.generator), batch_size, state.device):
+        if state.aug_generator is not None:
+            xb = augment.augment(xb, trial, state.aug_generator, state.fs)
         state.optimizer.zero_grad()
         out = state.model(xb)
         loss = state.criterion(out, yb)
@@ -277,6 +284,7 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
 def run_epoch(state: TrialState, data, batch_size: int) -> dict:
     """Train one epoch and evaluate on val; the metrics a trial reports for that epoch."""
     metrics = {"epoch": state.epoch + 1}
+    state.fs = int(getattr(getattr(data, "meta", None), "settings", {}).get("sampling_rate", state.fs))
     metrics |= train_epoch(state, *on_device(state, data, "train"), batch_size)
     metrics |= evaluate(state, *on_device(state, data, "val"))
     return metrics
@@ -299,6 +307,8 @@ def state_dict(state: TrialState) -> dict:
     }
     if torch.cuda.is_available():
         out["cuda_rng"] = torch.cuda.get_rng_state_all()
+    if state.aug_generator is not None:
+        out["aug_generator"] = state.aug_generator.get_state()
     return out
 
 
@@ -314,6 +324,8 @@ def load_state_dict(state: TrialState, saved: dict) -> None:
     random.setstate(saved["python_rng"])
     if "cuda_rng" in saved and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(saved["cuda_rng"])
+    if state.aug_generator is not None and "aug_generator" in saved:
+        state.aug_generator.set_state(saved["aug_generator"])
 
 
 def library_versions() -> dict:

@@ -4,23 +4,10 @@ batches of 256) gives the same numbers, bit for bit on CPU, as the loop it repla
 import numpy as np
 import pytest
 import torch
+from test_train import _one_thread, data  # noqa: F401  (the same fixtures: 240 records, one torch thread)
 
-from ecg_ray.config import TrialConfig, load_experiment
-from ecg_ray.data import prepare
+from ecg_ray.config import TrialConfig
 from ecg_ray.train import EVAL_BATCH, build_trial, classification_metrics, evaluate, on_device, run_epoch, shuffled_order
-
-
-@pytest.fixture(scope="module")
-def data():
-    return prepare(load_experiment("experiments/quick.yaml", **{"data.n_records": 240}))
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _previous_epoch(state, data, batch_size):

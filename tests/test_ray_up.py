@@ -138,6 +138,7 @@ def test_ray_up_submit_report_ray_down_over_ssh():
     raw = onprem_copy(ssh, temp_dir, ports)
     config.write_text(yaml.safe_dump(raw))
     launcher = ["--log-style", "record", "--log-color", "false"]
+    caches = set(Path(tempfile.gettempdir()).glob("ray-config-*"))  # the launcher's config cache, removed after
     t0 = time.monotonic()
     with open(LOG, "w") as log:
         try:
@@ -183,4 +184,6 @@ def test_ray_up_submit_report_ray_down_over_ssh():
                 leftover.kill()
             for suffix in ("state", "lock"):
                 Path(f"/tmp/ray/cluster-{raw['cluster_name']}.{suffix}").unlink(missing_ok=True)
+            for cache in set(Path(tempfile.gettempdir()).glob("ray-config-*")) - caches:
+                cache.unlink(missing_ok=True)
             shutil.rmtree(root, ignore_errors=True)
