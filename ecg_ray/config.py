@@ -35,6 +35,8 @@ DEFAULT_STORAGE = "~/ecg_ray_results"
 OPTIMIZER_NAMES = ("adam", "sgd")  # ecg_ray.train.OPTIMIZERS
 SCHEDULER_NAMES = ("asha", "none")  # ecg_ray.schedulers.SCHEDULERS
 LR_SCHEDULES = ("constant", "cosine", "onecycle", "step")  # ecg_ray.train.LR_SCHEDULES
+CLASS_BALANCE = ("weighted_loss", "sampler", "none")  # ecg_ray.train.build_trial / train_epoch
+NORMALIZE = ("none", "zscore")  # ecg_ray.model.ECGModel
 SEARCH_ALGORITHMS = ("grid", "random")  # search.algorithm: the grid as listed, or num_samples draws
 # search.<key>: {name: args}: Ray Tune's names; what each draws, and for which keys (SearchSpace).
 DISTRIBUTIONS = ("choice", "loguniform", "quniform", "randint", "uniform")
@@ -265,6 +267,10 @@ class TrialConfig(Validated):
     warmup_epochs: int = 0  # epochs of linear warm-up before the schedule
     grad_clip: float = 0.0  # clip the gradient's global norm to this; 0: no clipping
     label_smoothing: float = 0.0  # of the training loss (the validation loss is never smoothed)
+    # weighted_loss: the notebook's class-weighted loss; sampler: classes drawn equally often, plain
+    # loss; none: neither.
+    class_balance: str = "weighted_loss"
+    normalize: str = "none"  # zscore: each record scaled to mean 0, sd 1 inside the model (train, val, predict)
     # The model's shape (ecg_ray.model); each default is the notebook's.
     gru_layers: int = 1
     bidirectional: bool = False
@@ -297,6 +303,8 @@ class TrialConfig(Validated):
         "warmup_epochs": Interval(int, 0, 10_000),
         "grad_clip": Interval(float, 0.0, 1e6),
         "label_smoothing": Interval(float, 0.0, 1.0, "left"),
+        "class_balance": Options(CLASS_BALANCE),
+        "normalize": Options(NORMALIZE),
         "gru_layers": Interval(int, 1, 8),
         "bidirectional": Options((False, True)),
         "conv_channels": Interval(int, 1, 512),

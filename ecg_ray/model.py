@@ -23,6 +23,7 @@ class ECGModel(nn.Module):
         gru_layers, bidirectional: the GRU's depth and direction (the notebook: 1, one way).
         conv_channels: channels of the first conv block; the second has twice as many (16, 32).
         n_fft, hop_length: the STFT's (256, 128).
+        normalize: "zscore" scales each record to mean 0, sd 1 first; "none" (the notebook) does not.
     The defaults build the notebook's modules in the notebook's order (so the same seed gives
     the same initial weights).
 
@@ -31,9 +32,9 @@ class ECGModel(nn.Module):
     """
 
     def __init__(self, hidden_size: int = 128, dropout_rate: float = 0.0, gru_layers: int = 1, bidirectional: bool = False,
-                 conv_channels: int = 16, n_fft: int = N_FFT, hop_length: int = HOP_LENGTH):
+                 conv_channels: int = 16, n_fft: int = N_FFT, hop_length: int = HOP_LENGTH, normalize: str = "none"):
         super().__init__()
-        self.hidden_size, self.n_fft, self.hop_length = hidden_size, n_fft, hop_length
+        self.hidden_size, self.n_fft, self.hop_length, self.normalize = hidden_size, n_fft, hop_length, normalize
         c1, c2 = conv_channels, 2 * conv_channels  # the notebook's 16 then 32
         self.conv = nn.Sequential(
             nn.Conv2d(1, c1, kernel_size=3, padding=1),
@@ -56,9 +57,11 @@ class ECGModel(nn.Module):
         """The model a TrialConfig describes (its hidden size, dropout and shape keys)."""
         return cls(hidden_size=trial.hidden_size, dropout_rate=trial.dropout, gru_layers=trial.gru_layers,
                    bidirectional=trial.bidirectional, conv_channels=trial.conv_channels, n_fft=trial.n_fft,
-                   hop_length=trial.hop_length)
+                   hop_length=trial.hop_length, normalize=trial.normalize)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.normalize == "zscore":  # per record: gain and offset no longer matter
+            x = (x - x.mean(dim=1, keepdim=True)) / (x.std(dim=1, keepdim=True) + 1e-6)
         # The notebook passed no window, i.e. a rectangular one; say so explicitly.
         window = torch.ones(self.n_fft, device=x.device, dtype=x.dtype)
         spec = torch.stft(x, n_fft=self.n_fft, hop_length=self.hop_length, window=window, return_complex=True)

@@ -157,6 +157,8 @@ def build_trial(trial, weights: np.ndarray, device: torch.device | str = "cpu") 
     model = (ECGModel.for_trial(trial) if isinstance(trial, TrialConfig) else
              ECGModel(hidden_size=trial.hidden_size, dropout_rate=trial.dropout)).to(device)
     optimizer = OPTIMIZERS[trial.optimizer](model.parameters(), trial.lr, getattr(trial, "weight_decay", 0.0))
+    if getattr(trial, "class_balance", "weighted_loss") != "weighted_loss":
+        weights = np.ones(len(weights), dtype=np.float32)  # sampler or none: a plain loss
     criterion = WeightedCrossEntropy(torch.as_tensor(weights, dtype=torch.float32, device=device),
                                      getattr(trial, "label_smoothing", 0.0))
     generator = torch.Generator().manual_seed(trial.seed)
@@ -207,6 +209,15 @@ def on_device(state: TrialState, data, split: str) -> tuple[torch.Tensor, torch.
     return state.resident[split]
 
 
+def balanced_order(y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """len(y) draws with replacement, each class equally likely (class_balance: sampler), from the
+    trial's shuffling generator (so a resume continues the same draws)."""
+    labels = y.cpu()
+    counts = torch.bincount(labels, minlength=int(labels.max()) + 1).double()
+    per_record = (1.0 / counts)[labels]
+    return torch.multinomial(per_record, len(labels), replacement=True, generator=generator)
+
+
 def _batches(x: torch.Tensor, y: torch.Tensor, order: torch.Tensor, batch_size: int, device):
     order = order.to(x.device)
     for start in range(0, len(order), batch_size):
@@ -229,7 +240,11 @@ def train_epoch(state: TrialState, x: torch.Tensor, y: torch.Tensor, batch_size:
     state.model.train()
     total_loss = torch.zeros((), dtype=torch.float64, device=state.device)
     correct = torch.zeros((), dtype=torch.int64, device=state.device)
-    for xb, yb in _batches(x, y, shuffled_order(len(y), state.generator), batch_size, state.device):
+    if trial is not None and trial.class_balance == "sampler":
+        order = balanced_order(y, state.generator)
+    else:
+        order = shuffled_order(len(y), state.generator)
+    for xb, yb in _batches(x, y, order, batch_size, state.device):
         if state.aug_generator is not None:
             xb = augment.augment(xb, trial, state.aug_generator, state.fs)
         state.optimizer.zero_grad()

@@ -231,3 +231,31 @@ def test_the_default_shape_is_the_notebooks_model_weight_for_weight():
     assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), notebook.state_dict().values()))
     with pytest.raises(ConfigError, match="at most n_fft"):
         TrialConfig(n_fft=128, hop_length=256)
+
+
+def test_class_balance_modes(data):
+    from ecg_ray.train import balanced_order, build_trial, run_epoch
+
+    assert build_trial(TrialConfig(hidden_size=8), data.weights).criterion.weight.tolist() == pytest.approx(list(data.weights))
+    plain = build_trial(TrialConfig(hidden_size=8, class_balance="none"), data.weights)
+    assert plain.criterion.weight.tolist() == [1.0] * 4
+    y = torch.from_numpy(data.y["train"])
+    order = balanced_order(y, torch.Generator().manual_seed(0))
+    drawn = torch.bincount(y[order], minlength=4).double() / len(y)
+    assert (drawn - 0.25).abs().max() < 0.1  # every class about a quarter of the epoch, whatever its share of records
+    assert torch.bincount(y, minlength=4).max() / len(y) > 0.5  # (Normal is most of the records)
+    assert torch.equal(order, balanced_order(y, torch.Generator().manual_seed(0)))
+    sampled = build_trial(TrialConfig(hidden_size=8, class_balance="sampler"), data.weights)
+    assert sampled.criterion.weight.tolist() == [1.0] * 4 and run_epoch(sampled, data, 32)["train_loss"] > 0
+
+
+def test_zscore_normalisation_makes_the_model_blind_to_gain_and_offset():
+    from ecg_ray.model import ECGModel
+
+    torch.manual_seed(0)
+    model = ECGModel.for_trial(TrialConfig(hidden_size=16, normalize="zscore")).eval()
+    x = torch.randn(4, 9000) * 200
+    with torch.no_grad():
+        assert torch.allclose(model(x), model(3 * x + 500), atol=1e-4)
+        plain = ECGModel.for_trial(TrialConfig(hidden_size=16)).eval()
+        assert not torch.allclose(plain(x), plain(3 * x + 500), atol=1e-4)
