@@ -23,12 +23,12 @@ import math
 
 import torch
 
-AUGMENTATIONS = ("scale", "noise", "stretch", "burst", "wander")
+from ecg_ray.config import AUGMENTATIONS
 AUGMENT_STREAM = 7919  # the augmentation generator's seed is the trial's seed plus this
 
 
 def enabled(trial) -> bool:
-    return any(getattr(trial, f"aug_{name}_p", 0.0) > 0 and getattr(trial, f"aug_{name}", 0.0) > 0 for name in AUGMENTATIONS)
+    return any(getattr(trial, f"aug_{name}_p") > 0 and getattr(trial, f"aug_{name}") > 0 for name in AUGMENTATIONS)
 
 
 def generator(trial, device) -> torch.Generator:
@@ -46,7 +46,7 @@ def augment(x: torch.Tensor, trial, gen: torch.Generator, fs: int = 300) -> torc
     out = x
     sd = x.std(dim=1, keepdim=True)
     for name in AUGMENTATIONS:
-        p, s = getattr(trial, f"aug_{name}_p", 0.0), getattr(trial, f"aug_{name}", 0.0)
+        p, s = getattr(trial, f"aug_{name}_p"), getattr(trial, f"aug_{name}")
         if not (p > 0 and s > 0):
             continue
         chosen = (_uniform(b, gen, device) < p)[:, None]

@@ -37,6 +37,7 @@ SCHEDULER_NAMES = ("asha", "none")  # ecg_ray.schedulers.SCHEDULERS
 LR_SCHEDULES = ("constant", "cosine", "onecycle", "step")  # ecg_ray.train.LR_SCHEDULES
 CLASS_BALANCE = ("weighted_loss", "sampler", "none")  # ecg_ray.train.build_trial / train_epoch
 NORMALIZE = ("none", "zscore")  # ecg_ray.model.ECGModel
+AUGMENTATIONS = ("scale", "noise", "stretch", "burst", "wander")  # ecg_ray.augment; TrialConfig.aug_<name>[_p]
 SEARCH_ALGORITHMS = ("grid", "random")  # search.algorithm: the grid as listed, or num_samples draws
 # search.<key>: {name: args}: Ray Tune's names; what each draws, and for which keys (SearchSpace).
 DISTRIBUTIONS = ("choice", "loguniform", "quniform", "randint", "uniform")
@@ -310,7 +311,7 @@ class TrialConfig(Validated):
         "conv_channels": Interval(int, 1, 512),
         "n_fft": Interval(int, 16, 4096),
         "hop_length": Interval(int, 1, 4096),
-        **{f"aug_{name}_p": Interval(float, 0.0, 1.0) for name in ("scale", "noise", "stretch", "burst", "wander")},
+        **{f"aug_{name}_p": Interval(float, 0.0, 1.0) for name in AUGMENTATIONS},
         "aug_scale": Interval(float, 0.0, 1.0, "left"),
         "aug_noise": Interval(float, 0.0, 10.0),
         "aug_stretch": Interval(float, 0.0, 0.5),

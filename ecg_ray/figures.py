@@ -19,7 +19,8 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ecg_ray.schema import CLASS_KEYS, CLASS_NAMES, CONFIG_COLUMNS, NUM_CLASSES, RANK_METRIC, confusion_columns
+from ecg_ray.report import varying_keys
+from ecg_ray.schema import CLASS_KEYS, CLASS_NAMES, NUM_CLASSES, RANK_METRIC, confusion_columns
 from ecg_ray.stats import mean_sd_ci
 from ecg_ray.storage import atomic_path
 
@@ -33,11 +34,6 @@ def _save(fig: Figure, dest: Path) -> Path:
     with atomic_path(dest) as tmp:
         fig.savefig(tmp, format="png", dpi=DPI)
     return dest
-
-
-def varying_keys(trials: pd.DataFrame) -> list[str]:
-    """The hyperparameters that take more than one value in the experiment (the seed aside)."""
-    return [c for c in CONFIG_COLUMNS if c != "seed" and c in trials and trials[c].nunique() > 1]
 
 
 def config_label(row, keys: list[str]) -> str:

@@ -58,9 +58,9 @@ def class_probabilities(model, x: np.ndarray, batch_size: int) -> np.ndarray:
     """(n, 4) softmax probabilities, in batches of the trial's batch size (the numbers training's evaluation saw)."""
     import torch
 
-    with torch.no_grad():
-        logits = torch.cat([model(torch.from_numpy(x[i : i + batch_size])) for i in range(0, len(x), batch_size)])
-    return torch.softmax(logits, dim=1).numpy()
+    from ecg_ray.train import infer
+
+    return torch.softmax(infer(model, torch.from_numpy(x), batch_size, "cpu"), dim=1).numpy()
 
 
 def export_best_model(exp_dir: str, trials: pd.DataFrame) -> str | None:

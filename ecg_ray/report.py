@@ -267,8 +267,8 @@ def configs_to_latex(configs: pd.DataFrame) -> str:
     def esc(s) -> str:
         return str(s).replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")
 
-    keys = [c for c in CONFIG_COLUMNS if c != "seed" and configs[c].nunique() > 1] or ["lr"]
-    seeds = sorted({int(s) for row in configs["seeds"] for s in str(row).split(",")})
+    keys = varying_keys(configs) or ["lr"]
+    seeds = config_seeds(configs)
     several = bool((configs["n_seeds"] > 1).any())
     m, c = f"best_{RANK_METRIC}", "val_challenge_f1"
 
@@ -353,11 +353,20 @@ CONFIG_SUMMARY_COLUMNS = [
 ]
 
 
-def seeds_note(trials: pd.DataFrame) -> str:
+def varying_keys(table: pd.DataFrame) -> list[str]:
+    """The config keys (the seed aside) that take more than one value in a trials or configs table."""
+    return [c for c in CONFIG_COLUMNS if c != "seed" and c in table and table[c].nunique() > 1]
+
+
+def config_seeds(configs: pd.DataFrame) -> list[int]:
+    """Every seed of a configs table (its `seeds` column lists each config's)."""
+    return sorted({int(s) for row in configs["seeds"] for s in str(row).split(",")})
+
+
+def seeds_note(configs: pd.DataFrame) -> str:
     """What the configs table is: a mean over seeds with a CI and a tie test, or single runs."""
-    if trials.groupby([c for c in CONFIG_COLUMNS if c != "seed"], dropna=False).size().max() > 1:
-        seeds = sorted({int(s) for s in trials["seed"]})
-        return (f"Configs over seeds {seeds}: mean, sd and 95% t-interval of the best val macro-F1; "
+    if (configs["n_seeds"] > 1).any():
+        return (f"Configs over seeds {config_seeds(configs)}: mean, sd and 95% t-interval of the best val macro-F1; "
                 "tied_with_best: a paired t-test by seed against the best config, Holm-corrected, p >= 0.05.")
     return ("One seed per config: the ranking is a single run each, with no confidence interval. "
             "Set `repeats: 3` in the experiment file to rank configs by their mean over seeds.")
@@ -367,7 +376,7 @@ def with_varying_knobs(columns: list[str], table: pd.DataFrame) -> list[str]:
     """`columns` present in `table`, plus (after `optimizer`) every other config key that varies in it:
     a random search's weight decay, schedule, ... show in the printed and HTML summaries."""
     shown = [c for c in columns if c in table.columns]
-    extra = [c for c in CONFIG_COLUMNS if c not in shown and c != "seed" and c in table and table[c].nunique(dropna=False) > 1]
+    extra = [c for c in varying_keys(table) if c not in shown]
     at = shown.index("optimizer") + 1 if "optimizer" in shown else len(shown)
     return shown[:at] + extra + shown[at:]
 
@@ -376,10 +385,9 @@ def summary_text(trials: pd.DataFrame) -> str:
     """The ranked tables as a person reads them in a terminal: trials, then configs over seeds."""
     text = to_markdown(trials[with_varying_knobs(SUMMARY_COLUMNS, trials)])
     configs = rank_configs(trials)
+    text += f"\n{seeds_note(configs)}\n"
     if (configs["n_seeds"] > 1).any():
-        text += f"\n{seeds_note(trials)}\n\n" + to_markdown(configs[with_varying_knobs(CONFIG_SUMMARY_COLUMNS, configs)])
-    else:
-        text += f"\n{seeds_note(trials)}\n"
+        text += "\n" + to_markdown(configs[with_varying_knobs(CONFIG_SUMMARY_COLUMNS, configs)])
     return text
 
 
@@ -387,17 +395,6 @@ TEST_SUMMARY_COLUMNS = [
     "config_rank", "trial_id", "lr", "hidden_size", "dropout", "optimizer", "seed", "best_val_epoch", "n_test",
     "test_macro_f1", "test_macro_f1_ci_low", "test_macro_f1_ci_high", "test_challenge_f1",
 ]
-
-
-def export_into(exp_dir: str, tables: dict[str, pd.DataFrame], formats=DEFAULT_FORMATS) -> list[str]:
-    """Export tables into the report folder of an experiment, local or bucket."""
-    import tempfile
-
-    exp = _as_dir(exp_dir)
-    if not exp.is_uri:
-        return [str(p) for p in export(tables, exp.report_dir, formats)]
-    with tempfile.TemporaryDirectory(prefix="ecg_ray_tables_") as tmp:
-        return exp.publish([str(p) for p in export(tables, tmp, formats)])
 
 
 class PartialReport(EcgRayError):
@@ -447,7 +444,7 @@ def write_report(exp_dir: str, out_dir: str | None = None, formats=DEFAULT_FORMA
         how = page.provenance(record, _read_or_note(local.read_splits, {}, problems),
                               _read_or_note(local.read_runs, [], problems), hist, trials)
         name = record.get("config", {}).get("name") or Path(exp.path.rstrip("/")).name
-        atomic_write_text(target / "index.html", page.render(name, summary, pictures, how, [seeds_note(trials)], problems))
+        atomic_write_text(target / "index.html", page.render(name, summary, pictures, how, [seeds_note(configs)], problems))
         written.append(str(target / "index.html"))
         if exp.is_uri and out_dir is None:
             written = exp.publish(written)

@@ -137,7 +137,7 @@ class TrialState:
     criterion: WeightedCrossEntropy
     generator: torch.Generator  # the shuffling generator, separate from the global RNG
     device: torch.device
-    trial: TrialConfig | None = None  # its schedule, clipping and the like (None: the notebook's)
+    trial: TrialConfig  # its schedule, clipping, augmentation and the like
     aug_generator: torch.Generator | None = None  # the augmentation draws (None: no augmentation)
     fs: int = 300  # the data's sampling rate (augmentation's baseline wander is in Hz)
     epoch: int = 0  # epochs completed
@@ -154,17 +154,14 @@ def build_trial(trial, weights: np.ndarray, device: torch.device | str = "cpu") 
     """
     device = torch.device(device)
     seed_everything(trial.seed)
-    model = (ECGModel.for_trial(trial) if isinstance(trial, TrialConfig) else
-             ECGModel(hidden_size=trial.hidden_size, dropout_rate=trial.dropout)).to(device)
-    optimizer = OPTIMIZERS[trial.optimizer](model.parameters(), trial.lr, getattr(trial, "weight_decay", 0.0))
-    if getattr(trial, "class_balance", "weighted_loss") != "weighted_loss":
+    model = ECGModel.for_trial(trial).to(device)
+    optimizer = OPTIMIZERS[trial.optimizer](model.parameters(), trial.lr, trial.weight_decay)
+    if trial.class_balance != "weighted_loss":
         weights = np.ones(len(weights), dtype=np.float32)  # sampler or none: a plain loss
-    criterion = WeightedCrossEntropy(torch.as_tensor(weights, dtype=torch.float32, device=device),
-                                     getattr(trial, "label_smoothing", 0.0))
+    criterion = WeightedCrossEntropy(torch.as_tensor(weights, dtype=torch.float32, device=device), trial.label_smoothing)
     generator = torch.Generator().manual_seed(trial.seed)
-    config = trial if isinstance(trial, TrialConfig) else None
-    aug = augment.generator(config, device) if config is not None and augment.enabled(config) else None
-    return TrialState(model, optimizer, criterion, generator, device, config, aug)
+    aug = augment.generator(trial, device) if augment.enabled(trial) else None
+    return TrialState(model, optimizer, criterion, generator, device, trial, aug)
 
 
 def shuffled_order(n: int, generator: torch.Generator) -> torch.Tensor:
@@ -233,17 +230,12 @@ def train_epoch(state: TrialState, x: torch.Tensor, y: torch.Tensor, batch_size:
     """
     x, y = torch.as_tensor(x), torch.as_tensor(y)
     trial = state.trial
-    if trial is not None and (trial.lr_schedule != "constant" or trial.warmup_epochs):
-        for group in state.optimizer.param_groups:
-            group["lr"] = trial.lr * lr_factor(trial, state.epoch)
-    clip = trial.grad_clip if trial is not None else 0.0
+    for group in state.optimizer.param_groups:  # a constant schedule without warm-up: exactly trial.lr
+        group["lr"] = trial.lr * lr_factor(trial, state.epoch)
     state.model.train()
     total_loss = torch.zeros((), dtype=torch.float64, device=state.device)
     correct = torch.zeros((), dtype=torch.int64, device=state.device)
-    if trial is not None and trial.class_balance == "sampler":
-        order = balanced_order(y, state.generator)
-    else:
-        order = shuffled_order(len(y), state.generator)
+    order = balanced_order(y, state.generator) if trial.class_balance == "sampler" else shuffled_order(len(y), state.generator)
     for xb, yb in _batches(x, y, order, batch_size, state.device):
         if state.aug_generator is not None:
             xb = augment.augment(xb, trial, state.aug_generator, state.fs)
@@ -251,13 +243,19 @@ def train_epoch(state: TrialState, x: torch.Tensor, y: torch.Tensor, batch_size:
         out = state.model(xb)
         loss = state.criterion(out, yb)
         loss.backward()
-        if clip:
-            torch.nn.utils.clip_grad_norm_(state.model.parameters(), clip)
+        if trial.grad_clip:
+            torch.nn.utils.clip_grad_norm_(state.model.parameters(), trial.grad_clip)
         state.optimizer.step()
         total_loss += loss.detach().double() * len(yb)
         correct += (out.argmax(1) == yb).sum()
     state.epoch += 1
     return {"train_loss": total_loss.item() / len(y), "train_acc": correct.item() / len(y)}
+
+
+@torch.no_grad()
+def infer(model: nn.Module, x: torch.Tensor, batch_size: int, device) -> torch.Tensor:
+    """The model's logits for every record of `x`, in batches of `batch_size` moved to `device`."""
+    return torch.cat([model(x[i : i + batch_size].to(device, non_blocking=True)) for i in range(0, len(x), batch_size)])
 
 
 @torch.no_grad()
@@ -271,8 +269,7 @@ def evaluate(state: TrialState, x, y, batch_size: int = EVAL_BATCH, prefix: str 
     # pass; draw it too so later dropout masks match the notebook's exactly.
     torch.empty((), dtype=torch.int64).random_()
     state.model.eval()
-    logits = torch.cat([state.model(x[i : i + batch_size].to(state.device, non_blocking=True))
-                        for i in range(0, len(y), batch_size)])
+    logits = infer(state.model, x, batch_size, state.device)
     target = y.to(state.device)
     loss = state.criterion(logits, target, smoothing=False).item()
     pred = logits.argmax(1).cpu().numpy()
@@ -299,7 +296,7 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
 def run_epoch(state: TrialState, data, batch_size: int) -> dict:
     """Train one epoch and evaluate on val; the metrics a trial reports for that epoch."""
     metrics = {"epoch": state.epoch + 1}
-    state.fs = int(getattr(getattr(data, "meta", None), "settings", {}).get("sampling_rate", state.fs))
+    state.fs = int(data.meta.settings["sampling_rate"])
     metrics |= train_epoch(state, *on_device(state, data, "train"), batch_size)
     # Validation batches: EVAL_BATCH on a GPU; on a CPU the training batch, which runs faster there
     # (smaller tensors stay in cache). The logits are the same either way.

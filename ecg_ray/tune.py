@@ -248,7 +248,7 @@ def concurrency(cfg: ExperimentConfig, settings: RunSettings, local: bool) -> in
         return cfg.resources.max_concurrent_trials
     total = ray.cluster_resources()
     per_trial = {k: v for k, v in settings.resources_per_worker.items()}
-    per_trial["CPU"] = per_trial.get("CPU", 0) + cfg.resources.cpus_per_trial_driver
+    per_trial["CPU"] = per_trial.get("CPU", 0) + driver_resources(cfg)["CPU"]
     return max(1, int(min(total.get(k, 0) / v for k, v in per_trial.items() if v > 0)))
 
 
