@@ -96,7 +96,7 @@ def _run(cfg, args, resume: bool) -> int:
     from ecg_ray.tune import ExperimentInterrupted, run_experiment, unfinished_trials
 
     _warn_about_pickles(cfg)
-    print(f"[ecg-ray] experiment {cfg.name}: {len(cfg.grid())} trial(s) -> {cfg.experiment_path}", flush=True)
+    print(f"[ecg-ray] experiment {cfg.name}: {cfg.n_trials} trial(s) -> {cfg.experiment_path}", flush=True)
     try:
         exp_path = run_experiment(cfg, resume, args.overwrite, args.address, args.num_cpus)
     except ExperimentInterrupted as stop:
@@ -134,7 +134,7 @@ def _run(cfg, args, resume: bool) -> int:
         print(f"After tuning: best model{' and test evaluation' if test is not None else ''} {t1 - t0:.1f} s, "
               f"tables, figures and index.html {t2 - t1:.1f} s", flush=True)
     if unfinished:
-        print(f"ecg-ray: {unfinished} of {len(cfg.grid())} trial(s) did not finish. "
+        print(f"ecg-ray: {unfinished} of {cfg.n_trials} trial(s) did not finish. "
               f"Continue with: ecg-ray tune --resume {exp_path}", file=sys.stderr)
         return 1
     if errors:

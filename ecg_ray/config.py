@@ -38,7 +38,9 @@ LR_SCHEDULES = ("constant", "cosine", "onecycle", "step")  # ecg_ray.train.LR_SC
 CLASS_BALANCE = ("weighted_loss", "sampler", "none")  # ecg_ray.train.build_trial / train_epoch
 NORMALIZE = ("none", "zscore")  # ecg_ray.model.ECGModel
 AUGMENTATIONS = ("scale", "noise", "stretch", "burst", "wander")  # ecg_ray.augment; TrialConfig.aug_<name>[_p]
-SEARCH_ALGORITHMS = ("grid", "random")  # search.algorithm: the grid as listed, or num_samples draws
+# search.algorithm: the grid as listed; num_samples random draws; or num_samples configs that Optuna's
+# TPE suggests in batches, each batch from the results of the batches before (ecg_ray.optuna_search).
+SEARCH_ALGORITHMS = ("grid", "random", "optuna")
 # search.<key>: {name: args}: Ray Tune's names; what each draws, and for which keys (SearchSpace).
 DISTRIBUTIONS = ("choice", "loguniform", "quniform", "randint", "uniform")
 EXPORT_FORMATS = ("csv", "markdown", "json", "parquet", "latex")  # ecg_ray.report.EXPORTERS
@@ -409,6 +411,9 @@ def _has_repeats(values: list) -> bool:
 
 
 ALGORITHM_KEY, SAMPLES_KEY = "algorithm", "num_samples"  # search.algorithm, search.num_samples
+# search.suggest_batch: configs Optuna suggests at a time (the next batch waits for this one's results).
+# The suggestions depend on it, never on how many trials run at once, so they are reproducible.
+BATCH_KEY = "suggest_batch"
 
 
 def _distribution(key: str, spec: dict) -> tuple[str, tuple]:
@@ -485,15 +490,27 @@ class SearchSpace:
     configs: tuple[tuple[tuple[str, Any], ...], ...] = ()  # each a partial TrialConfig, as sorted items
     distributions: tuple[tuple[str, str, tuple], ...] = ()  # (key, distribution name, arguments)
     num_samples: int = 1
+    algorithm: str = "grid"
+    suggest_batch: int = 4  # optuna only
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether the configs are chosen while the experiment runs (Optuna: each batch from the
+        results of the batches before), so that only the experiment folder knows them all."""
+        return self.algorithm == "optuna"
 
     @classmethod
     def from_raw(cls, raw: dict) -> "SearchSpace":
         for key in raw:
-            validate("search key", key, Options((*SEARCH_KEYS, CONFIGS_KEY, ALGORITHM_KEY, SAMPLES_KEY)))
+            validate("search key", key, Options((*SEARCH_KEYS, CONFIGS_KEY, ALGORITHM_KEY, SAMPLES_KEY, BATCH_KEY)))
         algorithm = raw.get(ALGORITHM_KEY, "grid")
         validate(f"search.{ALGORITHM_KEY}", algorithm, Options(SEARCH_ALGORITHMS))
         num_samples = raw.get(SAMPLES_KEY, 1)
         validate(f"search.{SAMPLES_KEY}", num_samples, Interval(int, 1, 100_000))
+        suggest_batch = raw.get(BATCH_KEY, 4)
+        validate(f"search.{BATCH_KEY}", suggest_batch, Interval(int, 1, 10_000))
+        if BATCH_KEY in raw and algorithm != "optuna":
+            fail(f"search.{BATCH_KEY}", "set only with search.algorithm: optuna", suggest_batch)
         configs = cls._configs(raw[CONFIGS_KEY], raw) if CONFIGS_KEY in raw else ()
         axes, distributions = [], []
         for key in SEARCH_KEYS:
@@ -513,11 +530,11 @@ class SearchSpace:
             raise ConfigError(f"search.{key} is a distribution ({name}); set `search.algorithm: random` and "
                               f"`search.num_samples` to draw from it, or list the values to try.")
         if algorithm == "grid" and SAMPLES_KEY in raw:
-            fail(f"search.{SAMPLES_KEY}", "set only with search.algorithm: random (for seeds use `repeats`)", num_samples)
-        if algorithm == "random" and not distributions:
-            raise ConfigError("search.algorithm 'random' needs at least one search key given as a distribution, "
+            fail(f"search.{SAMPLES_KEY}", "set only with search.algorithm: random or optuna (for seeds use `repeats`)", num_samples)
+        if algorithm != "grid" and not distributions:
+            raise ConfigError(f"search.algorithm '{algorithm}' needs at least one search key given as a distribution, "
                               "e.g. `lr: {loguniform: [1e-4, 3e-3]}`.")
-        return cls(tuple(axes), configs, tuple(distributions), num_samples)
+        return cls(tuple(axes), configs, tuple(distributions), num_samples, algorithm, suggest_batch)
 
     @staticmethod
     def _configs(listed: Any, raw: dict) -> tuple:
@@ -535,6 +552,9 @@ class SearchSpace:
 
     def samples(self, seed: int) -> list[dict]:
         """The random draws: num_samples distinct {key: value} (one empty draw for a grid)."""
+        if self.adaptive:
+            raise ConfigError("An Optuna search chooses its configs while it runs: they are in its experiment "
+                              "folder (ecg_ray_experiment.json), not in its experiment file.")
         if not self.distributions:
             return [{}]
         rng = random.Random(f"ecg_ray search {seed}")
@@ -548,24 +568,48 @@ class SearchSpace:
                     return out
         fail(f"search.{SAMPLES_KEY}", f"at most {len(out)} here (the distributions allow no more distinct draws)", self.num_samples)
 
-    def grid(self, seed: int) -> list[TrialConfig]:
-        """Every trial as a TrialConfig: each random draw (if any), times each listed config (if
-        any), times the axes in the file's order (last key varies fastest)."""
+    def combos(self, seed: int) -> list[dict]:
+        """What each draw is tried with: each listed config (if any) times the axes in the file's
+        order (last key varies fastest), as partial configs with the seed."""
         keys = [k for k, _ in self.axes]
         return [
-            TrialConfig(**{"seed": seed, **draw, **dict(config), **dict(zip(keys, combo))})
-            for draw in self.samples(seed)
+            {"seed": seed, **dict(config), **dict(zip(keys, combo))}
             for config in (self.configs or ((),))
             for combo in itertools.product(*(v for _, v in self.axes))
         ]
 
-    def trials(self, seed: int) -> dict[str, TrialConfig]:
-        """Every grid point under its trial key, t0000, t0001, ... in grid order.
+    def grid(self, seed: int, draws: list[dict] | None = None) -> list[TrialConfig]:
+        """Every trial as a TrialConfig: each draw (by default the random draws, if any) times
+        each combo (see combos)."""
+        combos = self.combos(seed)
+        return [TrialConfig(**{**combo, **draw}) for draw in (self.samples(seed) if draws is None else draws) for combo in combos]
+
+    def trials(self, seed: int, draws: list[dict] | None = None, first: int = 0) -> dict[str, TrialConfig]:
+        """Every grid point under its trial key, t0000, t0001, ... in grid order (from t`first`).
 
         The key names a trial for good: its Ray Train run (checkpoints), its status and its
         rows in the tables, across retries and resumes. Tune gets exactly these points.
         """
-        return {f"t{i:04d}": trial for i, trial in enumerate(self.grid(seed))}
+        return {f"t{first + i:04d}": trial for i, trial in enumerate(self.grid(seed, draws))}
+
+    @property
+    def n_trials(self) -> int:
+        """How many trials the experiment runs: draws (1 for a grid) times combos."""
+        combos = len(self.configs or ((),)) * math.prod(len(v) for _, v in self.axes)
+        return (self.num_samples if self.distributions else 1) * combos
+
+    def largest(self, key: str) -> Any:
+        """The largest value `key` takes in any trial (for sizing resources before the trials exist)."""
+        values = [v for k, vs in self.axes if k == key for v in vs]
+        values += [v for c in self.configs for k, v in c if k == key]
+        for k, name, args in self.distributions:
+            if k == key:
+                values += list(args) if name == "choice" else [args[1] - 1 if name == "randint" else args[1]]
+        return max(values) if values else getattr(TrialConfig(), key)
+
+    def check(self, seed: int) -> None:
+        """Every trial is valid (for Optuna, every combo; each suggestion is checked as it is made)."""
+        self.grid(seed, [{}] if self.adaptive else None)
 
 
 def _folder_name(value: Any) -> bool:
@@ -601,7 +645,7 @@ class ExperimentConfig(Validated):
     def check_together(self) -> None:
         if self.repeats > 1 and "seed" in self.search:
             fail("repeats", "1 when search.seed lists the seeds (use one or the other)", self.repeats)
-        self.grid()  # validates every grid point now, not inside a trial an hour later
+        self.search_space.check(self.seed)  # every grid point now, not inside a trial an hour later
 
     @property
     def seeds(self) -> list[int]:
@@ -627,8 +671,12 @@ class ExperimentConfig(Validated):
         return self.search_space.trials(self.seed)
 
     @property
+    def n_trials(self) -> int:
+        return self.search_space.n_trials
+
+    @property
     def epochs(self) -> int:
-        return max(t.epochs for t in self.grid())
+        return self.search_space.largest("epochs")
 
     @property
     def storage_root(self) -> str:

@@ -20,6 +20,7 @@ module spells a file name of this layout or tells a path from a URI.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -334,6 +335,20 @@ class ExperimentDir:
         """Write the experiment file and the split record ids, before any trial starts."""
         write_json(self.experiment_file, record)
         write_json(self.splits_file, splits)
+
+    def recorded_trials(self) -> dict:
+        """Trial key -> TrialConfig of every trial the experiment file records (for an Optuna
+        search, those suggested so far)."""
+        from ecg_ray.config import TrialConfig
+
+        record = self.read_record()
+        return {key: TrialConfig.from_dict(t) for key, t in zip(record.get("trial_keys", []), record.get("grid", []))}
+
+    def record_trials(self, trials: dict) -> None:
+        """Record the trials (key -> TrialConfig) in the experiment file: an Optuna search adds each batch."""
+        record = self.read_record()
+        record["trial_keys"], record["grid"] = list(trials), [dataclasses.asdict(t) for t in trials.values()]
+        write_json(self.experiment_file, record)
 
     def read_config(self, trust_pickle: bool = False):
         """The ExperimentConfig recorded here, with storage and name taken from where the folder is now.

@@ -40,7 +40,7 @@ def rerun(exp_dir: str, trial_id: str, trust_pickle: bool = False, out=sys.stdou
     exp = ExperimentDir.parse(exp_dir)
     record = exp.read_record()
     cfg = exp.read_config(trust_pickle=trust_pickle)
-    trials = cfg.trials()
+    trials = exp.recorded_trials()
     if trial_id not in trials:
         raise ConfigError(f"{exp} has no trial {trial_id!r}; its trials are {', '.join(trials)}.")
     trial = trials[trial_id]

@@ -63,8 +63,13 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
                 # or a trial stopped by ASHA leaks its worker's resources. `ecg-ray tune` sets
                 # LOOPBACK_ENV before Ray is imported, so every process of this Ray listens on
                 # loopback only; cluster nodes keep Ray's defaults (they must reach each other).
+                # Its processes find that State API by this variable, set before Ray starts them: with
+                # two local Rays on one machine (two experiments at once) they would otherwise give up
+                # ("multiple active Ray instances"), leak every finished trial's CPUs and hang the run.
+                port = free_port()
+                os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
                 ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=True,
-                         dashboard_host="127.0.0.1")
+                         dashboard_host="127.0.0.1", dashboard_port=port)
             return
         except (OSError, RuntimeError) as err:  # ConnectionError and TimeoutError among them
             ray.shutdown()
@@ -77,6 +82,13 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
                 raise EcgRayError(f"Could not {where} after {attempt} attempts ({type(err).__name__}: {first_line}). {fix}") from None
             print(f"[ecg-ray] Ray did not start ({type(err).__name__}); trying again ({attempt + 1}/{RAY_START_ATTEMPTS})", flush=True)
             time.sleep(2 * attempt)
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
@@ -113,10 +125,10 @@ def gpu_share(cfg: ExperimentConfig, data: PreparedData) -> tuple[float, str]:
     from ecg_ray.packing import gpu_fraction, gpu_memory_gib, trial_memory_gib, trials_per_gpu
 
     gib, source = gpu_memory_gib(ray.cluster_resources())
-    grid = cfg.grid()
+    largest = cfg.search_space.largest
     per_trial = trial_memory_gib(
         data.x["train"].nbytes + data.y["train"].nbytes, data.x["val"].nbytes + data.y["val"].nbytes,
-        max(t.hidden_size for t in grid), max(t.batch_size for t in grid), target_length=cfg.data.target_length,
+        largest("hidden_size"), largest("batch_size"), target_length=cfg.data.target_length,
     )
     n = trials_per_gpu(gib, per_trial)
     return gpu_fraction(n), f"auto: {n} trial(s) per GPU ({gib:.0f} GiB from {source}; about {per_trial:.1f} GiB per trial)"
@@ -172,7 +184,9 @@ class EpochPrinter(ray.tune.Callback):
 
     def _record(self, trial, status: str) -> None:
         last_epoch = (trial.last_result or {}).get("epoch")
-        self.exp.update_statuses({trial.config[TRIAL_KEY]: {"status": status, "last_epoch": last_epoch, "ended": time.time()}})
+        best = trial.metric_analysis.get(RANK_METRIC, {}).get(RANK_MODE)  # what an Optuna search resumes from
+        self.exp.update_statuses({trial.config[TRIAL_KEY]: {"status": status, "last_epoch": last_epoch, "best": best,
+                                                            "ended": time.time()}})
 
 
 # --- the phases -----------------------------------------------------------------------------
@@ -282,8 +296,9 @@ def experiment_record(cfg: ExperimentConfig, data: PreparedData, settings: RunSe
     """The experiment file's content: config, grid, data hash and metadata, run settings."""
     return {
         "config": cfg.to_dict(),
-        "grid": [dataclasses.asdict(t) for t in cfg.grid()],
-        "trial_keys": list(cfg.trials()),
+        # An Optuna search records each batch as it suggests it (ExperimentDir.record_trials).
+        "grid": [] if cfg.search_space.adaptive else [dataclasses.asdict(t) for t in cfg.grid()],
+        "trial_keys": [] if cfg.search_space.adaptive else list(cfg.trials()),
         "data_hash": data.data_hash,
         "data": data.meta.to_dict(),
         "settings": dataclasses.asdict(settings),
@@ -295,8 +310,14 @@ def experiment_record(cfg: ExperimentConfig, data: PreparedData, settings: RunSe
 def pending_trials(cfg: ExperimentConfig, exp: ExperimentDir, resume: bool) -> dict[str, TrialConfig]:
     """The trials to run: all of them, or on a resume those trial_status.json does not record as finished.
 
-    A failed trial (ERROR) runs again, from its last checkpoint.
+    A failed trial (ERROR) runs again, from its last checkpoint. An Optuna search starts with
+    none: its searcher suggests them (on a resume, it first runs again those recorded unfinished).
     """
+    if cfg.search_space.adaptive:
+        if not resume:
+            return {}
+        statuses = exp.read_statuses()
+        return {k: t for k, t in exp.recorded_trials().items() if statuses.get(k, {}).get("status") != "TERMINATED"}
     trials = cfg.trials()
     if not resume:
         return trials
@@ -316,6 +337,29 @@ def pending_trials(cfg: ExperimentConfig, exp: ExperimentDir, resume: bool) -> d
     return {k: t for k, t in trials.items() if statuses.get(k, {}).get("status") != "TERMINATED"}
 
 
+def finished_values(exp: ExperimentDir) -> dict[str, float | None]:
+    """Trial key -> best val macro-F1 of every recorded trial that finished ({} for a new experiment)."""
+    if not exp.exists():
+        return {}
+    statuses = exp.read_statuses()
+    return {k: statuses[k].get("best") for k in exp.recorded_trials() if statuses.get(k, {}).get("status") == "TERMINATED"}
+
+
+def trials_to_run(cfg: ExperimentConfig, exp: ExperimentDir, pending: dict[str, TrialConfig]) -> int:
+    """How many trials this run starts: the pending ones, or for an Optuna search every one not finished."""
+    return cfg.n_trials - len(finished_values(exp)) if cfg.search_space.adaptive else len(pending)
+
+
+def searcher(cfg: ExperimentConfig, exp: ExperimentDir, trials: dict[str, TrialConfig], max_concurrent: int) -> tuple[dict, object]:
+    """Tune's (param_space, search_alg) for the `trials` this run starts with."""
+    if not cfg.search_space.adaptive:
+        return tune_search(trials, max_concurrent)
+    from ecg_ray.optuna_search import BatchedOptuna
+
+    recorded = exp.recorded_trials() if exp.exists() else {}
+    return {}, BatchedOptuna(cfg.search_space, cfg.seed, exp, recorded, finished_values(exp), rerun=list(trials))
+
+
 def build_tuner(cfg: ExperimentConfig, exp: ExperimentDir, data: PreparedData, settings: RunSettings,
                 trials: dict[str, TrialConfig], max_concurrent: int = 0):
     """A Tuner that runs `trials` (a new experiment, or the unfinished trials of a resumed one)."""
@@ -324,7 +368,7 @@ def build_tuner(cfg: ExperimentConfig, exp: ExperimentDir, data: PreparedData, s
         ray.tune.with_parameters(trial_driver, data_box=[data_ref], exp=exp, settings=settings),
         driver_resources(cfg),
     )
-    space, search = tune_search(trials, max_concurrent)
+    space, search = searcher(cfg, exp, trials, max_concurrent)
     return ray.tune.Tuner(
         trainable,
         param_space=space,
@@ -332,7 +376,7 @@ def build_tuner(cfg: ExperimentConfig, exp: ExperimentDir, data: PreparedData, s
             metric=RANK_METRIC,
             mode=RANK_MODE,
             search_alg=search,
-            num_samples=len(trials),
+            num_samples=trials_to_run(cfg, exp, trials),
             scheduler=build_scheduler(cfg.scheduler, cfg.epochs),
         ),
         run_config=ray.tune.RunConfig(
@@ -410,7 +454,7 @@ def run_experiment(
             exp = preflight(cfg, resume, overwrite)
             trials = pending_trials(cfg, exp, resume)
             data = prepare_data(cfg, exp, resume, overwrite)
-            if not trials:
+            if not trials_to_run(cfg, exp, trials):
                 print(f"[ecg-ray] every trial of {exp} has finished; nothing to resume", flush=True)
                 return exp.path
             local = not (address or os.environ.get("RAY_ADDRESS")) and not ray.is_initialized()
@@ -421,7 +465,7 @@ def run_experiment(
         if not resume:
             exp.write_record(experiment_record(cfg, data, settings), {"data_hash": data.data_hash, "ids": data.ids})
         slots = concurrency(cfg, settings, local)
-        run, t0 = run_record(resume, len(trials), address) | {"concurrent_trials": slots}, time.monotonic()
+        run, t0 = run_record(resume, trials_to_run(cfg, exp, trials), address) | {"concurrent_trials": slots}, time.monotonic()
         exp.record_run(run)
         tuner = build_tuner(cfg, exp, data, settings, trials, slots)
         with graceful_stop() as interrupted:
@@ -493,4 +537,4 @@ def unfinished_trials(cfg: ExperimentConfig) -> tuple[int, int]:
     """(trials that have not ended, trials that ended in an error) according to trial_status.json."""
     status = cfg.experiment_dir.read_statuses()
     ended = [v["status"] for v in status.values() if v["status"] in ("TERMINATED", "ERROR")]
-    return len(cfg.grid()) - len(ended), ended.count("ERROR")
+    return cfg.n_trials - len(ended), ended.count("ERROR")

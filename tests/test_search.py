@@ -46,7 +46,10 @@ def test_random_search_is_reproducible_for_a_seed_and_differs_between_seeds():
     ({"lr": {"loguniform": [1e-4, 3e-3]}}, "search.lr is a distribution (loguniform); set `search.algorithm: random`"),
     ({"algorithm": "random", "lr": [1e-3]}, "needs at least one search key given as a distribution"),
     ({"algorithm": "bayes", "lr": [1e-3]}, "The 'search.algorithm' parameter must be one of"),
-    ({"num_samples": 4, "lr": [1e-3]}, "The 'search.num_samples' parameter must be set only with search.algorithm: random"),
+    ({"num_samples": 4, "lr": [1e-3]}, "The 'search.num_samples' parameter must be set only with search.algorithm: random or optuna"),
+    ({"algorithm": "optuna", "lr": [1e-3]}, "search.algorithm 'optuna' needs at least one search key given as a distribution"),
+    ({"suggest_batch": 2, "lr": [1e-3]}, "The 'search.suggest_batch' parameter must be set only with search.algorithm: optuna"),
+    ({"algorithm": "optuna", "suggest_batch": 0, "lr": {"uniform": [1e-4, 1e-3]}}, "'search.suggest_batch' parameter must be an int in [1, 10000]"),
     ({"algorithm": "random", "lr": {"normal": [0, 1]}}, "The 'search.lr' parameter must be a list of values or one distribution"),
     ({"algorithm": "random", "lr": {"uniform": [3e-3, 1e-4]}}, "must be a uniform range with low < high"),
     ({"algorithm": "random", "lr": {"loguniform": [0.0, 1e-3]}}, "The 'search.lr' parameter must be a loguniform range above 0"),
@@ -67,10 +70,13 @@ def test_bad_search_spaces_are_refused_naming_the_key(search, message):
     assert message in str(err.value)
 
 
-def test_the_extended_experiment_reads_and_draws():
+def test_the_extended_experiment_reads_and_its_first_batch_draws():
+    from ecg_ray.optuna_search import suggest_batch
+
     cfg = load_experiment("experiments/extended.yaml")
-    trials = cfg.grid()
-    assert len(trials) == cfg.search["num_samples"] and cfg.scheduler.name == "asha"
+    space = cfg.search_space
+    assert space.algorithm == "optuna" and cfg.n_trials == cfg.search["num_samples"] and cfg.scheduler.name == "asha"
+    trials = space.grid(cfg.seed, suggest_batch(space, cfg.seed, 0, space.suggest_batch, []))
     assert len({t.lr_schedule for t in trials}) > 1 and any(t.label_smoothing > 0 for t in trials)
 
 
