@@ -37,6 +37,7 @@ SCHEDULER_NAMES = ("asha", "none")  # ecg_ray.schedulers.SCHEDULERS
 LR_SCHEDULES = ("constant", "cosine", "onecycle", "step")  # ecg_ray.train.LR_SCHEDULES
 CLASS_BALANCE = ("weighted_loss", "sampler", "none")  # ecg_ray.train.build_trial / train_epoch
 NORMALIZE = ("none", "zscore")  # ecg_ray.model.ECGModel
+TRAIN_CROPS = ("centre", "random")  # ecg_ray.train.train_epoch
 AUGMENTATIONS = ("scale", "noise", "stretch", "burst", "wander")  # ecg_ray.augment; TrialConfig.aug_<name>[_p]
 # search.algorithm: the grid as listed; num_samples random draws; or num_samples configs that Optuna's
 # TPE suggests in batches, each batch from the results of the batches before (ecg_ray.optuna_search).
@@ -274,6 +275,11 @@ class TrialConfig(Validated):
     # loss; none: neither.
     class_balance: str = "weighted_loss"
     normalize: str = "none"  # zscore: each record scaled to mean 0, sd 1 inside the model (train, val, predict)
+    # The records' length in samples (0: data.target_length, the notebook's 9000), and how training
+    # windows are cut from longer records: centre (the notebook), or random: a fresh window each epoch.
+    # Validation, test and predict always cut the centre window.
+    target_length: int = 0
+    train_crop: str = "centre"
     # The model's shape (ecg_ray.model); each default is the notebook's.
     gru_layers: int = 1
     bidirectional: bool = False
@@ -308,6 +314,8 @@ class TrialConfig(Validated):
         "label_smoothing": Interval(float, 0.0, 1.0, "left"),
         "class_balance": Options(CLASS_BALANCE),
         "normalize": Options(NORMALIZE),
+        "target_length": Interval(int, 0, 1_000_000),
+        "train_crop": Options(TRAIN_CROPS),
         "gru_layers": Interval(int, 1, 8),
         "bidirectional": Options((False, True)),
         "conv_channels": Interval(int, 1, 512),
@@ -325,6 +333,8 @@ class TrialConfig(Validated):
     def check_together(self) -> None:
         if self.warmup_epochs >= self.epochs and self.warmup_epochs:
             fail("warmup_epochs", f"below epochs ({self.epochs})", self.warmup_epochs)
+        if 0 < self.target_length < self.n_fft:
+            fail("target_length", f"0 (the data's length) or at least n_fft ({self.n_fft})", self.target_length)
         if self.hop_length > self.n_fft:
             fail("hop_length", f"at most n_fft ({self.n_fft}): a longer hop would skip samples", self.hop_length)
 
@@ -598,14 +608,18 @@ class SearchSpace:
         combos = len(self.configs or ((),)) * math.prod(len(v) for _, v in self.axes)
         return (self.num_samples if self.distributions else 1) * combos
 
-    def largest(self, key: str) -> Any:
-        """The largest value `key` takes in any trial (for sizing resources before the trials exist)."""
+    def values(self, key: str) -> list:
+        """The values `key` is given: listed ones, a choice's, a range's ends ([] when it keeps its default)."""
         values = [v for k, vs in self.axes if k == key for v in vs]
         values += [v for c in self.configs for k, v in c if k == key]
         for k, name, args in self.distributions:
             if k == key:
-                values += list(args) if name == "choice" else [args[1] - 1 if name == "randint" else args[1]]
-        return max(values) if values else getattr(TrialConfig(), key)
+                values += list(args) if name == "choice" else [args[0], args[1] - 1 if name == "randint" else args[1]]
+        return values
+
+    def largest(self, key: str) -> Any:
+        """The largest value `key` takes in any trial (for sizing resources before the trials exist)."""
+        return max(self.values(key), default=getattr(TrialConfig(), key))
 
     def check(self, seed: int) -> None:
         """Every trial is valid (for Optuna, every combo; each suggestion is checked as it is made)."""

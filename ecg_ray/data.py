@@ -98,6 +98,9 @@ class PreparedData:
         weights: (4,) float32 class weights from the train split.
         data_hash: sha256 prefix over ids, arrays and labels of every split.
         meta: where the data came from and how it was prepared.
+        whole: split -> (n, longest) float32 records whole, zero-padded at the end; only for
+            experiments whose trials cut their own windows (see whole_records_needed).
+        lengths: split -> (n,) int64 record lengths, beside `whole`.
     """
 
     x: dict[str, np.ndarray]
@@ -106,6 +109,8 @@ class PreparedData:
     weights: np.ndarray
     data_hash: str
     meta: DataMeta
+    whole: dict[str, np.ndarray] | None = None
+    lengths: dict[str, np.ndarray] | None = None
 
     def describe(self) -> str:
         parts = []
@@ -212,14 +217,28 @@ def split_records(splits: dict[str, RecordSet], cfg, seed: int) -> dict[str, Rec
     return {name: rs.subset(index) for name, index in out.items()} | given
 
 
-def content_hash(x: dict, y: dict, ids: dict) -> str:
+def content_hash(x: dict, y: dict, ids: dict, whole: dict | None = None) -> str:
     h = hashlib.sha256()
     for split in sorted(x):
         h.update(split.encode())
         h.update("\n".join(ids[split]).encode())
         h.update(np.ascontiguousarray(x[split]).tobytes())
         h.update(np.ascontiguousarray(y[split]).astype(np.int64).tobytes())
+        if whole is not None:
+            h.update(np.ascontiguousarray(whole[split]).tobytes())
     return h.hexdigest()[:16]
+
+
+def whole_records_needed(exp) -> bool:
+    """Whether a trial may cut its own windows (search.train_crop: random, or a target_length other
+    than data.target_length), so the prepared data must keep every record whole."""
+    space = exp.search_space
+    return "random" in space.values("train_crop") or any(v not in (0, exp.data.target_length) for v in space.values("target_length"))
+
+
+def centre_windows(whole: np.ndarray, lengths: np.ndarray, length: int) -> np.ndarray:
+    """Each record padded or centre-trimmed to `length`, exactly as pad_or_trim does it."""
+    return pad_or_trim([w[:n] for w, n in zip(whole, lengths)], length)
 
 
 def preparation_settings(exp) -> dict:
@@ -232,7 +251,7 @@ def preparation_settings(exp) -> dict:
         "on_bad_record": d.on_bad_record, "n_records": d.n_records if d.source == "synthetic" else None,
         "min_peak_to_peak": d.min_peak_to_peak, "max_abs_amplitude": d.max_abs_amplitude,
         "seed": exp.seed, "version": CACHE_VERSION,
-    }
+    } | ({"whole_records": True} if whole_records_needed(exp) else {})
 
 
 def cache_dir(exp) -> Path:
@@ -312,7 +331,12 @@ def prepare(exp, use_cache: bool = True) -> PreparedData:
         weights = class_weights(y["train"])
     except DataError as err:
         raise DataError(f"{meta.source}: {err}") from None
-    data = PreparedData(x, y, ids, weights, content_hash(x, y, ids), meta)
+    whole = lengths_by = None
+    if settings.get("whole_records"):
+        lengths_by = {s: rs.lengths().astype(np.int64) for s, rs in splits.items()}
+        width = max(int(lengths.max()), exp.search_space.largest("target_length"))
+        whole = {s: pad_or_trim(rs.signals, width) for s, rs in splits.items()}
+    data = PreparedData(x, y, ids, weights, content_hash(x, y, ids, whole), meta, whole, lengths_by)
     if use_cache:
         _write_cache(path, data)
     return data
@@ -320,6 +344,8 @@ def prepare(exp, use_cache: bool = True) -> PreparedData:
 
 def _write_cache(path: Path, data: PreparedData) -> None:
     arrays = {f"x_{s}": a for s, a in data.x.items()} | {f"y_{s}": a for s, a in data.y.items()}
+    if data.whole is not None:
+        arrays |= {f"whole_{s}": a for s, a in data.whole.items()} | {f"lengths_{s}": a for s, a in data.lengths.items()}
     header = {"ids": data.ids, "weights": data.weights.tolist(), "data_hash": data.data_hash, "meta": data.meta.to_dict()}
     try:
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
@@ -334,7 +360,10 @@ def _read_cache(path: Path) -> PreparedData:
         splits = list(header["ids"])
         x = {s: z[f"x_{s}"] for s in splits}
         y = {s: z[f"y_{s}"] for s in splits}
-    data = PreparedData(x, y, header["ids"], np.asarray(header["weights"], dtype=np.float32), header["data_hash"], DataMeta.from_dict(header["meta"]))
-    if content_hash(data.x, data.y, data.ids) != data.data_hash:
+        whole = {s: z[f"whole_{s}"] for s in splits} if f"whole_{splits[0]}" in z else None
+        lengths = {s: z[f"lengths_{s}"] for s in splits} if whole is not None else None
+    data = PreparedData(x, y, header["ids"], np.asarray(header["weights"], dtype=np.float32), header["data_hash"],
+                        DataMeta.from_dict(header["meta"]), whole, lengths)
+    if content_hash(data.x, data.y, data.ids, data.whole) != data.data_hash:
         raise ValueError("cache content does not match its hash")
     return data

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ecg_ray.config import TrialConfig
 from ecg_ray.expdir import ExperimentDir
 from ecg_ray.schema import CLASS_KEYS, CONFIG_COLUMNS, RANK_METRIC, confusion_columns
 
@@ -49,12 +50,12 @@ def evaluate_test(exp_dir: str, trials: pd.DataFrame, data, top: int = TOP_CONFI
     """
     from ecg_ray.predict import best_checkpoint, class_probabilities, model_from
     from ecg_ray.report import rank_configs
-    from ecg_ray.train import classification_metrics
+    from ecg_ray.train import classification_metrics, split_array
 
     if "test" not in data.x or not len(data.y["test"]):
         return None
     exp = ExperimentDir.parse(exp_dir)
-    x, y = data.x["test"], data.y["test"]
+    y = data.y["test"]
     rows = []
     for _, config in rank_configs(trials).head(top).iterrows():
         for trial_id in config["trial_ids"].split(","):
@@ -62,6 +63,7 @@ def evaluate_test(exp_dir: str, trials: pd.DataFrame, data, top: int = TOP_CONFI
             saved = best_checkpoint(exp, trial_id, int(trial["best_epoch"]), float(trial[f"best_{RANK_METRIC}"]))
             if saved is None:
                 continue  # its best epoch's checkpoint was not kept (the report says which are missing)
+            x = split_array(data, TrialConfig.from_dict(saved["trial"]), "test")  # at the trial's target_length
             pred = class_probabilities(model_from(saved), x, int(trial["batch_size"])).argmax(1)
             m = classification_metrics(y, pred)
             row = {"config_rank": int(config["rank"]), "trial_id": trial_id}

@@ -161,8 +161,9 @@ def predict(model_path: str, input_path: str, trust_pickle: bool = False, on_bad
     rs = checked["predict"]
     if not len(rs):
         raise EcgRayError(f"No usable record in {input_path}" + (f" ({len(dropped)} skipped)" if dropped else "") + ".")
-    x = pad_or_trim(rs.signals, int(settings["target_length"]))
-    probs = class_probabilities(model, x, TrialConfig(**saved["trial"]).batch_size)
+    trial = TrialConfig.from_dict(saved["trial"])
+    x = pad_or_trim(rs.signals, trial.target_length or int(settings["target_length"]))  # the centre window it trained on
+    probs = class_probabilities(model, x, trial.batch_size)
     pred = probs.argmax(1)
     out = pd.DataFrame({"record": rs.ids, "predicted": [LABEL_NAMES[i] for i in pred],
                         "predicted_class": [CLASS_NAMES[i] for i in pred]})

@@ -27,6 +27,7 @@ from torch import nn
 import ecg_ray
 from ecg_ray import augment
 from ecg_ray.config import CUBLAS_WORKSPACE, TrialConfig
+from ecg_ray.data import centre_windows
 from ecg_ray.errors import EcgRayError
 from ecg_ray.model import ECGModel
 from ecg_ray.schema import CLASS_KEYS, NUM_CLASSES
@@ -184,26 +185,56 @@ EVAL_BATCH = 256
 RESIDENT_SHARE = 0.5
 
 
-def on_device(state: TrialState, data, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The split's (x, y) as tensors on the trial's device, made once per trial and data.
+def trial_length(trial, data) -> int:
+    """The samples per record a trial sees: its target_length, or the data's."""
+    return trial.target_length or int(data.meta.settings["target_length"])
+
+
+def split_array(data, trial, split: str) -> np.ndarray:
+    """The split's records as the trial sees them (centre windows of its length): the prepared
+    array itself at the data's length, else windows cut from the whole records."""
+    length = trial_length(trial, data)
+    if data.x[split].shape[1] == length:
+        return data.x[split]
+    if data.whole is None:
+        raise EcgRayError(f"Trial {trial} asks for target_length {length}, but the data was prepared at "
+                          f"{data.x[split].shape[1]} samples without the whole records: prepare it from this experiment.")
+    return centre_windows(data.whole[split], data.lengths[split], length)
+
+
+def on_device(state: TrialState, data, split: str, whole: bool = False) -> tuple[torch.Tensor, ...]:
+    """The split's (x, y) as tensors on the trial's device, made once per trial and data: the
+    trial's centre windows, or with `whole` (train_crop: random) (whole records, y, lengths).
 
     On CPU these are views of the arrays (no copy); on a GPU one copy per trial replaces
     one host-to-device copy per batch.
     """
     if state.resident.get("data") is not data:
         state.resident = {"data": data}
-    if split not in state.resident:
+    key = (split, whole)
+    if key not in state.resident:
+        if whole and data.whole is None:
+            raise EcgRayError(f"Trial {state.trial} crops at random, but the data was prepared without the whole records: "
+                              "prepare it from this experiment (its search lists train_crop: random).")
+        arrays = (data.whole[split], data.y[split], data.lengths[split]) if whole else (split_array(data, state.trial, split), data.y[split])
         with warnings.catch_warnings():  # arrays from Ray's object store are read-only; nothing here writes
             warnings.simplefilter("ignore", UserWarning)
-            x, y = torch.from_numpy(data.x[split]), torch.from_numpy(data.y[split])
+            tensors = tuple(torch.from_numpy(a) for a in arrays)
         if state.device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(state.device)
-            if x.nbytes + y.nbytes <= free * RESIDENT_SHARE:
-                x, y = x.to(state.device), y.to(state.device)
+            if sum(t.nbytes for t in tensors) <= free * RESIDENT_SHARE:
+                tensors = tuple(t.to(state.device) for t in tensors)
             else:
-                x, y = x.pin_memory(), y.pin_memory()
-        state.resident[split] = (x, y)
-    return state.resident[split]
+                tensors = tuple(t.pin_memory() for t in tensors)
+        state.resident[key] = tensors
+    return state.resident[key]
+
+
+def random_starts(lengths: torch.Tensor, window: int, generator: torch.Generator) -> torch.Tensor:
+    """Where each record's training window starts this epoch: uniform over the positions that keep
+    it inside the record (0 for a record no longer than the window, which is padded)."""
+    room = (lengths.cpu() - window).clamp(min=0) + 1
+    return (torch.rand(len(room), generator=generator, dtype=torch.float64) * room).long()
 
 
 def balanced_order(y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -215,16 +246,24 @@ def balanced_order(y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.multinomial(per_record, len(labels), replacement=True, generator=generator)
 
 
-def _batches(x: torch.Tensor, y: torch.Tensor, order: torch.Tensor, batch_size: int, device):
+def _batches(x: torch.Tensor, y: torch.Tensor, order: torch.Tensor, batch_size: int, device,
+             starts: torch.Tensor | None = None, window: int = 0):
+    """Batches in `order`; with `starts`, the `window` samples of each record from its start."""
     order = order.to(x.device)
+    if starts is not None:
+        starts, offsets = starts.to(x.device), torch.arange(window, device=x.device)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        yield x[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
+        xb = x[idx] if starts is None else x[idx].gather(1, starts[idx, None] + offsets)
+        yield xb.to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
 
 
-def train_epoch(state: TrialState, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> dict:
+def train_epoch(state: TrialState, x: torch.Tensor, y: torch.Tensor, batch_size: int,
+                lengths: torch.Tensor | None = None, window: int = 0) -> dict:
     """One pass over the training set in seeded random order. Returns train_loss and train_acc.
 
+    With `lengths` (train_crop: random), `x` holds the whole records and each epoch trains on a
+    fresh `window`-sample window of each, drawn from the trial's shuffling generator.
     The running loss and count stay on the device (float64 and int64: the same sums, bit
     for bit, as adding `loss.item() * n` in Python), so no step waits for the GPU.
     """
@@ -236,7 +275,8 @@ def train_epoch(state: TrialState, x: torch.Tensor, y: torch.Tensor, batch_size:
     total_loss = torch.zeros((), dtype=torch.float64, device=state.device)
     correct = torch.zeros((), dtype=torch.int64, device=state.device)
     order = balanced_order(y, state.generator) if trial.class_balance == "sampler" else shuffled_order(len(y), state.generator)
-    for xb, yb in _batches(x, y, order, batch_size, state.device):
+    starts = random_starts(lengths, window, state.generator) if lengths is not None else None
+    for xb, yb in _batches(x, y, order, batch_size, state.device, starts, window):
         if state.aug_generator is not None:
             xb = augment.augment(xb, trial, state.aug_generator, state.fs)
         state.optimizer.zero_grad()
@@ -297,7 +337,11 @@ def run_epoch(state: TrialState, data, batch_size: int) -> dict:
     """Train one epoch and evaluate on val; the metrics a trial reports for that epoch."""
     metrics = {"epoch": state.epoch + 1}
     state.fs = int(data.meta.settings["sampling_rate"])
-    metrics |= train_epoch(state, *on_device(state, data, "train"), batch_size)
+    if state.trial.train_crop == "random":
+        whole, y, lengths = on_device(state, data, "train", whole=True)
+        metrics |= train_epoch(state, whole, y, batch_size, lengths, trial_length(state.trial, data))
+    else:
+        metrics |= train_epoch(state, *on_device(state, data, "train"), batch_size)
     # Validation batches: EVAL_BATCH on a GPU; on a CPU the training batch, which runs faster there
     # (smaller tensors stay in cache). The logits are the same either way.
     metrics |= evaluate(state, *on_device(state, data, "val"), batch_size=EVAL_BATCH if state.device.type == "cuda" else batch_size)

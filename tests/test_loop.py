@@ -64,7 +64,7 @@ def test_validation_batch_size_does_not_change_the_logits_on_cpu(data):
 def test_splits_are_made_tensors_once_per_trial_and_are_views_on_cpu(data):
     state = build_trial(TrialConfig(hidden_size=16, epochs=2), data.weights)
     run_epoch(state, data, 32)
-    x, _ = state.resident["train"]
+    x, _ = state.resident["train", False]
     run_epoch(state, data, 32)
-    assert state.resident["train"][0] is x  # not rebuilt for the second epoch
+    assert state.resident["train", False][0] is x  # not rebuilt for the second epoch
     assert x.data_ptr() == data.x["train"].__array_interface__["data"][0]  # no copy on CPU

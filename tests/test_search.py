@@ -5,6 +5,7 @@ label smoothing), each defaulting to the notebook's behaviour."""
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -265,3 +266,86 @@ def test_zscore_normalisation_makes_the_model_blind_to_gain_and_offset():
         assert torch.allclose(model(x), model(3 * x + 500), atol=1e-4)
         plain = ECGModel.for_trial(TrialConfig(hidden_size=16)).eval()
         assert not torch.allclose(plain(x), plain(3 * x + 500), atol=1e-4)
+
+
+# --- the data knobs: target_length and train_crop -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def whole_data():
+    """Data prepared with the whole records kept (the search lists train_crop: random)."""
+    from ecg_ray.data import prepare
+
+    return prepare(_cfg({"train_crop": ["centre", "random"], "hidden_size": 8}, data={"n_records": 120}), use_cache=False)
+
+
+def test_whole_records_are_kept_only_when_a_trial_cuts_its_own_windows(whole_data):
+    from ecg_ray.data import whole_records_needed
+
+    assert not whole_records_needed(_cfg({"lr": [1e-3, 5e-4]}))
+    assert not whole_records_needed(_cfg({"target_length": [0, 9000]}))
+    assert whole_records_needed(_cfg({"target_length": [6000, 9000]}))
+    assert whole_records_needed(_cfg({"algorithm": "random", "num_samples": 2, "target_length": {"randint": [6000, 12000]}}))
+    longest = max(int(n.max()) for n in whole_data.lengths.values())
+    for split, whole in whole_data.whole.items():
+        lengths = whole_data.lengths[split]
+        assert whole.shape[1] == longest > 9000 and (whole[np.arange(len(whole)), lengths - 1] != 0).any()
+
+
+def test_a_trial_at_the_datas_length_trains_as_the_notebook_did_bit_for_bit(data, whole_data):
+    from ecg_ray.train import build_trial, run_epoch
+
+    plain = run_epoch(build_trial(TrialConfig(hidden_size=8), data.weights), data, 32)
+    at_9000 = run_epoch(build_trial(TrialConfig(hidden_size=8, target_length=9000), whole_data.weights), whole_data, 32)
+    assert plain == at_9000 and data.data_hash != whole_data.data_hash  # same windows; the hash covers the whole records
+
+
+def test_another_target_length_cuts_centre_windows_for_val_and_test(whole_data):
+    from ecg_ray.data import pad_or_trim
+    from ecg_ray.train import split_array
+
+    lengths = whole_data.lengths["val"]
+    signals = [w[:n] for w, n in zip(whole_data.whole["val"], lengths)]
+    for length in (6000, 12000):
+        got = split_array(whole_data, TrialConfig(target_length=length, train_crop="random"), "val")
+        assert got.shape == (len(lengths), length) and np.array_equal(got, pad_or_trim(signals, length))
+
+
+def test_random_crops_are_windows_inside_each_record_fresh_each_epoch_and_seeded():
+    from ecg_ray.train import _batches, random_starts
+
+    lengths = torch.tensor([9000, 12000, 5000, 18000])
+    whole = torch.arange(4 * 18000, dtype=torch.float32).reshape(4, 18000)
+    g = torch.Generator().manual_seed(1)
+    first, second = random_starts(lengths, 9000, g), random_starts(lengths, 9000, g)
+    assert torch.equal(first, random_starts(lengths, 9000, torch.Generator().manual_seed(1)))  # seeded
+    assert not torch.equal(first, second)  # a fresh window each epoch
+    assert first[0] == first[2] == 0 and 0 <= first[1] <= 3000 and 0 <= first[3] <= 9000
+    (xb, yb), = _batches(whole, torch.arange(4), torch.tensor([3, 1, 0, 2]), 4, "cpu", first, 9000)
+    for row, i in enumerate([3, 1, 0, 2]):
+        assert torch.equal(xb[row], whole[i, first[i]:first[i] + 9000]) and yb[row] == i
+
+
+def test_a_random_crop_trial_resumed_from_its_checkpoint_continues_bit_for_bit(whole_data):
+    import copy
+
+    from ecg_ray.train import build_trial, load_state_dict, run_epoch, state_dict
+
+    trial = TrialConfig(hidden_size=8, train_crop="random", target_length=6000)
+    straight = build_trial(trial, whole_data.weights)
+    run_epoch(straight, whole_data, 32)
+    saved = copy.deepcopy(state_dict(straight))  # as written to the checkpoint, not views of live tensors
+    expected = run_epoch(straight, whole_data, 32)
+    resumed = build_trial(trial, whole_data.weights)
+    load_state_dict(resumed, saved)
+    assert run_epoch(resumed, whole_data, 32) == expected
+
+
+@pytest.mark.parametrize("search, message", [
+    ({"target_length": 100}, "The 'target_length' parameter must be 0 (the data's length) or at least n_fft (256)"),
+    ({"train_crop": "left"}, "The 'train_crop' parameter must be one of 'centre', 'random'"),
+])
+def test_bad_data_knobs_are_refused(search, message):
+    with pytest.raises(ConfigError) as err:
+        _cfg(search)
+    assert message in str(err.value)
