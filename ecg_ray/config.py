@@ -38,6 +38,7 @@ LR_SCHEDULES = ("constant", "cosine", "onecycle", "step")  # ecg_ray.train.LR_SC
 CLASS_BALANCE = ("weighted_loss", "sampler", "none")  # ecg_ray.train.build_trial / train_epoch
 NORMALIZE = ("none", "zscore")  # ecg_ray.model.ECGModel
 TRAIN_CROPS = ("centre", "random")  # ecg_ray.train.train_epoch
+DIFFICULTIES = ("realistic", "easy")  # ecg_ray.synthetic.generate (data.difficulty)
 AUGMENTATIONS = ("scale", "noise", "stretch", "burst", "wander")  # ecg_ray.augment; TrialConfig.aug_<name>[_p]
 # search.algorithm: the grid as listed; num_samples random draws; or num_samples configs that Optuna's
 # TPE suggests in batches, each batch from the results of the batches before (ecg_ray.optuna_search).
@@ -191,6 +192,8 @@ class DataConfig(Validated):
     val_path: str | None = None  # the val file of a pickle/Parquet pair
     test_path: str | None = None  # a given held-out test set: challenge folder, .mat/.hea record, .parquet or .pkl
     n_records: int = 8528  # synthetic only
+    # synthetic only: realistic (as hard as CinC 2017, 8% label noise) or easy (the first generator)
+    difficulty: str = "realistic"
     target_length: int = 9000
     sampling_rate: int = 300
     min_length: int = 2700
@@ -211,6 +214,7 @@ class DataConfig(Validated):
         "test_path": OPTIONAL_STR,
         "cache_dir": OPTIONAL_STR,
         "n_records": Interval(int, 8, 1_000_000),
+        "difficulty": Options(DIFFICULTIES),
         "target_length": Interval(int, 256, 1_000_000),
         "sampling_rate": Interval(int, 1, 100_000),
         "min_length": Interval(int, 1, 1_000_000),

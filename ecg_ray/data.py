@@ -249,6 +249,7 @@ def preparation_settings(exp) -> dict:
         "min_length": d.min_length, "val_fraction": d.val_fraction, "test_fraction": d.test_fraction,
         "test_path": d.test_path,
         "on_bad_record": d.on_bad_record, "n_records": d.n_records if d.source == "synthetic" else None,
+        **({"difficulty": d.difficulty} if d.source == "synthetic" else {}),
         "min_peak_to_peak": d.min_peak_to_peak, "max_abs_amplitude": d.max_abs_amplitude,
         "seed": exp.seed, "version": CACHE_VERSION,
     } | ({"whole_records": True} if whole_records_needed(exp) else {})

@@ -77,14 +77,14 @@ def _pair(cfg) -> list[tuple[str, Path]]:
 def _load_synthetic(cfg, seed: int) -> dict:
     from ecg_ray.synthetic import generate
 
-    return {"all": generate(cfg.n_records, seed=seed, fs=cfg.sampling_rate)}
+    return {"all": generate(cfg.n_records, seed=seed, fs=cfg.sampling_rate, difficulty=cfg.difficulty)}
 
 
 def _fingerprint_synthetic(cfg, seed: int) -> str:
     from ecg_ray import synthetic
 
     code = Path(synthetic.__file__).read_bytes()  # a change to the generator invalidates caches
-    return hashlib.sha256(code + f"{cfg.n_records}:{seed}:{cfg.sampling_rate}".encode()).hexdigest()
+    return hashlib.sha256(code + f"{cfg.n_records}:{seed}:{cfg.sampling_rate}:{cfg.difficulty}".encode()).hexdigest()
 
 
 # --- the challenge's folder (training2017/) --------------------------------

@@ -2,12 +2,18 @@ import numpy as np
 import pytest
 from scipy.signal import find_peaks
 
-from ecg_ray.synthetic import CLASS_MIX, FS, LENGTH_RANGE, class_counts, generate
+from ecg_ray.synthetic import CLASS_MIX, FS, LABEL_NOISE, LENGTH_RANGE, P_INVERTED, class_counts, generate
 
 
 @pytest.fixture(scope="module")
 def records():
-    return generate(600, seed=7)
+    """The easy generator: each class's physiology, untouched by the realistic confusions."""
+    return generate(600, seed=7, difficulty="easy")
+
+
+@pytest.fixture(scope="module")
+def realistic():
+    return generate(1200, seed=7)
 
 
 def _r_peaks(sig):
@@ -33,7 +39,7 @@ def test_class_mix_is_the_challenges():
     assert counts.sum() == 8528
     np.testing.assert_allclose(counts / 8528, CLASS_MIX, atol=1e-3)
     assert (class_counts(40) >= 1).all()
-    np.testing.assert_array_equal(generate(200, seed=1).class_counts(), class_counts(200))
+    np.testing.assert_array_equal(generate(200, seed=1, difficulty="easy").class_counts(), class_counts(200))
 
 
 def test_lengths_amplitudes_and_units(records):
@@ -96,3 +102,39 @@ def test_generates_challenge_size_quickly_enough_to_be_default():
     # Not a timing assertion: a sanity check that 1000 records are produced and well formed.
     rs = generate(1000, seed=0)
     assert len(rs) == 1000 and all(np.isfinite(s).all() for s in rs.signals)
+
+
+# --- realistic difficulty (the default) ---------------------------------------------------------
+
+
+def test_realistic_labels_name_another_class_at_the_documented_rate(records, realistic):
+    easy = generate(1200, seed=7, difficulty="easy")  # the same true classes, record by record
+    flipped = realistic.labels != easy.labels
+    assert abs(flipped.mean() - LABEL_NOISE) < 0.025
+    np.testing.assert_allclose(realistic.class_counts() / 1200, CLASS_MIX, atol=0.03)  # flips drawn by the mix
+    assert realistic.source == "synthetic(n=1200, seed=7, realistic)"
+
+
+def test_realistic_records_overlap_between_classes_where_real_ones_do(realistic):
+    easy = generate(1200, seed=7, difficulty="easy")
+    true = easy.labels
+    flipped = realistic.labels != true
+    # Some AF looks regular and some Normal has marked sinus arrhythmia: the RR variability of the
+    # two classes overlaps far more than in the easy data.
+    def overlap(rs):
+        normal = np.array([_rr_cv(rs.signals[i]) for i in np.flatnonzero(true == 0)[:80]])
+        af = np.array([_rr_cv(rs.signals[i]) for i in np.flatnonzero(true == 1)[:80]])
+        return (af < np.percentile(normal, 90)).mean()
+
+    assert overlap(realistic) > overlap(easy) + 0.1
+    # Some records are inverted (lead placement): their largest deflection is negative.
+    inverted = np.mean([np.median(s) - s.min() > s.max() - np.median(s) for s, f in zip(realistic.signals, flipped) if not f])
+    assert P_INVERTED / 2 < inverted < 3 * P_INVERTED
+    assert all(np.isfinite(s).all() and len(s) >= LENGTH_RANGE[0] for s in realistic.signals)
+
+
+def test_both_generators_are_seeded_and_a_bad_difficulty_is_refused():
+    a, b = generate(40, seed=3), generate(40, seed=3)
+    assert all(np.array_equal(x, y) for x, y in zip(a.signals, b.signals)) and np.array_equal(a.labels, b.labels)
+    with pytest.raises(ValueError, match="difficulty must be 'realistic' or 'easy'"):
+        generate(10, difficulty="hard")
