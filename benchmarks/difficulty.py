@@ -28,7 +28,7 @@ from ecg_ray.train import build_trial, run_epoch
 DEFAULT_REAL = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "cinc2017-sample")
 
 
-def measure(data_cfg: dict, trial: TrialConfig, epochs: int, device: str) -> dict:
+def measure(name: str, data_cfg: dict, trial: TrialConfig, epochs: int, device: str) -> dict:
     cfg = experiment_from_dict({"data": {"val_fraction": 0.2, **data_cfg}})
     data = prepare(cfg, use_cache=False)
     state = build_trial(trial, data.weights, device)
@@ -38,6 +38,7 @@ def measure(data_cfg: dict, trial: TrialConfig, epochs: int, device: str) -> dic
         m = run_epoch(state, data, trial.batch_size)
         times.append(time.perf_counter() - t0)
         curve.append((m["val_macro_f1"], m["val_challenge_f1"]))
+        print(f"  {name}: epoch {len(curve)}/{epochs} val_macro_f1 {m['val_macro_f1']:.4f} ({times[-1]:.1f} s)", flush=True)
     best = max(range(epochs), key=lambda e: curve[e][0])
     return {"records": sum(len(v) for v in data.y.values()), "best_val_macro_f1": round(curve[best][0], 4),
             "best_epoch": best + 1, "last_val_macro_f1": round(curve[-1][0], 4),
@@ -65,7 +66,7 @@ def main(argv=None) -> int:
     rows = []
     print(f"trial: {trial.lr=}, {trial.hidden_size=}, {trial.dropout=}, {trial.optimizer}, {args.epochs} epochs, {device}", flush=True)
     for name, data_cfg in sets.items():
-        rows.append({"data": name, **measure(data_cfg, trial, args.epochs, device)})
+        rows.append({"data": name, **measure(name, data_cfg, trial, args.epochs, device)})
         print(rows[-1], flush=True)
     cols = list(rows[0])
     print("\n| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
