@@ -217,15 +217,16 @@ def split_records(splits: dict[str, RecordSet], cfg, seed: int) -> dict[str, Rec
     return {name: rs.subset(index) for name, index in out.items()} | given
 
 
-def content_hash(x: dict, y: dict, ids: dict, whole: dict | None = None) -> str:
+def content_hash(x: dict, y: dict, ids: dict) -> str:
+    """Names the records, their split and their prepared arrays. The whole records some searches
+    keep beside them come from the same records, so an experiment that keeps them has the same
+    hash as one on the same data that does not (its cache key differs: `whole_records`)."""
     h = hashlib.sha256()
     for split in sorted(x):
         h.update(split.encode())
         h.update("\n".join(ids[split]).encode())
         h.update(np.ascontiguousarray(x[split]).tobytes())
         h.update(np.ascontiguousarray(y[split]).astype(np.int64).tobytes())
-        if whole is not None:
-            h.update(np.ascontiguousarray(whole[split]).tobytes())
     return h.hexdigest()[:16]
 
 
@@ -337,7 +338,7 @@ def prepare(exp, use_cache: bool = True) -> PreparedData:
         lengths_by = {s: rs.lengths().astype(np.int64) for s, rs in splits.items()}
         width = max(int(lengths.max()), exp.search_space.largest("target_length"))
         whole = {s: pad_or_trim(rs.signals, width) for s, rs in splits.items()}
-    data = PreparedData(x, y, ids, weights, content_hash(x, y, ids, whole), meta, whole, lengths_by)
+    data = PreparedData(x, y, ids, weights, content_hash(x, y, ids), meta, whole, lengths_by)
     if use_cache:
         _write_cache(path, data)
     return data
@@ -365,6 +366,6 @@ def _read_cache(path: Path) -> PreparedData:
         lengths = {s: z[f"lengths_{s}"] for s in splits} if whole is not None else None
     data = PreparedData(x, y, header["ids"], np.asarray(header["weights"], dtype=np.float32), header["data_hash"],
                         DataMeta.from_dict(header["meta"]), whole, lengths)
-    if content_hash(data.x, data.y, data.ids, data.whole) != data.data_hash:
+    if content_hash(data.x, data.y, data.ids) != data.data_hash:
         raise ValueError("cache content does not match its hash")
     return data

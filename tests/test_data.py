@@ -107,7 +107,7 @@ def _external_test_set(path, n=40, seed=7, prefix="EXT"):
     from ecg_ray.sources import write_parquet
     from ecg_ray.synthetic import generate
 
-    rs = generate(n, seed=seed)
+    rs = generate(n, seed=seed, difficulty="easy")
     rs.ids = [f"{prefix}{i:04d}" for i in range(n)]
     write_parquet(rs, path)
     return rs

@@ -26,7 +26,7 @@ def model(tmp_path_factory):
 
 
 def _records(n=5):
-    rs = generate(n, seed=4)
+    rs = generate(n, seed=4, difficulty="easy")
     rs.ids = [f"C{i:05d}" for i in range(n)]
     return rs
 

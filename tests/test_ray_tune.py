@@ -213,7 +213,7 @@ def test_predict_reads_a_challenge_folder_without_labels_and_refuses_bad_records
 
     from ecg_ray.synthetic import generate
 
-    rs = generate(6, seed=9)
+    rs = generate(6, seed=9, difficulty="easy")
     rs.ids = [f"B{i:05d}" for i in range(6)]
     folder = write_challenge(tmp_path / "hidden", rs)
     (folder / "REFERENCE.csv").unlink()  # the hidden test set has no labels
