@@ -8,7 +8,9 @@ One run, one machine, the same synthetic records for every part:
 
   (a) the notebook's loop: a DataFrame of raw records, a Dataset that pads/trims each
       sample when it is drawn, a DataLoader (batch 32, shuffled): seconds per epoch;
-  (b) ecg_ray's trial loop (ecg_ray.train, no Ray): seconds per epoch;
+  (b) ecg_ray's trial loop (ecg_ray.train, no Ray): seconds per epoch; and with each of the
+      options that change the numbers (`precision: bf16`, `compile: true`; the first epoch,
+      which compiles, is not counted) its speed-up over (b);
   (c) the grid through `ecg-ray tune` end to end (a subprocess, a new local Ray): wall
       time, the sum of epoch times, concurrent slots, overhead = 1 - (sum of epoch times /
       slots) / wall, per-trial start-up (Tune driver start to the first batch) and
@@ -117,11 +119,11 @@ def notebook_epochs(data, hidden: int, epochs: int, device: str) -> list[float]:
     return times
 
 
-def ecg_ray_epochs(data, hidden: int, epochs: int, device: str) -> list[float]:
+def ecg_ray_epochs(data, hidden: int, epochs: int, device: str, **options) -> list[float]:
     from ecg_ray.config import TrialConfig
     from ecg_ray.train import build_trial, run_epoch
 
-    state = build_trial(TrialConfig(lr=1e-3, hidden_size=hidden, dropout=0.2), data.weights, device)
+    state = build_trial(TrialConfig(lr=1e-3, hidden_size=hidden, dropout=0.2, **options), data.weights, device)
     times = []
     for _ in range(epochs):
         start = time.perf_counter()
@@ -245,6 +247,7 @@ def main() -> None:
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
     p.add_argument("--asha", action="store_true", help="also run the grid under ASHA and compare")
     p.add_argument("--no-plain-tune", action="store_true", help="skip the plain Ray Tune yardstick")
+    p.add_argument("--no-compile", action="store_true", help="skip timing `compile: true` (its compilation takes ~30 s)")
     p.add_argument("--json", type=Path, help="also write the results here")
     p.add_argument("--plain-tune", nargs=2, metavar=("EXPERIMENT", "OUT"), help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -278,6 +281,9 @@ def main() -> None:
         ours = ecg_ray_epochs(data, hidden, args.loop_epochs, device)[1:]
         results["loops"] = {"hidden_size": hidden, "notebook_epoch_s": statistics.median(nb),
                             "ecg_ray_epoch_s": statistics.median(ours), "speedup": statistics.median(nb) / statistics.median(ours)}
+        for name, option in (("bf16", {"precision": "bf16"}), *((("compile", {"compile": True}),) if not args.no_compile else ())):
+            fast = statistics.median(ecg_ray_epochs(data, hidden, args.loop_epochs, device, **option)[1:])
+            results["loops"] |= {f"{name}_epoch_s": fast, f"{name}_speedup": statistics.median(ours) / fast}
         grid = tune_grid(exp_file, storage, "speed", args.num_cpus)
         results["tune"] = {k: v for k, v in grid.items() if k not in ("metrics", "losses")}
         if not args.no_plain_tune:
@@ -307,7 +313,10 @@ def table(r: dict) -> str:
     rows = [("device", r["device"]), ("grid", f"{r['grid']} x {r['epochs']} epochs, {r['records']} records")]
     loops = r["loops"]
     rows += [(f"(a) notebook loop, s/epoch (H={loops['hidden_size']})", loops["notebook_epoch_s"]),
-             ("(b) ecg_ray loop, s/epoch", loops["ecg_ray_epoch_s"]), ("    speed-up (a)/(b)", loops["speedup"])]
+             ("(b) ecg_ray loop, s/epoch", loops["ecg_ray_epoch_s"]), ("    speed-up (a)/(b)", loops["speedup"]),
+             ("    precision: bf16, s/epoch (speed-up over (b))", f"{loops['bf16_epoch_s']:.3f} ({loops['bf16_speedup']:.2f}x)"),
+             *([("    compile: true, s/epoch (speed-up over (b))", f"{loops['compile_epoch_s']:.3f} ({loops['compile_speedup']:.2f}x)")]
+               if "compile_epoch_s" in loops else [])]
     t = r["tune"]
     rows += [("(c) ecg-ray tune: wall s (whole command)", t["wall_s"]), ("    wall s inside Tune", t["tune_wall_s"]),
              ("    trials / epochs run", f"{t['trials']} / {t['epochs_run']}"), ("    sum of epoch times, s", t["epoch_time_sum_s"]),

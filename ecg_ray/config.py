@@ -38,7 +38,8 @@ LR_SCHEDULES = ("constant", "cosine", "onecycle", "step")  # ecg_ray.train.LR_SC
 CLASS_BALANCE = ("weighted_loss", "sampler", "none")  # ecg_ray.train.build_trial / train_epoch
 NORMALIZE = ("none", "zscore")  # ecg_ray.model.ECGModel
 TRAIN_CROPS = ("centre", "random")  # ecg_ray.train.train_epoch
-DIFFICULTIES = ("realistic", "easy")  # ecg_ray.synthetic.generate (data.difficulty)
+DIFFICULTIES = ("realistic", "easy")
+PRECISIONS = ("fp32", "bf16")  # ecg_ray.train.autocast  # ecg_ray.synthetic.generate (data.difficulty)
 AUGMENTATIONS = ("scale", "noise", "stretch", "burst", "wander")  # ecg_ray.augment; TrialConfig.aug_<name>[_p]
 # search.algorithm: the grid as listed; num_samples random draws; or num_samples configs that Optuna's
 # TPE suggests in batches, each batch from the results of the batches before (ecg_ray.optuna_search).
@@ -302,6 +303,10 @@ class TrialConfig(Validated):
     aug_burst: float = 0.0  # s x the length zeroed in one burst
     aug_wander_p: float = 0.0
     aug_wander: float = 0.0  # baseline wander of s x sd, 0.05-0.5 Hz
+    # Speed options that change the numbers (off by default, so results stay the notebook's):
+    # bf16: the model's forward under bfloat16 autocast (fp32 loss); compile: torch.compile'd forward.
+    precision: str = "fp32"
+    compile: bool = False
     seed: int = 42
 
     CONSTRAINTS: ClassVar[dict] = {
@@ -331,6 +336,8 @@ class TrialConfig(Validated):
         "aug_stretch": Interval(float, 0.0, 0.5),
         "aug_burst": Interval(float, 0.0, 0.5),
         "aug_wander": Interval(float, 0.0, 10.0),
+        "precision": Options(PRECISIONS),
+        "compile": Options((False, True)),
         "seed": Interval(int, 0, 2**32 - 1),
     }
 

@@ -54,13 +54,14 @@ def model_from(saved: dict):
     return model.eval()
 
 
-def class_probabilities(model, x: np.ndarray, batch_size: int) -> np.ndarray:
-    """(n, 4) softmax probabilities, in batches of the trial's batch size (the numbers training's evaluation saw)."""
+def class_probabilities(model, x: np.ndarray, batch_size: int, trial=None) -> np.ndarray:
+    """(n, 4) softmax probabilities, in batches of the trial's batch size and at its precision
+    (the numbers training's evaluation saw)."""
     import torch
 
     from ecg_ray.train import infer
 
-    return torch.softmax(infer(model, torch.from_numpy(x), batch_size, "cpu"), dim=1).numpy()
+    return torch.softmax(infer(model, torch.from_numpy(x), batch_size, "cpu", trial), dim=1).numpy()
 
 
 def export_best_model(exp_dir: str, trials: pd.DataFrame) -> str | None:
@@ -163,7 +164,7 @@ def predict(model_path: str, input_path: str, trust_pickle: bool = False, on_bad
         raise EcgRayError(f"No usable record in {input_path}" + (f" ({len(dropped)} skipped)" if dropped else "") + ".")
     trial = TrialConfig.from_dict(saved["trial"])
     x = pad_or_trim(rs.signals, trial.target_length or int(settings["target_length"]))  # the centre window it trained on
-    probs = class_probabilities(model, x, trial.batch_size)
+    probs = class_probabilities(model, x, trial.batch_size, trial)
     pred = probs.argmax(1)
     out = pd.DataFrame({"record": rs.ids, "predicted": [LABEL_NAMES[i] for i in pred],
                         "predicted_class": [CLASS_NAMES[i] for i in pred]})

@@ -156,6 +156,8 @@ def build_trial(trial, weights: np.ndarray, device: torch.device | str = "cpu") 
     device = torch.device(device)
     seed_everything(trial.seed)
     model = ECGModel.for_trial(trial).to(device)
+    if trial.compile:
+        model.compile()  # in place: the state dict keeps its keys, so checkpoints and predict are unchanged
     optimizer = OPTIMIZERS[trial.optimizer](model.parameters(), trial.lr, trial.weight_decay)
     if trial.class_balance != "weighted_loss":
         weights = np.ones(len(weights), dtype=np.float32)  # sampler or none: a plain loss
@@ -280,7 +282,8 @@ def train_epoch(state: TrialState, x: torch.Tensor, y: torch.Tensor, batch_size:
         if state.aug_generator is not None:
             xb = augment.augment(xb, trial, state.aug_generator, state.fs)
         state.optimizer.zero_grad()
-        out = state.model(xb)
+        with autocast(state.device, trial):
+            out = state.model(xb).float()
         loss = state.criterion(out, yb)
         loss.backward()
         if trial.grad_clip:
@@ -292,10 +295,18 @@ def train_epoch(state: TrialState, x: torch.Tensor, y: torch.Tensor, batch_size:
     return {"train_loss": total_loss.item() / len(y), "train_acc": correct.item() / len(y)}
 
 
+def autocast(device: torch.device, trial):
+    """bfloat16 autocast for `precision: bf16` (a no-op context for fp32, the default)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=trial.precision == "bf16")
+
+
 @torch.no_grad()
-def infer(model: nn.Module, x: torch.Tensor, batch_size: int, device) -> torch.Tensor:
-    """The model's logits for every record of `x`, in batches of `batch_size` moved to `device`."""
-    return torch.cat([model(x[i : i + batch_size].to(device, non_blocking=True)) for i in range(0, len(x), batch_size)])
+def infer(model: nn.Module, x: torch.Tensor, batch_size: int, device, trial=None) -> torch.Tensor:
+    """The model's fp32 logits for every record of `x`, in batches of `batch_size` moved to `device`
+    (under the trial's precision, when given)."""
+    device = torch.device(device)
+    with autocast(device, trial or TrialConfig()):
+        return torch.cat([model(x[i : i + batch_size].to(device, non_blocking=True)).float() for i in range(0, len(x), batch_size)])
 
 
 @torch.no_grad()
@@ -309,7 +320,7 @@ def evaluate(state: TrialState, x, y, batch_size: int = EVAL_BATCH, prefix: str 
     # pass; draw it too so later dropout masks match the notebook's exactly.
     torch.empty((), dtype=torch.int64).random_()
     state.model.eval()
-    logits = infer(state.model, x, batch_size, state.device)
+    logits = infer(state.model, x, batch_size, state.device, state.trial)
     target = y.to(state.device)
     loss = state.criterion(logits, target, smoothing=False).item()
     pred = logits.argmax(1).cpu().numpy()
