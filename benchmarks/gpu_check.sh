@@ -9,7 +9,8 @@
 # unpacks it. It prints what `nvidia-smi` and torch see, runs the trial loop and tests that need
 # CUDA (determinism on the GPU: two runs, same numbers), then benchmarks/speed.py --gpu (the
 # notebook's loop, ecg_ray's loop, the seed grid through `ecg-ray tune` with auto GPU packing,
-# plain Ray Tune, and ASHA against no early stopping), and leaves JSON under ${OUT:-.}/.
+# plain Ray Tune, and ASHA against no early stopping), then benchmarks/difficulty.py at 8528 records,
+# and leaves JSON under ${OUT:-.}/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-.}
@@ -45,4 +46,6 @@ if [ -n "${QUICK:-}" ]; then
   python3 benchmarks/speed.py --gpu --quick --json "$out/speed_gpu_quick.json"
 else
   python3 benchmarks/speed.py --gpu --grid seed --epochs 20 --asha --json "$out/speed_gpu.json"
+  echo "== the realistic synthetic data at the calibration target (8528 records, 20 epochs)"
+  python3 benchmarks/difficulty.py --gpu --records 8528 --epochs 20 --sets realistic easy --json "$out/difficulty_gpu.json"
 fi
