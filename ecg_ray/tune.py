@@ -126,9 +126,10 @@ def gpu_share(cfg: ExperimentConfig, data: PreparedData) -> tuple[float, str]:
 
     gib, source = gpu_memory_gib(ray.cluster_resources())
     largest = cfg.search_space.largest
+    whole = data.whole["train"].nbytes if data.whole is not None else 0  # a random-crop trial holds it too
     per_trial = trial_memory_gib(
-        data.x["train"].nbytes + data.y["train"].nbytes, data.x["val"].nbytes + data.y["val"].nbytes,
-        largest("hidden_size"), largest("batch_size"), target_length=cfg.data.target_length,
+        data.x["train"].nbytes + data.y["train"].nbytes + whole, data.x["val"].nbytes + data.y["val"].nbytes,
+        largest("hidden_size"), largest("batch_size"), target_length=max(cfg.data.target_length, largest("target_length")),
     )
     n = trials_per_gpu(gib, per_trial)
     return gpu_fraction(n), f"auto: {n} trial(s) per GPU ({gib:.0f} GiB from {source}; about {per_trial:.1f} GiB per trial)"
