@@ -72,3 +72,21 @@ def test_a_file_that_is_not_a_model_is_refused(tmp_path, capsys):
     torch.save({"weights": torch.zeros(3)}, bogus)
     assert main(["predict", str(bogus), "synthetic"]) == 2
     assert "is not an ecg_ray best_model.pt" in capsys.readouterr().err
+
+
+def test_a_model_trained_at_another_length_and_precision_predicts_as_it_was_evaluated(tmp_path):
+    from ecg_ray.data import pad_or_trim
+    from ecg_ray.predict import class_probabilities, load_model
+
+    trial = TrialConfig(hidden_size=8, target_length=6000, precision="bf16")
+    state = build_trial(trial, [1.0, 1.0, 1.0, 1.0])
+    path = tmp_path / "best_model.pt"
+    torch.save({"format": MODEL_FORMAT, "model": state.model.state_dict(), "trial": asdict(trial),
+                "data_settings": preparation_settings(load_experiment("experiments/quick.yaml")),
+                "data_hash": "x", "metrics": {}, "versions": {}}, path)
+    rs = _records()
+    folder = write_challenge(tmp_path / "labelled", rs)
+    got = predict(str(path), str(folder)).set_index("record").loc[rs.ids]
+    model, _ = load_model(str(path))
+    expected = class_probabilities(model, pad_or_trim(rs.signals, 6000), trial.batch_size, trial)  # its centre 6000 samples, in bf16
+    assert got["p_N"].tolist() == pytest.approx(expected[:, 0].tolist(), abs=1e-6)
