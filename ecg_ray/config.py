@@ -652,7 +652,7 @@ class ExperimentConfig(Validated):
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     storage_path: str = DEFAULT_STORAGE
-    max_failures: int = 2  # per trial: worker restarts from the last checkpoint
+    max_failures: int = 2  # per trial: restarts (by Tune) from the last checkpoint
     repeats: int = 1  # seeds per config: seed, seed + 1, ..., seed + repeats - 1 (or list search.seed)
     origin: dict = field(default_factory=dict)  # where the experiment came from (written by `ecg-ray repeat`)
 

@@ -100,7 +100,11 @@ def trial_driver(config: dict, data_box: list, exp: ExperimentDir, settings: Run
             name=key,
             storage_path=exp.train_runs,
             callbacks=[TuneReportCallback()],
-            failure_config=ray.train.FailureConfig(max_failures=settings.max_failures),
+            # Retries are Tune's (the trial restarts and this run resumes from its checkpoint), not
+            # Ray Train's: a Train controller that is being stopped (ASHA, the end of a run) sees its
+            # worker die first and, allowed to retry, starts a new worker group whose placement
+            # group then outlives it, holding a CPU or GPU for the rest of the experiment.
+            failure_config=ray.train.FailureConfig(max_failures=0),
             # The best epoch by val macro-F1 (for best_model.pt) and, always, the latest (to resume).
             checkpoint_config=ray.train.CheckpointConfig(
                 num_to_keep=1, checkpoint_score_attribute=RANK_METRIC, checkpoint_score_order=RANK_MODE
