@@ -733,7 +733,7 @@ class RunSettings:
     resources_per_worker: dict
     threads: int  # torch threads per worker: fixed, because CPU float reductions depend on it
     data_hash: str
-    max_failures: int
+    max_failures: int  # restarts per trial, by Tune (recorded; Ray Train's own retries are off)
     worker_start_timeout_s: float = 600.0
     # Ray Train's settings for each trial's run (environment variables its controller reads).
     train_env: dict = field(default_factory=dict)
