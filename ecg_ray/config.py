@@ -38,8 +38,8 @@ LR_SCHEDULES = ("constant", "cosine", "onecycle", "step")  # ecg_ray.train.LR_SC
 CLASS_BALANCE = ("weighted_loss", "sampler", "none")  # ecg_ray.train.build_trial / train_epoch
 NORMALIZE = ("none", "zscore")  # ecg_ray.model.ECGModel
 TRAIN_CROPS = ("centre", "random")  # ecg_ray.train.train_epoch
-DIFFICULTIES = ("realistic", "easy")
-PRECISIONS = ("fp32", "bf16")  # ecg_ray.train.autocast  # ecg_ray.synthetic.generate (data.difficulty)
+DIFFICULTIES = ("realistic", "easy")  # ecg_ray.synthetic.generate (data.difficulty)
+PRECISIONS = ("fp32", "bf16")  # ecg_ray.train.autocast
 AUGMENTATIONS = ("scale", "noise", "stretch", "burst", "wander")  # ecg_ray.augment; TrialConfig.aug_<name>[_p]
 # search.algorithm: the grid as listed; num_samples random draws; or num_samples configs that Optuna's
 # TPE suggests in batches, each batch from the results of the batches before (ecg_ray.optuna_search).
