@@ -350,3 +350,9 @@ def test_bad_data_knobs_are_refused(search, message):
     with pytest.raises(ConfigError) as err:
         _cfg(search)
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["grid", "extended"])
+def test_the_search_evidence_experiments_read(name):
+    cfg = load_experiment(f"benchmarks/search_evidence/{name}.yaml", **{"data.path": "training2017"})
+    assert cfg.epochs == 15 and cfg.scheduler.grace_period == 3 and cfg.n_trials == {"grid": 16, "extended": 24}[name]
