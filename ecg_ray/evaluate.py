@@ -63,9 +63,9 @@ def evaluate_test(exp_dir: str, trials: pd.DataFrame, data, top: int = TOP_CONFI
             saved = best_checkpoint(exp, trial_id, int(trial["best_epoch"]), float(trial[f"best_{RANK_METRIC}"]))
             if saved is None:
                 continue  # its best epoch's checkpoint was not kept (the report says which are missing)
-            config = TrialConfig.from_dict(saved["trial"])
-            x = split_array(data, config, "test")  # at the trial's target_length
-            pred = class_probabilities(model_from(saved), x, config.batch_size, config).argmax(1)
+            trained = TrialConfig.from_dict(saved["trial"])
+            x = split_array(data, trained, "test")  # at the trial's target_length
+            pred = class_probabilities(model_from(saved), x, trained.batch_size, trained).argmax(1)
             m = classification_metrics(y, pred)
             row = {"config_rank": int(config["rank"]), "trial_id": trial_id}
             row |= {k: trial[k] for k in CONFIG_COLUMNS} | {"best_val_epoch": int(saved["metrics"]["epoch"]), "n_test": len(y)}

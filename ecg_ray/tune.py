@@ -66,10 +66,12 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
                 # Its processes find that State API by this variable, set before Ray starts them: with
                 # two local Rays on one machine (two experiments at once) they would otherwise give up
                 # ("multiple active Ray instances"), leak every finished trial's CPUs and hang the run.
+                # Only while Ray starts: later subprocesses of this one (`ecg-ray submit`, `ray`) must not
+                # inherit it and talk to this Ray instead of the cluster they name.
                 port = free_port()
-                os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
-                ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=True,
-                         dashboard_host="127.0.0.1", dashboard_port=port)
+                with _environ(RAY_API_SERVER_ADDRESS=f"http://127.0.0.1:{port}"):
+                    ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=True,
+                             dashboard_host="127.0.0.1", dashboard_port=port)
             return
         except (OSError, RuntimeError) as err:  # ConnectionError and TimeoutError among them
             ray.shutdown()
@@ -82,6 +84,21 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
                 raise EcgRayError(f"Could not {where} after {attempt} attempts ({type(err).__name__}: {first_line}). {fix}") from None
             print(f"[ecg-ray] Ray did not start ({type(err).__name__}); trying again ({attempt + 1}/{RAY_START_ATTEMPTS})", flush=True)
             time.sleep(2 * attempt)
+
+
+@contextlib.contextmanager
+def _environ(**values: str):
+    """Set environment variables for the duration of the block, then put back what was there."""
+    old = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def free_port() -> int:
