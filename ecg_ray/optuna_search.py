@@ -28,7 +28,7 @@ from ecg_ray.errors import ConfigError, EcgRayError
 from ecg_ray.expdir import ExperimentDir
 from ecg_ray.schema import RANK_METRIC, RANK_MODE, TRIAL_KEY
 
-INSTALL_HINT = "pip install 'ecg_ray[search]' (or pip install optuna)"
+INSTALL_HINT = "it is a dependency of ecg_ray: reinstall it (pip install -e .), or pip install 'optuna>=3.0'"
 
 
 def _optuna():
@@ -83,20 +83,19 @@ def suggest_batch(space: SearchSpace, seed: int, batch: int, n: int, history: li
     for draw, value in history:
         searcher.add_evaluated_point(draw, value if value is not None else 0.0, error=value is None)
     seen = {tuple(sorted(draw.items())) for draw, _ in history}
-    combos = space.combos(seed)
     out = []
     for i in range(100 * n):
         suggested = searcher.suggest(f"b{batch}s{i}")
         draw = {key: _readable(suggested[key], dists[key]) for key in dists}
         try:
-            for combo in combos:
-                TrialConfig(**{**combo, **draw})
+            space.grid(seed, [draw])  # every trial it makes is valid
         except ConfigError:
             searcher.on_trial_complete(f"b{batch}s{i}", error=True)  # e.g. warm-up longer than the epochs drawn
             continue
-        if tuple(sorted(draw.items())) in seen:
+        signature = tuple(sorted(draw.items()))
+        if signature in seen:
             continue  # stays "running" for TPE (constant liar), which steers it elsewhere
-        seen.add(tuple(sorted(draw.items())))
+        seen.add(signature)
         out.append(draw)
         if len(out) == n:
             break

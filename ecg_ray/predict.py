@@ -151,6 +151,7 @@ def read_inputs(path: str, settings: dict, trust_pickle: bool = False) -> tuple[
 def predict(model_path: str, input_path: str, trust_pickle: bool = False, on_bad_record: str = "error") -> pd.DataFrame:
     """A table of record, predicted class and per-class probabilities (and the label when known)."""
     from ecg_ray.data import check_records, pad_or_trim
+    from ecg_ray.train import trial_length
 
     model, saved = load_model(model_path)
     settings = saved["data_settings"]
@@ -163,7 +164,7 @@ def predict(model_path: str, input_path: str, trust_pickle: bool = False, on_bad
     if not len(rs):
         raise EcgRayError(f"No usable record in {input_path}" + (f" ({len(dropped)} skipped)" if dropped else "") + ".")
     trial = TrialConfig.from_dict(saved["trial"])
-    x = pad_or_trim(rs.signals, trial.target_length or int(settings["target_length"]))  # the centre window it trained on
+    x = pad_or_trim(rs.signals, trial_length(trial, settings))  # the centre window it trained on
     probs = class_probabilities(model, x, trial.batch_size, trial)
     pred = probs.argmax(1)
     out = pd.DataFrame({"record": rs.ids, "predicted": [LABEL_NAMES[i] for i in pred],

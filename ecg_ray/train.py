@@ -187,20 +187,26 @@ EVAL_BATCH = 256
 RESIDENT_SHARE = 0.5
 
 
-def trial_length(trial, data) -> int:
-    """The samples per record a trial sees: its target_length, or the data's."""
-    return trial.target_length or int(data.meta.settings["target_length"])
+def trial_length(trial, settings: dict) -> int:
+    """The samples per record a trial sees: its target_length, or that of the data `settings` (the
+    prepared data's, or those a checkpoint recorded)."""
+    return trial.target_length or int(settings["target_length"])
+
+
+def _check_whole(data, trial, needs: str) -> None:
+    """Refuse a trial that cuts its own windows from data prepared without the whole records."""
+    if data.whole is None:
+        raise EcgRayError(f"Trial {trial} {needs}, but the data was prepared without the whole records: "
+                          "prepare it from this experiment (its search lists target_length or train_crop).")
 
 
 def split_array(data, trial, split: str) -> np.ndarray:
     """The split's records as the trial sees them (centre windows of its length): the prepared
     array itself at the data's length, else windows cut from the whole records."""
-    length = trial_length(trial, data)
+    length = trial_length(trial, data.meta.settings)
     if data.x[split].shape[1] == length:
         return data.x[split]
-    if data.whole is None:
-        raise EcgRayError(f"Trial {trial} asks for target_length {length}, but the data was prepared at "
-                          f"{data.x[split].shape[1]} samples without the whole records: prepare it from this experiment.")
+    _check_whole(data, trial, f"asks for target_length {length} (the data has {data.x[split].shape[1]})")
     return centre_windows(data.whole[split], data.lengths[split], length)
 
 
@@ -215,9 +221,8 @@ def on_device(state: TrialState, data, split: str, whole: bool = False) -> tuple
         state.resident = {"data": data}
     key = (split, whole)
     if key not in state.resident:
-        if whole and data.whole is None:
-            raise EcgRayError(f"Trial {state.trial} crops at random, but the data was prepared without the whole records: "
-                              "prepare it from this experiment (its search lists train_crop: random).")
+        if whole:
+            _check_whole(data, state.trial, "crops at random")
         arrays = (data.whole[split], data.y[split], data.lengths[split]) if whole else (split_array(data, state.trial, split), data.y[split])
         with warnings.catch_warnings():  # arrays from Ray's object store are read-only; nothing here writes
             warnings.simplefilter("ignore", UserWarning)
@@ -350,7 +355,7 @@ def run_epoch(state: TrialState, data, batch_size: int) -> dict:
     state.fs = int(data.meta.settings["sampling_rate"])
     if state.trial.train_crop == "random":
         whole, y, lengths = on_device(state, data, "train", whole=True)
-        metrics |= train_epoch(state, whole, y, batch_size, lengths, trial_length(state.trial, data))
+        metrics |= train_epoch(state, whole, y, batch_size, lengths, trial_length(state.trial, data.meta.settings))
     else:
         metrics |= train_epoch(state, *on_device(state, data, "train"), batch_size)
     # Validation batches: EVAL_BATCH on a GPU; on a CPU the training batch, which runs faster there

@@ -334,8 +334,8 @@ def pending_trials(cfg: ExperimentConfig, exp: ExperimentDir, resume: bool) -> d
     if cfg.search_space.adaptive:
         if not resume:
             return {}
-        statuses = exp.read_statuses()
-        return {k: t for k, t in exp.recorded_trials().items() if statuses.get(k, {}).get("status") != "TERMINATED"}
+        finished = finished_values(exp)
+        return {k: t for k, t in exp.recorded_trials().items() if k not in finished}
     trials = cfg.trials()
     if not resume:
         return trials
@@ -351,16 +351,14 @@ def pending_trials(cfg: ExperimentConfig, exp: ExperimentDir, resume: bool) -> d
             f"{exp} was written by an earlier ecg_ray (its trials have no recorded keys) or its grid no longer "
             "matches its experiment file, so it cannot be resumed safely. Start it again with --overwrite."
         )
-    statuses = exp.read_statuses()
-    return {k: t for k, t in trials.items() if statuses.get(k, {}).get("status") != "TERMINATED"}
+    finished = finished_values(exp)
+    return {k: t for k, t in trials.items() if k not in finished}
 
 
 def finished_values(exp: ExperimentDir) -> dict[str, float | None]:
-    """Trial key -> best val macro-F1 of every recorded trial that finished ({} for a new experiment)."""
-    if not exp.exists():
-        return {}
-    statuses = exp.read_statuses()
-    return {k: statuses[k].get("best") for k in exp.recorded_trials() if statuses.get(k, {}).get("status") == "TERMINATED"}
+    """Trial key -> best val macro-F1 of every trial trial_status.json records as finished ({} for a
+    new experiment)."""
+    return {k: v.get("best") for k, v in exp.read_statuses().items() if v.get("status") == "TERMINATED"}
 
 
 def trials_to_run(cfg: ExperimentConfig, exp: ExperimentDir, pending: dict[str, TrialConfig]) -> int:
@@ -374,13 +372,14 @@ def searcher(cfg: ExperimentConfig, exp: ExperimentDir, trials: dict[str, TrialC
         return tune_search(trials, max_concurrent)
     from ecg_ray.optuna_search import BatchedOptuna
 
-    recorded = exp.recorded_trials() if exp.exists() else {}
-    return {}, BatchedOptuna(cfg.search_space, cfg.seed, exp, recorded, finished_values(exp), rerun=list(trials))
+    # The experiment file is written by now (a new run's before its first batch: record_trials adds to it).
+    return {}, BatchedOptuna(cfg.search_space, cfg.seed, exp, exp.recorded_trials(), finished_values(exp), rerun=list(trials))
 
 
 def build_tuner(cfg: ExperimentConfig, exp: ExperimentDir, data: PreparedData, settings: RunSettings,
-                trials: dict[str, TrialConfig], max_concurrent: int = 0):
-    """A Tuner that runs `trials` (a new experiment, or the unfinished trials of a resumed one)."""
+                trials: dict[str, TrialConfig], num_samples: int, max_concurrent: int = 0):
+    """A Tuner that runs `trials` (a new experiment, or the unfinished trials of a resumed one), and
+    for an Optuna search what its searcher suggests, `num_samples` trials in all."""
     data_ref = ray.put(data)  # once per experiment; every trial on every node reads this object
     trainable = ray.tune.with_resources(
         ray.tune.with_parameters(trial_driver, data_box=[data_ref], exp=exp, settings=settings),
@@ -394,7 +393,7 @@ def build_tuner(cfg: ExperimentConfig, exp: ExperimentDir, data: PreparedData, s
             metric=RANK_METRIC,
             mode=RANK_MODE,
             search_alg=search,
-            num_samples=trials_to_run(cfg, exp, trials),
+            num_samples=num_samples,
             scheduler=build_scheduler(cfg.scheduler, cfg.epochs),
         ),
         run_config=ray.tune.RunConfig(
@@ -472,7 +471,8 @@ def run_experiment(
             exp = preflight(cfg, resume, overwrite)
             trials = pending_trials(cfg, exp, resume)
             data = prepare_data(cfg, exp, resume, overwrite)
-            if not trials_to_run(cfg, exp, trials):
+            to_run = trials_to_run(cfg, exp, trials)
+            if not to_run:
                 print(f"[ecg-ray] every trial of {exp} has finished; nothing to resume", flush=True)
                 return exp.path
             local = not (address or os.environ.get("RAY_ADDRESS")) and not ray.is_initialized()
@@ -483,9 +483,9 @@ def run_experiment(
         if not resume:
             exp.write_record(experiment_record(cfg, data, settings), {"data_hash": data.data_hash, "ids": data.ids})
         slots = concurrency(cfg, settings, local)
-        run, t0 = run_record(resume, trials_to_run(cfg, exp, trials), address) | {"concurrent_trials": slots}, time.monotonic()
+        run, t0 = run_record(resume, to_run, address) | {"concurrent_trials": slots}, time.monotonic()
         exp.record_run(run)
-        tuner = build_tuner(cfg, exp, data, settings, trials, slots)
+        tuner = build_tuner(cfg, exp, data, settings, trials, to_run, slots)
         with graceful_stop() as interrupted:
             grid = tuner.fit()
         exp.record_run(run | {"ended": _now(), "wall_s": round(time.monotonic() - t0, 3),

@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 
 import psutil
+
+from ecg_ray.tune import free_port
 
 ENV = {
     "RAY_AUTH_MODE": "disabled",  # a token from an earlier local ray.init() would lock the CLI out
@@ -23,12 +24,6 @@ ENV = {
     "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1",  # nodes must reach each other (the test session sets 0)
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LocalCluster:
