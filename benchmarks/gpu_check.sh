@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # The GPU checks in one go, for a machine with a CUDA GPU and torch (Ray optional: see below).
 #
-#   bash benchmarks/gpu_check.sh            # the speed benchmark at full size + the GPU tests, ~10 min on an H100
-#   QUICK=1 bash benchmarks/gpu_check.sh    # the quick size (a smoke test of this script)
+#   bash benchmarks/gpu_check.sh               # the GPU checks + the speed benchmark at full size, ~8 min on an H100
+#   QUICK=1 bash benchmarks/gpu_check.sh       # the quick size (a smoke test of this script)
+#   DIFFICULTY=1 bash benchmarks/gpu_check.sh  # also the synthetic difficulty benchmark at 8528 records x 20 epochs
+#   SPEED_TIMEOUT=420 bash ...                 # stop the speed benchmark after that many seconds (its --json keeps the parts done)
+#   AHEAD=1 bash ...                           # also the seed grid with resources.trials_ahead 0 (off) to compare with auto
 #
 # Where the machine has torch but no Ray (the project's lent GPU machines), build a Ray bundle
 # here first with ../shared/tools/device-ray-bundle and carry .device/ with the tree: this script
 # unpacks it. It prints what `nvidia-smi` and torch see, runs the trial loop and tests that need
 # CUDA (determinism on the GPU: two runs, same numbers), then benchmarks/speed.py --gpu (the
 # notebook's loop, ecg_ray's loop, the seed grid through `ecg-ray tune` with auto GPU packing,
-# plain Ray Tune, and ASHA against no early stopping), then benchmarks/difficulty.py at 8528 records,
-# and leaves JSON under ${OUT:-.}/.
+# plain Ray Tune, and ASHA against no early stopping), optionally benchmarks/difficulty.py at 8528
+# records, and leaves JSON and the tuning runs' logs under ${OUT:-.}/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-.}
@@ -18,34 +21,44 @@ if ! python3 -c "import ray" 2>/dev/null && [ -f .device/ray-site.tar.xz ]; then
   mkdir -p /tmp/site && tar -xJf .device/ray-site.tar.xz -C /tmp/site
   export PYTHONPATH=/tmp/site:$PWD
 fi
-export PYTHONPATH=${PYTHONPATH:-$PWD} RAY_USAGE_STATS_ENABLED=0
+export PYTHONPATH=${PYTHONPATH:-$PWD} RAY_USAGE_STATS_ENABLED=0 PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
 python3 - <<'PY'
 import torch
 print("torch", torch.__version__, "cuda", torch.version.cuda, "device", torch.cuda.get_device_name(0))
 PY
 
-echo "== the trial loop on CUDA: two runs of one trial, bit for bit"
+echo "== the trial loop on CUDA: two runs of one trial, bit for bit (fp32, then bf16)"
 python3 - <<'PY'
 import time, torch
 from ecg_ray.config import TrialConfig, load_experiment
 from ecg_ray.data import prepare
 from ecg_ray.train import build_trial, run_epoch
 data = prepare(load_experiment("experiments/quick.yaml", **{"data.n_records": 2000}))
-runs = []
-for _ in range(2):
-    state = build_trial(TrialConfig(lr=1e-3, hidden_size=256, dropout=0.3), data.weights, "cuda")
-    start = time.perf_counter()
-    runs.append([run_epoch(state, data, 32) for _ in range(3)])
-    print(f"3 epochs in {time.perf_counter() - start:.2f} s; resident: {[str(t[0].device) for k, t in state.resident.items() if k != 'data']}")
-print("identical:", runs[0] == runs[1])
-assert runs[0] == runs[1], "two CUDA runs of one trial differ"
+for precision in ("fp32", "bf16"):
+    runs = []
+    for _ in range(2):
+        state = build_trial(TrialConfig(lr=1e-3, hidden_size=256, dropout=0.3, precision=precision), data.weights, "cuda")
+        start = time.perf_counter()
+        runs.append([run_epoch(state, data, 32) for _ in range(3)])
+        print(f"{precision}: 3 epochs in {time.perf_counter() - start:.2f} s; resident on "
+              f"{sorted({str(t[0].device) for k, t in state.resident.items() if k != 'data'})}")
+    print(f"{precision}: identical: {runs[0] == runs[1]}; last epoch {runs[0][-1]}")
+    assert runs[0] == runs[1], f"two CUDA runs of one trial differ ({precision})"
 PY
 
+limit=${SPEED_TIMEOUT:+timeout $SPEED_TIMEOUT}
 if [ -n "${QUICK:-}" ]; then
-  python3 benchmarks/speed.py --gpu --quick --json "$out/speed_gpu_quick.json"
+  $limit python3 benchmarks/speed.py --gpu --quick --json "$out/speed_gpu_quick.json"
 else
-  python3 benchmarks/speed.py --gpu --grid seed --epochs 20 --asha --json "$out/speed_gpu.json"
+  $limit python3 benchmarks/speed.py --gpu --grid seed --epochs 20 --asha --json "$out/speed_gpu.json"
+fi
+if [ -n "${AHEAD:-}" ]; then
+  echo "== the seed grid without trials started ahead (resources.trials_ahead: 0), against auto above"
+  $limit python3 benchmarks/speed.py --gpu --grid seed --epochs 20 --loop-epochs 2 --no-compile --no-plain-tune \
+    --trials-ahead 0 --json "$out/speed_gpu_ahead0.json"
+fi
+if [ -n "${DIFFICULTY:-}" ]; then
   echo "== the realistic synthetic data at the calibration target (8528 records, 20 epochs)"
   python3 benchmarks/difficulty.py --gpu --records 8528 --epochs 20 --sets realistic easy --json "$out/difficulty_gpu.json"
 fi

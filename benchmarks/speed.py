@@ -53,7 +53,8 @@ def experiment(name: str, args, storage: Path, scheduler: str) -> Path:
         "data": {"source": "synthetic", "n_records": args.records, "cache_dir": str(storage / "cache")},
         "search": {**GRIDS[args.grid], "batch_size": 32, "epochs": args.epochs},
         "scheduler": {"name": scheduler},
-        "resources": {"use_gpu": bool(args.gpu), **({"gpus_per_worker": args.gpus_per_worker} if args.gpu else {})},
+        "resources": {"use_gpu": bool(args.gpu), **({"gpus_per_worker": args.gpus_per_worker} if args.gpu else {}),
+                      "trials_ahead": args.trials_ahead},
     }
     path = storage / f"{name}.yaml"
     path.write_text(yaml.safe_dump(raw))
@@ -135,17 +136,20 @@ def ecg_ray_epochs(data, hidden: int, epochs: int, device: str, **options) -> li
 # --- (c) and (e): a grid through `ecg-ray tune` ------------------------------------------------
 
 
-def tune_grid(exp_file: Path, storage: Path, name: str, num_cpus: int | None) -> dict:
+def tune_grid(exp_file: Path, storage: Path, name: str, num_cpus: int | None, log: Path) -> dict:
     from ecg_ray.expdir import ExperimentDir
     from ecg_ray.report import build_report
+    from ecg_ray.schema import STARTUP_PARTS
 
     cmd = [sys.executable, "-m", "ecg_ray.cli", "tune", str(exp_file), "--overwrite", "--format", "json"]
     cmd += ["--num-cpus", str(num_cpus)] if num_cpus else []
     start = time.monotonic()
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+    with open(log, "w") as sink:  # the command's own progress lines, readable while it runs
+        out = subprocess.run(cmd, stdout=sink, stderr=subprocess.STDOUT, cwd=ROOT,
+                             env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
     wall = time.monotonic() - start
     if out.returncode != 0:
-        raise SystemExit(f"`ecg-ray tune` failed ({out.returncode}):\n{out.stderr[-3000:]}")
+        raise SystemExit(f"`ecg-ray tune` failed ({out.returncode}); the end of {log}:\n{log.read_text()[-3000:]}")
     exp = ExperimentDir(str(storage / name))
     trials, hist = build_report(exp)
     (run,) = exp.read_runs()
@@ -162,9 +166,12 @@ def tune_grid(exp_file: Path, storage: Path, name: str, num_cpus: int | None) ->
         "epoch_time_sum_s": epoch_sum, "slots": slots,
         "overhead": 1 - (epoch_sum / slots) / wall, "overhead_in_tune": 1 - (epoch_sum / slots) / run["wall_s"],
         "startup_s_mean": _mean(hist["startup_s"]), "startup_s_max": _max(hist["startup_s"]),
+        "startup_parts_s_mean": {k: _mean(hist[k]) for k in STARTUP_PARTS},
+        "slot_wait_s_mean": _mean(hist["startup_wait_s"]), "trials_ahead": run.get("trials_ahead", 0),
         "teardown_s_mean": statistics.fmean(teardown) if teardown else float("nan"),
         "checkpoint_s_per_epoch": _mean(hist["checkpoint_s"]),
         "peak_rss_mb_per_worker": _max(hist["peak_rss_mb"]), "peak_gpu_mb_per_worker": _max(hist["peak_gpu_mb"]),
+        "gpu_share": exp.read_record()["settings"]["resources_per_worker"].get("GPU", 0.0),
         "best_trial": str(trials.iloc[0]["trial_id"]), "best_val_macro_f1": float(trials.iloc[0]["best_val_macro_f1"]),
         "metrics": {f"{r.trial_id}/{int(r.epoch)}": r.val_macro_f1 for r in hist.itertuples()},
         "losses": {f"{r.trial_id}/{int(r.epoch)}": r.train_loss for r in hist.itertuples()},
@@ -214,7 +221,7 @@ def plain_tune(exp_file: Path, out_json: Path, num_cpus: int | None, gpu_share: 
             tune.report(run_epoch(state, prepared, trial.batch_size))
 
     grid = cfg.grid()
-    resources = {"CPU": 1, **({"GPU": gpu_share} if gpu_share else {})}
+    resources = {"CPU": 1, **({"GPU": gpu_share} if gpu_share else {})}  # the share (c) ran at
     fit_start = time.monotonic()
     tuner = tune.Tuner(
         tune.with_resources(trainable, resources),
@@ -244,19 +251,23 @@ def main() -> None:
     p.add_argument("--loop-epochs", type=int, default=3, help="epochs timed in (a) and (b); the first is not counted")
     p.add_argument("--gpu", action="store_true", help="run everything on the GPU")
     p.add_argument("--gpus-per-worker", default="auto", help="with --gpu: resources.gpus_per_worker (default auto)")
+    p.add_argument("--trials-ahead", default="auto", help="resources.trials_ahead for (c) and (e) (default auto; 0: off)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
     p.add_argument("--asha", action="store_true", help="also run the grid under ASHA and compare")
     p.add_argument("--no-plain-tune", action="store_true", help="skip the plain Ray Tune yardstick")
     p.add_argument("--no-compile", action="store_true", help="skip timing `compile: true` (its compilation takes ~30 s)")
-    p.add_argument("--json", type=Path, help="also write the results here")
+    p.add_argument("--json", type=Path, help="also write the results here (after each part), and the tuning runs' logs beside it")
     p.add_argument("--plain-tune", nargs=2, metavar=("EXPERIMENT", "OUT"), help=argparse.SUPPRESS)
+    p.add_argument("--gpu-share", type=float, default=0.0, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.plain_tune:
-        plain_tune(Path(args.plain_tune[0]), Path(args.plain_tune[1]), args.num_cpus, 0.25 if args.gpu else 0.0)
+        plain_tune(Path(args.plain_tune[0]), Path(args.plain_tune[1]), args.num_cpus, args.gpu_share)
         return
     args.grid = args.grid or ("quick" if args.quick or not args.gpu else "seed")
     args.epochs = args.epochs or (4 if args.quick else 20)
     args.records = args.records or (800 if args.quick else 8528)
+    if args.trials_ahead != "auto":
+        args.trials_ahead = int(args.trials_ahead)
     if args.gpus_per_worker != "auto":
         args.gpus_per_worker = float(args.gpus_per_worker)
 
@@ -268,10 +279,19 @@ def main() -> None:
     device = "cuda" if args.gpu else "cpu"
     if args.gpu and not torch.cuda.is_available():
         raise SystemExit("--gpu: torch sees no CUDA device")
+    def done(part: str) -> None:
+        """Print the part that just finished and keep what is measured so far (a crash or a
+        timeout later in the run leaves the parts before it in --json)."""
+        print(f"[speed] {part} done, {time.monotonic() - t0:.0f} s since the start", flush=True)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+    t0 = time.monotonic()
     results: dict = {"device": torch.cuda.get_device_name(0) if args.gpu else f"cpu ({os.cpu_count()} cores)",
                      "grid": args.grid, "epochs": args.epochs, "records": args.records}
     with tempfile.TemporaryDirectory(prefix="ecg_ray_speed_") as tmp:
         storage = Path(tmp)
+        logs = args.json.parent if args.json else storage  # the runs' logs go beside --json
         exp_file = experiment("speed", args, storage, "none")
         cfg = load_experiment(exp_file)
         data = prepare(cfg)
@@ -284,11 +304,13 @@ def main() -> None:
         for name, option in (("bf16", {"precision": "bf16"}), *((("compile", {"compile": True}),) if not args.no_compile else ())):
             fast = statistics.median(ecg_ray_epochs(data, hidden, args.loop_epochs, device, **option)[1:])
             results["loops"] |= {f"{name}_epoch_s": fast, f"{name}_speedup": statistics.median(ours) / fast}
-        grid = tune_grid(exp_file, storage, "speed", args.num_cpus)
+        done("(a), (b): the loops")
+        grid = tune_grid(exp_file, storage, "speed", args.num_cpus, logs / "speed_tune.log")
         results["tune"] = {k: v for k, v in grid.items() if k not in ("metrics", "losses")}
+        done("(c): ecg-ray tune")
         if not args.no_plain_tune:
             out = storage / "plain.json"
-            cmd = [sys.executable, __file__, "--plain-tune", str(exp_file), str(out)] + (["--gpu"] if args.gpu else [])
+            cmd = [sys.executable, __file__, "--plain-tune", str(exp_file), str(out), "--gpu-share", str(grid["gpu_share"])]
             cmd += ["--num-cpus", str(args.num_cpus)] if args.num_cpus else []
             start = time.monotonic()
             run = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
@@ -298,15 +320,17 @@ def main() -> None:
             results["plain_tune"] = {"wall_s": time.monotonic() - start, "fit_s": plain["fit_s"],
                                      "same_metrics": plain["metrics"] == grid["metrics"],
                                      "ecg_ray_vs_plain": grid["wall_s"] / (time.monotonic() - start)}
+            done("(d): plain Ray Tune")
         if args.asha:
-            asha = tune_grid(experiment("speed_asha", args, storage, "asha"), storage, "speed_asha", args.num_cpus)
+            asha = tune_grid(experiment("speed_asha", args, storage, "asha"), storage, "speed_asha", args.num_cpus,
+                             logs / "speed_asha.log")
             results["asha"] = {"wall_s": asha["wall_s"], "saving": 1 - asha["wall_s"] / grid["wall_s"],
                                "epochs_run": asha["epochs_run"], "best_trial": asha["best_trial"],
                                "same_best_trial": asha["best_trial"] == grid["best_trial"],
                                "best_val_macro_f1": asha["best_val_macro_f1"]}
+            done("(e): ASHA")
     print(table(results))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    done("all")
 
 
 def table(r: dict) -> str:
@@ -320,8 +344,11 @@ def table(r: dict) -> str:
     t = r["tune"]
     rows += [("(c) ecg-ray tune: wall s (whole command)", t["wall_s"]), ("    wall s inside Tune", t["tune_wall_s"]),
              ("    trials / epochs run", f"{t['trials']} / {t['epochs_run']}"), ("    sum of epoch times, s", t["epoch_time_sum_s"]),
-             ("    concurrent slots", t["slots"]), ("    overhead (whole command)", t["overhead"]),
+             ("    concurrent slots (GPU share per trial; trials started ahead)", f"{t['slots']} ({t['gpu_share']}; {t['trials_ahead']})"), ("    overhead (whole command)", t["overhead"]),
              ("    overhead (inside Tune)", t["overhead_in_tune"]), ("    start-up per trial, s (mean / max)", f"{t['startup_s_mean']:.2f} / {t['startup_s_max']:.2f}"),
+             ("      Train run to the worker's loop / imports / data / build, s (means)",
+              " / ".join(f"{v:.2f}" for v in t["startup_parts_s_mean"].values())),
+             ("      waiting for a free slot (trials started ahead), s (mean)", t["slot_wait_s_mean"]),
              ("    tear-down per trial, s (mean)", t["teardown_s_mean"]), ("    checkpoint per epoch, s", t["checkpoint_s_per_epoch"]),
              ("    peak memory per worker, MiB (RSS / GPU)", f"{t['peak_rss_mb_per_worker']:.0f} / {t['peak_gpu_mb_per_worker']:.0f}"),
              ("    best trial (val macro-F1)", f"{t['best_trial']} ({t['best_val_macro_f1']:.4f})")]

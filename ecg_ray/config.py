@@ -397,6 +397,11 @@ class ResourcesConfig(Validated):
     # DRIVER_MEMORY instead), so N CPUs run N one-CPU trials at once.
     cpus_per_trial_driver: float = 0.0
     max_concurrent_trials: int = 0  # 0: as many as the cluster fits
+    # Trials Tune starts beyond those that fit, on a local Ray whose trial drivers hold no CPU: their
+    # Tune driver and Train controller start while other trials train, and their worker takes the
+    # next free slot, so a slot does not wait for a whole trial start-up. auto: one per CPU that the
+    # training trials leave idle (a GPU node), at most one per slot; none where every CPU trains.
+    trials_ahead: int | str = "auto"
     # How long Ray Train waits for a trial's worker to start before it retries (Ray's default,
     # 60 s, is too short on a loaded machine, where start-up alone can take that long).
     worker_start_timeout_s: float = 600.0
@@ -414,12 +419,17 @@ class ResourcesConfig(Validated):
         "cpus_per_worker": Interval(int, 1, 256),
         "cpus_per_trial_driver": Interval(float, 0.0, 64.0, "both"),
         "max_concurrent_trials": Interval(int, 0, None),
+        "trials_ahead": Rule("'auto' or an integer >= 0", lambda v: v == "auto" or (
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0), invalid=-1),
         "worker_start_timeout_s": Interval(float, 0.0, 86400.0, "right"),
     }
 
     def check_together(self) -> None:
         if self.gpus_per_worker != "auto" and self.gpus_per_worker > 1 and self.gpus_per_worker != int(self.gpus_per_worker):
             fail("resources.gpus_per_worker", "a fraction in (0, 1] or a whole number", self.gpus_per_worker)
+        if self.trials_ahead not in ("auto", 0) and self.cpus_per_trial_driver > 0:
+            fail("resources.trials_ahead", "0 or 'auto' while resources.cpus_per_trial_driver > 0 (drivers started "
+                 "ahead would hold the CPUs their workers need)", self.trials_ahead)
 
 
 def _has_repeats(values: list) -> bool:

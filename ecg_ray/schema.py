@@ -35,10 +35,16 @@ CONFUSION = "val_confusion"
 # One line of progress.jsonl (besides trial_id and time).
 PROGRESS_KEYS = ("epoch", "train_loss", "val_loss", "val_macro_f1", "epoch_time_s", "node_id", "pid")
 
+# Where a trial's start-up went, reported with the first epoch a worker runs: Tune driver start to
+# the worker's loop (Ray Train's controller, placement group and worker process), the worker's
+# imports (torch), fetching the prepared data from the object store, and building the trial on its
+# device (CUDA context, model, optimizer, a checkpoint to resume from).
+STARTUP_PARTS = ("startup_train_s", "startup_import_s", "startup_data_s", "startup_build_s")
 # Where a trial's seconds and memory went, reported beside the metrics (ecg_ray.trial) and read by
-# benchmarks/speed.py: start-up (Tune driver start to first batch, in the first epoch a worker runs),
-# the previous epoch's checkpoint (save + report), peak resident memory and peak GPU memory of the worker.
-TIMING_KEYS = ("startup_s", "checkpoint_s", "peak_rss_mb", "peak_gpu_mb")
+# benchmarks/speed.py: start-up (Tune driver start to first batch, in the first epoch a worker runs,
+# less any wait for a free slot) and its parts, that wait (a trial started ahead), the previous epoch's checkpoint (save + report), peak resident memory and peak GPU
+# memory of the worker.
+TIMING_KEYS = ("startup_s", *STARTUP_PARTS, "startup_wait_s", "checkpoint_s", "peak_rss_mb", "peak_gpu_mb")
 
 # A trial's config as table columns, in TrialConfig's order.
 CONFIG_COLUMNS = [f.name for f in fields(TrialConfig)]

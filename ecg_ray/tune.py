@@ -36,7 +36,7 @@ from ecg_ray.expdir import EXPERIMENT_FILE, ExperimentDir, check_writable
 from ecg_ray.schedulers import build_scheduler
 from ecg_ray.schema import PROGRESS_KEYS, RANK_METRIC, RANK_MODE, TRIAL_KEY
 from ecg_ray.train import git_commit, library_versions
-from ecg_ray.trial import QUIET_ENV, train_env, trial_driver
+from ecg_ray.trial import QUIET_ENV, prestart_train_services, train_env, trial_driver
 
 RAY_START_ATTEMPTS = 3
 
@@ -262,7 +262,7 @@ def run_settings(cfg: ExperimentConfig, data: PreparedData, local: bool) -> RunS
         data_hash=data.data_hash,
         max_failures=cfg.max_failures,
         worker_start_timeout_s=cfg.resources.worker_start_timeout_s,
-        train_env=train_env(cfg, local),
+        train_env=train_env(cfg, starts_ahead(cfg, local), local),
     )
     check_placeable(settings.resources_per_worker, driver_resources(cfg), local)
     return settings
@@ -282,6 +282,44 @@ def concurrency(cfg: ExperimentConfig, settings: RunSettings, local: bool) -> in
     per_trial = {k: v for k, v in settings.resources_per_worker.items()}
     per_trial["CPU"] = per_trial.get("CPU", 0) + driver_resources(cfg)["CPU"]
     return max(1, int(min(total.get(k, 0) / v for k, v in per_trial.items() if v > 0)))
+
+
+def plan_concurrency(cfg: ExperimentConfig, settings: RunSettings, local: bool) -> tuple[int, int]:
+    """(how many trials train at once, how many more start ahead of a free slot), said on the console."""
+    slots = concurrency(cfg, settings, local)
+    spare = ray.cluster_resources().get("CPU", 0) - slots * settings.resources_per_worker.get("CPU", 0) if local else 0
+    ahead = trials_ahead(cfg, slots, local, spare)
+    if slots:
+        more = f"; {ahead} more start ahead and take the next free slot" if ahead else ""
+        print(f"[ecg-ray] {slots} trial(s) train at once{more}", flush=True)
+    return slots, ahead
+
+
+def trials_ahead(cfg: ExperimentConfig, slots: int, local: bool, spare_cpus: float) -> int:
+    """How many trials Tune starts beyond the `slots` that train at once (resources.trials_ahead).
+
+    A trial's start-up is a chain of processes (Tune driver, Train controller, then its worker);
+    a trial started ahead runs the chain up to its worker while others train, and its worker
+    takes the next free slot (its placement group waits for it), so the slot does not sit idle
+    for the rest of the chain. 'auto' starts as many as there are CPUs the training trials leave
+    idle (`spare_cpus`), at most one per slot: a GPU node where the GPU, not the CPUs, limits the
+    trials; none on a CPU-only machine, whose CPUs all train (there, starting trials ahead took
+    CPU from the training ones and was slower: benchmarks/speed.py --trials-ahead). Only on a local
+    Ray whose trial drivers hold no CPU (else they could hold the CPUs their workers need) and
+    without resources.max_concurrent_trials (which says exactly how many run); a cluster already
+    starts every trial it can (0 = no limit).
+    """
+    if not starts_ahead(cfg, local):
+        return 0
+    if cfg.resources.trials_ahead == "auto":
+        return max(0, min(slots, int(spare_cpus)))
+    return cfg.resources.trials_ahead
+
+
+def starts_ahead(cfg: ExperimentConfig, local: bool) -> bool:
+    """Whether this run may start trials ahead of a free slot (see trials_ahead)."""
+    r = cfg.resources
+    return local and not r.max_concurrent_trials and r.cpus_per_trial_driver == 0 and r.trials_ahead != 0
 
 
 def check_placeable(worker: dict, driver: dict, local: bool) -> None:
@@ -380,6 +418,7 @@ def build_tuner(cfg: ExperimentConfig, exp: ExperimentDir, data: PreparedData, s
                 trials: dict[str, TrialConfig], num_samples: int, max_concurrent: int = 0):
     """A Tuner that runs `trials` (a new experiment, or the unfinished trials of a resumed one), and
     for an Optuna search what its searcher suggests, `num_samples` trials in all."""
+    prestart_train_services()
     data_ref = ray.put(data)  # once per experiment; every trial on every node reads this object
     trainable = ray.tune.with_resources(
         ray.tune.with_parameters(trial_driver, data_box=[data_ref], exp=exp, settings=settings),
@@ -482,10 +521,11 @@ def run_experiment(
             raise ExperimentInterrupted(cfg.experiment_path, started=resume) from None
         if not resume:
             exp.write_record(experiment_record(cfg, data, settings), {"data_hash": data.data_hash, "ids": data.ids})
-        slots = concurrency(cfg, settings, local)
-        run, t0 = run_record(resume, to_run, address) | {"concurrent_trials": slots}, time.monotonic()
+        slots, ahead = plan_concurrency(cfg, settings, local)
+        run = run_record(resume, to_run, address) | {"concurrent_trials": slots, "trials_ahead": ahead}
+        t0 = time.monotonic()
         exp.record_run(run)
-        tuner = build_tuner(cfg, exp, data, settings, trials, to_run, slots)
+        tuner = build_tuner(cfg, exp, data, settings, trials, to_run, slots + ahead)
         with graceful_stop() as interrupted:
             grid = tuner.fit()
         exp.record_run(run | {"ended": _now(), "wall_s": round(time.monotonic() - t0, 3),

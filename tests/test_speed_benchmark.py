@@ -25,6 +25,8 @@ def test_speed_benchmark_quick_prints_every_part(tmp_path):
     assert (t["trials"], t["epochs_run"], t["slots"]) == (2, 4, 2)  # two one-CPU trials at once on 2 CPUs
     assert 0 < t["epoch_time_sum_s"] < t["wall_s"] * t["slots"] and 0 < t["overhead"] < 1
     assert t["tune_wall_s"] < t["wall_s"] and t["startup_s_max"] > 0 and t["teardown_s_mean"] >= 0
+    parts = t["startup_parts_s_mean"]  # the start-up's parts add up to it
+    assert all(v > 0 for v in parts.values()) and math.isclose(sum(parts.values()), t["startup_s_mean"], rel_tol=1e-6)
     assert t["checkpoint_s_per_epoch"] > 0 and t["peak_rss_mb_per_worker"] > 100 and math.isnan(t["peak_gpu_mb_per_worker"])
     assert r["plain_tune"]["same_metrics"] is True  # plain Tune and ecg-ray tune: the same numbers, bit for bit
     assert r["asha"]["epochs_run"] <= t["epochs_run"]

@@ -1,0 +1,72 @@
+"""Trials started ahead of a free slot (resources.trials_ahead): who gets them, and a real run that uses them."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ecg_ray.config import ConfigError, load_experiment
+from ecg_ray.expdir import ExperimentDir
+from ecg_ray.report import build_report
+from ecg_ray.trial import AHEAD_WAIT_S, WORKER_START_TIMEOUT_ENV, train_env
+from ecg_ray.tune import starts_ahead, trials_ahead
+
+
+@pytest.mark.parametrize("overrides, local, spare, expected", [
+    ({}, True, 8, 4),  # auto: one per idle CPU (a GPU node: the GPU limits the trials), at most one per slot
+    ({}, True, 3, 3),
+    ({}, True, 0, 0),  # a CPU-only machine: every CPU trains
+    ({"resources.trials_ahead": 2}, True, 0, 2),
+    ({"resources.trials_ahead": 0}, True, 8, 0),
+    ({}, False, 8, 0),  # a cluster starts every trial it can already
+    ({"resources.max_concurrent_trials": 3}, True, 8, 0),  # the user said exactly how many run
+    ({"resources.cpus_per_trial_driver": 0.5}, True, 8, 0),  # drivers started ahead would hold the workers' CPUs
+])
+def test_who_starts_trials_ahead(overrides, local, spare, expected):
+    cfg = load_experiment("experiments/quick.yaml", **overrides)
+    assert trials_ahead(cfg, 4, local, spare) == expected
+    # A trial that may start ahead waits for its slot as long as others train, not resources.worker_start_timeout_s.
+    timeout = float(train_env(cfg, starts_ahead(cfg, local), local)[WORKER_START_TIMEOUT_ENV])
+    assert timeout == (AHEAD_WAIT_S if starts_ahead(cfg, local) else cfg.resources.worker_start_timeout_s)
+    assert starts_ahead(cfg, local) == (local and not any(k in overrides for k in (
+        "resources.max_concurrent_trials", "resources.cpus_per_trial_driver")) and overrides.get("resources.trials_ahead") != 0)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"resources.trials_ahead": -1}, "'resources.trials_ahead' parameter must be 'auto' or an integer >= 0. Got -1"),
+    ({"resources.trials_ahead": "some"}, "'resources.trials_ahead' parameter must be 'auto' or an integer >= 0"),
+    ({"resources.trials_ahead": 2, "resources.cpus_per_trial_driver": 1.0},
+     "'resources.trials_ahead' parameter must be 0 or 'auto' while resources.cpus_per_trial_driver > 0"),
+])
+def test_bad_trials_ahead_is_refused_by_name(overrides, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+        load_experiment("experiments/quick.yaml", **overrides)
+
+
+@pytest.mark.ray
+def test_a_trial_started_ahead_waits_for_the_slot_and_reports_the_wait(tmp_path):
+    """One CPU, so one slot; three trials: one trains while the next starts ahead, then takes the slot."""
+    raw = yaml.safe_load(Path("experiments/quick.yaml").read_text())
+    raw["resources"] = {**raw.get("resources", {}), "trials_ahead": 1}  # 'auto' starts none here: no CPU is idle
+    raw |= {"name": "ahead", "storage_path": str(tmp_path), "scheduler": {"name": "none"}}
+    raw["data"] |= {"n_records": 120, "cache_dir": str(tmp_path / "cache")}
+    raw["search"] |= {"lr": [0.001, 0.0005, 0.0002], "epochs": 2}
+    (tmp_path / "e.yaml").write_text(yaml.safe_dump(raw))
+    run = subprocess.run([sys.executable, "-m", "ecg_ray.cli", "tune", str(tmp_path / "e.yaml"), "--num-cpus", "1"],
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    exp = ExperimentDir(str(tmp_path / "ahead"))
+    (record,) = exp.read_runs()
+    assert (record["concurrent_trials"], record["trials_ahead"]) == (1, 1)
+    trials, hist = build_report(exp)
+    assert len(trials) == 3 and len(hist) == 6  # every trial ran every epoch: no deadlock, nothing lost
+    first = hist[hist["epoch"] == 1].set_index("trial_id")
+    # One slot: a trial that started ahead waited for it, and its start-up excludes that wait.
+    assert first["startup_wait_s"].max() > 1.0, first[["startup_s", "startup_wait_s"]]
+    assert (first["startup_s"] < 60).all() and (first["startup_s"] > 0).all()
+    # Each trial trained in its own Train worker.
+    progress = [json.loads(line) for line in Path(exp.progress_file).read_text().splitlines()]
+    assert len({p["pid"] for p in progress}) == 3
