@@ -71,7 +71,7 @@ def notebook_epochs(data, hidden: int, epochs: int, device: str) -> list[float]:
     import torch
     from torch.utils.data import DataLoader, Dataset
 
-    from ecg_ray.model import ECGModel
+    from ecg_ray.model import NotebookECGModel
     from ecg_ray.synthetic import generate
 
     raw = generate(len(data.ids["train"]) + len(data.ids["val"]), seed=42)
@@ -95,7 +95,7 @@ def notebook_epochs(data, hidden: int, epochs: int, device: str) -> list[float]:
             return torch.from_numpy(s), int(self.frame.loc[i, "label"])
 
     torch.manual_seed(42)
-    model = ECGModel(hidden_size=hidden, dropout_rate=0.2).to(device)
+    model = NotebookECGModel(hidden_size=hidden, dropout_rate=0.2).to(device)  # the notebook's conv blocks, as written
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     crit = torch.nn.CrossEntropyLoss(weight=torch.tensor(data.weights, device=device))
     train = DataLoader(Signals(train_df), batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(42))

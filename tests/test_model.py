@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ecg_ray.model import ECGModel
+from ecg_ray.model import ECGModel, NotebookECGModel
 
 
 @pytest.mark.parametrize("hidden, expected", [(256, 990_404), (128, 448_452)])
@@ -48,3 +48,21 @@ def test_dropout_only_in_training():
     assert torch.equal(m(x), m(x))
     m.train()
     assert not torch.equal(m(x), m(x))
+
+
+@pytest.mark.parametrize("hidden, batch", [(128, 32), (16, 3)])
+def test_fast_conv_blocks_equal_the_notebooks_bit_for_bit(hidden, batch):
+    """Pool before ReLU, on a channels_last copy: the same outputs and gradients as the notebook's order,
+    on inputs full of ties (values on a coarse grid), positive and not."""
+    torch.manual_seed(1)
+    fast = ECGModel(hidden_size=hidden)
+    slow = NotebookECGModel(hidden_size=hidden)
+    slow.load_state_dict(fast.state_dict())
+    spec = torch.randint(-3, 4, (batch, 1, 129, 71)).float() / 2  # ties everywhere, some windows all <= 0
+    a, b = fast.conv_blocks(spec), slow.conv_blocks(spec)
+    assert torch.equal(a, b) and a.is_contiguous()
+    grads = [torch.autograd.grad((out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum(), list(m.conv.parameters()))
+             for m, out in ((fast, a), (slow, b))]
+    assert all(torch.equal(g, h) for g, h in zip(*grads))
+    x = torch.randn(batch, 9000)
+    assert torch.equal(fast(x), slow(x))

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from ecg_ray.config import TrialConfig, load_experiment
 from ecg_ray.data import prepare
-from ecg_ray.model import ECGModel
+from ecg_ray.model import NotebookECGModel
 from ecg_ray.train import OPTIMIZERS, build_trial, load_state_dict, run_epoch, state_dict
 
 TIMING = {"epoch_time_s"}
@@ -63,7 +63,7 @@ def _notebook(data, lr, hidden, dropout, opt, epochs, seed=42, batch_size=32):
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True)
-    model = ECGModel(hidden_size=hidden, dropout_rate=dropout)
+    model = NotebookECGModel(hidden_size=hidden, dropout_rate=dropout)  # its conv blocks as the notebook wrote them
     g = torch.Generator()
     g.manual_seed(seed)
     train_loader = DataLoader(
