@@ -9,8 +9,10 @@ One run, one machine, the same synthetic records for every part:
   (a) the notebook's loop: a DataFrame of raw records, a Dataset that pads/trims each
       sample when it is drawn, a DataLoader (batch 32, shuffled): seconds per epoch;
   (b) ecg_ray's trial loop (ecg_ray.train, no Ray): seconds per epoch; and with each of the
-      options that change the numbers (`precision: bf16`, `compile: true`; the first epoch,
-      which compiles, is not counted) its speed-up over (b);
+      options that change the numbers (`precision: bf16`, `compile: true`) its speed-up over
+      (b); the loops of (a) and (b) take turns, one epoch each, and each one's first epoch
+      (warm-up, compilation) is not counted, so a machine whose speed drifts during the run
+      weighs on each alike (the median epoch of each is reported);
   (c) the grid through `ecg-ray tune` end to end (a subprocess, a new local Ray): wall
       time, the sum of epoch times, concurrent slots, overhead = 1 - (sum of epoch times /
       slots) / wall, per-trial start-up (Tune driver start to the first batch) and
@@ -37,6 +39,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
@@ -64,8 +67,9 @@ def experiment(name: str, args, storage: Path, scheduler: str) -> Path:
 # --- (a) and (b): one trial's epochs, no Ray ---------------------------------------------------
 
 
-def notebook_epochs(data, hidden: int, epochs: int, device: str) -> list[float]:
-    """The notebook's loop: pad/trim per sample inside a Dataset over a DataFrame of raw signals."""
+def notebook_loop(data, hidden: int, device: str) -> Callable[[], None]:
+    """The notebook's loop, one epoch per call: pad/trim per sample inside a Dataset over a
+    DataFrame of raw signals."""
     import numpy as np
     import pandas as pd
     import torch
@@ -100,9 +104,8 @@ def notebook_epochs(data, hidden: int, epochs: int, device: str) -> list[float]:
     crit = torch.nn.CrossEntropyLoss(weight=torch.tensor(data.weights, device=device))
     train = DataLoader(Signals(train_df), batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(42))
     val = DataLoader(Signals(val_df), batch_size=32)
-    times = []
-    for _ in range(epochs):
-        start = time.perf_counter()
+
+    def epoch() -> None:
         model.train()
         running = 0.0
         for xb, yb in train:
@@ -116,21 +119,30 @@ def notebook_epochs(data, hidden: int, epochs: int, device: str) -> list[float]:
         with torch.no_grad():
             preds = [model(xb.to(device)).argmax(1).cpu() for xb, _ in val]
         torch.cat(preds)
-        times.append(time.perf_counter() - start)
-    return times
+
+    return epoch
 
 
-def ecg_ray_epochs(data, hidden: int, epochs: int, device: str, **options) -> list[float]:
+def ecg_ray_loop(data, hidden: int, device: str, **options) -> Callable[[], None]:
+    """ecg_ray's trial loop (ecg_ray.train), one epoch per call; `options`: TrialConfig keys."""
     from ecg_ray.config import TrialConfig
     from ecg_ray.train import build_trial, run_epoch
 
     state = build_trial(TrialConfig(lr=1e-3, hidden_size=hidden, dropout=0.2, **options), data.weights, device)
-    times = []
+    return lambda: run_epoch(state, data, 32)
+
+
+def interleaved(loops: dict[str, Callable[[], None]], epochs: int) -> dict[str, float]:
+    """Median seconds per epoch of each loop, the loops taking turns one epoch at a time (so a
+    machine that speeds up or slows down during the run, as shared ones do by 10-30%, weighs on
+    each loop alike); each loop's first epoch (warm-up, compilation) is not counted."""
+    times: dict[str, list[float]] = {name: [] for name in loops}
     for _ in range(epochs):
-        start = time.perf_counter()
-        run_epoch(state, data, 32)
-        times.append(time.perf_counter() - start)
-    return times
+        for name, epoch in loops.items():
+            start = time.perf_counter()
+            epoch()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t[1:]) for name, t in times.items()}
 
 
 # --- (c) and (e): a grid through `ecg-ray tune` ------------------------------------------------
@@ -248,7 +260,8 @@ def main() -> None:
     p.add_argument("--grid", choices=sorted(GRIDS), default=None, help="quick (2 points) or seed (the notebook's 16)")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--records", type=int, default=None)
-    p.add_argument("--loop-epochs", type=int, default=3, help="epochs timed in (a) and (b); the first is not counted")
+    p.add_argument("--loop-epochs", type=int, default=3,
+                   help="epochs of each loop in (a) and (b), taking turns; each loop's first is not counted")
     p.add_argument("--gpu", action="store_true", help="run everything on the GPU")
     p.add_argument("--gpus-per-worker", default="auto", help="with --gpu: resources.gpus_per_worker (default auto)")
     p.add_argument("--trials-ahead", default="auto", help="resources.trials_ahead for (c) and (e) (default auto; 0: off)")
@@ -297,13 +310,14 @@ def main() -> None:
         data = prepare(cfg)
         hidden = max(cfg.grid(), key=lambda t: t.hidden_size).hidden_size
         torch.set_num_threads(1)
-        nb = notebook_epochs(data, hidden, args.loop_epochs, device)[1:]
-        ours = ecg_ray_epochs(data, hidden, args.loop_epochs, device)[1:]
-        results["loops"] = {"hidden_size": hidden, "notebook_epoch_s": statistics.median(nb),
-                            "ecg_ray_epoch_s": statistics.median(ours), "speedup": statistics.median(nb) / statistics.median(ours)}
-        for name, option in (("bf16", {"precision": "bf16"}), *((("compile", {"compile": True}),) if not args.no_compile else ())):
-            fast = statistics.median(ecg_ray_epochs(data, hidden, args.loop_epochs, device, **option)[1:])
-            results["loops"] |= {f"{name}_epoch_s": fast, f"{name}_speedup": statistics.median(ours) / fast}
+        options = {"bf16": {"precision": "bf16"}, **({"compile": {"compile": True}} if not args.no_compile else {})}
+        loops = {"notebook": notebook_loop(data, hidden, device), "ecg_ray": ecg_ray_loop(data, hidden, device),
+                 **{name: ecg_ray_loop(data, hidden, device, **option) for name, option in options.items()}}
+        median = interleaved(loops, args.loop_epochs)
+        results["loops"] = {"hidden_size": hidden, "notebook_epoch_s": median["notebook"],
+                            "ecg_ray_epoch_s": median["ecg_ray"], "speedup": median["notebook"] / median["ecg_ray"]}
+        for name in options:
+            results["loops"] |= {f"{name}_epoch_s": median[name], f"{name}_speedup": median["ecg_ray"] / median[name]}
         done("(a), (b): the loops")
         grid = tune_grid(exp_file, storage, "speed", args.num_cpus, logs / "speed_tune.log")
         results["tune"] = {k: v for k, v in grid.items() if k not in ("metrics", "losses")}
