@@ -28,23 +28,23 @@ import torch
 print("torch", torch.__version__, "cuda", torch.version.cuda, "device", torch.cuda.get_device_name(0))
 PY
 
-echo "== the trial loop on CUDA: two runs of one trial, bit for bit (fp32, then bf16)"
+echo "== the trial loop on CUDA: two runs of one trial, bit for bit (fp32, bf16, channels_last)"
 python3 - <<'PY'
 import time, torch
 from ecg_ray.config import TrialConfig, load_experiment
 from ecg_ray.data import prepare
 from ecg_ray.train import build_trial, run_epoch
 data = prepare(load_experiment("experiments/quick.yaml", **{"data.n_records": 2000}))
-for precision in ("fp32", "bf16"):
+for name, options in (("fp32", {}), ("bf16", {"precision": "bf16"}), ("channels_last", {"channels_last": True})):
     runs = []
     for _ in range(2):
-        state = build_trial(TrialConfig(lr=1e-3, hidden_size=256, dropout=0.3, precision=precision), data.weights, "cuda")
+        state = build_trial(TrialConfig(lr=1e-3, hidden_size=256, dropout=0.3, **options), data.weights, "cuda")
         start = time.perf_counter()
         runs.append([run_epoch(state, data, 32) for _ in range(3)])
-        print(f"{precision}: 3 epochs in {time.perf_counter() - start:.2f} s; resident on "
+        print(f"{name}: 3 epochs in {time.perf_counter() - start:.2f} s; resident on "
               f"{sorted({str(t[0].device) for k, t in state.resident.items() if k != 'data'})}")
-    print(f"{precision}: identical: {runs[0] == runs[1]}; last epoch {runs[0][-1]}")
-    assert runs[0] == runs[1], f"two CUDA runs of one trial differ ({precision})"
+    print(f"{name}: identical: {runs[0] == runs[1]}; last epoch {runs[0][-1]}")
+    assert runs[0] == runs[1], f"two CUDA runs of one trial differ ({name})"
 PY
 
 limit=${SPEED_TIMEOUT:+timeout $SPEED_TIMEOUT}

@@ -9,10 +9,10 @@ One run, one machine, the same synthetic records for every part:
   (a) the notebook's loop: a DataFrame of raw records, a Dataset that pads/trims each
       sample when it is drawn, a DataLoader (batch 32, shuffled): seconds per epoch;
   (b) ecg_ray's trial loop (ecg_ray.train, no Ray): seconds per epoch; and with each of the
-      options that change the numbers (`precision: bf16`, `compile: true`) its speed-up over
-      (b); the loops of (a) and (b) take turns, one epoch each, and each one's first epoch
-      (warm-up, compilation) is not counted, so a machine whose speed drifts during the run
-      weighs on each alike (the median epoch of each is reported);
+      options that change the numbers (`precision: bf16`, `channels_last: true`, `compile: true`)
+      its speed-up over (b); the loops of (a) and (b) take turns, one epoch each, and each one's
+      first epoch (warm-up, compilation) is not counted, so a machine whose speed drifts during
+      the run weighs on each alike (the median epoch of each is reported);
   (c) the grid through `ecg-ray tune` end to end (a subprocess, a new local Ray): wall
       time, the sum of epoch times, concurrent slots, overhead = 1 - (sum of epoch times /
       slots) / wall, per-trial start-up (Tune driver start to the first batch) and
@@ -310,7 +310,8 @@ def main() -> None:
         data = prepare(cfg)
         hidden = max(cfg.grid(), key=lambda t: t.hidden_size).hidden_size
         torch.set_num_threads(1)
-        options = {"bf16": {"precision": "bf16"}, **({"compile": {"compile": True}} if not args.no_compile else {})}
+        options = {"bf16": {"precision": "bf16"}, "channels_last": {"channels_last": True},
+                   **({"compile": {"compile": True}} if not args.no_compile else {})}
         loops = {"notebook": notebook_loop(data, hidden, device), "ecg_ray": ecg_ray_loop(data, hidden, device),
                  **{name: ecg_ray_loop(data, hidden, device, **option) for name, option in options.items()}}
         median = interleaved(loops, args.loop_epochs)
@@ -353,6 +354,8 @@ def table(r: dict) -> str:
     rows += [(f"(a) notebook loop, s/epoch (H={loops['hidden_size']})", loops["notebook_epoch_s"]),
              ("(b) ecg_ray loop, s/epoch", loops["ecg_ray_epoch_s"]), ("    speed-up (a)/(b)", loops["speedup"]),
              ("    precision: bf16, s/epoch (speed-up over (b))", f"{loops['bf16_epoch_s']:.3f} ({loops['bf16_speedup']:.2f}x)"),
+             ("    channels_last: true, s/epoch (speed-up over (b))",
+              f"{loops['channels_last_epoch_s']:.3f} ({loops['channels_last_speedup']:.2f}x)"),
              *([("    compile: true, s/epoch (speed-up over (b))", f"{loops['compile_epoch_s']:.3f} ({loops['compile_speedup']:.2f}x)")]
                if "compile_epoch_s" in loops else [])]
     t = r["tune"]

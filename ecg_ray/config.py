@@ -304,9 +304,11 @@ class TrialConfig(Validated):
     aug_wander_p: float = 0.0
     aug_wander: float = 0.0  # baseline wander of s x sd, 0.05-0.5 Hz
     # Speed options that change the numbers (off by default, so results stay the notebook's):
-    # bf16: the model's forward under bfloat16 autocast (fp32 loss); compile: torch.compile'd forward.
+    # bf16: the model's forward under bfloat16 autocast (fp32 loss); compile: torch.compile'd forward;
+    # channels_last: the conv blocks in channels-last memory layout (oneDNN/cuDNN sum in another order).
     precision: str = "fp32"
     compile: bool = False
+    channels_last: bool = False
     seed: int = 42
 
     CONSTRAINTS: ClassVar[dict] = {
@@ -338,6 +340,7 @@ class TrialConfig(Validated):
         "aug_wander": Interval(float, 0.0, 10.0),
         "precision": Options(PRECISIONS),
         "compile": Options((False, True)),
+        "channels_last": Options((False, True)),
         "seed": Interval(int, 0, 2**32 - 1),
     }
 

@@ -42,8 +42,8 @@ PROGRESS_KEYS = ("epoch", "train_loss", "val_loss", "val_macro_f1", "epoch_time_
 STARTUP_PARTS = ("startup_train_s", "startup_import_s", "startup_data_s", "startup_build_s")
 # Where a trial's seconds and memory went, reported beside the metrics (ecg_ray.trial) and read by
 # benchmarks/speed.py: start-up (Tune driver start to first batch, in the first epoch a worker runs,
-# less any wait for a free slot) and its parts, that wait (a trial started ahead), the previous epoch's checkpoint (save + report), peak resident memory and peak GPU
-# memory of the worker.
+# less any wait for a free slot) and its parts, that wait (a trial started ahead), the previous
+# epoch's checkpoint (save + report), peak resident memory and peak GPU memory of the worker.
 TIMING_KEYS = ("startup_s", *STARTUP_PARTS, "startup_wait_s", "checkpoint_s", "peak_rss_mb", "peak_gpu_mb")
 
 # A trial's config as table columns, in TrialConfig's order.

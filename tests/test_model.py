@@ -66,3 +66,13 @@ def test_fast_conv_blocks_equal_the_notebooks_bit_for_bit(hidden, batch):
     assert all(torch.equal(g, h) for g, h in zip(*grads))
     x = torch.randn(batch, 9000)
     assert torch.equal(fast(x), slow(x))
+
+
+def test_channels_last_is_the_same_model_with_close_numbers():
+    torch.manual_seed(2)
+    default = ECGModel(hidden_size=32)
+    fast = ECGModel(hidden_size=32, channels_last=True)
+    fast.load_state_dict(default.state_dict())  # the same parameters: checkpoints load either way
+    x = torch.randn(4, 9000) * 500
+    a, b = default(x), fast(x)
+    assert b.is_contiguous() and torch.allclose(a, b, rtol=1e-4, atol=1e-4)

@@ -15,12 +15,14 @@ def test_speed_benchmark_quick_prints_every_part(tmp_path):
                           "--loop-epochs", "2", "--num-cpus", "2", "--asha", "--no-compile", "--json", str(out)],
                          capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
-    for label in ("(a) notebook loop", "(b) ecg_ray loop", "precision: bf16, s/epoch", "(c) ecg-ray tune", "overhead (whole command)",
+    for label in ("(a) notebook loop", "(b) ecg_ray loop", "precision: bf16, s/epoch", "channels_last: true, s/epoch",
+                  "(c) ecg-ray tune", "overhead (whole command)",
                   "start-up per trial", "tear-down per trial", "checkpoint per epoch", "peak memory per worker",
                   "(d) plain Ray Tune", "same metrics as (c), bit for bit", "(e) with ASHA", "same best trial"):
         assert label in run.stdout, label
     r = json.loads(out.read_text())
     assert r["loops"]["notebook_epoch_s"] > 0 and r["loops"]["ecg_ray_epoch_s"] > 0 and r["loops"]["bf16_speedup"] > 0
+    assert r["loops"]["channels_last_speedup"] > 0
     t = r["tune"]
     assert (t["trials"], t["epochs_run"], t["slots"]) == (2, 4, 2)  # two one-CPU trials at once on 2 CPUs
     assert 0 < t["epoch_time_sum_s"] < t["wall_s"] * t["slots"] and 0 < t["overhead"] < 1
