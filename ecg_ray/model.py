@@ -85,7 +85,8 @@ class ECGModel(nn.Module):
         backward touch a quarter of the values; on a CPU the pooling reads a channels_last copy,
         where PyTorch's kernel is vectorised over channels (the same maxima and, for every window
         whose max is > 0, the same argmax: tests/test_model.py). Under `compile: true` it is the
-        notebook's order: Inductor fuses and pools on its own (the copies made compiled code slower)."""
+        notebook's order: Inductor fuses and pools on its own (the copies made compiled code slower).
+        With `channels_last` the whole stack runs in that layout instead (not bit for bit)."""
         conv1, relu1, pool1, conv2, relu2, pool2 = self.conv
         blocks = ((conv1, relu1, pool1), (conv2, relu2, pool2))
         if self.channels_last:  # the whole stack in that layout (the option that changes the numbers)

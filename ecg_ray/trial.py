@@ -68,10 +68,11 @@ class TrialTrainer(DataParallelTrainer):
 
 
 def train_env(cfg: ExperimentConfig, ahead: bool, local: bool) -> dict:
-    """Ray Train's settings for each trial's run. `ahead`: trials start before a slot is free
-    (ecg_ray.tune.trials_ahead), and their placement group waits for one as long as a trial
+    """Ray Train's settings for each trial's run. `ahead`: some trials start before a slot is free
+    (ecg_ray.tune.trials_ahead > 0), and their placement group waits for one as long as a trial
     runs: Train's wait for it, which would otherwise end in a retry with a traceback after
-    resources.worker_start_timeout_s, is then at least AHEAD_WAIT_S."""
+    resources.worker_start_timeout_s, is then at least AHEAD_WAIT_S. Without trials started
+    ahead it is resources.worker_start_timeout_s, as configured."""
     timeout = max(cfg.resources.worker_start_timeout_s, AHEAD_WAIT_S) if ahead else cfg.resources.worker_start_timeout_s
     env = {WORKER_START_TIMEOUT_ENV: str(timeout), HEALTH_CHECK_ENV: str(HEALTH_CHECK_S), METRICS_ENV: "0"}
     if local:

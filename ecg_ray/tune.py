@@ -262,7 +262,7 @@ def run_settings(cfg: ExperimentConfig, data: PreparedData, local: bool) -> RunS
         data_hash=data.data_hash,
         max_failures=cfg.max_failures,
         worker_start_timeout_s=cfg.resources.worker_start_timeout_s,
-        train_env=train_env(cfg, starts_ahead(cfg, local), local),
+        train_env=train_env(cfg, False, local),  # run_experiment sets it again when trials start ahead
     )
     check_placeable(settings.resources_per_worker, driver_resources(cfg), local)
     return settings
@@ -519,9 +519,11 @@ def run_experiment(
             settings = run_settings(cfg, data, local)
         except KeyboardInterrupt:
             raise ExperimentInterrupted(cfg.experiment_path, started=resume) from None
+        slots, ahead = plan_concurrency(cfg, settings, local)
+        if ahead:  # their placement groups wait for a free slot as long as other trials train
+            settings = dataclasses.replace(settings, train_env=train_env(cfg, True, local))
         if not resume:
             exp.write_record(experiment_record(cfg, data, settings), {"data_hash": data.data_hash, "ids": data.ids})
-        slots, ahead = plan_concurrency(cfg, settings, local)
         run = run_record(resume, to_run, address) | {"concurrent_trials": slots, "trials_ahead": ahead}
         t0 = time.monotonic()
         exp.record_run(run)

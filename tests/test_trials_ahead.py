@@ -28,9 +28,10 @@ from ecg_ray.tune import starts_ahead, trials_ahead
 def test_who_starts_trials_ahead(overrides, local, spare, expected):
     cfg = load_experiment("experiments/quick.yaml", **overrides)
     assert trials_ahead(cfg, 4, local, spare) == expected
-    # A trial that may start ahead waits for its slot as long as others train, not resources.worker_start_timeout_s.
-    timeout = float(train_env(cfg, starts_ahead(cfg, local), local)[WORKER_START_TIMEOUT_ENV])
-    assert timeout == (AHEAD_WAIT_S if starts_ahead(cfg, local) else cfg.resources.worker_start_timeout_s)
+    # A trial started ahead waits for its slot as long as others train, not resources.worker_start_timeout_s;
+    # with none started ahead, the configured timeout stands.
+    timeout = float(train_env(cfg, expected > 0, local)[WORKER_START_TIMEOUT_ENV])
+    assert timeout == (AHEAD_WAIT_S if expected else cfg.resources.worker_start_timeout_s)
     assert starts_ahead(cfg, local) == (local and not any(k in overrides for k in (
         "resources.max_concurrent_trials", "resources.cpus_per_trial_driver")) and overrides.get("resources.trials_ahead") != 0)
 
@@ -61,6 +62,8 @@ def test_a_trial_started_ahead_waits_for_the_slot_and_reports_the_wait(tmp_path)
     exp = ExperimentDir(str(tmp_path / "ahead"))
     (record,) = exp.read_runs()
     assert (record["concurrent_trials"], record["trials_ahead"]) == (1, 1)
+    env = exp.read_record()["settings"]["train_env"]  # the recorded settings say how long Train waits for a slot
+    assert float(env[WORKER_START_TIMEOUT_ENV]) == AHEAD_WAIT_S
     trials, hist = build_report(exp)
     assert len(trials) == 2 and len(hist) == 2  # every trial ran every epoch: no deadlock, nothing lost
     first = hist[hist["epoch"] == 1].set_index("trial_id")
