@@ -18,8 +18,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import train_test_split
-from sklearn.utils.class_weight import compute_class_weight
 
 from ecg_ray.errors import ConfigError, DataError
 from ecg_ray.records import RecordSet
@@ -53,6 +51,8 @@ def class_weights(labels: np.ndarray) -> np.ndarray:
             f"The training split has no records of class {empty}, so its class weight would divide by zero. "
             "Use data with every class present, or lower data.val_fraction / data.test_fraction."
         )
+    from sklearn.utils.class_weight import compute_class_weight  # here: every trial's worker imports this module
+
     w = compute_class_weight("balanced", classes=np.arange(NUM_CLASSES), y=labels)
     return (0.5 + 0.5 * (w / w.max())).astype(np.float32)
 
@@ -196,6 +196,8 @@ def _shown(split: str) -> str:
 
 def split_records(splits: dict[str, RecordSet], cfg, seed: int) -> dict[str, RecordSet]:
     """Stratified, seeded train/val(/test) split of a single set; a given train/val pair is kept."""
+    from sklearn.model_selection import train_test_split  # here: every trial's worker imports this module
+
     if "all" not in splits:
         return splits
     rs, given = splits["all"], {k: v for k, v in splits.items() if k != "all"}  # a given test set stays as it is

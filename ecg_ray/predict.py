@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+import ecg_ray
 from ecg_ray.config import DataConfig, TrialConfig
 from ecg_ray.errors import DataError, EcgRayError
 from ecg_ray.expdir import ExperimentDir
@@ -71,7 +72,6 @@ def export_best_model(exp_dir: str, trials: pd.DataFrame) -> str | None:
     import torch
 
     from ecg_ray.report import rank_configs
-    from ecg_ray.train import library_versions
 
     exp = ExperimentDir.parse(exp_dir)
     best_config = rank_configs(trials).iloc[0]
@@ -89,7 +89,7 @@ def export_best_model(exp_dir: str, trials: pd.DataFrame) -> str | None:
         "metrics": saved["metrics"],
         "data_settings": saved["data_settings"],
         "data_hash": saved["data_hash"],
-        "versions": {"trained": saved["versions"], "exported": library_versions()},
+        "versions": {"trained": saved["versions"], "exported": ecg_ray.library_versions()},
         "experiment": exp.path,
     }
     buf = io.BytesIO()

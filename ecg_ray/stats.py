@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import stats
 
 CONFIDENCE = 0.95
 ALPHA = 0.05
@@ -33,6 +32,8 @@ def mean_sd_ci(values, confidence: float = CONFIDENCE) -> tuple[float, float, fl
     if n < 2:
         return mean, math.nan, math.nan, math.nan
     sd = float(x.std(ddof=1))
+    from scipy import stats  # here: only a table over seeds needs it (0.5 s to import)
+
     half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
     return mean, sd, mean - half, mean + half
 
@@ -47,6 +48,8 @@ def paired_p_value(a, b) -> float:
         return math.nan
     if np.all(d == d[0]):
         return 1.0 if d[0] == 0 else 0.0
+    from scipy import stats
+
     return float(stats.ttest_rel(a, b).pvalue)
 
 

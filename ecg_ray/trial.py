@@ -19,6 +19,7 @@ the other two processes about two seconds of start-up.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import tempfile
 import time
@@ -27,15 +28,19 @@ from pathlib import Path
 
 import ray
 import ray.train
+import ray.tune
 from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
+from ray.train.v2._internal.execution.controller import TrainController
+from ray.train.v2.api.callback import UserCallback
 from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
-from ray.tune.integration.ray_train import TuneReportCallback
+from ray.train.v2.api.result import Result
 
 from ecg_ray.config import CUBLAS_WORKSPACE, ExperimentConfig, RunSettings, TrialConfig, WorkerSpec
 from ecg_ray.expdir import CHECKPOINT_FILE, ExperimentDir
 from ecg_ray.schema import RANK_METRIC, RANK_MODE, STARTUP_PARTS, TRIAL_KEY
 
 SPEC_KEY = "spec"  # the one key of train_loop_config: a WorkerSpec
+CHECKPOINT_PATH_KEY = "checkpoint_path"  # where Ray's TuneReportCallback puts the checkpoint's path
 
 QUIET_ENV = {
     "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
@@ -60,11 +65,45 @@ METRICS_ENV = "RAY_TRAIN_METRICS_ENABLED"
 
 
 class TrialTrainer(DataParallelTrainer):
-    """A one-worker Train run without Ray Data: Ray Train's Ray Data callback would start a
-    DatasetManager actor (a process) per trial that this loop never asks for a shard."""
+    """A one-worker Train run whose controller runs in the trial's own Tune actor.
+
+    Ray Train 2 runs its controller in an actor of its own, and Tune's bridge (TuneReportCallback)
+    adds a queue actor that carries the controller's reports back: two more processes per trial,
+    started one after the other before the worker, each importing Ray Train. Here the controller
+    (Ray's TrainController, unchanged: placement group, worker group, checkpoint manager, failure
+    policy, placement-group cleaner) runs in this process, as Ray Train 1's did, and hands each
+    report to Tune directly (TuneReport). The worker is still a Ray Train worker in its placement
+    group, holding the trial's GPU or CPUs. Without Ray Data: Train's Ray Data callback would start
+    a DatasetManager actor per trial that this loop never asks for a shard.
+    """
 
     def _create_default_callbacks(self):
         return [cb for cb in super()._create_default_callbacks() if not isinstance(cb, DatasetsCallback)]
+
+    def _initialize_and_run_controller(self, **controller_init_kwargs) -> Result:
+        controller = TrainController(**controller_init_kwargs)
+        try:
+            asyncio.run(controller.run())
+        except BaseException:  # Tune stopping the trial (SystemExit from its report), or an error
+            # What TrainController.abort does, without ending this process: the worker group and its
+            # placement group go now, not when the cleaner notices this actor is gone.
+            controller._controller_callback_manager.invoke_best_effort("before_controller_abort")
+            if controller._worker_group:
+                controller._worker_group.abort()
+            raise
+        return controller.get_result()
+
+
+class TuneReport(UserCallback):
+    """Each report of the worker, to Tune, from the controller in this process: what Ray's
+    TuneReportCallback sends through its queue actor (the metrics and the checkpoint's path; the
+    checkpoint itself is Train's), sent without one."""
+
+    def after_report(self, run_context, metrics, checkpoint):
+        result = dict(metrics[0])
+        if checkpoint:
+            result[CHECKPOINT_PATH_KEY] = checkpoint.path
+        ray.tune.report(result)
 
 
 def train_env(cfg: ExperimentConfig, ahead: bool, local: bool) -> dict:
@@ -106,7 +145,7 @@ def trial_driver(config: dict, data_box: list, exp: ExperimentDir, settings: Run
             # trial finds its checkpoints.
             name=key,
             storage_path=exp.train_runs,
-            callbacks=[TuneReportCallback()],
+            callbacks=[TuneReport()],
             # Retries are Tune's (the trial restarts and this run resumes from its checkpoint), not
             # Ray Train's: a Train controller that is being stopped (ASHA, the end of a run) sees its
             # worker die first and, allowed to retry, starts a new worker group whose placement

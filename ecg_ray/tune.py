@@ -29,13 +29,13 @@ import ray.autoscaler.sdk
 import ray.tune
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
+import ecg_ray
 from ecg_ray.config import ExperimentConfig, RunSettings, TrialConfig
 from ecg_ray.data import PreparedData, prepare
 from ecg_ray.errors import ConfigError, EcgRayError
 from ecg_ray.expdir import EXPERIMENT_FILE, ExperimentDir, check_writable
 from ecg_ray.schedulers import build_scheduler
 from ecg_ray.schema import PROGRESS_KEYS, RANK_METRIC, RANK_MODE, TRIAL_KEY
-from ecg_ray.train import git_commit, library_versions
 from ecg_ray.trial import QUIET_ENV, prestart_train_services, train_env, trial_driver
 
 RAY_START_ATTEMPTS = 3
@@ -547,7 +547,7 @@ def run_record(resume: bool, n_trials: int, address: str | None) -> dict:
         "cluster": "local" if not (address or os.environ.get("RAY_ADDRESS")) else "remote",
         "nodes": len([n for n in ray.nodes() if n.get("Alive")]),
         "cpus": resources.get("CPU", 0), "gpus": resources.get("GPU", 0),
-        "versions": library_versions(), "git_commit": git_commit(), "host": socket.gethostname(),
+        "versions": ecg_ray.library_versions(), "git_commit": ecg_ray.git_commit(), "host": socket.gethostname(),
     }
 
 

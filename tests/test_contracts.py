@@ -90,9 +90,9 @@ def test_one_search_space_builds_both_the_grid_and_tunes_points(path):
     assert len(points) == np.prod([len(v) for v in cfg.search.values() if isinstance(v, list)]) * cfg.repeats * draws
 
 
-def _modules_after(code: str) -> list[str]:
+def _modules_after(code: str, names: tuple[str, ...] = HEAVY) -> list[str]:
     out = subprocess.run(
-        [sys.executable, "-c", code + f"\nimport sys, json; print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))"],
+        [sys.executable, "-c", code + f"\nimport sys, json; print(json.dumps(sorted(m for m in {names!r} if m in sys.modules)))"],
         cwd=ROOT, capture_output=True, text=True, check=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -109,6 +109,15 @@ def test_the_cli_help_imports_no_heavy_library():
            "for argv in (['--help'], ['tune', '--help'], ['report', '--help']):\n" \
            "    try: p.parse_args(argv)\n    except SystemExit: pass"
     assert _modules_after(code) == []
+
+
+def test_a_trials_worker_does_not_load_sklearn():
+    """Its import was 0.7 s of every trial's start-up: the metrics are computed without it, and
+    ecg_ray.data (which the worker unpickles the prepared data with) imports it only to prepare."""
+    code = ("import numpy as np, torch\nfrom ecg_ray import trial\nimport ecg_ray.data\n"
+            "from ecg_ray.config import TrialConfig\nfrom ecg_ray.train import build_trial, classification_metrics\n"
+            "build_trial(TrialConfig(), np.ones(4, np.float32))\nclassification_metrics(np.arange(4), np.arange(4))")
+    assert _modules_after(code, ("sklearn",)) == []
 
 
 def test_only_the_experiment_folder_type_tells_paths_from_uris():
