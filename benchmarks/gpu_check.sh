@@ -6,6 +6,7 @@
 #   DIFFICULTY=1 bash benchmarks/gpu_check.sh  # also the synthetic difficulty benchmark at 8528 records x 20 epochs
 #   SPEED_TIMEOUT=420 bash ...                 # stop the speed benchmark after that many seconds (its --json keeps the parts done)
 #   AHEAD=1 bash ...                           # also the seed grid with resources.trials_ahead 0 (off) to compare with auto
+#   SHORT=1 bash ...                           # the grid parts only (no loops, no ASHA): ~5 min with AHEAD=1, for a short lease
 #
 # Where the machine has torch but no Ray (the project's lent GPU machines), build a Ray bundle
 # here first with ../shared/tools/device-ray-bundle and carry .device/ with the tree: this script
@@ -50,12 +51,14 @@ PY
 limit=${SPEED_TIMEOUT:+timeout $SPEED_TIMEOUT}
 if [ -n "${QUICK:-}" ]; then
   $limit python3 benchmarks/speed.py --gpu --quick --json "$out/speed_gpu_quick.json"
+elif [ -n "${SHORT:-}" ]; then
+  $limit python3 benchmarks/speed.py --gpu --grid seed --epochs 20 --no-loops --json "$out/speed_gpu.json"
 else
   $limit python3 benchmarks/speed.py --gpu --grid seed --epochs 20 --asha --json "$out/speed_gpu.json"
 fi
 if [ -n "${AHEAD:-}" ]; then
   echo "== the seed grid without trials started ahead (resources.trials_ahead: 0), against auto above"
-  $limit python3 benchmarks/speed.py --gpu --grid seed --epochs 20 --loop-epochs 2 --no-compile --no-plain-tune \
+  $limit python3 benchmarks/speed.py --gpu --grid seed --epochs 20 --no-loops --no-plain-tune \
     --trials-ahead 0 --json "$out/speed_gpu_ahead0.json"
 fi
 if [ -n "${DIFFICULTY:-}" ]; then

@@ -269,6 +269,7 @@ def main() -> None:
     p.add_argument("--asha", action="store_true", help="also run the grid under ASHA and compare")
     p.add_argument("--no-plain-tune", action="store_true", help="skip the plain Ray Tune yardstick")
     p.add_argument("--no-compile", action="store_true", help="skip timing `compile: true` (its compilation takes ~30 s)")
+    p.add_argument("--no-loops", action="store_true", help="skip (a) and (b): time only the grid (a short GPU lease)")
     p.add_argument("--json", type=Path, help="also write the results here (after each part), and the tuning runs' logs beside it")
     p.add_argument("--plain-tune", nargs=2, metavar=("EXPERIMENT", "OUT"), help=argparse.SUPPRESS)
     p.add_argument("--gpu-share", type=float, default=0.0, help=argparse.SUPPRESS)
@@ -308,18 +309,9 @@ def main() -> None:
         exp_file = experiment("speed", args, storage, "none")
         cfg = load_experiment(exp_file)
         data = prepare(cfg)
-        hidden = max(cfg.grid(), key=lambda t: t.hidden_size).hidden_size
-        torch.set_num_threads(1)
-        options = {"bf16": {"precision": "bf16"}, "channels_last": {"channels_last": True},
-                   **({"compile": {"compile": True}} if not args.no_compile else {})}
-        loops = {"notebook": notebook_loop(data, hidden, device), "ecg_ray": ecg_ray_loop(data, hidden, device),
-                 **{name: ecg_ray_loop(data, hidden, device, **option) for name, option in options.items()}}
-        median = interleaved(loops, args.loop_epochs)
-        results["loops"] = {"hidden_size": hidden, "notebook_epoch_s": median["notebook"],
-                            "ecg_ray_epoch_s": median["ecg_ray"], "speedup": median["notebook"] / median["ecg_ray"]}
-        for name in options:
-            results["loops"] |= {f"{name}_epoch_s": median[name], f"{name}_speedup": median["ecg_ray"] / median[name]}
-        done("(a), (b): the loops")
+        if not args.no_loops:
+            results["loops"] = time_loops(data, max(cfg.grid(), key=lambda t: t.hidden_size).hidden_size, device, args)
+            done("(a), (b): the loops")
         grid = tune_grid(exp_file, storage, "speed", args.num_cpus, logs / "speed_tune.log")
         results["tune"] = {k: v for k, v in grid.items() if k not in ("metrics", "losses")}
         done("(c): ecg-ray tune")
@@ -348,10 +340,28 @@ def main() -> None:
     done("all")
 
 
+def time_loops(data, hidden: int, device: str, args) -> dict:
+    """(a) the notebook's loop and (b) ecg_ray's, then each option that changes the numbers, taking
+    turns one epoch at a time: median seconds per epoch and the speed-ups."""
+    import torch
+
+    torch.set_num_threads(1)
+    options = {"bf16": {"precision": "bf16"}, "channels_last": {"channels_last": True},
+               **({"compile": {"compile": True}} if not args.no_compile else {})}
+    loops = {"notebook": notebook_loop(data, hidden, device), "ecg_ray": ecg_ray_loop(data, hidden, device),
+             **{name: ecg_ray_loop(data, hidden, device, **option) for name, option in options.items()}}
+    median = interleaved(loops, args.loop_epochs)
+    out = {"hidden_size": hidden, "notebook_epoch_s": median["notebook"], "ecg_ray_epoch_s": median["ecg_ray"],
+           "speedup": median["notebook"] / median["ecg_ray"]}
+    for name in options:
+        out |= {f"{name}_epoch_s": median[name], f"{name}_speedup": median["ecg_ray"] / median[name]}
+    return out
+
+
 def table(r: dict) -> str:
     rows = [("device", r["device"]), ("grid", f"{r['grid']} x {r['epochs']} epochs, {r['records']} records")]
-    loops = r["loops"]
-    rows += [(f"(a) notebook loop, s/epoch (H={loops['hidden_size']})", loops["notebook_epoch_s"]),
+    loops = r.get("loops")
+    rows += [] if loops is None else [(f"(a) notebook loop, s/epoch (H={loops['hidden_size']})", loops["notebook_epoch_s"]),
              ("(b) ecg_ray loop, s/epoch", loops["ecg_ray_epoch_s"]), ("    speed-up (a)/(b)", loops["speedup"]),
              ("    precision: bf16, s/epoch (speed-up over (b))", f"{loops['bf16_epoch_s']:.3f} ({loops['bf16_speedup']:.2f}x)"),
              ("    channels_last: true, s/epoch (speed-up over (b))",

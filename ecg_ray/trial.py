@@ -189,10 +189,11 @@ def train_loop_per_worker(config: dict) -> None:
             saved = read_checkpoint(path, map_location=device)
             check_checkpoint(saved, trial, data.data_hash, str(path))
             load_state_dict(state, saved)
+        # The restored epoch's metrics once more: the run that saved this checkpoint may have been
+        # stopped before Tune wrote that epoch down (a driver stopped or killed between the two),
+        # and the history keeps an epoch's last report. After the last epoch it also ends the trial.
+        ray.train.report(saved["metrics"])
         if state.epoch >= trial.epochs:
-            # Killed after its last checkpoint but before Tune saw it end: nothing is left to
-            # train, and Tune needs the trial's final result once more to end it.
-            ray.train.report(saved["metrics"])
             return
     node_id = ray.get_runtime_context().get_node_id()
     timing = {}

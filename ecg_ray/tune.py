@@ -23,6 +23,7 @@ import signal
 import socket
 import threading
 import time
+from pathlib import Path
 
 import ray
 import ray.autoscaler.sdk
@@ -33,7 +34,7 @@ import ecg_ray
 from ecg_ray.config import ExperimentConfig, RunSettings, TrialConfig
 from ecg_ray.data import PreparedData, prepare
 from ecg_ray.errors import ConfigError, EcgRayError
-from ecg_ray.expdir import EXPERIMENT_FILE, ExperimentDir, check_writable
+from ecg_ray.expdir import EXPERIMENT_FILE, TRIAL_PARAMS, TRIAL_RESULTS, ExperimentDir, check_writable
 from ecg_ray.schedulers import build_scheduler
 from ecg_ray.schema import PROGRESS_KEYS, RANK_METRIC, RANK_MODE, TRIAL_KEY
 from ecg_ray.trial import QUIET_ENV, prestart_train_services, train_env, trial_driver
@@ -184,6 +185,8 @@ class EpochPrinter(ray.tune.Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         # Live, one line per epoch: Tune's own result.json files reach the storage path in
         # batches, when it syncs a trial's folder.
+        if not self.exp.is_uri:
+            self._persist_results(trial)
         c = trial.config
         self.exp.append_progress({"trial_id": c[TRIAL_KEY], "time": time.time(), **{k: result.get(k) for k in PROGRESS_KEYS}})
         print(
@@ -200,7 +203,19 @@ class EpochPrinter(ray.tune.Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         self._record(trial, "ERROR")
 
+    def _persist_results(self, trial) -> None:
+        """Copy the trial's params.json and result.json (every epoch Tune has seen) from Tune's
+        staging folder to the experiment folder now. Tune uploads them only when it next saves the
+        experiment's state, 10 s or more apart: a driver killed in between lost the last epochs of
+        the history for good, even of a trial that had finished (a resume does not run it again).
+        Done for every epoch on a local disk (small files), and on a bucket when the trial ends."""
+        staged = Path(trial.local_path)
+        for name in (TRIAL_PARAMS, TRIAL_RESULTS):  # params first: a folder is read by its params.json
+            if (staged / name).is_file():
+                self.exp.write_bytes(self.exp.join(staged.name, name), (staged / name).read_bytes())
+
     def _record(self, trial, status: str) -> None:
+        self._persist_results(trial)  # before the status says it finished: its history is there
         last_epoch = (trial.last_result or {}).get("epoch")
         best = trial.metric_analysis.get(RANK_METRIC, {}).get(RANK_MODE)  # what an Optuna search resumes from
         self.exp.update_statuses({trial.config[TRIAL_KEY]: {"status": status, "last_epoch": last_epoch, "best": best,

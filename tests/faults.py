@@ -24,6 +24,7 @@ import psutil
 import yaml
 
 from ecg_ray.report import build_report, comparable
+from ecg_ray.schema import EPOCH_COLUMNS, confusion_columns
 from localcluster import ENV, LocalCluster
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,9 +133,17 @@ def table(exp_dir: Path) -> pd.DataFrame:
     return comparable(build_report(exp_dir)[0])
 
 
+def epochs(exp_dir: Path) -> pd.DataFrame:
+    """Every epoch of every trial (the history table), without what says where and when it ran."""
+    return build_report(exp_dir)[1][["trial_id", *EPOCH_COLUMNS, *confusion_columns()]].reset_index(drop=True)
+
+
 def same_table(exp_dir: Path, baseline: Path) -> bool:
+    """The ranked table and every epoch of the history equal the uninterrupted run's: a fault
+    neither changes a number nor loses an epoch's line."""
     a, b = table(exp_dir), table(baseline)
-    return a.shape == b.shape and a.equals(b)
+    ea, eb = epochs(exp_dir), epochs(baseline)
+    return a.shape == b.shape and a.equals(b) and ea.shape == eb.shape and ea.equals(eb)
 
 
 def run_baseline(work: Path) -> Path:
