@@ -37,7 +37,7 @@ from ecg_ray.errors import ConfigError, EcgRayError
 from ecg_ray.expdir import EXPERIMENT_FILE, TRIAL_PARAMS, TRIAL_RESULTS, ExperimentDir, check_writable
 from ecg_ray.schedulers import build_scheduler
 from ecg_ray.schema import PROGRESS_KEYS, RANK_METRIC, RANK_MODE, TRIAL_KEY
-from ecg_ray.trial import QUIET_ENV, prestart_train_services, train_env, trial_driver
+from ecg_ray.trial import QUIET_ENV, prestart_train_services, release_placement_group, train_env, trial_driver
 
 RAY_START_ATTEMPTS = 3
 
@@ -60,13 +60,12 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
                 ray.init(address=address, log_to_driver=True)
             else:
                 # "local" starts a fresh instance even when a stale /tmp/ray/ray_current_cluster exists.
-                # The dashboard stays on: Train's placement-group cleaner needs the State API it serves,
-                # or a trial stopped by ASHA leaks its worker's resources. `ecg-ray tune` sets
-                # LOOPBACK_ENV before Ray is imported, so every process of this Ray listens on
-                # loopback only; cluster nodes keep Ray's defaults (they must reach each other).
+                # The dashboard stays on, on loopback (the State API and `ray job` use it). `ecg-ray
+                # tune` sets LOOPBACK_ENV before Ray is imported, so every process of this Ray listens
+                # on loopback only; cluster nodes keep Ray's defaults (they must reach each other).
                 # Its processes find that State API by this variable, set before Ray starts them: with
                 # two local Rays on one machine (two experiments at once) they would otherwise give up
-                # ("multiple active Ray instances"), leak every finished trial's CPUs and hang the run.
+                # ("multiple active Ray instances").
                 # Only while Ray starts: later subprocesses of this one (`ecg-ray submit`, `ray`) must not
                 # inherit it and talk to this Ray instead of the cluster they name.
                 port = free_port()
@@ -203,6 +202,9 @@ class EpochPrinter(ray.tune.Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         self._record(trial, "ERROR")
 
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        release_placement_group(trial.config[TRIAL_KEY])  # it failed and will be retried: free its slot first
+
     def _persist_results(self, trial) -> None:
         """Copy the trial's params.json and result.json (every epoch Tune has seen) from Tune's
         staging folder to the experiment folder now. Tune uploads them only when it next saves the
@@ -215,6 +217,7 @@ class EpochPrinter(ray.tune.Callback):
                 self.exp.write_bytes(self.exp.join(staged.name, name), (staged / name).read_bytes())
 
     def _record(self, trial, status: str) -> None:
+        release_placement_group(trial.config[TRIAL_KEY])  # what a trial that died holds, freed now
         self._persist_results(trial)  # before the status says it finished: its history is there
         last_epoch = (trial.last_result or {}).get("epoch")
         best = trial.metric_analysis.get(RANK_METRIC, {}).get(RANK_MODE)  # what an Optuna search resumes from

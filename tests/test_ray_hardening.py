@@ -97,3 +97,45 @@ def test_a_local_ray_runs_only_as_many_trials_as_fit_with_their_drivers(ray_loca
     assert concurrency(experiment_from_dict({"resources": {"cpus_per_trial_driver": 0.5}}), settings, local=True) == 2
     assert concurrency(experiment_from_dict({"resources": {"max_concurrent_trials": 1}}), settings, local=True) == 1
     assert concurrency(experiment_from_dict({}), settings, local=False) == 0  # a cluster's autoscaler may add nodes
+
+
+def test_a_killed_trial_actor_frees_its_workers_resources_and_the_trial_resumes(ray_local, tmp_path):
+    """Ray Train's controller runs in each trial's Tune actor. SIGKILL that process mid-trial: its
+    worker dies with it, but the worker's placement group would hold its CPU until the job ends.
+    The Tune driver releases it when Tune sees the trial fail; Tune retries the trial from its
+    checkpoint, and no epoch is missing from the history."""
+    import threading
+
+    from ecg_ray.cli import main
+    from ecg_ray.report import build_report
+
+    exp = yaml.safe_load((ROOT / "experiments" / "quick.yaml").read_text())
+    exp.update(name="killed", storage_path=str(tmp_path), scheduler={"name": "none"})
+    exp["data"]["n_records"] = 200
+    exp["search"]["epochs"] = 3
+    (tmp_path / "killed.yaml").write_text(yaml.safe_dump(exp))
+    progress, killed = tmp_path / "killed" / "progress.jsonl", []
+
+    def kill_a_trial_actor_after_the_first_epoch():
+        deadline = time.monotonic() + 180
+        while not killed and time.monotonic() < deadline:
+            if progress.is_file() and progress.read_text().strip():
+                actors = [p for p in psutil.process_iter(["cmdline"]) if "ray::ImplicitFunc" in " ".join(p.info["cmdline"] or [])]
+                if actors:
+                    actors[0].kill()
+                    killed.append(actors[0].pid)
+            time.sleep(0.1)
+
+    killer = threading.Thread(target=kill_a_trial_actor_after_the_first_epoch, daemon=True)
+    killer.start()
+    assert main(["tune", str(tmp_path / "killed.yaml"), "--format", "csv"]) == 0
+    killer.join()
+    assert killed, "no trial actor was found to kill"
+    trials, history = build_report(tmp_path / "killed")
+    assert sorted(trials["status"]) == ["TERMINATED", "TERMINATED"]
+    assert sorted(zip(history["trial_id"], history["epoch"])) == [(t, e) for t in ("t0000", "t0001") for e in (1, 2, 3)]
+    deadline = time.monotonic() + 10
+    while (live := [pg for pg, info in ray_local.util.placement_group_table().items() if info["state"] in ("CREATED", "PENDING")]) \
+            and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert live == []  # the dead trial's worker group left nothing held
