@@ -6,7 +6,7 @@
 #   DIFFICULTY=1 bash benchmarks/gpu_check.sh  # also the synthetic difficulty benchmark at 8528 records x 20 epochs
 #   SPEED_TIMEOUT=420 bash ...                 # stop the speed benchmark after that many seconds (its --json keeps the parts done)
 #   AHEAD=1 bash ...                           # also the seed grid with resources.trials_ahead 0 (off) to compare with auto
-#   SHORT=1 bash ...                           # the grid parts only (no loops, no ASHA): ~5 min with AHEAD=1, for a short lease
+#   SHORT=1 bash ...                           # the grid parts only (no loop checks or timings, no ASHA): ~8 min with AHEAD=1
 #
 # Where the machine has torch but no Ray (the project's lent GPU machines), build a Ray bundle
 # here first with ../shared/tools/device-ray-bundle and carry .device/ with the tree: this script
@@ -29,6 +29,7 @@ import torch
 print("torch", torch.__version__, "cuda", torch.version.cuda, "device", torch.cuda.get_device_name(0))
 PY
 
+if [ -z "${SHORT:-}" ]; then
 echo "== the trial loop on CUDA: two runs of one trial, bit for bit (fp32, bf16, channels_last)"
 python3 - <<'PY'
 import time, torch
@@ -47,6 +48,7 @@ for name, options in (("fp32", {}), ("bf16", {"precision": "bf16"}), ("channels_
     print(f"{name}: identical: {runs[0] == runs[1]}; last epoch {runs[0][-1]}")
     assert runs[0] == runs[1], f"two CUDA runs of one trial differ ({name})"
 PY
+fi
 
 limit=${SPEED_TIMEOUT:+timeout $SPEED_TIMEOUT}
 if [ -n "${QUICK:-}" ]; then
