@@ -60,18 +60,12 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
                 ray.init(address=address, log_to_driver=True)
             else:
                 # "local" starts a fresh instance even when a stale /tmp/ray/ray_current_cluster exists.
-                # The dashboard stays on, on loopback (the State API and `ray job` use it). `ecg-ray
-                # tune` sets LOOPBACK_ENV before Ray is imported, so every process of this Ray listens
-                # on loopback only; cluster nodes keep Ray's defaults (they must reach each other).
-                # Its processes find that State API by this variable, set before Ray starts them: with
-                # two local Rays on one machine (two experiments at once) they would otherwise give up
-                # ("multiple active Ray instances").
-                # Only while Ray starts: later subprocesses of this one (`ecg-ray submit`, `ray`) must not
-                # inherit it and talk to this Ray instead of the cluster they name.
-                port = free_port()
-                with _environ(RAY_API_SERVER_ADDRESS=f"http://127.0.0.1:{port}"):
-                    ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=True,
-                             dashboard_host="127.0.0.1", dashboard_port=port)
+                # `ecg-ray tune` sets LOOPBACK_ENV before Ray is imported, so every process of this Ray
+                # listens on loopback only; cluster nodes keep Ray's defaults (they must reach each
+                # other). No dashboard: nothing here uses it (trials' placement groups are released by
+                # the driver, not by Train's State-API cleaner), and it cost 0.8-1.8 s of the start on
+                # 2 cores. To watch a local run in it, start Ray yourself and pass --address auto.
+                ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False)
             return
         except (OSError, RuntimeError) as err:  # ConnectionError and TimeoutError among them
             ray.shutdown()
@@ -84,21 +78,6 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
                 raise EcgRayError(f"Could not {where} after {attempt} attempts ({type(err).__name__}: {first_line}). {fix}") from None
             print(f"[ecg-ray] Ray did not start ({type(err).__name__}); trying again ({attempt + 1}/{RAY_START_ATTEMPTS})", flush=True)
             time.sleep(2 * attempt)
-
-
-@contextlib.contextmanager
-def _environ(**values: str):
-    """Set environment variables for the duration of the block, then put back what was there."""
-    old = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in old.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def free_port() -> int:

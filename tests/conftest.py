@@ -47,7 +47,7 @@ def seed_pickles() -> Path:
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """One real local Ray for the whole session, dashboard on loopback.
+    """One real local Ray for the whole session, on loopback, started as `ecg-ray tune` starts it.
 
     4 logical CPUs on a 2-core machine: a trial holds 1 CPU (its Train worker; its Tune driver
     holds memory, not a CPU), so up to four trials run at once and the tests see concurrency.
