@@ -139,3 +139,15 @@ def test_a_killed_trial_actor_frees_its_workers_resources_and_the_trial_resumes(
             and time.monotonic() < deadline:
         time.sleep(0.5)
     assert live == []  # the dead trial's worker group left nothing held
+
+
+def test_a_local_ray_stopped_in_the_background_is_started_again_by_the_next_run():
+    """`ecg-ray tune` stops the Ray it started while it writes the report; a second run in the same
+    process waits for that shutdown and starts a fresh Ray instead of joining the dying one."""
+    code = ("import ray\nfrom ecg_ray import tune\ntune.init_ray(num_cpus=1)\nfirst = ray.get_runtime_context().get_node_id()\n"
+            "tune._stop_ray_in_background()\ntune.init_ray(num_cpus=1)\n"
+            "assert ray.get(ray.remote(lambda: 1).remote()) == 1\n"
+            "print('fresh', ray.get_runtime_context().get_node_id() != first)")
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip().splitlines()[-1] == "fresh True"
