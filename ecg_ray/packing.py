@@ -9,8 +9,8 @@ weights, gradients and Adam's two moments, and the activations of one training b
 and one validation batch. `trials_per_gpu` fits as many as the GPU's memory holds with
 a margin, at most MAX_TRIALS_PER_GPU: on an H200, 12 processes sharing the GPU ran 3.5x
 the epochs per second of one, so throughput flattens long before memory runs out, and
-every trial also needs a CPU. The GPU's memory comes from torch where this process sees
-the GPU, else from Ray's `accelerator_type:*` resource of the cluster's GPU nodes, else
+every trial also needs a CPU. The GPU's memory comes from the NVIDIA driver where this
+process sees a GPU, else from Ray's `accelerator_type:*` resource of the cluster's GPU nodes, else
 DEFAULT_GPU_GIB. Set `resources.gpus_per_worker` to a number to choose yourself.
 """
 
@@ -56,15 +56,31 @@ def gpu_fraction(n: int) -> float:
 
 def gpu_memory_gib(cluster_resources: dict) -> tuple[float, str]:
     """(GPU memory in GiB, where the number came from)."""
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            return torch.cuda.get_device_properties(0).total_memory / 2**30, f"torch: {torch.cuda.get_device_name(0)}"
-    except Exception:  # a broken CUDA install reads as "no GPU here"; Ray's view is next
-        pass
+    local = local_gpu_memory_gib()
+    if local:
+        return local
     types = sorted(k.split(":", 1)[1] for k in cluster_resources if k.startswith("accelerator_type:"))
     known = [ACCELERATOR_GIB[t] for t in types if t in ACCELERATOR_GIB]
     if known:
         return float(min(known)), f"Ray accelerator type {', '.join(types)}"
     return DEFAULT_GPU_GIB, "unknown GPU type: assumed the smallest common size"
+
+
+def local_gpu_memory_gib() -> tuple[float, str] | None:
+    """This machine's first GPU from the NVIDIA driver (NVML, the copy Ray ships), or None. Not from
+    torch: the driver process would import it with CUDA and hold a CUDA context on the GPU (half a
+    GiB the trials could use) for the whole run, for one number."""
+    try:
+        from ray._private.thirdparty import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+            name = pynvml.nvmlDeviceGetName(handle)
+            total = pynvml.nvmlDeviceGetMemoryInfo(handle).total
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # no NVIDIA driver or no GPU here (or another Ray): Ray's view is next
+        return None
+    return total / 2**30, f"NVML: {name.decode() if isinstance(name, bytes) else name}"
+

@@ -3,6 +3,8 @@
 import dataclasses
 import os
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -55,6 +57,20 @@ def test_auto_packing_reads_the_gpu_type_from_ray_resources():
     assert gpu_memory_gib({"CPU": 16, "GPU": 1, "accelerator_type:A10G": 1})[0] == 24
     assert gpu_memory_gib({"accelerator_type:H100": 1, "accelerator_type:T4": 1})[0] == 16  # the smallest GPU decides
     assert gpu_memory_gib({"GPU": 1})[0] == DEFAULT_GPU_GIB
+
+
+def test_sizing_the_gpu_leaves_torch_and_cuda_out_of_the_driver():
+    """The GPU's size comes from the NVIDIA driver (NVML), so the `ecg-ray tune` process never
+    holds a CUDA context on the GPU its trials share; here, without a GPU, NVML has no answer."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom ecg_ray.packing import gpu_memory_gib, local_gpu_memory_gib\n"
+            "print(gpu_memory_gib({'accelerator_type:A10G': 1})[0], 'torch' in sys.modules, local_gpu_memory_gib() is None)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[:2] == ["24.0", "False"]
+    if not Path("/dev/nvidiactl").exists():
+        assert out[2] == "True"
 
 
 def test_deterministic_settings_for_cuda(monkeypatch):
