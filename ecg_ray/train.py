@@ -158,7 +158,8 @@ def build_trial(trial, weights: np.ndarray, device: torch.device | str = "cpu") 
     optimizer = OPTIMIZERS[trial.optimizer](model.parameters(), trial.lr, trial.weight_decay)
     if trial.class_balance != "weighted_loss":
         weights = np.ones(len(weights), dtype=np.float32)  # sampler or none: a plain loss
-    criterion = WeightedCrossEntropy(torch.as_tensor(weights, dtype=torch.float32, device=device), trial.label_smoothing)
+    # A copy: the weights a worker gets from Ray's object store are read-only, which torch warns about.
+    criterion = WeightedCrossEntropy(torch.tensor(np.array(weights, dtype=np.float32), device=device), trial.label_smoothing)
     generator = torch.Generator().manual_seed(trial.seed)
     aug = augment.generator(trial, device) if augment.enabled(trial) else None
     return TrialState(model, optimizer, criterion, generator, device, trial, aug)

@@ -20,6 +20,7 @@ the other two processes about two seconds of start-up.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import tempfile
 import time
@@ -203,6 +204,10 @@ def trial_driver(config: dict, data_box: list, exp: ExperimentDir, settings: Run
                 num_to_keep=1, checkpoint_score_attribute=RANK_METRIC, checkpoint_score_order=RANK_MODE
             ),
             worker_runtime_env={"env_vars": {"CUBLAS_WORKSPACE_CONFIG": CUBLAS_WORKSPACE, **QUIET_ENV}},
+            # Ray Train's own INFO lines on the console (every report's whole metrics dict, every
+            # checkpoint, the worker group's start) would bury the one line per epoch ecg-ray
+            # prints; they stay in Ray Train's log files.
+            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
         ),
     )
     trainer.fit()
@@ -211,6 +216,9 @@ def trial_driver(config: dict, data_box: list, exp: ExperimentDir, settings: Run
 def train_loop_per_worker(config: dict) -> None:
     """Ray Train entry point. `config`: {"spec": WorkerSpec}."""
     marks = [time.time()]  # the start-up's parts (schema.STARTUP_PARTS)
+    # Ray Train logs every report's whole metrics dict at INFO to the root logger of the worker,
+    # which it sends to the console: one line per epoch is ecg-ray's (its log files keep them all).
+    logging.getLogger().setLevel(logging.WARNING)
     import ray.train.torch
     import torch
 

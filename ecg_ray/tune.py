@@ -192,12 +192,29 @@ class EpochPrinter(ray.tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._record(trial, "TERMINATED")
+        epoch, epochs = (trial.last_result or {}).get("epoch"), trial.config.get("epochs")
+        how = "finished" if epoch == epochs else f"stopped early by the scheduler after epoch {epoch}/{epochs}"
+        self._say(trials, trial, how, ended=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._record(trial, "ERROR")
+        self._say(trials, trial, f"failed for good (its error: {trial.error_file or 'not recorded'})", ended=True)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         release_placement_group(trial.config[TRIAL_KEY])  # it failed and will be retried: free its slot first
+        self._say(trials, trial, "failed; Tune retries it from its last checkpoint", ended=False)
+
+    @staticmethod
+    def _say(trials, trial, how: str, ended: bool) -> None:
+        """One line per trial that ends or fails, with where the run stands (Tune's own status
+        tables, a column per knob, are off: they were thousands of characters wide). Tune calls
+        back before it changes the trial's status: `ended` says what it becomes."""
+        best = trial.metric_analysis.get(RANK_METRIC, {}).get(RANK_MODE)
+        others = [t for t in trials if t is not trial]
+        done = sum(t.status in ("TERMINATED", "ERROR") for t in others) + ended
+        running = sum(t.status == "RUNNING" for t in others) + (not ended)
+        print(f"[ecg-ray] {trial.config[TRIAL_KEY]} {how}; best {RANK_METRIC} {best if best is not None else float('nan'):.4f}. "
+              f"Trials: {done} of {len(trials)} ended, {running} running", flush=True)
 
     def _persist_results(self, trial) -> None:
         """Copy the trial's params.json and result.json (every epoch Tune has seen) from Tune's
@@ -452,7 +469,7 @@ def build_tuner(cfg: ExperimentConfig, exp: ExperimentDir, data: PreparedData, s
             storage_path=exp.storage_root,
             failure_config=ray.tune.FailureConfig(max_failures=cfg.max_failures),
             callbacks=[EpochPrinter(exp)],
-            verbose=1,
+            verbose=0,  # EpochPrinter says what happens, a line at a time
         ),
     )
 

@@ -99,7 +99,7 @@ def test_a_local_ray_runs_only_as_many_trials_as_fit_with_their_drivers(ray_loca
     assert concurrency(experiment_from_dict({}), settings, local=False) == 0  # a cluster's autoscaler may add nodes
 
 
-def test_a_killed_trial_actor_frees_its_workers_resources_and_the_trial_resumes(ray_local, tmp_path):
+def test_a_killed_trial_actor_frees_its_workers_resources_and_the_trial_resumes(ray_local, tmp_path, capsys):
     """Ray Train's controller runs in each trial's Tune actor. SIGKILL that process mid-trial: its
     worker dies with it, but the worker's placement group would hold its CPU until the job ends.
     The Tune driver releases it when Tune sees the trial fail; Tune retries the trial from its
@@ -131,6 +131,8 @@ def test_a_killed_trial_actor_frees_its_workers_resources_and_the_trial_resumes(
     assert main(["tune", str(tmp_path / "killed.yaml"), "--format", "csv"]) == 0
     killer.join()
     assert killed, "no trial actor was found to kill"
+    out = capsys.readouterr().out  # a line for the failure and one per trial's end
+    assert "failed; Tune retries it from its last checkpoint" in out and "Trials: 2 of 2 ended, 0 running" in out
     trials, history = build_report(tmp_path / "killed")
     assert sorted(trials["status"]) == ["TERMINATED", "TERMINATED"]
     assert sorted(zip(history["trial_id"], history["epoch"])) == [(t, e) for t in ("t0000", "t0001") for e in (1, 2, 3)]
