@@ -5,16 +5,17 @@
 `trial_driver` is the Tune trainable: it builds the trial's WorkerSpec and runs a
 `TrialTrainer` (a DataParallelTrainer with the plain BackendConfig: one worker needs no
 torch.distributed process group, whose TCPStore would listen on every interface and
-take seconds to start). `train_loop_per_worker` is what that worker runs: it reads the
+take seconds to start), whose controller runs in the trial's Tune actor: a trial is three
+processes, that actor, Ray Train's synchronisation actor and the worker.
+`train_loop_per_worker` is what that worker runs: it reads the
 prepared arrays from Ray's object store (put there once per experiment by
 ecg_ray.tune), builds the trial from its seed, resumes from the latest checkpoint when
 Ray Train restarts it, and reports metrics plus a self-describing checkpoint after
 every epoch.
 
-This module is imported by three processes per trial (the Tune driver, the Train
-controller, the worker) when they unpickle these functions, so it imports no torch,
-scikit-learn or ecg_ray.train at the top: only the worker needs them. That saves each of
-the other two processes about two seconds of start-up.
+This module is imported by the trial's Tune actor and by its worker when they unpickle these
+functions, so it imports no torch, scikit-learn or ecg_ray.train at the top: only the worker
+needs them, and the Tune actor starts about two seconds sooner without.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ class TrialTrainer(DataParallelTrainer):
     adds a queue actor that carries the controller's reports back: two more processes per trial,
     started one after the other before the worker, each importing Ray Train. Here the controller
     (Ray's TrainController, unchanged: placement group, worker group, checkpoint manager, failure
-    policy, placement-group cleaner) runs in this process, as Ray Train 1's did, and hands each
+    policy) runs in this process, as Ray Train 1's did, and hands each
     report to Tune directly (TuneReport). The worker is still a Ray Train worker in its placement
     group, holding the trial's GPU or CPUs. Without Ray Data: Train's Ray Data callback would start
     a DatasetManager actor per trial that this loop never asks for a shard. And without Train's

@@ -28,6 +28,7 @@ from pathlib import Path
 import ray
 import ray.autoscaler.sdk
 import ray.tune
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 import ecg_ray
@@ -170,14 +171,15 @@ def tune_search(trials: dict[str, TrialConfig], max_concurrent: int = 0) -> tupl
 
 
 class EpochPrinter(ray.tune.Callback):
-    """One line per finished epoch, and the trial's status in trial_status.json as it changes."""
+    """The driver's view of each trial as Tune reports it: a line per finished epoch and per trial
+    that ends, fails or is retried; its results copied to the experiment folder as they come; its
+    status in trial_status.json; the placement group of a trial that ended, released."""
 
     def __init__(self, exp: ExperimentDir):
         self.exp = exp
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        # Live, one line per epoch: Tune's own result.json files reach the storage path in
-        # batches, when it syncs a trial's folder.
+        # Live, one line per epoch in progress.jsonl (local folders) and on the console.
         if not self.exp.is_uri:
             self._persist_results(trial)
         c = trial.config
@@ -468,7 +470,8 @@ def build_tuner(cfg: ExperimentConfig, exp: ExperimentDir, data: PreparedData, s
             name=exp.name,
             storage_path=exp.storage_root,
             failure_config=ray.tune.FailureConfig(max_failures=cfg.max_failures),
-            callbacks=[EpochPrinter(exp)],
+            # Tune's own loggers first: EpochPrinter copies the result.json they have just written.
+            callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), EpochPrinter(exp)],
             verbose=0,  # EpochPrinter says what happens, a line at a time
         ),
     )

@@ -1,6 +1,7 @@
 """What a real local Ray run exposes and refuses: loopback only, unplaceable trials, a Ray that cannot start."""
 
 import ipaddress
+import json
 import os
 import shutil
 import subprocess
@@ -114,7 +115,7 @@ def test_a_killed_trial_actor_frees_its_workers_resources_and_the_trial_resumes(
     exp["data"]["n_records"] = 200
     exp["search"]["epochs"] = 3
     (tmp_path / "killed.yaml").write_text(yaml.safe_dump(exp))
-    progress, killed = tmp_path / "killed" / "progress.jsonl", []
+    progress, killed, unsaved, running = tmp_path / "killed" / "progress.jsonl", [], [], [True]
 
     def kill_a_trial_actor_after_the_first_epoch():
         deadline = time.monotonic() + 180
@@ -126,11 +127,32 @@ def test_a_killed_trial_actor_frees_its_workers_resources_and_the_trial_resumes(
                     killed.append(actors[0].pid)
             time.sleep(0.1)
 
-    killer = threading.Thread(target=kill_a_trial_actor_after_the_first_epoch, daemon=True)
-    killer.start()
+    def check_each_epoch_is_in_the_folder_when_it_is_announced():
+        """An epoch in progress.jsonl is already in the trial's result.json in the experiment folder
+        (not only in Tune's staging folder): a driver killed right then loses nothing."""
+        seen = 0
+        while running[0]:
+            lines = progress.read_text().splitlines() if progress.is_file() else []
+            for line in lines[seen:]:
+                p = json.loads(line)
+                saved = {json.loads(r)["epoch"] for f in (tmp_path / "killed").glob("*/result.json")
+                         if json.loads((f.parent / "params.json").read_text())["trial_key"] == p["trial_id"]
+                         for r in f.read_text().splitlines() if r.strip()}
+                if p["epoch"] not in saved:
+                    unsaved.append((p["trial_id"], p["epoch"]))
+            seen = len(lines)
+            time.sleep(0.02)
+
+    threads = [threading.Thread(target=f, daemon=True) for f in (kill_a_trial_actor_after_the_first_epoch,
+                                                                 check_each_epoch_is_in_the_folder_when_it_is_announced)]
+    for t in threads:
+        t.start()
     assert main(["tune", str(tmp_path / "killed.yaml"), "--format", "csv"]) == 0
-    killer.join()
+    running[0] = False
+    for t in threads:
+        t.join()
     assert killed, "no trial actor was found to kill"
+    assert unsaved == []
     out = capsys.readouterr().out  # a line for the failure and one per trial's end
     assert "failed; Tune retries it from its last checkpoint" in out and "Trials: 2 of 2 ended, 0 running" in out
     trials, history = build_report(tmp_path / "killed")
