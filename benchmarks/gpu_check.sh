@@ -51,17 +51,19 @@ PY
 fi
 
 limit=${SPEED_TIMEOUT:+timeout $SPEED_TIMEOUT}
+# A speed run stopped by SPEED_TIMEOUT keeps its parts in --json; the script goes on to the next part.
+stopped() { echo "== that speed run stopped (exit $1; SPEED_TIMEOUT=${SPEED_TIMEOUT:-none}): its --json holds the parts done"; }
 if [ -n "${QUICK:-}" ]; then
-  $limit python3 benchmarks/speed.py --gpu --quick --json "$out/speed_gpu_quick.json"
+  $limit python3 benchmarks/speed.py --gpu --quick --json "$out/speed_gpu_quick.json" || stopped $?
 elif [ -n "${SHORT:-}" ]; then
-  $limit python3 benchmarks/speed.py --gpu --grid seed --epochs 20 --no-loops --json "$out/speed_gpu.json"
+  $limit python3 benchmarks/speed.py --gpu --grid seed --epochs 20 --no-loops --json "$out/speed_gpu.json" || stopped $?
 else
-  $limit python3 benchmarks/speed.py --gpu --grid seed --epochs 20 --asha --json "$out/speed_gpu.json"
+  $limit python3 benchmarks/speed.py --gpu --grid seed --epochs 20 --asha --json "$out/speed_gpu.json" || stopped $?
 fi
 if [ -n "${AHEAD:-}" ]; then
   echo "== the seed grid without trials started ahead (resources.trials_ahead: 0), against auto above"
   $limit python3 benchmarks/speed.py --gpu --grid seed --epochs 20 --no-loops --no-plain-tune \
-    --trials-ahead 0 --json "$out/speed_gpu_ahead0.json"
+    --trials-ahead 0 --json "$out/speed_gpu_ahead0.json" || stopped $?
 fi
 if [ -n "${DIFFICULTY:-}" ]; then
   echo "== the realistic synthetic data at the calibration target (8528 records, 20 epochs)"
