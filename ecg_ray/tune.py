@@ -175,8 +175,10 @@ class EpochPrinter(ray.tune.Callback):
     that ends, fails or is retried; its results copied to the experiment folder as they come; its
     status in trial_status.json; the placement group of a trial that ended, released."""
 
-    def __init__(self, exp: ExperimentDir):
+    def __init__(self, exp: ExperimentDir, n_trials: int):
         self.exp = exp
+        self.n_trials = n_trials  # this run's, all of them (Tune creates its trials as it goes)
+        self.ended: set[str] = set()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         # Live, one line per epoch in progress.jsonl (local folders) and on the console.
@@ -206,17 +208,17 @@ class EpochPrinter(ray.tune.Callback):
         release_placement_group(trial.config[TRIAL_KEY])  # it failed and will be retried: free its slot first
         self._say(trials, trial, "failed; Tune retries it from its last checkpoint", ended=False)
 
-    @staticmethod
-    def _say(trials, trial, how: str, ended: bool) -> None:
+    def _say(self, trials, trial, how: str, ended: bool) -> None:
         """One line per trial that ends or fails, with where the run stands (Tune's own status
         tables, a column per knob, are off: they were thousands of characters wide). Tune calls
-        back before it changes the trial's status: `ended` says what it becomes."""
+        back before it changes the trial's status: `ended` says whether this trial is done."""
+        key = trial.config[TRIAL_KEY]
+        if ended:
+            self.ended.add(key)
         best = trial.metric_analysis.get(RANK_METRIC, {}).get(RANK_MODE)
-        others = [t for t in trials if t is not trial]
-        done = sum(t.status in ("TERMINATED", "ERROR") for t in others) + ended
-        running = sum(t.status == "RUNNING" for t in others) + (not ended)
-        print(f"[ecg-ray] {trial.config[TRIAL_KEY]} {how}; best {RANK_METRIC} {best if best is not None else float('nan'):.4f}. "
-              f"Trials: {done} of {len(trials)} ended, {running} running", flush=True)
+        running = sum(t.status == "RUNNING" for t in trials if t is not trial)
+        print(f"[ecg-ray] {key} {how}; best {RANK_METRIC} {best if best is not None else float('nan'):.4f}. "
+              f"Trials: {len(self.ended)} of {self.n_trials} ended, {running} running", flush=True)
 
     def _persist_results(self, trial) -> None:
         """Copy the trial's params.json and result.json (every epoch Tune has seen) from Tune's
@@ -471,7 +473,7 @@ def build_tuner(cfg: ExperimentConfig, exp: ExperimentDir, data: PreparedData, s
             storage_path=exp.storage_root,
             failure_config=ray.tune.FailureConfig(max_failures=cfg.max_failures),
             # Tune's own loggers first: EpochPrinter copies the result.json they have just written.
-            callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), EpochPrinter(exp)],
+            callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), EpochPrinter(exp, num_samples)],
             verbose=0,  # EpochPrinter says what happens, a line at a time
         ),
     )
