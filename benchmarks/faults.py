@@ -9,7 +9,8 @@ followed by `ecg-ray tune --resume`; loss of a worker node in a two-node local
 cluster; pickles planted in a copied experiment folder, then --resume and
 report; a second `tune` on a folder in use; a damaged result.json, then report.
 "Final table identical" compares the ranked table (config and every
-metric, not timings or node ids) with the baseline's, exactly.
+metric, not timings or node ids) and every epoch of the history (metrics and
+confusion matrix) with the baseline's, exactly.
 """
 
 from __future__ import annotations

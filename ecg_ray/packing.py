@@ -83,4 +83,3 @@ def local_gpu_memory_gib() -> tuple[float, str] | None:
     except Exception:  # no NVIDIA driver or no GPU here (or another Ray): Ray's view is next
         return None
     return total / 2**30, f"NVML: {name.decode() if isinstance(name, bytes) else name}"
-

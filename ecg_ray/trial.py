@@ -40,6 +40,7 @@ from ray.train.v2._internal.execution.controller import TrainController
 from ray.train.v2.api.callback import UserCallback
 from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 from ray.train.v2.api.result import Result
+from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 from ray.util.placement_group import PlacementGroup
 
 from ecg_ray.config import CUBLAS_WORKSPACE, ExperimentConfig, RunSettings, TrialConfig, WorkerSpec
@@ -47,7 +48,6 @@ from ecg_ray.expdir import CHECKPOINT_FILE, ExperimentDir
 from ecg_ray.schema import RANK_METRIC, RANK_MODE, STARTUP_PARTS, TRIAL_KEY
 
 SPEC_KEY = "spec"  # the one key of train_loop_config: a WorkerSpec
-CHECKPOINT_PATH_KEY = "checkpoint_path"  # where Ray's TuneReportCallback puts the checkpoint's path
 
 QUIET_ENV = {
     "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
@@ -99,7 +99,7 @@ class TrialTrainer(DataParallelTrainer):
             asyncio.run(controller.run())
         except BaseException:  # Tune stopping the trial (SystemExit from its report), or an error
             # What TrainController.abort does, without ending this process: the worker group and its
-            # placement group go now, not when the cleaner notices this actor is gone.
+            # placement group go now, not when the Tune driver sees the trial end.
             controller._controller_callback_manager.invoke_best_effort("before_controller_abort")
             if controller._worker_group:
                 controller._worker_group.abort()

@@ -96,13 +96,6 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
             time.sleep(2 * attempt)
 
 
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
     """Fail in seconds, not minutes, when a host:port cluster address does not answer.
 
@@ -331,7 +324,7 @@ def plan_concurrency(cfg: ExperimentConfig, settings: RunSettings, local: bool) 
 def trials_ahead(cfg: ExperimentConfig, slots: int, local: bool, spare_cpus: float) -> int:
     """How many trials Tune starts beyond the `slots` that train at once (resources.trials_ahead).
 
-    A trial's start-up is a chain of processes (Tune driver, Train controller, then its worker);
+    A trial's start-up is a chain (its Tune actor, which runs Train's controller, then its worker);
     a trial started ahead runs the chain up to its worker while others train, and its worker
     takes the next free slot (its placement group waits for it), so the slot does not sit idle
     for the rest of the chain. 'auto' starts as many as there are CPUs the training trials leave

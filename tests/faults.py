@@ -129,21 +129,17 @@ def retries(exp_dir: Path) -> dict[str, int]:
     return {t: len(p) - 1 for t, p in pids.items()}
 
 
-def table(exp_dir: Path) -> pd.DataFrame:
-    return comparable(build_report(exp_dir)[0])
-
-
-def epochs(exp_dir: Path) -> pd.DataFrame:
-    """Every epoch of every trial (the history table), without what says where and when it ran."""
-    return build_report(exp_dir)[1][["trial_id", *EPOCH_COLUMNS, *confusion_columns()]].reset_index(drop=True)
+def tables(exp_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The ranked table and every epoch of every trial (the history), without what says where and
+    when they ran."""
+    ranked, history = build_report(exp_dir)
+    return comparable(ranked), history[["trial_id", *EPOCH_COLUMNS, *confusion_columns()]].reset_index(drop=True)
 
 
 def same_table(exp_dir: Path, baseline: Path) -> bool:
     """The ranked table and every epoch of the history equal the uninterrupted run's: a fault
     neither changes a number nor loses an epoch's line."""
-    a, b = table(exp_dir), table(baseline)
-    ea, eb = epochs(exp_dir), epochs(baseline)
-    return a.shape == b.shape and a.equals(b) and ea.shape == eb.shape and ea.equals(eb)
+    return all(a.shape == b.shape and a.equals(b) for a, b in zip(tables(exp_dir), tables(baseline)))
 
 
 def run_baseline(work: Path) -> Path:

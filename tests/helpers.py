@@ -34,3 +34,16 @@ def frame(records: RecordSet) -> pd.DataFrame:
 def write_pickle(path: Path, records: RecordSet) -> Path:
     frame(records).to_pickle(path)
     return path
+
+
+def live_placement_groups(ray, wait_s: float = 20.0) -> list:
+    """Placement groups still holding resources, after giving the driver `wait_s` to release those of
+    trials that ended (ecg_ray.trial.release_placement_group)."""
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        live = [pg for pg, info in ray.util.placement_group_table().items() if info["state"] in ("CREATED", "PENDING")]
+        if not live or time.monotonic() > deadline:
+            return live
+        time.sleep(0.5)

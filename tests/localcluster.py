@@ -10,13 +10,20 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
 
 import psutil
 
-from ecg_ray.tune import free_port
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
 
 ENV = {
     "RAY_AUTH_MODE": "disabled",  # a token from an earlier local ray.init() would lock the CLI out

@@ -10,6 +10,7 @@ import yaml
 from ecg_ray.config import TrialConfig, experiment_from_dict
 from ecg_ray.expdir import ExperimentDir, write_json
 from ecg_ray.optuna_search import BatchedOptuna, suggest_batch
+from helpers import live_placement_groups
 
 pytest.importorskip("optuna")
 
@@ -117,16 +118,4 @@ def test_an_optuna_search_runs_under_asha_and_resumes_without_repeating_a_config
     again = pd.read_csv(folder / "report" / "trials.csv").sort_values("trial_id")
     assert again["trial_id"].tolist() == ["t0000", "t0001", "t0002", "t0003"]
     assert again["best_val_macro_f1"].tolist() == trials["best_val_macro_f1"].tolist()  # bit for bit on CPU
-    assert _live_placement_groups(ray_local) == []  # no trial, stopped by ASHA or not, left its resources held
-
-
-def _live_placement_groups(ray, wait_s: float = 20.0) -> list:
-    """Placement groups still holding resources, after giving Train's cleaners time to act."""
-    import time
-
-    deadline = time.monotonic() + wait_s
-    while True:
-        live = [pg for pg, info in ray.util.placement_group_table().items() if info["state"] in ("CREATED", "PENDING")]
-        if not live or time.monotonic() > deadline:
-            return live
-        time.sleep(0.5)
+    assert live_placement_groups(ray_local) == []  # no trial, stopped by ASHA or not, left its resources held

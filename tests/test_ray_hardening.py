@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from ecg_ray.errors import ConfigError
+from helpers import live_placement_groups
 
 pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parents[1]
@@ -158,11 +159,7 @@ def test_a_killed_trial_actor_frees_its_workers_resources_and_the_trial_resumes(
     trials, history = build_report(tmp_path / "killed")
     assert sorted(trials["status"]) == ["TERMINATED", "TERMINATED"]
     assert sorted(zip(history["trial_id"], history["epoch"])) == [(t, e) for t in ("t0000", "t0001") for e in (1, 2, 3)]
-    deadline = time.monotonic() + 10
-    while (live := [pg for pg, info in ray_local.util.placement_group_table().items() if info["state"] in ("CREATED", "PENDING")]) \
-            and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert live == []  # the dead trial's worker group left nothing held
+    assert live_placement_groups(ray_local, wait_s=10) == []  # the dead trial's worker group left nothing held
 
 
 def test_a_local_ray_stopped_in_the_background_is_started_again_by_the_next_run():
