@@ -98,7 +98,7 @@ def _run(cfg, args, resume: bool) -> int:
     _warn_about_pickles(cfg)
     print(f"[ecg-ray] experiment {cfg.name}: {cfg.n_trials} trial(s) -> {cfg.experiment_path}", flush=True)
     try:
-        exp_path = run_experiment(cfg, resume, args.overwrite, args.address, args.num_cpus)
+        exp_path = run_experiment(cfg, resume, args.overwrite, args.address, args.num_cpus, args.tensorboard)
     except ExperimentInterrupted as stop:
         print(f"ecg-ray: {stop}", file=sys.stderr)
         return 130
@@ -254,6 +254,8 @@ def _add_run_options(p) -> None:
     p.add_argument("--address", help="Ray cluster to join ('auto' or host:port); default: $RAY_ADDRESS, else a new local Ray")
     p.add_argument("--overwrite", action="store_true", help="start over in an existing experiment folder")
     p.add_argument("--num-cpus", type=int, help="CPUs of a new local Ray (default: all cores)")
+    p.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files in each trial's folder "
+                                                              "(tensorboard --logdir EXPERIMENT_DIR)")
     p.add_argument("--format", nargs="+", default=list(DEFAULT_EXPORT_FORMATS), choices=EXPORT_FORMATS, help="table formats to export")
 
 

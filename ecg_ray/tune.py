@@ -28,7 +28,7 @@ from pathlib import Path
 import ray
 import ray.autoscaler.sdk
 import ray.tune
-from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 import ecg_ray
@@ -41,6 +41,7 @@ from ecg_ray.schema import PROGRESS_KEYS, RANK_METRIC, RANK_MODE, TRIAL_KEY
 from ecg_ray.trial import QUIET_ENV, prestart_train_services, release_placement_group, train_env, trial_driver
 
 RAY_START_ATTEMPTS = 3
+TUNE_AUTO_LOGGERS_ENV = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"  # Tune's switch for the loggers it adds itself
 _ray_stopping: list[threading.Thread] = []  # a shutdown of the local Ray still running (at most one)
 
 
@@ -81,7 +82,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
                 # other). No dashboard: nothing here uses it (trials' placement groups are released by
                 # the driver, not by Train's State-API cleaner), and it cost 0.8-1.8 s of the start on
                 # 2 cores. To watch a local run in it, start Ray yourself and pass --address auto.
-                ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False)
+                with _head_without_cluster_services():
+                    ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False)
             return
         except (OSError, RuntimeError) as err:  # ConnectionError and TimeoutError among them
             ray.shutdown()
@@ -94,6 +96,25 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
                 raise EcgRayError(f"Could not {where} after {attempt} attempts ({type(err).__name__}: {first_line}). {fix}") from None
             print(f"[ecg-ray] Ray did not start ({type(err).__name__}); trying again ({attempt + 1}/{RAY_START_ATTEMPTS})", flush=True)
             time.sleep(2 * attempt)
+
+
+@contextlib.contextmanager
+def _head_without_cluster_services():
+    """Start a local Ray without two head processes that serve a cluster, not one machine: the
+    autoscaler's monitor (nothing to scale; its stop took 1.0 s of every run's end on 2 cores) and
+    the dashboard's head process, which ray.init starts even with include_dashboard=False (HTTP
+    server off, only usage-stats and metrics modules) and waits for (0.9 s of the start). Each is
+    one of Ray's Node methods, skipped while this Ray starts; the GCS, the raylet and its agents
+    start as usual. `ray start` (a cluster's nodes, --address) is untouched."""
+    from ray._private.node import Node
+
+    saved = Node.start_monitor, Node.start_api_server
+    Node.start_monitor = lambda self: None
+    Node.start_api_server = lambda self, **kwargs: None
+    try:
+        yield
+    finally:
+        Node.start_monitor, Node.start_api_server = saved
 
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
@@ -441,9 +462,10 @@ def searcher(cfg: ExperimentConfig, exp: ExperimentDir, trials: dict[str, TrialC
 
 
 def build_tuner(cfg: ExperimentConfig, exp: ExperimentDir, data: PreparedData, settings: RunSettings,
-                trials: dict[str, TrialConfig], num_samples: int, max_concurrent: int = 0):
+                trials: dict[str, TrialConfig], num_samples: int, max_concurrent: int = 0, tensorboard: bool = False):
     """A Tuner that runs `trials` (a new experiment, or the unfinished trials of a resumed one), and
-    for an Optuna search what its searcher suggests, `num_samples` trials in all."""
+    for an Optuna search what its searcher suggests, `num_samples` trials in all. `tensorboard`:
+    Tune also writes TensorBoard event files in each trial's folder (see only_our_loggers)."""
     prestart_train_services()
     data_ref = ray.put(data)  # once per experiment; every trial on every node reads this object
     trainable = ray.tune.with_resources(
@@ -451,6 +473,8 @@ def build_tuner(cfg: ExperimentConfig, exp: ExperimentDir, data: PreparedData, s
         driver_resources(cfg),
     )
     space, search = searcher(cfg, exp, trials, max_concurrent)
+    # Tune's own loggers first: EpochPrinter copies the result.json they have just written.
+    loggers = [JsonLoggerCallback(), CSVLoggerCallback(), *([TBXLoggerCallback()] if tensorboard else [])]
     return ray.tune.Tuner(
         trainable,
         param_space=space,
@@ -465,11 +489,27 @@ def build_tuner(cfg: ExperimentConfig, exp: ExperimentDir, data: PreparedData, s
             name=exp.name,
             storage_path=exp.storage_root,
             failure_config=ray.tune.FailureConfig(max_failures=cfg.max_failures),
-            # Tune's own loggers first: EpochPrinter copies the result.json they have just written.
-            callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), EpochPrinter(exp, num_samples)],
+            callbacks=[*loggers, EpochPrinter(exp, num_samples)],
             verbose=0,  # EpochPrinter says what happens, a line at a time
         ),
     )
+
+
+@contextlib.contextmanager
+def only_our_loggers():
+    """While Tune runs: no logger that build_tuner did not pass. Tune adds a TensorBoard logger of
+    its own, whose tensorboardX imports torch in this process as the first trials start (1.0-1.4 s
+    of a CPU on a 2-core machine, and torch with CUDA on a GPU node) for event files that the
+    report does not read; `--tensorboard` asks for them."""
+    saved = os.environ.get(TUNE_AUTO_LOGGERS_ENV)
+    os.environ[TUNE_AUTO_LOGGERS_ENV] = "1"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(TUNE_AUTO_LOGGERS_ENV, None)
+        else:
+            os.environ[TUNE_AUTO_LOGGERS_ENV] = saved
 
 
 @contextlib.contextmanager
@@ -519,6 +559,7 @@ def run_experiment(
     overwrite: bool = False,
     address: str | None = None,
     num_cpus: int | None = None,
+    tensorboard: bool = False,
 ) -> str:
     """Check storage, prepare the data once, then start Ray and tune every grid point.
 
@@ -527,6 +568,7 @@ def run_experiment(
         resume: continue the experiment in cfg.experiment_dir (finished trials are kept).
         overwrite: allowed to start over in an existing experiment folder.
         address, num_cpus: passed to init_ray (ignored when Ray is already initialised).
+        tensorboard: Tune also writes TensorBoard event files (`ecg-ray tune --tensorboard`).
 
     Returns:
         The experiment folder (a local path or a URI).
@@ -555,8 +597,8 @@ def run_experiment(
         run = run_record(resume, to_run, address) | {"concurrent_trials": slots, "trials_ahead": ahead}
         t0 = time.monotonic()
         exp.record_run(run)
-        tuner = build_tuner(cfg, exp, data, settings, trials, to_run, slots + ahead)
-        with graceful_stop() as interrupted:
+        tuner = build_tuner(cfg, exp, data, settings, trials, to_run, slots + ahead, tensorboard)
+        with graceful_stop() as interrupted, only_our_loggers():
             grid = tuner.fit()
         exp.record_run(run | {"ended": _now(), "wall_s": round(time.monotonic() - t0, 3),
                               "interrupted": interrupted.is_set()})

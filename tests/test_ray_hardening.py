@@ -63,6 +63,19 @@ def test_a_local_run_listens_on_loopback_only(tmp_path):
     assert all(_is_loopback(ip) for ip in listening), {ip: names for ip, names in listening.items() if not _is_loopback(ip)}
 
 
+def test_a_local_ray_starts_without_the_services_of_a_cluster(ray_local):
+    """The session's Ray is started as `ecg-ray tune` starts one: GCS, raylet and its agents, but no
+    autoscaler monitor and no dashboard process (ecg_ray.tune._head_without_cluster_services), and
+    Ray's own Node methods are themselves again once it is up."""
+    from ray._private import ray_constants, worker
+    from ray._private.node import Node
+
+    started = set(worker._global_node.all_processes)
+    assert {ray_constants.PROCESS_TYPE_GCS_SERVER, ray_constants.PROCESS_TYPE_RAYLET} <= started
+    assert not started & {ray_constants.PROCESS_TYPE_MONITOR, ray_constants.PROCESS_TYPE_DASHBOARD}
+    assert (Node.start_monitor.__qualname__, Node.start_api_server.__qualname__) == ("Node.start_monitor", "Node.start_api_server")
+
+
 def test_a_trial_that_no_node_can_hold_is_refused_on_a_local_ray(ray_local):
     from ecg_ray.tune import check_placeable
 

@@ -44,6 +44,24 @@ def test_tables_rank_every_trial_by_val_macro_f1(quick_run, capsys):
     assert len(splits["ids"]["train"]) == 640 and len(splits["ids"]["val"]) == 160
 
 
+def test_tensorboard_files_only_when_asked(quick_run, ray_local, tmp_path):
+    """Tune's own TensorBoard logger (tensorboardX imports torch in the driver) is left out unless
+    `--tensorboard` asks for it; Tune's switch for its loggers is as it was after the run."""
+    import os
+
+    import yaml
+
+    assert not list(quick_run.rglob("events.out.tfevents*"))
+    exp = yaml.safe_load(Path("experiments/quick.yaml").read_text())
+    exp.update(name="tb", storage_path=str(tmp_path), scheduler={"name": "none"})
+    exp["data"]["n_records"] = 120
+    exp["search"] |= {"lr": 0.001, "epochs": 1}
+    (tmp_path / "tb.yaml").write_text(yaml.safe_dump(exp))
+    assert main(["tune", str(tmp_path / "tb.yaml"), "--tensorboard", "--format", "csv"]) == 0
+    assert [p.parent.parent for p in (tmp_path / "tb").glob("*/events.out.tfevents*")] == [tmp_path / "tb"]
+    assert "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS" not in os.environ
+
+
 def test_each_epoch_was_reported_with_a_checkpoint(quick_run):
     runs = sorted((quick_run / "train_runs").iterdir())
     assert len(runs) == 2
