@@ -62,6 +62,36 @@ def test_tensorboard_files_only_when_asked(quick_run, ray_local, tmp_path):
     assert "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS" not in os.environ
 
 
+def test_a_trial_is_three_processes_with_no_synchronisation_actor(quick_run, ray_local):
+    """Each trial ran as its Tune actor (with Train's controller) and its Ray Train worker; Train's
+    synchronisation actor was answered in place (ecg_ray.trial.SoloBarrier), so the actor table of
+    this session's Ray, dead actors included, has workers but no SynchronizationActor."""
+    from ray._private.state import actors
+
+    classes = [a["ActorClassName"] for a in actors().values()]
+    assert classes.count("RayTrainWorker") >= 2 and classes.count("ImplicitFunc") >= 2
+    assert "SynchronizationActor" not in classes
+
+
+def test_solo_barrier_answers_for_one_worker_and_refuses_more(ray_local):
+    import ray
+    from ray.train.v2._internal.execution.worker_group import state, worker_group
+
+    from ecg_ray.trial import SoloBarrier, solo_barrier
+
+    saved = worker_group.SynchronizationActor, state._shutdown_sync_actor
+    with solo_barrier():
+        barrier = worker_group.SynchronizationActor.options(label_selector={}).remote(timeout_s=1, warn_interval_s=1)
+        assert isinstance(barrier, SoloBarrier)
+        state._shutdown_sync_actor(barrier)  # nothing to kill
+    assert (worker_group.SynchronizationActor, state._shutdown_sync_actor) == saved
+    call = {"world_rank": 0, "data": "checkpoint_0001", "caller_method_name": "ray.train.report", "collective_seq": 3, "relaxable": True}
+    assert ray.get(barrier.broadcast_from_rank_zero.remote(world_size=1, **call)) == "checkpoint_0001"
+    assert ray.get(barrier.set_required_ranks.remote([0])) is True and ray.get(barrier.reset.remote()) is None
+    with pytest.raises(RuntimeError, match="serves one worker, not 2"):
+        barrier.broadcast_from_rank_zero.remote(world_size=2, **call)
+
+
 def test_each_epoch_was_reported_with_a_checkpoint(quick_run):
     runs = sorted((quick_run / "train_runs").iterdir())
     assert len(runs) == 2
