@@ -484,6 +484,10 @@ def build_tuner(cfg: ExperimentConfig, exp: ExperimentDir, data: PreparedData, s
             search_alg=search,
             num_samples=num_samples,
             scheduler=build_scheduler(cfg.scheduler, cfg.epochs),
+            # A trial's Tune actor (its driver and Train's controller) runs the next trial once this
+            # one ends: no new process, no second import of Ray Train (1.0-1.4 s per trial on 2
+            # cores). Its worker is still new each trial; Tune starts a fresh actor after a failure.
+            reuse_actors=True,
         ),
         run_config=ray.tune.RunConfig(
             name=exp.name,

@@ -73,6 +73,35 @@ def test_a_trial_is_three_processes_with_no_synchronisation_actor(quick_run, ray
     assert "SynchronizationActor" not in classes
 
 
+def test_trials_one_after_another_share_their_tune_actor(ray_local, tmp_path):
+    """Three trials in one slot: Tune reuses the first trial's actor for the next two (reuse_actors),
+    each trial still gets a Train worker of its own, and each is the same as a run on its own."""
+    import yaml
+    from ray._private.state import actors
+
+    def created(cls):
+        return {a["ActorID"] for a in actors().values() if a["ActorClassName"] == cls}
+
+    before = {cls: created(cls) for cls in ("ImplicitFunc", "RayTrainWorker")}
+    exp = yaml.safe_load(Path("experiments/quick.yaml").read_text())
+    exp.update(name="one_slot", storage_path=str(tmp_path), scheduler={"name": "none"},
+               resources={"max_concurrent_trials": 1})
+    exp["data"]["n_records"] = 120
+    exp["search"] |= {"lr": [0.001, 0.0005, 0.0002], "epochs": 1}
+    (tmp_path / "one_slot.yaml").write_text(yaml.safe_dump(exp))
+    assert main(["tune", str(tmp_path / "one_slot.yaml"), "--format", "csv"]) == 0
+    assert len(created("ImplicitFunc") - before["ImplicitFunc"]) == 1
+    assert len(created("RayTrainWorker") - before["RayTrainWorker"]) == 3
+    trials = pd.read_csv(tmp_path / "one_slot" / "report" / "trials.csv")
+    assert sorted(trials["status"]) == ["TERMINATED"] * 3
+    cfg = load_experiment(tmp_path / "one_slot.yaml")
+    data = prepare(cfg)
+    torch.set_num_threads(1)
+    for trial in cfg.grid():
+        row = trials[trials["lr"] == trial.lr].iloc[0]
+        assert run_epoch(build_trial(trial, data.weights), data, trial.batch_size)["val_macro_f1"] == row["best_val_macro_f1"]
+
+
 def test_solo_barrier_answers_for_one_worker_and_refuses_more(ray_local):
     import ray
     from ray.train.v2._internal.execution.worker_group import state, worker_group
