@@ -102,6 +102,34 @@ def test_trials_one_after_another_share_their_tune_actor(ray_local, tmp_path):
         assert run_epoch(build_trial(trial, data.weights), data, trial.batch_size)["val_macro_f1"] == row["best_val_macro_f1"]
 
 
+def test_the_report_imports_start_once_no_trial_is_left_to_start(tmp_path, capsys):
+    """EpochPrinter's count of ended and running trials: while trials wait for a slot nothing is
+    imported; when the last has started and one ends (a slot falls idle) the report's imports run
+    in a thread, once."""
+    from types import SimpleNamespace
+
+    from ecg_ray.expdir import ExperimentDir
+    from ecg_ray.tune import EpochPrinter
+
+    def trial(key, status):
+        return SimpleNamespace(config={"trial_key": key}, status=status, metric_analysis={})
+
+    printer = EpochPrinter(ExperimentDir.parse(str(tmp_path)), n_trials=4)
+    t = [trial("t0000", "RUNNING"), trial("t0001", "RUNNING"), trial("t0002", "PENDING"), trial("t0003", "PENDING")]
+    printer._say(t, t[0], "finished", ended=True)  # t0002 and t0003 still to start
+    assert printer.warming is None
+    t[0].status, t[2].status, t[3].status = "TERMINATED", "RUNNING", "RUNNING"
+    printer._say(t, t[1], "finished", ended=True)  # 2 ended + 2 running: nothing left to start
+    assert printer.warming is not None
+    first = printer.warming
+    t[1].status = "TERMINATED"
+    printer._say(t, t[2], "finished", ended=True)
+    assert printer.warming is first
+    first.join(timeout=60)
+    assert not first.is_alive()
+    assert "Trials: 3 of 4 ended, 1 running" in capsys.readouterr().out
+
+
 def test_solo_barrier_answers_for_one_worker_and_refuses_more(ray_local):
     import ray
     from ray.train.v2._internal.execution.worker_group import state, worker_group
