@@ -105,9 +105,10 @@ def test_trials_one_after_another_share_their_tune_actor(ray_local, tmp_path):
 def test_the_report_imports_start_once_no_trial_is_left_to_start(tmp_path, capsys):
     """EpochPrinter's count of ended and running trials: while trials wait for a slot nothing is
     imported; when the last has started and one ends (a slot falls idle) the report's imports run
-    in a thread, once."""
+    in a thread, once, and a local Ray's shutdown waits for that thread."""
     from types import SimpleNamespace
 
+    from ecg_ray import tune
     from ecg_ray.expdir import ExperimentDir
     from ecg_ray.tune import EpochPrinter
 
@@ -122,6 +123,7 @@ def test_the_report_imports_start_once_no_trial_is_left_to_start(tmp_path, capsy
     printer._say(t, t[1], "finished", ended=True)  # 2 ended + 2 running: nothing left to start
     assert printer.warming is not None
     first = printer.warming
+    assert first in tune._report_imports  # the local Ray's shutdown joins it first
     t[1].status = "TERMINATED"
     printer._say(t, t[2], "finished", ended=True)
     assert printer.warming is first
