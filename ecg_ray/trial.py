@@ -176,17 +176,27 @@ def _shutdown_sync_actor(sync_actor, _kill_actor=worker_group_state._shutdown_sy
 
 
 @contextlib.contextmanager
+def swapped(target, **values):
+    """Set attributes of `target` (a module or class of Ray's) for the duration of the block, then
+    put back what was there."""
+    saved = {name: getattr(target, name) for name in values}
+    for name, value in values.items():
+        setattr(target, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(target, name, value)
+
+
+@contextlib.contextmanager
 def solo_barrier():
     """While a TrialTrainer's controller runs in this process (a trial's Tune actor): its worker group
     of one gets a SoloBarrier, not a SynchronizationActor. Two names in Ray Train's worker-group
     modules (pinned Ray; tests/test_ray_tune.py checks that no SynchronizationActor starts)."""
-    saved = worker_group_module.SynchronizationActor, worker_group_state._shutdown_sync_actor
-    worker_group_module.SynchronizationActor = _SoloBarrierClass
-    worker_group_state._shutdown_sync_actor = _shutdown_sync_actor
-    try:
+    with swapped(worker_group_module, SynchronizationActor=_SoloBarrierClass), \
+            swapped(worker_group_state, _shutdown_sync_actor=_shutdown_sync_actor):
         yield
-    finally:
-        worker_group_module.SynchronizationActor, worker_group_state._shutdown_sync_actor = saved
 
 
 KV_NAMESPACE = "ecg_ray"

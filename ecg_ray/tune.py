@@ -39,7 +39,7 @@ from ecg_ray.errors import ConfigError, EcgRayError
 from ecg_ray.expdir import EXPERIMENT_FILE, TRIAL_PARAMS, TRIAL_RESULTS, ExperimentDir, check_writable
 from ecg_ray.schedulers import build_scheduler
 from ecg_ray.schema import PROGRESS_KEYS, RANK_METRIC, RANK_MODE, TRIAL_KEY
-from ecg_ray.trial import QUIET_ENV, prestart_train_services, release_placement_group, train_env, trial_driver
+from ecg_ray.trial import QUIET_ENV, prestart_train_services, release_placement_group, swapped, train_env, trial_driver
 
 RAY_START_ATTEMPTS = 3
 TUNE_AUTO_LOGGERS_ENV = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"  # Tune's switch for the loggers it adds itself
@@ -108,7 +108,6 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
             time.sleep(2 * attempt)
 
 
-@contextlib.contextmanager
 def _head_without_cluster_services():
     """Start a local Ray without two head processes that serve a cluster, not one machine: the
     autoscaler's monitor (nothing to scale; its stop took 1.0 s of every run's end on 2 cores) and
@@ -118,13 +117,22 @@ def _head_without_cluster_services():
     start as usual. `ray start` (a cluster's nodes, --address) is untouched."""
     from ray._private.node import Node
 
-    saved = Node.start_monitor, Node.start_api_server
-    Node.start_monitor = lambda self: None
-    Node.start_api_server = lambda self, **kwargs: None
+    return swapped(Node, start_monitor=lambda self: None, start_api_server=lambda self, **kwargs: None)
+
+
+@contextlib.contextmanager
+def _environ(**values: str):
+    """Set environment variables for the duration of the block, then put back what was there."""
+    old = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
     try:
         yield
     finally:
-        Node.start_monitor, Node.start_api_server = saved
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
@@ -525,21 +533,12 @@ def build_tuner(cfg: ExperimentConfig, exp: ExperimentDir, data: PreparedData, s
     )
 
 
-@contextlib.contextmanager
 def only_our_loggers():
     """While Tune runs: no logger that build_tuner did not pass. Tune adds a TensorBoard logger of
     its own, whose tensorboardX imports torch in this process as the first trials start (1.0-1.4 s
     of a CPU on a 2-core machine, and torch with CUDA on a GPU node) for event files that the
     report does not read; `--tensorboard` asks for them."""
-    saved = os.environ.get(TUNE_AUTO_LOGGERS_ENV)
-    os.environ[TUNE_AUTO_LOGGERS_ENV] = "1"
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop(TUNE_AUTO_LOGGERS_ENV, None)
-        else:
-            os.environ[TUNE_AUTO_LOGGERS_ENV] = saved
+    return _environ(**{TUNE_AUTO_LOGGERS_ENV: "1"})
 
 
 @contextlib.contextmanager
