@@ -62,7 +62,7 @@ def test_tensorboard_files_only_when_asked(quick_run, ray_local, tmp_path):
     assert "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS" not in os.environ
 
 
-def test_a_trial_is_three_processes_with_no_synchronisation_actor(quick_run, ray_local):
+def test_a_trial_is_two_processes_with_no_synchronisation_actor(quick_run, ray_local):
     """Each trial ran as its Tune actor (with Train's controller) and its Ray Train worker; Train's
     synchronisation actor was answered in place (ecg_ray.trial.SoloBarrier), so the actor table of
     this session's Ray, dead actors included, has workers but no SynchronizationActor."""
