@@ -14,6 +14,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from contextlib import contextmanager
 
 import psutil
 
@@ -100,6 +101,30 @@ class LocalCluster:
         out = subprocess.run(["python", "-c", code], env=self.env, capture_output=True, text=True, timeout=120, check=True)
         (line,) = [l for l in out.stdout.splitlines() if l.startswith("NODES=")]
         return json.loads(line[len("NODES="):])
+
+    @contextmanager
+    def watch_nodes(self, every_s: float = 1.0):
+        """Every node seen alive while the block runs, by node ID, with the resources it had then.
+
+        `ray.nodes()` keeps a removed node with no resources, so what a node was must be read while
+        it lives: a subprocess connected to the cluster lists the alive nodes every `every_s` seconds.
+        The dict is filled when the block ends.
+        """
+        code = ("import json, sys, time, ray; ray.init(address='%s', logging_level='ERROR')\n"
+                "while True:\n"
+                "    alive = {n['NodeID']: n['Resources'] for n in ray.nodes() if n['Alive']}\n"
+                "    print('ALIVE=' + json.dumps(alive), flush=True); time.sleep(%r)\n") % (self.address, every_s)
+        watcher = subprocess.Popen(["python", "-c", code], env=self.env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.DEVNULL, text=True)
+        seen: dict[str, dict] = {}
+        try:
+            yield seen
+        finally:
+            watcher.kill()
+            out, _ = watcher.communicate(timeout=60)
+            for line in out.splitlines():
+                if line.startswith("ALIVE="):
+                    seen.update(json.loads(line[len("ALIVE="):]))
 
     def job_submit(self, working_dir: str | None, entrypoint: list[str], timeout: float = 900) -> subprocess.CompletedProcess:
         """`ray job submit`; working_dir None uploads nothing (the entrypoint then names absolute paths)."""
