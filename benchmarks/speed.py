@@ -15,12 +15,14 @@ One run, one machine, the same synthetic records for every part:
       the run weighs on each alike (the median epoch of each is reported);
   (c) the grid through `ecg-ray tune` end to end (a subprocess, a new local Ray): wall
       time, the sum of epoch times, concurrent slots, overhead = 1 - (sum of epoch times /
-      slots) / wall, per-trial start-up (Tune driver start to the first batch) and
+      slots) / wall, the machine's busy CPU seconds during the command (all processes: on a
+      quiet machine, the work the run did, which drifts less than wall time) and those outside
+      epochs, per-trial start-up (Tune driver start to the first batch) and
       tear-down (last report to the trial's end), checkpoint seconds per epoch, peak
       memory per worker;
   (d) the yardstick: plain Ray Tune running the same loop (a function trainable calling
       ecg_ray.train's build_trial / run_epoch, one CPU or GPU share per trial, no Ray
-      Train): wall time, and whether its metrics equal (c)'s bit for bit;
+      Train): wall time, busy CPU seconds, and whether its metrics equal (c)'s bit for bit;
   (e) with --asha: the grid again under ASHA: wall-clock saving against (c) and whether
       the best trial is the same.
 
@@ -148,6 +150,14 @@ def interleaved(loops: dict[str, Callable[[], None]], epochs: int) -> dict[str, 
 # --- (c) and (e): a grid through `ecg-ray tune` ------------------------------------------------
 
 
+def busy_cpu_s() -> float:
+    """Seconds the machine's CPUs have been busy (every process, all cores) since it booted."""
+    import psutil
+
+    t = psutil.cpu_times()
+    return sum(getattr(t, name, 0.0) for name in ("user", "nice", "system", "irq", "softirq", "steal"))
+
+
 def tune_grid(exp_file: Path, storage: Path, name: str, num_cpus: int | None, log: Path) -> dict:
     from ecg_ray.expdir import ExperimentDir
     from ecg_ray.report import build_report
@@ -155,11 +165,11 @@ def tune_grid(exp_file: Path, storage: Path, name: str, num_cpus: int | None, lo
 
     cmd = [sys.executable, "-m", "ecg_ray.cli", "tune", str(exp_file), "--overwrite", "--format", "json"]
     cmd += ["--num-cpus", str(num_cpus)] if num_cpus else []
-    start = time.monotonic()
+    start, cpu = time.monotonic(), busy_cpu_s()
     with open(log, "w") as sink:  # the command's own progress lines, readable while it runs
         out = subprocess.run(cmd, stdout=sink, stderr=subprocess.STDOUT, cwd=ROOT,
                              env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
-    wall = time.monotonic() - start
+    wall, cpu = time.monotonic() - start, busy_cpu_s() - cpu
     if out.returncode != 0:
         raise SystemExit(f"`ecg-ray tune` failed ({out.returncode}); the end of {log}:\n{log.read_text()[-3000:]}")
     exp = ExperimentDir(str(storage / name))
@@ -175,7 +185,7 @@ def tune_grid(exp_file: Path, storage: Path, name: str, num_cpus: int | None, lo
     epoch_sum = float(hist["epoch_time_s"].sum())
     return {
         "wall_s": wall, "tune_wall_s": run["wall_s"], "trials": len(trials), "epochs_run": len(hist),
-        "epoch_time_sum_s": epoch_sum, "slots": slots,
+        "epoch_time_sum_s": epoch_sum, "slots": slots, "cpu_s": cpu, "cpu_s_outside_epochs": cpu - epoch_sum,
         "overhead": 1 - (epoch_sum / slots) / wall, "overhead_in_tune": 1 - (epoch_sum / slots) / run["wall_s"],
         "startup_s_mean": _mean(hist["startup_s"]), "startup_s_max": _max(hist["startup_s"]),
         "startup_parts_s_mean": {k: _mean(hist[k]) for k in STARTUP_PARTS},
@@ -319,14 +329,15 @@ def main() -> None:
             out = storage / "plain.json"
             cmd = [sys.executable, __file__, "--plain-tune", str(exp_file), str(out), "--gpu-share", str(grid["gpu_share"])]
             cmd += ["--num-cpus", str(args.num_cpus)] if args.num_cpus else []
-            start = time.monotonic()
+            start, cpu = time.monotonic(), busy_cpu_s()
             run = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+            wall, cpu = time.monotonic() - start, busy_cpu_s() - cpu
             if run.returncode != 0:
                 raise SystemExit(f"plain Ray Tune failed:\n{run.stderr[-3000:]}")
             plain = json.loads(out.read_text())
-            results["plain_tune"] = {"wall_s": time.monotonic() - start, "fit_s": plain["fit_s"],
+            results["plain_tune"] = {"wall_s": wall, "fit_s": plain["fit_s"], "cpu_s": cpu,
                                      "same_metrics": plain["metrics"] == grid["metrics"],
-                                     "ecg_ray_vs_plain": grid["wall_s"] / (time.monotonic() - start)}
+                                     "ecg_ray_vs_plain": grid["wall_s"] / wall, "ecg_ray_vs_plain_cpu": grid["cpu_s"] / cpu}
             done("(d): plain Ray Tune")
         if args.asha:
             asha = tune_grid(experiment("speed_asha", args, storage, "asha"), storage, "speed_asha", args.num_cpus,
@@ -372,7 +383,8 @@ def table(r: dict) -> str:
     rows += [("(c) ecg-ray tune: wall s (whole command)", t["wall_s"]), ("    wall s inside Tune", t["tune_wall_s"]),
              ("    trials / epochs run", f"{t['trials']} / {t['epochs_run']}"), ("    sum of epoch times, s", t["epoch_time_sum_s"]),
              ("    concurrent slots (GPU share per trial; trials started ahead)", f"{t['slots']} ({t['gpu_share']}; {t['trials_ahead']})"), ("    overhead (whole command)", t["overhead"]),
-             ("    overhead (inside Tune)", t["overhead_in_tune"]), ("    start-up per trial, s (mean / max)", f"{t['startup_s_mean']:.2f} / {t['startup_s_max']:.2f}"),
+             ("    overhead (inside Tune)", t["overhead_in_tune"]),
+             ("    busy CPU s, all processes (outside epochs)", f"{t['cpu_s']:.1f} ({t['cpu_s_outside_epochs']:.1f})"), ("    start-up per trial, s (mean / max)", f"{t['startup_s_mean']:.2f} / {t['startup_s_max']:.2f}"),
              ("      Train run to the worker's loop / imports / data / build, s (means)",
               " / ".join(f"{v:.2f}" for v in t["startup_parts_s_mean"].values())),
              ("      waiting for a free slot (trials started ahead), s (mean)", t["slot_wait_s_mean"]),
@@ -382,7 +394,9 @@ def table(r: dict) -> str:
     if "plain_tune" in r:
         pt = r["plain_tune"]
         rows += [("(d) plain Ray Tune: wall s (whole process)", pt["wall_s"]), ("    wall s in fit()", pt["fit_s"]),
-                 ("    same metrics as (c), bit for bit", pt["same_metrics"]), ("    (c) wall / (d) wall", pt["ecg_ray_vs_plain"])]
+                 ("    busy CPU s, all processes", f"{pt['cpu_s']:.1f}"),
+                 ("    same metrics as (c), bit for bit", pt["same_metrics"]), ("    (c) wall / (d) wall", pt["ecg_ray_vs_plain"]),
+                 ("    (c) busy CPU s / (d) busy CPU s", pt["ecg_ray_vs_plain_cpu"])]
     if "asha" in r:
         a = r["asha"]
         rows += [("(e) with ASHA: wall s", a["wall_s"]), ("    wall-clock saving vs (c)", a["saving"]),

@@ -750,6 +750,9 @@ class RunSettings:
     worker_start_timeout_s: float = 600.0
     # Ray Train's settings for each trial's run (environment variables its controller reads).
     train_env: dict = field(default_factory=dict)
+    # Whether the Ray has an autoscaler that Ray Train asks for each trial's worker: not a local Ray
+    # that ecg_ray started (see ecg_ray.trial.NoAutoscaler).
+    autoscaler: bool = True
 
 
 # cuBLAS workspace setting that makes CUDA matrix products deterministic (set before CUDA starts).

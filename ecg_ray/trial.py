@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import sys
 import tempfile
 import time
 from dataclasses import asdict
@@ -39,12 +40,14 @@ from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
 from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
 from ray.train.v2._internal.execution.callback import WorkerGroupCallback
 from ray.train.v2._internal.execution.controller import TrainController
+from ray.train.v2._internal.execution.scaling_policy import scaling_policy as scaling_policy_module
 from ray.train.v2._internal.execution.worker_group import state as worker_group_state
 from ray.train.v2._internal.execution.worker_group import worker_group as worker_group_module
 from ray.train.v2.api.callback import UserCallback
 from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 from ray.train.v2.api.result import Result
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
+from ray.tune.trainable import trainable as trainable_module
 from ray.util.placement_group import PlacementGroup
 
 from ecg_ray.config import CUBLAS_WORKSPACE, ExperimentConfig, RunSettings, TrialConfig, WorkerSpec
@@ -93,13 +96,17 @@ class TrialTrainer(DataParallelTrainer):
     synchronisation actor: its worker group of one gets a SoloBarrier (solo_barrier).
     """
 
+    def __init__(self, *args, autoscaler: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.autoscaler = autoscaler  # False: no cluster autoscaler to ask for the worker (NoAutoscaler)
+
     def _create_default_callbacks(self):
         kept = [cb for cb in super()._create_default_callbacks()
                 if not isinstance(cb, (DatasetsCallback, PlacementGroupCleanerCallback))]
         return [*kept, RecordPlacementGroup(self.run_config.name)]
 
     def _initialize_and_run_controller(self, **controller_init_kwargs) -> Result:
-        with solo_barrier():
+        with solo_barrier(), (contextlib.nullcontext() if self.autoscaler else no_autoscaler()):
             controller = TrainController(**controller_init_kwargs)
             try:
                 asyncio.run(controller.run())
@@ -199,6 +206,50 @@ def solo_barrier():
         yield
 
 
+class NoAutoscaler:
+    """Ray Train's autoscaling-coordinator client, for a Ray without an autoscaler (a local one that
+    ecg_ray started): there is nobody to ask for the worker's resources, so nothing is sent.
+
+    Ray Train's scaling policy registers each run's worker resources with a cluster-wide coordinator
+    actor, which passes them to the autoscaler; a local Ray has no autoscaler, and the coordinator
+    cost a process and 0.8 s of a CPU per experiment on a 2-core machine, plus a round trip to it as
+    every trial started and ended."""
+
+    def __init__(self, requester_id: str):
+        self.requester_id = requester_id
+
+    def send_resource_request(self, scaling_config, num_workers: int) -> None:
+        return None
+
+    def maybe_send_resource_request(self, scaling_config, num_workers: int) -> None:
+        return None
+
+    def cancel_resource_request(self) -> None:
+        return None
+
+
+@contextlib.contextmanager
+def no_autoscaler():
+    """While a TrialTrainer's controller runs on a Ray without an autoscaler: its scaling policy gets a
+    NoAutoscaler (one name in Ray Train's scaling-policy module, pinned Ray; tests/test_ray_tune.py
+    checks that no coordinator starts on a local Ray)."""
+    with swapped(scaling_policy_module, TrainAutoscalingCoordinatorClient=NoAutoscaler):
+        yield
+
+
+def _disable_ipython_if_loaded(_disable=trainable_module.disable_ipython) -> None:
+    """Tune's Trainable clears IPython's shell in every Tune actor as it starts, importing IPython to do
+    so (0.2 s of a CPU per actor where IPython is installed); a process that never imported IPython
+    has no shell to clear."""
+    if "IPython" in sys.modules:
+        _disable()
+
+
+# Set when a trial's Tune actor imports this module: it unpickles trial_driver before Tune builds
+# the Trainable. Changes nothing where IPython is loaded.
+trainable_module.disable_ipython = _disable_ipython_if_loaded
+
+
 KV_NAMESPACE = "ecg_ray"
 
 
@@ -276,6 +327,7 @@ def trial_driver(config: dict, data_box: list, exp: ExperimentDir, settings: Run
     )
     trainer = TrialTrainer(
         train_loop_per_worker,
+        autoscaler=settings.autoscaler,
         train_loop_config={SPEC_KEY: spec},
         backend_config=ray.train.BackendConfig(),
         scaling_config=ray.train.ScalingConfig(
@@ -385,7 +437,8 @@ def prestart_train_services() -> None:
     """Start the cluster's one Ray Train autoscaling coordinator now, while the data is put and
     Tune sets up: every Train run's controller asks it for resources, and the first trials'
     start-up otherwise waits for its process (1.3 s on a 2-core machine). A detached actor that
-    Ray Train would start anyway; a Ray without it (another version) skips this."""
+    Ray Train would start anyway on a cluster (a local Ray's trials use NoAutoscaler instead); a
+    Ray without it (another version) skips this."""
     try:
         from ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator import (
             get_or_create_autoscaling_coordinator,

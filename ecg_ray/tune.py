@@ -42,6 +42,11 @@ from ecg_ray.schema import PROGRESS_KEYS, RANK_METRIC, RANK_MODE, TRIAL_KEY
 from ecg_ray.trial import QUIET_ENV, prestart_train_services, release_placement_group, swapped, train_env, trial_driver
 
 RAY_START_ATTEMPTS = 3
+# A local Ray starts no idle worker processes ahead (Ray's default: one per CPU as the driver
+# connects). ecg-ray's first actors (the trials' Tune actors) are asked for before those processes
+# are ready, so Ray starts processes for them anyway and the prestarted ones sat idle to the end:
+# 0.3 s of a CPU each on a 2-core machine, for nothing.
+LOCAL_RAY_CONFIG = {"prestart_worker_first_driver": False}
 TUNE_AUTO_LOGGERS_ENV = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"  # Tune's switch for the loggers it adds itself
 _ray_stopping: list[threading.Thread] = []  # a shutdown of the local Ray still running (at most one)
 _report_imports: list[threading.Thread] = []  # EpochPrinter's imports for the report, started during a run
@@ -93,7 +98,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
                 # the driver, not by Train's State-API cleaner), and it cost 0.8-1.8 s of the start on
                 # 2 cores. To watch a local run in it, start Ray yourself and pass --address auto.
                 with _head_without_cluster_services():
-                    ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False)
+                    ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
+                             _system_config=LOCAL_RAY_CONFIG)
             return
         except (OSError, RuntimeError) as err:  # ConnectionError and TimeoutError among them
             ray.shutdown()
@@ -344,6 +350,7 @@ def run_settings(cfg: ExperimentConfig, data: PreparedData, local: bool) -> RunS
         max_failures=cfg.max_failures,
         worker_start_timeout_s=cfg.resources.worker_start_timeout_s,
         train_env=train_env(cfg, False, local),  # run_experiment sets it again when trials start ahead
+        autoscaler=not local,
     )
     check_placeable(settings.resources_per_worker, driver_resources(cfg), local)
     return settings
@@ -500,7 +507,8 @@ def build_tuner(cfg: ExperimentConfig, exp: ExperimentDir, data: PreparedData, s
     """A Tuner that runs `trials` (a new experiment, or the unfinished trials of a resumed one), and
     for an Optuna search what its searcher suggests, `num_samples` trials in all. `tensorboard`:
     Tune also writes TensorBoard event files in each trial's folder (see only_our_loggers)."""
-    prestart_train_services()
+    if settings.autoscaler:
+        prestart_train_services()
     data_ref = ray.put(data)  # once per experiment; every trial on every node reads this object
     trainable = ray.tune.with_resources(
         ray.tune.with_parameters(trial_driver, data_box=[data_ref], exp=exp, settings=settings),

@@ -73,6 +73,64 @@ def test_a_trial_is_two_processes_with_no_synchronisation_actor(quick_run, ray_l
     assert "SynchronizationActor" not in classes
 
 
+def test_a_local_run_starts_a_tune_actor_and_a_train_worker_per_trial_and_no_other_worker(tmp_path):
+    """`ecg-ray tune` on the Ray it starts (its own temp dir here): the only worker processes are each
+    trial's Tune actor and Ray Train worker. No autoscaling coordinator (a local Ray has no autoscaler:
+    NoAutoscaler), no synchronisation actor (SoloBarrier), no idle worker started ahead and never used."""
+    import os
+    import subprocess
+    import tempfile
+
+    import yaml
+
+    exp = yaml.safe_load(Path("experiments/quick.yaml").read_text())
+    exp.update(name="local", storage_path=str(tmp_path / "results"), scheduler={"name": "none"})
+    exp["data"]["n_records"] = 120
+    exp["search"] |= {"epochs": 1}
+    (tmp_path / "local.yaml").write_text(yaml.safe_dump(exp))
+    ray_tmp = Path(tempfile.mkdtemp(prefix="er", dir="/tmp"))  # short: Ray's socket paths are limited
+    run = subprocess.run(["ecg-ray", "tune", str(tmp_path / "local.yaml"), "--num-cpus", "2", "--format", "csv"],
+                         env={**os.environ, "RAY_TMPDIR": str(ray_tmp)}, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    (logs,) = ray_tmp.glob("ray/session_2*/logs")
+    workers = {path.name.rsplit("_", 1)[1][:-len(".log")] for path in logs.glob("python-core-worker-*.log")}
+    hosted = {}  # worker pid -> the class of the actor it started as (Ray's first ":actor_name:" line)
+    for out in logs.glob("worker-*.out"):
+        names = [line.split(":actor_name:")[1].strip() for line in out.read_text().splitlines() if ":actor_name:" in line]
+        hosted[out.name.rsplit("-", 1)[1][:-len(".out")]] = names[0] if names else None
+    assert set(hosted) == workers  # every worker process's own log
+    assert sorted(hosted.values(), key=str) == ["ImplicitFunc"] * 2 + ["RayTrainWorker"] * 2
+    assert len(pd.read_csv(tmp_path / "results" / "local" / "report" / "trials.csv")) == 2
+
+
+def test_no_autoscaler_sends_nothing_and_is_undone():
+    from ray.train.v2._internal.execution.scaling_policy import scaling_policy
+
+    from ecg_ray.trial import NoAutoscaler, no_autoscaler
+
+    saved = scaling_policy.TrainAutoscalingCoordinatorClient
+    with no_autoscaler():
+        client = scaling_policy.TrainAutoscalingCoordinatorClient("train-run")
+        assert isinstance(client, NoAutoscaler)
+        assert client.send_resource_request(None, 1) is None and client.maybe_send_resource_request(None, 1) is None
+        assert client.cancel_resource_request() is None
+    assert scaling_policy.TrainAutoscalingCoordinatorClient is saved
+
+
+def test_a_tune_actor_imports_ipython_only_to_clear_a_shell_that_exists():
+    """Tune's Trainable clears IPython's shell in each Tune actor; ecg_ray.trial makes that a no-op
+    in a process without IPython (no import), and leaves it as it was where IPython is loaded."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("IPython")
+    without = "import sys, ecg_ray.trial, ray.tune.trainable.trainable as t; t.disable_ipython(); print('IPython' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", without], capture_output=True, text=True, check=True).stdout.split()[-1] == "False"
+    with_shell = ("from IPython.core.interactiveshell import InteractiveShell; InteractiveShell.instance(); "
+                  "import ecg_ray.trial, ray.tune.trainable.trainable as t; t.disable_ipython(); print(InteractiveShell.initialized())")
+    assert subprocess.run([sys.executable, "-c", with_shell], capture_output=True, text=True, check=True).stdout.split()[-1] == "False"
+
+
 def test_trials_one_after_another_share_their_tune_actor(ray_local, tmp_path):
     """Three trials in one slot: Tune reuses the first trial's actor for the next two (reuse_actors),
     each trial still gets a Train worker of its own, and each is the same as a run on its own."""
@@ -222,7 +280,8 @@ def test_checkpoints_written_under_ray_describe_themselves(quick_run):
     assert meta["settings"] == {"use_gpu": False, "resources_per_worker": {"CPU": 1}, "threads": 1,
                                 "data_hash": meta["data_hash"], "max_failures": 2, "worker_start_timeout_s": 600.0,
                                 "train_env": {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "600.0",
-                                              "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2", "RAY_TRAIN_METRICS_ENABLED": "0"}}
+                                              "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2", "RAY_TRAIN_METRICS_ENABLED": "0"},
+                                "autoscaler": True}  # the test session's Ray, which this run did not start
 
 
 class _Payload:
