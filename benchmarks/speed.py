@@ -22,7 +22,8 @@ One run, one machine, the same synthetic records for every part:
       memory per worker;
   (d) the yardstick: plain Ray Tune running the same loop (a function trainable calling
       ecg_ray.train's build_trial / run_epoch, one CPU or GPU share per trial, no Ray
-      Train): wall time, busy CPU seconds, and whether its metrics equal (c)'s bit for bit;
+      Train): wall time, the sum of its epoch times and its overhead (the same formula, (c)'s
+      slots), busy CPU seconds, and whether its metrics equal (c)'s bit for bit;
   (e) with --asha: the grid again under ASHA: wall-clock saving against (c) and whether
       the best trial is the same.
 
@@ -240,7 +241,9 @@ def plain_tune(exp_file: Path, out_json: Path, num_cpus: int | None, gpu_share: 
         trial = TrialConfig.from_dict(config["trial"])
         state = build_trial(trial, prepared.weights, device)
         for _ in range(trial.epochs):
-            tune.report(run_epoch(state, prepared, trial.batch_size))
+            start = time.perf_counter()
+            metrics = run_epoch(state, prepared, trial.batch_size)
+            tune.report(metrics | {"epoch_time_s": time.perf_counter() - start})
 
     grid = cfg.grid()
     resources = {"CPU": 1, **({"GPU": gpu_share} if gpu_share else {})}  # the share (c) ran at
@@ -252,13 +255,15 @@ def plain_tune(exp_file: Path, out_json: Path, num_cpus: int | None, gpu_share: 
     )
     results = tuner.fit()
     fit_s = time.monotonic() - fit_start
-    metrics = {}
+    metrics, epoch_sum = {}, 0.0
     for r in results:
         key = [k for k, t in cfg.trials().items() if dataclasses.asdict(t) == r.config["trial"]][0]
         for row in r.metrics_dataframe.itertuples():
             metrics[f"{key}/{int(row.epoch)}"] = row.val_macro_f1
+            epoch_sum += row.epoch_time_s
     ray.shutdown()
-    out_json.write_text(json.dumps({"wall_s": time.monotonic() - start, "fit_s": fit_s, "metrics": metrics}))
+    out_json.write_text(json.dumps({"wall_s": time.monotonic() - start, "fit_s": fit_s, "metrics": metrics,
+                                    "epoch_time_sum_s": epoch_sum}))
 
 
 # --- the table --------------------------------------------------------------------------------
@@ -336,6 +341,8 @@ def main() -> None:
                 raise SystemExit(f"plain Ray Tune failed:\n{run.stderr[-3000:]}")
             plain = json.loads(out.read_text())
             results["plain_tune"] = {"wall_s": wall, "fit_s": plain["fit_s"], "cpu_s": cpu,
+                                     "epoch_time_sum_s": plain["epoch_time_sum_s"],
+                                     "overhead": 1 - (plain["epoch_time_sum_s"] / grid["slots"]) / wall,
                                      "same_metrics": plain["metrics"] == grid["metrics"],
                                      "ecg_ray_vs_plain": grid["wall_s"] / wall, "ecg_ray_vs_plain_cpu": grid["cpu_s"] / cpu}
             done("(d): plain Ray Tune")
@@ -394,6 +401,8 @@ def table(r: dict) -> str:
     if "plain_tune" in r:
         pt = r["plain_tune"]
         rows += [("(d) plain Ray Tune: wall s (whole process)", pt["wall_s"]), ("    wall s in fit()", pt["fit_s"]),
+                 ("    sum of epoch times, s", pt["epoch_time_sum_s"]),
+                 ("    overhead (whole process, (c)'s slots)", pt["overhead"]),
                  ("    busy CPU s, all processes", f"{pt['cpu_s']:.1f}"),
                  ("    same metrics as (c), bit for bit", pt["same_metrics"]), ("    (c) wall / (d) wall", pt["ecg_ray_vs_plain"]),
                  ("    (c) busy CPU s / (d) busy CPU s", pt["ecg_ray_vs_plain_cpu"])]

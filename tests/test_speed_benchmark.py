@@ -19,7 +19,7 @@ def test_speed_benchmark_quick_prints_every_part(tmp_path):
     for label in ("(a) notebook loop", "(b) ecg_ray loop", "precision: bf16, s/epoch", "channels_last: true, s/epoch",
                   "(c) ecg-ray tune", "overhead (whole command)", "busy CPU s, all processes (outside epochs)",
                   "start-up per trial", "tear-down per trial", "checkpoint per epoch", "peak memory per worker",
-                  "(d) plain Ray Tune", "same metrics as (c), bit for bit", "(c) busy CPU s / (d) busy CPU s", "(e) with ASHA", "same best trial"):
+                  "(d) plain Ray Tune", "same metrics as (c), bit for bit", "overhead (whole process, (c)'s slots)", "(c) busy CPU s / (d) busy CPU s", "(e) with ASHA", "same best trial"):
         assert label in run.stdout, label
     r = json.loads(out.read_text())
     assert r["loops"]["notebook_epoch_s"] > 0 and r["loops"]["ecg_ray_epoch_s"] > 0 and r["loops"]["bf16_speedup"] > 0
@@ -29,6 +29,7 @@ def test_speed_benchmark_quick_prints_every_part(tmp_path):
     assert 0 < t["epoch_time_sum_s"] < t["wall_s"] * t["slots"] and 0 < t["overhead"] < 1
     assert 0 < t["cpu_s"] <= t["wall_s"] * os.cpu_count() and t["cpu_s_outside_epochs"] == t["cpu_s"] - t["epoch_time_sum_s"]
     assert 0 < r["plain_tune"]["cpu_s"] <= r["plain_tune"]["wall_s"] * os.cpu_count()
+    assert 0 < r["plain_tune"]["epoch_time_sum_s"] < r["plain_tune"]["wall_s"] * t["slots"] and 0 < r["plain_tune"]["overhead"] < 1
     assert t["tune_wall_s"] < t["wall_s"] and t["startup_s_max"] > 0 and t["teardown_s_mean"] >= 0
     parts = t["startup_parts_s_mean"]  # the start-up's parts add up to it
     assert all(v > 0 for v in parts.values()) and math.isclose(sum(parts.values()), t["startup_s_mean"], rel_tol=1e-6)
