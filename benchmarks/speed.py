@@ -153,7 +153,11 @@ def interleaved(loops: dict[str, Callable[[], None]], epochs: int) -> dict[str, 
 
 def busy_cpu_s() -> float:
     """Seconds the machine's CPUs have been busy (every process, all cores) since it booted."""
-    import psutil
+    try:
+        import psutil
+    except ImportError:  # the README's install has it as Ray's own copy, on the path once Ray is imported
+        import ray  # noqa: F401
+        import psutil
 
     t = psutil.cpu_times()
     return sum(getattr(t, name, 0.0) for name in ("user", "nice", "system", "irq", "softirq", "steal"))
