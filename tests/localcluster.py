@@ -110,7 +110,7 @@ class LocalCluster:
         it lives: a subprocess connected to the cluster lists the alive nodes every `every_s` seconds.
         The dict is filled when the block ends.
         """
-        code = ("import json, sys, time, ray; ray.init(address='%s', logging_level='ERROR')\n"
+        code = ("import json, time, ray; ray.init(address='%s', logging_level='ERROR')\n"
                 "while True:\n"
                 "    alive = {n['NodeID']: n['Resources'] for n in ray.nodes() if n['Alive']}\n"
                 "    print('ALIVE=' + json.dumps(alive), flush=True); time.sleep(%r)\n") % (self.address, every_s)

@@ -78,6 +78,7 @@ def test_a_local_run_starts_a_tune_actor_and_a_train_worker_per_trial_and_no_oth
     trial's Tune actor and Ray Train worker. No autoscaling coordinator (a local Ray has no autoscaler:
     NoAutoscaler), no synchronisation actor (SoloBarrier), no idle worker started ahead and never used."""
     import os
+    import shutil
     import subprocess
     import tempfile
 
@@ -89,15 +90,18 @@ def test_a_local_run_starts_a_tune_actor_and_a_train_worker_per_trial_and_no_oth
     exp["search"] |= {"epochs": 1}
     (tmp_path / "local.yaml").write_text(yaml.safe_dump(exp))
     ray_tmp = Path(tempfile.mkdtemp(prefix="er", dir="/tmp"))  # short: Ray's socket paths are limited
-    run = subprocess.run(["ecg-ray", "tune", str(tmp_path / "local.yaml"), "--num-cpus", "2", "--format", "csv"],
-                         env={**os.environ, "RAY_TMPDIR": str(ray_tmp)}, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    (logs,) = ray_tmp.glob("ray/session_2*/logs")
-    workers = {path.name.rsplit("_", 1)[1][:-len(".log")] for path in logs.glob("python-core-worker-*.log")}
-    hosted = {}  # worker pid -> the class of the actor it started as (Ray's first ":actor_name:" line)
-    for out in logs.glob("worker-*.out"):
-        names = [line.split(":actor_name:")[1].strip() for line in out.read_text().splitlines() if ":actor_name:" in line]
-        hosted[out.name.rsplit("-", 1)[1][:-len(".out")]] = names[0] if names else None
+    try:
+        run = subprocess.run(["ecg-ray", "tune", str(tmp_path / "local.yaml"), "--num-cpus", "2", "--format", "csv"],
+                             env={**os.environ, "RAY_TMPDIR": str(ray_tmp)}, capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+        (logs,) = ray_tmp.glob("ray/session_2*/logs")
+        workers = {path.name.rsplit("_", 1)[1][:-len(".log")] for path in logs.glob("python-core-worker-*.log")}
+        hosted = {}  # worker pid -> the class of the actor it started as (Ray's first ":actor_name:" line)
+        for out in logs.glob("worker-*.out"):
+            names = [line.split(":actor_name:")[1].strip() for line in out.read_text().splitlines() if ":actor_name:" in line]
+            hosted[out.name.rsplit("-", 1)[1][:-len(".out")]] = names[0] if names else None
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     assert set(hosted) == workers  # every worker process's own log
     assert sorted(hosted.values(), key=str) == ["ImplicitFunc"] * 2 + ["RayTrainWorker"] * 2
     assert len(pd.read_csv(tmp_path / "results" / "local" / "report" / "trials.csv")) == 2
