@@ -151,6 +151,11 @@ def interleaved(loops: dict[str, Callable[[], None]], epochs: int) -> dict[str, 
 # --- (c) and (e): a grid through `ecg-ray tune` ------------------------------------------------
 
 
+def overhead(epoch_time_sum_s: float, slots: int, wall_s: float) -> float:
+    """The share of wall time not spent in epochs: 1 - (sum of epoch times / slots) / wall."""
+    return 1 - (epoch_time_sum_s / slots) / wall_s
+
+
 def busy_cpu_s() -> float:
     """Seconds the machine's CPUs have been busy (every process, all cores) since it booted."""
     try:
@@ -191,7 +196,7 @@ def tune_grid(exp_file: Path, storage: Path, name: str, num_cpus: int | None, lo
     return {
         "wall_s": wall, "tune_wall_s": run["wall_s"], "trials": len(trials), "epochs_run": len(hist),
         "epoch_time_sum_s": epoch_sum, "slots": slots, "cpu_s": cpu, "cpu_s_outside_epochs": cpu - epoch_sum,
-        "overhead": 1 - (epoch_sum / slots) / wall, "overhead_in_tune": 1 - (epoch_sum / slots) / run["wall_s"],
+        "overhead": overhead(epoch_sum, slots, wall), "overhead_in_tune": overhead(epoch_sum, slots, run["wall_s"]),
         "startup_s_mean": _mean(hist["startup_s"]), "startup_s_max": _max(hist["startup_s"]),
         "startup_parts_s_mean": {k: _mean(hist[k]) for k in STARTUP_PARTS},
         "slot_wait_s_mean": _mean(hist["startup_wait_s"]), "trials_ahead": run.get("trials_ahead", 0),
@@ -346,7 +351,7 @@ def main() -> None:
             plain = json.loads(out.read_text())
             results["plain_tune"] = {"wall_s": wall, "fit_s": plain["fit_s"], "cpu_s": cpu,
                                      "epoch_time_sum_s": plain["epoch_time_sum_s"],
-                                     "overhead": 1 - (plain["epoch_time_sum_s"] / grid["slots"]) / wall,
+                                     "overhead": overhead(plain["epoch_time_sum_s"], grid["slots"], wall),
                                      "same_metrics": plain["metrics"] == grid["metrics"],
                                      "ecg_ray_vs_plain": grid["wall_s"] / wall, "ecg_ray_vs_plain_cpu": grid["cpu_s"] / cpu}
             done("(d): plain Ray Tune")

@@ -7,8 +7,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import scipy.io
+import yaml
 
 from ecg_ray.records import LABEL_NAMES, RecordSet
+
+
+def tiny_experiment(folder: Path, name: str, storage: Path, search: dict | None = None, data: dict | None = None,
+                    resources: dict | None = None) -> Path:
+    """experiments/quick.yaml cut to a Ray run of seconds (120 records, 1 epoch, no scheduler), written
+    to folder/NAME.yaml; `search`, `data` and `resources` update those sections."""
+    exp = yaml.safe_load(Path("experiments/quick.yaml").read_text())
+    exp |= {"name": name, "storage_path": str(storage), "scheduler": {"name": "none"}}
+    exp["data"] |= {"n_records": 120, **(data or {})}
+    exp["search"] |= {"epochs": 1, **(search or {})}
+    exp["resources"] = {**exp.get("resources", {}), **(resources or {})}
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(exp))
+    return path
 
 
 def write_challenge(folder: Path, records: RecordSet, fs: int = 300) -> Path:

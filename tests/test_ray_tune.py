@@ -13,6 +13,7 @@ from ecg_ray.config import TrialConfig, load_experiment
 from ecg_ray.data import prepare
 from ecg_ray.schema import EPOCH_COLUMNS
 from ecg_ray.train import build_trial, run_epoch
+from helpers import tiny_experiment
 
 pytestmark = pytest.mark.ray
 
@@ -49,15 +50,9 @@ def test_tensorboard_files_only_when_asked(quick_run, ray_local, tmp_path):
     `--tensorboard` asks for it; Tune's switch for its loggers is as it was after the run."""
     import os
 
-    import yaml
-
     assert not list(quick_run.rglob("events.out.tfevents*"))
-    exp = yaml.safe_load(Path("experiments/quick.yaml").read_text())
-    exp.update(name="tb", storage_path=str(tmp_path), scheduler={"name": "none"})
-    exp["data"]["n_records"] = 120
-    exp["search"] |= {"lr": 0.001, "epochs": 1}
-    (tmp_path / "tb.yaml").write_text(yaml.safe_dump(exp))
-    assert main(["tune", str(tmp_path / "tb.yaml"), "--tensorboard", "--format", "csv"]) == 0
+    exp = tiny_experiment(tmp_path, "tb", tmp_path, search={"lr": 0.001})
+    assert main(["tune", str(exp), "--tensorboard", "--format", "csv"]) == 0
     assert [p.parent.parent for p in (tmp_path / "tb").glob("*/events.out.tfevents*")] == [tmp_path / "tb"]
     assert "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS" not in os.environ
 
@@ -82,16 +77,10 @@ def test_a_local_run_starts_a_tune_actor_and_a_train_worker_per_trial_and_no_oth
     import subprocess
     import tempfile
 
-    import yaml
-
-    exp = yaml.safe_load(Path("experiments/quick.yaml").read_text())
-    exp.update(name="local", storage_path=str(tmp_path / "results"), scheduler={"name": "none"})
-    exp["data"]["n_records"] = 120
-    exp["search"] |= {"epochs": 1}
-    (tmp_path / "local.yaml").write_text(yaml.safe_dump(exp))
+    exp = tiny_experiment(tmp_path, "local", tmp_path / "results")
     ray_tmp = Path(tempfile.mkdtemp(prefix="er", dir="/tmp"))  # short: Ray's socket paths are limited
     try:
-        run = subprocess.run(["ecg-ray", "tune", str(tmp_path / "local.yaml"), "--num-cpus", "2", "--format", "csv"],
+        run = subprocess.run(["ecg-ray", "tune", str(exp), "--num-cpus", "2", "--format", "csv"],
                              env={**os.environ, "RAY_TMPDIR": str(ray_tmp)}, capture_output=True, text=True, timeout=600)
         assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
         (logs,) = ray_tmp.glob("ray/session_2*/logs")
@@ -138,25 +127,20 @@ def test_a_tune_actor_imports_ipython_only_to_clear_a_shell_that_exists():
 def test_trials_one_after_another_share_their_tune_actor(ray_local, tmp_path):
     """Three trials in one slot: Tune reuses the first trial's actor for the next two (reuse_actors),
     each trial still gets a Train worker of its own, and each is the same as a run on its own."""
-    import yaml
     from ray._private.state import actors
 
     def created(cls):
         return {a["ActorID"] for a in actors().values() if a["ActorClassName"] == cls}
 
     before = {cls: created(cls) for cls in ("ImplicitFunc", "RayTrainWorker")}
-    exp = yaml.safe_load(Path("experiments/quick.yaml").read_text())
-    exp.update(name="one_slot", storage_path=str(tmp_path), scheduler={"name": "none"},
-               resources={"max_concurrent_trials": 1})
-    exp["data"]["n_records"] = 120
-    exp["search"] |= {"lr": [0.001, 0.0005, 0.0002], "epochs": 1}
-    (tmp_path / "one_slot.yaml").write_text(yaml.safe_dump(exp))
-    assert main(["tune", str(tmp_path / "one_slot.yaml"), "--format", "csv"]) == 0
+    exp = tiny_experiment(tmp_path, "one_slot", tmp_path, search={"lr": [0.001, 0.0005, 0.0002]},
+                          resources={"max_concurrent_trials": 1})
+    assert main(["tune", str(exp), "--format", "csv"]) == 0
     assert len(created("ImplicitFunc") - before["ImplicitFunc"]) == 1
     assert len(created("RayTrainWorker") - before["RayTrainWorker"]) == 3
     trials = pd.read_csv(tmp_path / "one_slot" / "report" / "trials.csv")
     assert sorted(trials["status"]) == ["TERMINATED"] * 3
-    cfg = load_experiment(tmp_path / "one_slot.yaml")
+    cfg = load_experiment(exp)
     data = prepare(cfg)
     torch.set_num_threads(1)
     for trial in cfg.grid():

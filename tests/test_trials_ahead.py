@@ -6,13 +6,13 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from ecg_ray.config import ConfigError, load_experiment
 from ecg_ray.expdir import ExperimentDir
 from ecg_ray.report import build_report
 from ecg_ray.trial import AHEAD_WAIT_S, WORKER_START_TIMEOUT_ENV, train_env
 from ecg_ray.tune import starts_ahead, trials_ahead
+from helpers import tiny_experiment
 
 
 @pytest.mark.parametrize("overrides, local, spare, expected", [
@@ -50,13 +50,10 @@ def test_bad_trials_ahead_is_refused_by_name(overrides, message):
 @pytest.mark.ray
 def test_a_trial_started_ahead_waits_for_the_slot_and_reports_the_wait(tmp_path):
     """One CPU, so one slot; two trials: one trains while the other starts ahead, then takes the slot."""
-    raw = yaml.safe_load(Path("experiments/quick.yaml").read_text())
-    raw["resources"] = {**raw.get("resources", {}), "trials_ahead": 1}  # 'auto' starts none here: no CPU is idle
-    raw |= {"name": "ahead", "storage_path": str(tmp_path), "scheduler": {"name": "none"}}
-    raw["data"] |= {"n_records": 120, "cache_dir": str(tmp_path / "cache")}
-    raw["search"] |= {"lr": [0.001, 0.0005], "epochs": 1}
-    (tmp_path / "e.yaml").write_text(yaml.safe_dump(raw))
-    run = subprocess.run([sys.executable, "-m", "ecg_ray.cli", "tune", str(tmp_path / "e.yaml"), "--num-cpus", "1"],
+    exp_file = tiny_experiment(tmp_path, "ahead", tmp_path, search={"lr": [0.001, 0.0005]},
+                               data={"cache_dir": str(tmp_path / "cache")},
+                               resources={"trials_ahead": 1})  # 'auto' starts none here: no CPU is idle
+    run = subprocess.run([sys.executable, "-m", "ecg_ray.cli", "tune", str(exp_file), "--num-cpus", "1"],
                          capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     exp = ExperimentDir(str(tmp_path / "ahead"))
