@@ -14,7 +14,8 @@ One run, one machine, the same synthetic records for every part:
       first epoch (warm-up, compilation) is not counted, so a machine whose speed drifts during
       the run weighs on each alike (the median epoch of each is reported);
   (c) the grid through `ecg-ray tune` end to end (a subprocess, a new local Ray): wall
-      time, the sum of epoch times, concurrent slots, overhead = 1 - (sum of epoch times /
+      time, the sum of epoch times, concurrent slots, the Train worker processes that ran the
+      trials (fewer than the trials where a worker is kept for the next trial: --no-reuse), overhead = 1 - (sum of epoch times /
       slots) / wall, the machine's busy CPU seconds during the command (all processes: on a
       quiet machine, the work the run did, which drifts less than wall time) and those outside
       epochs, per-trial start-up (Tune driver start to the first batch) and
@@ -60,7 +61,7 @@ def experiment(name: str, args, storage: Path, scheduler: str) -> Path:
         "search": {**GRIDS[args.grid], "batch_size": 32, "epochs": args.epochs},
         "scheduler": {"name": scheduler},
         "resources": {"use_gpu": bool(args.gpu), **({"gpus_per_worker": args.gpus_per_worker} if args.gpu else {}),
-                      "trials_ahead": args.trials_ahead},
+                      "trials_ahead": args.trials_ahead, "reuse_workers": not args.no_reuse},
     }
     path = storage / f"{name}.yaml"
     path.write_text(yaml.safe_dump(raw))
@@ -200,6 +201,7 @@ def tune_grid(exp_file: Path, storage: Path, name: str, num_cpus: int | None, lo
         "startup_s_mean": _mean(hist["startup_s"]), "startup_s_max": _max(hist["startup_s"]),
         "startup_parts_s_mean": {k: _mean(hist[k]) for k in STARTUP_PARTS},
         "slot_wait_s_mean": _mean(hist["startup_wait_s"]), "trials_ahead": run.get("trials_ahead", 0),
+        "worker_processes": len({line["worker_pid"] for line in progress}),
         "teardown_s_mean": statistics.fmean(teardown) if teardown else float("nan"),
         "checkpoint_s_per_epoch": _mean(hist["checkpoint_s"]),
         "peak_rss_mb_per_worker": _max(hist["peak_rss_mb"]), "peak_gpu_mb_per_worker": _max(hist["peak_gpu_mb"]),
@@ -289,6 +291,8 @@ def main() -> None:
     p.add_argument("--gpu", action="store_true", help="run everything on the GPU")
     p.add_argument("--gpus-per-worker", default="auto", help="with --gpu: resources.gpus_per_worker (default auto)")
     p.add_argument("--trials-ahead", default="auto", help="resources.trials_ahead for (c) and (e) (default auto; 0: off)")
+    p.add_argument("--no-reuse", action="store_true",
+                   help="resources.reuse_workers: false for (c) and (e): a new Train worker process per trial")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
     p.add_argument("--asha", action="store_true", help="also run the grid under ASHA and compare")
     p.add_argument("--no-plain-tune", action="store_true", help="skip the plain Ray Tune yardstick")
@@ -397,7 +401,7 @@ def table(r: dict) -> str:
                if "compile_epoch_s" in loops else [])]
     t = r["tune"]
     rows += [("(c) ecg-ray tune: wall s (whole command)", t["wall_s"]), ("    wall s inside Tune", t["tune_wall_s"]),
-             ("    trials / epochs run", f"{t['trials']} / {t['epochs_run']}"), ("    sum of epoch times, s", t["epoch_time_sum_s"]),
+             ("    trials / epochs run / Train worker processes", f"{t['trials']} / {t['epochs_run']} / {t['worker_processes']}"), ("    sum of epoch times, s", t["epoch_time_sum_s"]),
              ("    concurrent slots (GPU share per trial; trials started ahead)", f"{t['slots']} ({t['gpu_share']}; {t['trials_ahead']})"), ("    overhead (whole command)", t["overhead"]),
              ("    overhead (inside Tune)", t["overhead_in_tune"]),
              ("    busy CPU s, all processes (outside epochs)", f"{t['cpu_s']:.1f} ({t['cpu_s_outside_epochs']:.1f})"), ("    start-up per trial, s (mean / max)", f"{t['startup_s_mean']:.2f} / {t['startup_s_max']:.2f}"),

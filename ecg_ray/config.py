@@ -405,6 +405,10 @@ class ResourcesConfig(Validated):
     # next free slot, so a slot does not wait for a whole trial start-up. auto: one per CPU that the
     # training trials leave idle (a GPU node), at most one per slot; none where every CPU trains.
     trials_ahead: int | str = "auto"
+    # On a local Ray without trials started ahead, a Tune actor keeps its trial's Train worker (the
+    # process and its slot) when the trial finishes cleanly, and runs its next trial there: no new
+    # process, torch import or data fetch per trial. false: a new worker process for every trial.
+    reuse_workers: bool = True
     # How long Ray Train waits for a trial's worker to start before it retries (Ray's default,
     # 60 s, is too short on a loaded machine, where start-up alone can take that long).
     worker_start_timeout_s: float = 600.0
@@ -425,6 +429,7 @@ class ResourcesConfig(Validated):
         "trials_ahead": Rule("'auto' or an integer >= 0", lambda v: v == "auto" or (
             isinstance(v, int) and not isinstance(v, bool) and v >= 0), invalid=-1),
         "worker_start_timeout_s": Interval(float, 0.0, 86400.0, "right"),
+        "reuse_workers": Options((True, False)),
     }
 
     def check_together(self) -> None:
@@ -753,6 +758,9 @@ class RunSettings:
     # Whether the Ray has an autoscaler that Ray Train asks for each trial's worker: not a local Ray
     # that ecg_ray started (see ecg_ray.trial.NoAutoscaler).
     autoscaler: bool = True
+    # Whether a trial's Tune actor keeps its finished worker for its next trial (ecg_ray.slots):
+    # resources.reuse_workers, on a local Ray without trials started ahead.
+    reuse_workers: bool = False
 
 
 # cuBLAS workspace setting that makes CUDA matrix products deterministic (set before CUDA starts).

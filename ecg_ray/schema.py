@@ -32,8 +32,9 @@ PER_CLASS = ("f1", "precision", "recall")
 SPLIT_METRICS = ("loss", "acc", "macro_f1", "challenge_f1", *(f"{m}_{k}" for m in PER_CLASS for k in CLASS_KEYS))
 EPOCH_COLUMNS = ["epoch", "train_loss", "train_acc", *(f"val_{m}" for m in SPLIT_METRICS)]
 CONFUSION = "val_confusion"
-# One line of progress.jsonl (besides trial_id and time).
-PROGRESS_KEYS = ("epoch", "train_loss", "val_loss", "val_macro_f1", "epoch_time_s", "node_id", "pid")
+# One line of progress.jsonl (besides trial_id and time). pid: the trial's Tune actor (Tune writes
+# it into every result); worker_pid: its Ray Train worker's process.
+PROGRESS_KEYS = ("epoch", "train_loss", "val_loss", "val_macro_f1", "epoch_time_s", "node_id", "pid", "worker_pid")
 
 # Where a trial's start-up went, reported with the first epoch a worker runs: Tune driver start to
 # the worker's loop (Ray Train's controller, placement group and worker process), the worker's
@@ -49,7 +50,7 @@ TIMING_KEYS = ("startup_s", *STARTUP_PARTS, "startup_wait_s", "checkpoint_s", "p
 # A trial's config as table columns, in TrialConfig's order.
 CONFIG_COLUMNS = [f.name for f in fields(TrialConfig)]
 # Columns that say where and how fast a trial ran; they differ between identical runs.
-RUN_COLUMNS = ["trial_id", "wall_time_s", "epoch_time_s", "node_id", "node_ids", "pid", "device", "status", *TIMING_KEYS]
+RUN_COLUMNS = ["trial_id", "wall_time_s", "epoch_time_s", "node_id", "node_ids", "pid", "worker_pid", "device", "status", *TIMING_KEYS]
 
 
 def confusion_columns() -> list[str]:

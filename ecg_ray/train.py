@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import threading
 import warnings
 from dataclasses import asdict, dataclass, field
 
@@ -263,12 +264,17 @@ def _batches(x: torch.Tensor, y: torch.Tensor, order: torch.Tensor, batch_size: 
         yield xb.to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
 
 
+class TrialStopped(Exception):
+    """Raised by train_epoch when its `stop` event is set: the trial ends here (Tune stopped it)."""
+
+
 def train_epoch(state: TrialState, x: torch.Tensor, y: torch.Tensor, batch_size: int,
-                lengths: torch.Tensor | None = None, window: int = 0) -> dict:
+                lengths: torch.Tensor | None = None, window: int = 0, stop: threading.Event | None = None) -> dict:
     """One pass over the training set in seeded random order. Returns train_loss and train_acc.
 
     With `lengths` (train_crop: random), `x` holds the whole records and each epoch trains on a
     fresh `window`-sample window of each, drawn from the trial's shuffling generator.
+    With `stop`, each batch first checks it and raises TrialStopped once it is set.
     The running loss and count stay on the device (float64 and int64: the same sums, bit
     for bit, as adding `loss.item() * n` in Python), so no step waits for the GPU.
     """
@@ -282,6 +288,8 @@ def train_epoch(state: TrialState, x: torch.Tensor, y: torch.Tensor, batch_size:
     order = balanced_order(y, state.generator) if trial.class_balance == "sampler" else shuffled_order(len(y), state.generator)
     starts = random_starts(lengths, window, state.generator) if lengths is not None else None
     for xb, yb in _batches(x, y, order, batch_size, state.device, starts, window):
+        if stop is not None and stop.is_set():
+            raise TrialStopped(f"stopped during epoch {state.epoch + 1}")
         if state.aug_generator is not None:
             xb = augment.augment(xb, trial, state.aug_generator, state.fs)
         state.optimizer.zero_grad()
@@ -361,15 +369,16 @@ def _divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.where(den == 0, 0.0, np.asarray(num, dtype=np.float64) / np.where(den == 0, 1.0, den))
 
 
-def run_epoch(state: TrialState, data, batch_size: int) -> dict:
-    """Train one epoch and evaluate on val; the metrics a trial reports for that epoch."""
+def run_epoch(state: TrialState, data, batch_size: int, stop: threading.Event | None = None) -> dict:
+    """Train one epoch and evaluate on val; the metrics a trial reports for that epoch.
+    `stop`: see train_epoch."""
     metrics = {"epoch": state.epoch + 1}
     state.fs = int(data.meta.settings["sampling_rate"])
     if state.trial.train_crop == "random":
         whole, y, lengths = on_device(state, data, "train", whole=True)
-        metrics |= train_epoch(state, whole, y, batch_size, lengths, trial_length(state.trial, data.meta.settings))
+        metrics |= train_epoch(state, whole, y, batch_size, lengths, trial_length(state.trial, data.meta.settings), stop)
     else:
-        metrics |= train_epoch(state, *on_device(state, data, "train"), batch_size)
+        metrics |= train_epoch(state, *on_device(state, data, "train"), batch_size, stop=stop)
     # Validation batches: EVAL_BATCH on a GPU; on a CPU the training batch, which runs faster there
     # (smaller tensors stay in cache). The logits are the same either way.
     metrics |= evaluate(state, *on_device(state, data, "val"), batch_size=EVAL_BATCH if state.device.type == "cuda" else batch_size)

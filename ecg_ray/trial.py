@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import sys
@@ -34,8 +35,6 @@ from pathlib import Path
 import ray
 import ray.train
 import ray.tune
-from ray._raylet import PlacementGroupID
-from ray.experimental import internal_kv
 from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
 from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
 from ray.train.v2._internal.execution.callback import WorkerGroupCallback
@@ -48,11 +47,11 @@ from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 from ray.train.v2.api.result import Result
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 from ray.tune.trainable import trainable as trainable_module
-from ray.util.placement_group import PlacementGroup
 
 from ecg_ray.config import CUBLAS_WORKSPACE, ExperimentConfig, RunSettings, TrialConfig, WorkerSpec
 from ecg_ray.expdir import CHECKPOINT_FILE, ExperimentDir
 from ecg_ray.schema import RANK_METRIC, RANK_MODE, STARTUP_PARTS, TRIAL_KEY
+from ecg_ray.slots import REUSABLE, STOP, RecordPlacementGroup, ReusingController, ReusingWorkerGroup
 
 SPEC_KEY = "spec"  # the one key of train_loop_config: a WorkerSpec
 
@@ -93,12 +92,15 @@ class TrialTrainer(DataParallelTrainer):
     process per trial: 1.8 s of each trial's start-up and 0.8 s of its end on a 2-core machine):
     the run records its placement group (RecordPlacementGroup), and the Tune driver, which sees
     every trial end, releases what is left of it (release_placement_group). Nor Train's
-    synchronisation actor: its worker group of one gets a SoloBarrier (solo_barrier).
+    synchronisation actor: its worker group of one gets a SoloBarrier (solo_barrier). With
+    `reuse_worker`, the controller keeps a worker that finished cleanly for this Tune actor's next
+    trial, and starts in one it kept (ecg_ray.slots.ReusingController).
     """
 
-    def __init__(self, *args, autoscaler: bool = True, **kwargs):
+    def __init__(self, *args, autoscaler: bool = True, reuse_worker: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.autoscaler = autoscaler  # False: no cluster autoscaler to ask for the worker (NoAutoscaler)
+        self.reuse_worker = reuse_worker
 
     def _create_default_callbacks(self):
         kept = [cb for cb in super()._create_default_callbacks()
@@ -107,15 +109,17 @@ class TrialTrainer(DataParallelTrainer):
 
     def _initialize_and_run_controller(self, **controller_init_kwargs) -> Result:
         with solo_barrier(), (contextlib.nullcontext() if self.autoscaler else no_autoscaler()):
-            controller = TrainController(**controller_init_kwargs)
+            controller = (ReusingController if self.reuse_worker else TrainController)(**controller_init_kwargs)
             try:
                 asyncio.run(controller.run())
-            except BaseException:  # Tune stopping the trial (SystemExit from its report), or an error
+            except BaseException as error:  # Tune stopping the trial (SystemExit from its report), or an error
                 # What TrainController.abort does, without ending this process: the worker group and its
-                # placement group go now, not when the Tune driver sees the trial end.
+                # placement group go now, not when the Tune driver sees the trial end; or, where Tune
+                # stopped the trial and workers are reused, the worker ends its loop and is kept.
                 controller._controller_callback_manager.invoke_best_effort("before_controller_abort")
-                if controller._worker_group:
-                    controller._worker_group.abort()
+                group = controller._worker_group
+                if group and not (isinstance(error, SystemExit) and isinstance(group, ReusingWorkerGroup) and group.stop_and_keep()):
+                    group.abort()
                 raise
             return controller.get_result()
 
@@ -250,42 +254,6 @@ def _disable_ipython_if_loaded(_disable=trainable_module.disable_ipython) -> Non
 trainable_module.disable_ipython = _disable_ipython_if_loaded
 
 
-KV_NAMESPACE = "ecg_ray"
-
-
-def placement_group_key(trial_key: str) -> str:
-    """Where a trial's run records its worker's placement group in the GCS's key-value store: per
-    Ray job, so two experiments on one cluster (two jobs, the same trial keys) never meet."""
-    return f"placement_group:{ray.get_runtime_context().get_job_id()}:{trial_key}"
-
-
-class RecordPlacementGroup(WorkerGroupCallback):
-    """Record the worker's placement group under the trial's key once the worker group starts.
-
-    A placement group made by an actor outlives it (Ray removes it only when the job ends too): if
-    the trial's Tune actor dies without shutting its worker group down (Tune stopping it at once,
-    a crash, its node lost), the group would hold its GPU or CPUs for the rest of the experiment.
-    """
-
-    def __init__(self, trial_key: str):
-        self.trial_key = trial_key
-
-    def after_worker_group_start(self, worker_group) -> None:
-        pg = worker_group.get_worker_group_state().placement_group_handle.placement_group
-        internal_kv._internal_kv_put(placement_group_key(self.trial_key), pg.id.hex(), namespace=KV_NAMESPACE)
-
-
-def release_placement_group(trial_key: str) -> None:
-    """Remove the placement group a trial's run recorded, if it is still there. The Tune driver calls
-    this when Tune says the trial ended (finished, stopped early, failed): one that finished has
-    already removed it, and then this does nothing."""
-    key = placement_group_key(trial_key)
-    recorded = internal_kv._internal_kv_get(key, namespace=KV_NAMESPACE)
-    if recorded:
-        ray.util.remove_placement_group(PlacementGroup(PlacementGroupID.from_hex(recorded.decode())))
-        internal_kv._internal_kv_del(key, namespace=KV_NAMESPACE)
-
-
 class TuneReport(UserCallback):
     """Each report of the worker, to Tune, from the controller in this process: what Ray's
     TuneReportCallback sends through its queue actor (the metrics and the checkpoint's path; the
@@ -328,6 +296,7 @@ def trial_driver(config: dict, data_box: list, exp: ExperimentDir, settings: Run
     trainer = TrialTrainer(
         train_loop_per_worker,
         autoscaler=settings.autoscaler,
+        reuse_worker=settings.reuse_workers,
         train_loop_config={SPEC_KEY: spec},
         backend_config=ray.train.BackendConfig(),
         scaling_config=ray.train.ScalingConfig(
@@ -358,8 +327,12 @@ def trial_driver(config: dict, data_box: list, exp: ExperimentDir, settings: Run
     trainer.fit()
 
 
-def train_loop_per_worker(config: dict) -> None:
-    """Ray Train entry point. `config`: {"spec": WorkerSpec}."""
+def train_loop_per_worker(config: dict) -> dict:
+    """Ray Train entry point. `config`: {"spec": WorkerSpec}.
+
+    Returns {REUSABLE: whether this process may run another trial} (ecg_ray.slots): not after
+    `compile: true`, whose compiled-code caches would carry over into the next trial.
+    """
     marks = [time.time()]  # the start-up's parts (schema.STARTUP_PARTS)
     # Ray Train logs every report's whole metrics dict at INFO to the root logger of the worker,
     # which it sends to the console: one line per epoch is ecg-ray's (its log files keep them all).
@@ -367,7 +340,7 @@ def train_loop_per_worker(config: dict) -> None:
     import ray.train.torch
     import torch
 
-    from ecg_ray.train import build_trial, check_checkpoint, checkpoint, load_state_dict, read_checkpoint, run_epoch
+    from ecg_ray.train import TrialStopped, build_trial, check_checkpoint, checkpoint, load_state_dict, read_checkpoint, run_epoch
 
     marks.append(time.time())
     spec: WorkerSpec = config[SPEC_KEY]
@@ -381,6 +354,9 @@ def train_loop_per_worker(config: dict) -> None:
     device = ray.train.torch.get_device()  # the GPU Ray assigned (CUDA_VISIBLE_DEVICES), else the CPU
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    reset_peak_memory(device)  # this trial's peaks, in a process that may have run others before
+    STOP.clear()  # a stop asked of this process's last trial (ecg_ray.slots.request_stop) is not this one's
+    done = {REUSABLE: not trial.compile}
     state = build_trial(trial, data.weights, device)
     saved_checkpoint = ray.train.get_checkpoint()
     if saved_checkpoint:
@@ -394,7 +370,7 @@ def train_loop_per_worker(config: dict) -> None:
         # and the history keeps an epoch's last report. After the last epoch it also ends the trial.
         ray.train.report(saved["metrics"])
         if state.epoch >= trial.epochs:
-            return
+            return done
     node_id = ray.get_runtime_context().get_node_id()
     timing = {}
     if spec.driver_started:
@@ -406,13 +382,16 @@ def train_loop_per_worker(config: dict) -> None:
                   "startup_wait_s": wait}
     while state.epoch < trial.epochs:
         start = time.perf_counter()
-        metrics = run_epoch(state, data, trial.batch_size)
+        try:
+            metrics = run_epoch(state, data, trial.batch_size, stop=STOP)
+        except TrialStopped:  # Tune stopped the trial: nothing more to report
+            return done
         metrics |= {
             "epoch_time_s": time.perf_counter() - start,
             "data_hash": data.data_hash,
             "node_id": node_id,
             "device": str(device),
-            "pid": os.getpid(),
+            "worker_pid": os.getpid(),
             **timing,
             **peak_memory(device),
         }
@@ -421,6 +400,7 @@ def train_loop_per_worker(config: dict) -> None:
             torch.save(checkpoint(state, trial, data.data_hash, data.meta.settings, metrics), Path(ckpt_dir) / CHECKPOINT_FILE)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(ckpt_dir))
         timing = {"checkpoint_s": time.perf_counter() - start}  # reported with the next epoch
+    return done
 
 
 def slot_wait_s() -> float:
@@ -446,6 +426,29 @@ def prestart_train_services() -> None:
     except ImportError:
         return
     get_or_create_autoscaling_coordinator()
+
+
+def reset_peak_memory(device) -> None:
+    """Start this process's peak resident memory and, on a GPU, its peak GPU memory afresh, so that
+    peak_memory reports this trial's in a worker that ran others before (ecg_ray.slots).
+
+    First the heap memory earlier trials freed goes back to the system: each trial runs in a thread
+    of its own, and what it freed stays resident in that thread's malloc arena (glibc) otherwise,
+    about 70 MB more after every trial of the seed grid. Then Linux's peak (VmHWM, which getrusage
+    reports) restarts from the memory in use now."""
+    import torch
+
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:  # not Linux, or not allowed: the peak then spans the process's earlier trials
+        pass
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
 
 
 def peak_memory(device) -> dict:

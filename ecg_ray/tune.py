@@ -39,7 +39,8 @@ from ecg_ray.errors import ConfigError, EcgRayError
 from ecg_ray.expdir import EXPERIMENT_FILE, TRIAL_PARAMS, TRIAL_RESULTS, ExperimentDir, check_writable
 from ecg_ray.schedulers import build_scheduler
 from ecg_ray.schema import PROGRESS_KEYS, RANK_METRIC, RANK_MODE, TRIAL_KEY
-from ecg_ray.trial import QUIET_ENV, prestart_train_services, release_placement_group, swapped, train_env, trial_driver
+from ecg_ray.slots import release_orphaned_slots, release_placement_group
+from ecg_ray.trial import QUIET_ENV, prestart_train_services, swapped, train_env, trial_driver
 
 RAY_START_ATTEMPTS = 3
 # A local Ray starts no idle worker processes ahead (Ray's default: one per CPU as the driver
@@ -211,11 +212,14 @@ def tune_search(trials: dict[str, TrialConfig], max_concurrent: int = 0) -> tupl
 class EpochPrinter(ray.tune.Callback):
     """The driver's view of each trial as Tune reports it: a line per finished epoch and per trial
     that ends, fails or is retried; its results copied to the experiment folder as they come; its
-    status in trial_status.json; the placement group of a trial that ended, released."""
+    status in trial_status.json; the placement group of a trial that ended, released (with
+    `reuse_workers`: unless its Tune actor, still alive, winds the run down itself; and any that a
+    dead Tune actor held)."""
 
-    def __init__(self, exp: ExperimentDir, n_trials: int):
+    def __init__(self, exp: ExperimentDir, n_trials: int, reuse_workers: bool = False):
         self.exp = exp
         self.n_trials = n_trials  # this run's, all of them (Tune creates its trials as it goes)
+        self.reuse_workers = reuse_workers
         self.ended: set[str] = set()
         self.warming: threading.Thread | None = None
 
@@ -278,7 +282,9 @@ class EpochPrinter(ray.tune.Callback):
                 self.exp.write_bytes(self.exp.join(staged.name, name), (staged / name).read_bytes())
 
     def _record(self, trial, status: str) -> None:
-        release_placement_group(trial.config[TRIAL_KEY])  # what a trial that died holds, freed now
+        release_placement_group(trial.config[TRIAL_KEY], unless_owner_alive=self.reuse_workers)  # what a trial that died holds
+        if self.reuse_workers:
+            release_orphaned_slots()
         self._persist_results(trial)  # before the status says it finished: its history is there
         last_epoch = (trial.last_result or {}).get("epoch")
         best = trial.metric_analysis.get(RANK_METRIC, {}).get(RANK_MODE)  # what an Optuna search resumes from
@@ -351,6 +357,7 @@ def run_settings(cfg: ExperimentConfig, data: PreparedData, local: bool) -> RunS
         worker_start_timeout_s=cfg.resources.worker_start_timeout_s,
         train_env=train_env(cfg, False, local),  # run_experiment sets it again when trials start ahead
         autoscaler=not local,
+        reuse_workers=local and cfg.resources.reuse_workers,  # run_experiment turns it off when trials start ahead
     )
     check_placeable(settings.resources_per_worker, driver_resources(cfg), local)
     return settings
@@ -535,7 +542,7 @@ def build_tuner(cfg: ExperimentConfig, exp: ExperimentDir, data: PreparedData, s
             name=exp.name,
             storage_path=exp.storage_root,
             failure_config=ray.tune.FailureConfig(max_failures=cfg.max_failures),
-            callbacks=[*loggers, EpochPrinter(exp, num_samples)],
+            callbacks=[*loggers, EpochPrinter(exp, num_samples, settings.reuse_workers)],
             verbose=0,  # EpochPrinter says what happens, a line at a time
         ),
     )
@@ -628,7 +635,8 @@ def run_experiment(
             raise ExperimentInterrupted(cfg.experiment_path, started=resume) from None
         slots, ahead = plan_concurrency(cfg, settings, local)
         if ahead:  # their placement groups wait for a free slot as long as other trials train
-            settings = dataclasses.replace(settings, train_env=train_env(cfg, True, local))
+            # and a worker kept idle by its Tune actor would hold the slot an ahead trial waits for
+            settings = dataclasses.replace(settings, train_env=train_env(cfg, True, local), reuse_workers=False)
         if not resume:
             exp.write_record(experiment_record(cfg, data, settings), {"data_hash": data.data_hash, "ids": data.ids})
         run = run_record(resume, to_run, address) | {"concurrent_trials": slots, "trials_ahead": ahead}

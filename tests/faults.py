@@ -122,10 +122,10 @@ def wait_for(predicate, driver: Driver, timeout: float = 300, what: str = "") ->
 
 
 def retries(exp_dir: Path) -> dict[str, int]:
-    """Worker restarts per trial: distinct worker processes that reported for it, minus one."""
+    """Worker restarts per trial: distinct Train worker processes that reported for it, minus one."""
     pids: dict[str, set] = {}
     for r in results(exp_dir):
-        pids.setdefault(r["trial_id"], set()).add(r["pid"])
+        pids.setdefault(r["trial_id"], set()).add(r["worker_pid"])
     return {t: len(p) - 1 for t, p in pids.items()}
 
 
@@ -154,10 +154,24 @@ def kill_worker(work: Path, baseline: Path) -> Outcome:
     exp_dir = work / "results" / "kill_worker"
     driver = Driver([str(exp)], work / "kill_worker.log")
     hit = wait_for(lambda: next((r for r in results(exp_dir) if r["epoch"] == 1), None), driver, what="a first epoch")
-    os.kill(hit["pid"], signal.SIGKILL)
+    os.kill(hit["worker_pid"], signal.SIGKILL)
     rc = driver.wait()
     restarts = retries(exp_dir)
     return Outcome("SIGKILL of a trial's Train worker", sum(1 for n in restarts.values() if n), sum(restarts.values()), 0,
+                   rc == 0 and same_table(exp_dir, baseline), f"rc={rc}")
+
+
+def kill_tune_actor(work: Path, baseline: Path) -> Outcome:
+    """SIGKILL a trial's Tune actor (the process that runs its Train controller; its worker goes with
+    it) after its first epoch; Tune retries the trial on a new actor, which resumes it."""
+    exp = write_experiment(work, "kill_tune_actor")
+    exp_dir = work / "results" / "kill_tune_actor"
+    driver = Driver([str(exp)], work / "kill_tune_actor.log")
+    hit = wait_for(lambda: next((r for r in results(exp_dir) if r["epoch"] == 1), None), driver, what="a first epoch")
+    os.kill(hit["pid"], signal.SIGKILL)
+    rc = driver.wait()
+    restarts = retries(exp_dir)
+    return Outcome("SIGKILL of a trial's Tune actor", sum(1 for n in restarts.values() if n), sum(restarts.values()), 0,
                    rc == 0 and same_table(exp_dir, baseline), f"rc={rc}")
 
 
@@ -285,6 +299,7 @@ def corrupt_result(work: Path, baseline: Path) -> Outcome:
 
 SCENARIOS = {
     "kill_worker": kill_worker,
+    "kill_tune_actor": kill_tune_actor,
     "sigint_driver": lambda w, b: stop_driver(w, b, signal.SIGINT),
     "sigkill_driver": lambda w, b: stop_driver(w, b, signal.SIGKILL),
     "lose_node": lose_node,

@@ -13,11 +13,11 @@ from ecg_ray.records import LABEL_NAMES, RecordSet
 
 
 def tiny_experiment(folder: Path, name: str, storage: Path, search: dict | None = None, data: dict | None = None,
-                    resources: dict | None = None) -> Path:
+                    resources: dict | None = None, scheduler: dict | None = None) -> Path:
     """experiments/quick.yaml cut to a Ray run of seconds (120 records, 1 epoch, no scheduler), written
-    to folder/NAME.yaml; `search`, `data` and `resources` update those sections."""
+    to folder/NAME.yaml; `search`, `data` and `resources` update those sections, `scheduler` replaces it."""
     exp = yaml.safe_load(Path("experiments/quick.yaml").read_text())
-    exp |= {"name": name, "storage_path": str(storage), "scheduler": {"name": "none"}}
+    exp |= {"name": name, "storage_path": str(storage), "scheduler": scheduler or {"name": "none"}}
     exp["data"] |= {"n_records": 120, **(data or {})}
     exp["search"] |= {"epochs": 1, **(search or {})}
     exp["resources"] = {**exp.get("resources", {}), **(resources or {})}

@@ -1,4 +1,4 @@
-"""Faults end with the same table as an uninterrupted run: worker kill, driver SIGINT/SIGKILL + resume, node loss;
+"""Faults end with the same table as an uninterrupted run: worker or Tune actor kill, driver SIGINT/SIGKILL + resume, node loss;
 planted pickles are never loaded, a concurrent run is refused, a corrupt result file is named."""
 
 import signal
@@ -28,6 +28,10 @@ def _check(outcome: faults.Outcome):
 
 def test_killed_worker_resumes_from_its_checkpoint(work, baseline):
     _check(faults.kill_worker(work, baseline))
+
+
+def test_killed_tune_actor_resumes_from_its_checkpoint(work, baseline):
+    _check(faults.kill_tune_actor(work, baseline))
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])

@@ -269,7 +269,8 @@ def test_checkpoints_written_under_ray_describe_themselves(quick_run):
                                 "data_hash": meta["data_hash"], "max_failures": 2, "worker_start_timeout_s": 600.0,
                                 "train_env": {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "600.0",
                                               "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2", "RAY_TRAIN_METRICS_ENABLED": "0"},
-                                "autoscaler": True}  # the test session's Ray, which this run did not start
+                                "autoscaler": True,  # the test session's Ray, which this run did not start:
+                                "reuse_workers": False}  # it has an autoscaler, and its workers are not reused
 
 
 class _Payload:

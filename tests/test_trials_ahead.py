@@ -69,4 +69,4 @@ def test_a_trial_started_ahead_waits_for_the_slot_and_reports_the_wait(tmp_path)
     assert (first["startup_s"] < 60).all() and (first["startup_s"] > 0).all()
     # Each trial trained in its own Train worker.
     progress = [json.loads(line) for line in Path(exp.progress_file).read_text().splitlines()]
-    assert len({p["pid"] for p in progress}) == 2
+    assert len({p["worker_pid"] for p in progress}) == 2
