@@ -5,7 +5,7 @@
 #   QUICK=1 bash benchmarks/gpu_check.sh       # the quick size (a smoke test of this script)
 #   DIFFICULTY=1 bash benchmarks/gpu_check.sh  # also the synthetic difficulty benchmark at 8528 records x 20 epochs
 #   SPEED_TIMEOUT=420 bash ...                 # stop the speed benchmark after that many seconds (its --json keeps the parts done)
-#   AHEAD=1 bash ...                           # also the seed grid with resources.trials_ahead 0 (off) to compare with auto
+#   AHEAD=1 bash ...                           # also the seed grid with resources.trials_ahead 0 (off; Train workers are then reused) to compare with auto
 #   SHORT=1 bash ...                           # the grid parts only (no loop checks or timings, no ASHA): ~8 min with AHEAD=1
 #
 # Where the machine has torch but no Ray (the project's lent GPU machines), build a Ray bundle
@@ -61,7 +61,7 @@ else
   $limit python3 benchmarks/speed.py --gpu --grid seed --epochs 20 --asha --json "$out/speed_gpu.json" || stopped $?
 fi
 if [ -n "${AHEAD:-}" ]; then
-  echo "== the seed grid without trials started ahead (resources.trials_ahead: 0), against auto above"
+  echo "== the seed grid without trials started ahead (resources.trials_ahead: 0: each slot's Train worker reused), against auto above"
   $limit python3 benchmarks/speed.py --gpu --grid seed --epochs 20 --no-loops --no-plain-tune \
     --trials-ahead 0 --json "$out/speed_gpu_ahead0.json" || stopped $?
 fi

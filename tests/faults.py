@@ -148,31 +148,29 @@ def run_baseline(work: Path) -> Path:
     return work / "results" / "baseline"
 
 
-def kill_worker(work: Path, baseline: Path) -> Outcome:
-    """SIGKILL the Ray Train worker process of a trial after its first epoch; Train restarts it."""
-    exp = write_experiment(work, "kill_worker")
-    exp_dir = work / "results" / "kill_worker"
-    driver = Driver([str(exp)], work / "kill_worker.log")
+def _kill_after_first_epoch(work: Path, baseline: Path, name: str, pid_key: str, fault: str) -> Outcome:
+    """SIGKILL the process progress.jsonl names under `pid_key` once a trial has reported its first
+    epoch; Tune retries the trial, which resumes from its checkpoint."""
+    exp = write_experiment(work, name)
+    exp_dir = work / "results" / name
+    driver = Driver([str(exp)], work / f"{name}.log")
     hit = wait_for(lambda: next((r for r in results(exp_dir) if r["epoch"] == 1), None), driver, what="a first epoch")
-    os.kill(hit["worker_pid"], signal.SIGKILL)
+    os.kill(hit[pid_key], signal.SIGKILL)
     rc = driver.wait()
     restarts = retries(exp_dir)
-    return Outcome("SIGKILL of a trial's Train worker", sum(1 for n in restarts.values() if n), sum(restarts.values()), 0,
+    return Outcome(fault, sum(1 for n in restarts.values() if n), sum(restarts.values()), 0,
                    rc == 0 and same_table(exp_dir, baseline), f"rc={rc}")
+
+
+def kill_worker(work: Path, baseline: Path) -> Outcome:
+    """SIGKILL a trial's Ray Train worker process after its first epoch."""
+    return _kill_after_first_epoch(work, baseline, "kill_worker", "worker_pid", "SIGKILL of a trial's Train worker")
 
 
 def kill_tune_actor(work: Path, baseline: Path) -> Outcome:
     """SIGKILL a trial's Tune actor (the process that runs its Train controller; its worker goes with
-    it) after its first epoch; Tune retries the trial on a new actor, which resumes it."""
-    exp = write_experiment(work, "kill_tune_actor")
-    exp_dir = work / "results" / "kill_tune_actor"
-    driver = Driver([str(exp)], work / "kill_tune_actor.log")
-    hit = wait_for(lambda: next((r for r in results(exp_dir) if r["epoch"] == 1), None), driver, what="a first epoch")
-    os.kill(hit["pid"], signal.SIGKILL)
-    rc = driver.wait()
-    restarts = retries(exp_dir)
-    return Outcome("SIGKILL of a trial's Tune actor", sum(1 for n in restarts.values() if n), sum(restarts.values()), 0,
-                   rc == 0 and same_table(exp_dir, baseline), f"rc={rc}")
+    it) after its first epoch."""
+    return _kill_after_first_epoch(work, baseline, "kill_tune_actor", "pid", "SIGKILL of a trial's Tune actor")
 
 
 def _finished_lines(exp_dir: Path) -> dict[str, int]:
