@@ -187,7 +187,7 @@ def tune_grid(exp_file: Path, storage: Path, name: str, num_cpus: int | None, lo
     trials, hist = build_report(exp)
     (run,) = exp.read_runs()
     statuses = exp.read_statuses()
-    progress = [json.loads(l) for l in Path(exp.progress_file).read_text().splitlines() if l.strip()]
+    progress = exp.read_progress()
     last_report = {}
     for line in progress:
         last_report[line["trial_id"]] = max(last_report.get(line["trial_id"], 0.0), line["time"])

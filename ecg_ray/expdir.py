@@ -409,6 +409,13 @@ class ExperimentDir:
         with open(self.progress_file, "a") as f:
             f.write(json.dumps(line) + "\n")
 
+    def read_progress(self) -> list[dict]:
+        """Every line append_progress wrote, in order ([] when none was: a bucket folder, or no epoch yet)."""
+        if self.is_uri or not os.path.isfile(self.progress_file):
+            return []
+        with open(self.progress_file) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
     def remove(self) -> None:
         remove_tree(self.path)
 

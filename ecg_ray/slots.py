@@ -136,7 +136,9 @@ class KeptWorker:
         _forget(_idle_key())
 
 
-_kept: KeptWorker | None = None  # in a trial's Tune actor: the worker its last trial left
+# In a trial's Tune actor: the worker its last trial left, recorded under _idle_key() from keep()
+# until it is released or reused, so that a dead actor's slot can be found and freed.
+_kept: KeptWorker | None = None
 
 
 def _idle_key() -> str:
@@ -146,8 +148,7 @@ def _idle_key() -> str:
 def keep(kept: KeptWorker) -> None:
     """Hold `kept` for this Tune actor's next trial (recorded, so that it is freed if the actor dies)."""
     global _kept
-    if _kept is not None:
-        _kept.release()
+    release_kept()
     _kept = kept
     _record(_idle_key(), kept.slot.placement_group)
 
@@ -189,8 +190,8 @@ class ReusingWorkerGroup(WorkerGroup):
     def _create_placement_group(self, scaling_config, worker_group_context):
         kept = take_kept()
         if kept is not None:
-            _forget(_idle_key())
             if worker_group_context.num_workers == 1 and kept.resources == dict(worker_group_context.resources_per_worker):
+                _forget(_idle_key())  # its slot is this run's now, recorded under the trial's key
                 self._reuse = kept
                 return kept.slot  # placed already: Train's wait for it returns at once
             kept.release()
@@ -237,7 +238,7 @@ class ReusingWorkerGroup(WorkerGroup):
                 time.sleep(STOP_POLL_S)
         except RayError:
             return False
-        return status.error is None and _says_reusable(status.return_value) and self.keep_worker()
+        return _ended_reusable(status) and self.keep_worker()
 
     def keep_worker(self) -> bool:
         """Train's WorkerGroup.shutdown without killing the worker or removing its placement group,
@@ -262,14 +263,13 @@ class ReusingWorkerGroup(WorkerGroup):
 def reusable(status) -> bool:
     """Whether a worker group's last poll says: one worker, finished, no error, and it returned
     {REUSABLE: True}."""
-    if status is None or not status.finished or status.errors or len(status.worker_statuses) != 1:
-        return False
-    (worker_status,) = status.worker_statuses.values()
-    return _says_reusable(worker_status.return_value)
+    return status is not None and len(status.worker_statuses) == 1 and _ended_reusable(*status.worker_statuses.values())
 
 
-def _says_reusable(value) -> bool:
-    return isinstance(value, dict) and value.get(REUSABLE) is True
+def _ended_reusable(worker_status) -> bool:
+    """Whether one worker's poll says: no longer running, no error, and it returned {REUSABLE: True}."""
+    value = worker_status.return_value
+    return not worker_status.running and worker_status.error is None and isinstance(value, dict) and value.get(REUSABLE) is True
 
 
 STOP = threading.Event()  # in a Train worker: set when its trial is to end at the next batch

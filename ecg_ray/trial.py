@@ -37,7 +37,6 @@ import ray.train
 import ray.tune
 from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
 from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
-from ray.train.v2._internal.execution.callback import WorkerGroupCallback
 from ray.train.v2._internal.execution.controller import TrainController
 from ray.train.v2._internal.execution.scaling_policy import scaling_policy as scaling_policy_module
 from ray.train.v2._internal.execution.worker_group import state as worker_group_state

@@ -39,7 +39,7 @@ from ecg_ray.errors import ConfigError, EcgRayError
 from ecg_ray.expdir import EXPERIMENT_FILE, TRIAL_PARAMS, TRIAL_RESULTS, ExperimentDir, check_writable
 from ecg_ray.schedulers import build_scheduler
 from ecg_ray.schema import PROGRESS_KEYS, RANK_METRIC, RANK_MODE, TRIAL_KEY
-from ecg_ray.slots import release_orphaned_slots, release_placement_group
+from ecg_ray.slots import release_placement_group
 from ecg_ray.trial import QUIET_ENV, prestart_train_services, swapped, train_env, trial_driver
 
 RAY_START_ATTEMPTS = 3
@@ -213,8 +213,8 @@ class EpochPrinter(ray.tune.Callback):
     """The driver's view of each trial as Tune reports it: a line per finished epoch and per trial
     that ends, fails or is retried; its results copied to the experiment folder as they come; its
     status in trial_status.json; the placement group of a trial that ended, released (with
-    `reuse_workers`: unless its Tune actor, still alive, winds the run down itself; and any that a
-    dead Tune actor held)."""
+    `reuse_workers`: unless its Tune actor, still alive, winds the run down itself; what a Tune
+    actor that died later held, the next trial to need a slot frees: ecg_ray.slots)."""
 
     def __init__(self, exp: ExperimentDir, n_trials: int, reuse_workers: bool = False):
         self.exp = exp
@@ -283,8 +283,6 @@ class EpochPrinter(ray.tune.Callback):
 
     def _record(self, trial, status: str) -> None:
         release_placement_group(trial.config[TRIAL_KEY], unless_owner_alive=self.reuse_workers)  # what a trial that died holds
-        if self.reuse_workers:
-            release_orphaned_slots()
         self._persist_results(trial)  # before the status says it finished: its history is there
         last_epoch = (trial.last_result or {}).get("epoch")
         best = trial.metric_analysis.get(RANK_METRIC, {}).get(RANK_MODE)  # what an Optuna search resumes from

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,13 @@ def tiny_experiment(folder: Path, name: str, storage: Path, search: dict | None 
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(exp))
     return path
+
+
+def tune_in_subprocess(exp_file: Path, num_cpus: int) -> None:
+    """`ecg-ray tune EXP_FILE` in a subprocess, on the local Ray it starts with `num_cpus` CPUs; it must succeed."""
+    run = subprocess.run([sys.executable, "-m", "ecg_ray.cli", "tune", str(exp_file), "--num-cpus", str(num_cpus)],
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
 
 
 def write_challenge(folder: Path, records: RecordSet, fs: int = 300) -> Path:

@@ -4,15 +4,12 @@ Real local Rays: `ecg-ray tune` in a subprocess (a Ray of its own), and the test
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import tiny_experiment
+from helpers import tiny_experiment, tune_in_subprocess
 
 from ecg_ray.config import TrialConfig, load_experiment
 from ecg_ray.data import prepare
@@ -31,12 +28,9 @@ def _run(tmp_path: Path, name: str, reuse: bool) -> tuple[ExperimentDir, list[di
     exp_file = tiny_experiment(tmp_path, name, tmp_path, search={"lr": [0.001, 0.0001], "optimizer": ["adam", "sgd"], "epochs": 2},
                                data={"cache_dir": str(tmp_path / "cache")}, resources={"reuse_workers": reuse},
                                scheduler=ASHA)
-    run = subprocess.run([sys.executable, "-m", "ecg_ray.cli", "tune", str(exp_file), "--num-cpus", "1"],
-                         capture_output=True, text=True, timeout=900)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    tune_in_subprocess(exp_file, num_cpus=1)
     exp = ExperimentDir(str(tmp_path / name))
-    progress = [json.loads(line) for line in Path(exp.progress_file).read_text().splitlines()]
-    return exp, progress
+    return exp, exp.read_progress()
 
 
 def _numbers(exp: ExperimentDir):

@@ -1,10 +1,5 @@
 """Trials started ahead of a free slot (resources.trials_ahead): who gets them, and a real run that uses them."""
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from ecg_ray.config import ConfigError, load_experiment
@@ -12,7 +7,7 @@ from ecg_ray.expdir import ExperimentDir
 from ecg_ray.report import build_report
 from ecg_ray.trial import AHEAD_WAIT_S, WORKER_START_TIMEOUT_ENV, train_env
 from ecg_ray.tune import starts_ahead, trials_ahead
-from helpers import tiny_experiment
+from helpers import tiny_experiment, tune_in_subprocess
 
 
 @pytest.mark.parametrize("overrides, local, spare, expected", [
@@ -53,9 +48,7 @@ def test_a_trial_started_ahead_waits_for_the_slot_and_reports_the_wait(tmp_path)
     exp_file = tiny_experiment(tmp_path, "ahead", tmp_path, search={"lr": [0.001, 0.0005]},
                                data={"cache_dir": str(tmp_path / "cache")},
                                resources={"trials_ahead": 1})  # 'auto' starts none here: no CPU is idle
-    run = subprocess.run([sys.executable, "-m", "ecg_ray.cli", "tune", str(exp_file), "--num-cpus", "1"],
-                         capture_output=True, text=True, timeout=900)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    tune_in_subprocess(exp_file, num_cpus=1)
     exp = ExperimentDir(str(tmp_path / "ahead"))
     (record,) = exp.read_runs()
     assert (record["concurrent_trials"], record["trials_ahead"]) == (1, 1)
@@ -68,5 +61,4 @@ def test_a_trial_started_ahead_waits_for_the_slot_and_reports_the_wait(tmp_path)
     assert first["startup_wait_s"].max() > 1.0, first[["startup_s", "startup_wait_s"]]
     assert (first["startup_s"] < 60).all() and (first["startup_s"] > 0).all()
     # Each trial trained in its own Train worker.
-    progress = [json.loads(line) for line in Path(exp.progress_file).read_text().splitlines()]
-    assert len({p["worker_pid"] for p in progress}) == 2
+    assert len({p["worker_pid"] for p in exp.read_progress()}) == 2
