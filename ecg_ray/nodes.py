@@ -5,8 +5,11 @@
 `ray stop` ends every Ray process on the host that the user may signal: a lab box
 shared by two clusters, or by a cluster and someone's local `ray.init()`, loses both.
 A Ray instance started with `ray start --temp-dir=DIR` names DIR in the command line
-of its processes (or, for a few, in their RAY_TMPDIR); this stops exactly those:
-SIGTERM, a grace period, then SIGKILL. cluster-onprem.yaml calls it before `ray start`.
+of most of its processes; the rest (the dashboard and runtime-env agents, which
+retitle themselves `ray::DashboardAgent`, the Ray Client server) name it only in
+the log files they hold open under DIR, or in their RAY_TMPDIR. This stops exactly
+those, and what they spawned: SIGTERM, a grace period, then SIGKILL.
+cluster-onprem.yaml calls it before `ray start`.
 """
 
 from __future__ import annotations
@@ -16,24 +19,34 @@ import os
 import psutil
 
 
+def _names(p: psutil.Process, root: str) -> bool:
+    """Whether `p` names DIR: in its command line, its RAY_TMPDIR, or a file it holds open below DIR."""
+    line = " ".join(p.info["cmdline"] or []) + " "
+    # DIR as a whole argument value or a path below it (a bare prefix would also match DIR2).
+    if f"{root}/" in line or f"{root} " in line:
+        return True
+    if ((p.info.get("environ") or {}).get("RAY_TMPDIR") or "").rstrip("/") == root:
+        return True
+    try:
+        return any(f.path.startswith(f"{root}/") for f in p.open_files())
+    except psutil.AccessDenied:  # another user's process: not ours to stop anyway
+        return False
+
+
 def processes(temp_dir: str) -> list[psutil.Process]:
-    """The live processes of the Ray instance whose temp dir is `temp_dir`."""
+    """The live processes of the Ray instance whose temp dir is `temp_dir`, with their descendants."""
     root = os.path.abspath(os.path.expanduser(temp_dir)).rstrip("/")
     me = psutil.Process()
     spared = {me.pid, *(p.pid for p in me.parents())}  # the shell that runs us names DIR too
-    found = []
+    found: dict[int, psutil.Process] = {}
     for p in psutil.process_iter(["cmdline", "environ"]):
-        if p.pid in spared:
-            continue
         try:
-            line = " ".join(p.info["cmdline"] or []) + " "
-            tmpdir = ((p.info.get("environ") or {}).get("RAY_TMPDIR") or "").rstrip("/")
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            if p.pid not in spared and p.pid not in found and _names(p, root):
+                found[p.pid] = p
+                found.update((c.pid, c) for c in p.children(recursive=True) if c.pid not in spared)
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
             continue
-        # DIR as a whole argument value or a path below it (a bare prefix would also match DIR2).
-        if f"{root}/" in line or f"{root} " in line or tmpdir == root:
-            found.append(p)
-    return found
+    return list(found.values())
 
 
 def _kill(procs: list[psutil.Process], term: bool = False) -> None:
@@ -51,7 +64,21 @@ def stop(temp_dir: str, grace_s: float = 10.0) -> int:
     _, alive = psutil.wait_procs(procs, timeout=grace_s)
     _kill(alive)
     psutil.wait_procs(alive, timeout=grace_s)
-    # Later-started children (a worker spawned while we waited) are caught by a second pass.
-    late = processes(temp_dir)
-    _kill(late)
-    return len(procs) + len(late)
+    return len(procs) + kill(temp_dir)
+
+
+def kill(temp_dir: str, passes: int = 3) -> int:
+    """SIGKILL the instance's processes at once, as a lost machine would vanish. Returns how many there were.
+
+    Later passes catch what was started while the first was being killed (a worker a
+    raylet spawned, an agent a dying raylet had just forked).
+    """
+    killed = 0
+    for _ in range(passes):
+        procs = processes(temp_dir)
+        if not procs:
+            break
+        _kill(procs)
+        psutil.wait_procs(procs, timeout=10)
+        killed += len(procs)
+    return killed

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import psutil
 import yaml
 
+from ecg_ray.nodes import kill
 from ecg_ray.report import build_report, comparable
 from ecg_ray.schema import EPOCH_COLUMNS, confusion_columns
 from localcluster import ENV, LocalCluster
@@ -85,15 +85,7 @@ class Driver:
 
     def cleanup(self) -> None:
         """Kill whatever Ray processes the driver left behind (after a SIGKILL, say)."""
-        leftovers = []
-        for p in psutil.process_iter(["cmdline"]):
-            try:
-                if self.tmp in " ".join(p.info["cmdline"] or []):
-                    leftovers.append(p)
-                    p.kill()
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                continue
-        psutil.wait_procs(leftovers, timeout=10)
+        kill(self.tmp)
 
 
 def results(exp_dir: Path) -> list[dict]:

@@ -1,22 +1,26 @@
 """A real multi-node Ray cluster on this machine: `ray start --head` plus `ray start --address` nodes.
 
 Every node gets its own short --temp-dir under one root folder; `stop()` kills
-exactly the processes whose command line names that root (never `ray stop`,
-which would also stop any other Ray on the machine).
+exactly the processes that name that root, found as `ecg-ray stop-node` finds them
+(never `ray stop`, which would also stop any other Ray on the machine).
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
 import tempfile
-import time
+import warnings
 from contextlib import contextmanager
 
 import psutil
+
+from ecg_ray.nodes import kill, processes
 
 
 def free_port() -> int:
@@ -26,12 +30,35 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def listened_on(port: int) -> bool:
+    """Whether a process listens on `port` on any IPv4 address (a dual-stack IPv6 listener included)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a closed connection's TIME_WAIT is no listener
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError:
+            return True
+        return False
+
+
 ENV = {
     "RAY_AUTH_MODE": "disabled",  # a token from an earlier local ray.init() would lock the CLI out
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1",  # nodes must reach each other (the test session sets 0)
 }
+
+
+def _log_errors(temp: str, lines: int = 12) -> str:
+    """What a node's GCS and raylet logs say went wrong, for a failed start's message."""
+    found = []
+    for log in sorted(glob.glob(os.path.join(temp, "session_2*", "logs", "*.out"))):  # not the session_latest link
+        if os.path.basename(log).startswith(("gcs_server", "raylet")):
+            with open(log, errors="replace") as f:
+                text = f.readlines()
+            errors = [line for line in text if re.search(r"error|fail|fatal|check failed", line, re.I)]
+            found.append(f"--- {log}\n" + "".join((errors or text)[:lines]))
+    return "\n".join(found) or f"(no GCS or raylet log under {temp})"
 
 
 class LocalCluster:
@@ -44,6 +71,7 @@ class LocalCluster:
         self.port = free_port()
         self.dashboard_port = free_port()
         self.nodes: list[str] = []
+        self.ports: dict[str, list[int]] = {}  # per node, the ports its `ray start` was given
 
     @property
     def address(self) -> str:
@@ -54,12 +82,29 @@ class LocalCluster:
         return f"http://127.0.0.1:{self.dashboard_port}"
 
     def _ray_start(self, name: str, args: list[str], extra_env: dict | None = None) -> None:
+        """`ray start` one node; a start that fails is tried once more.
+
+        Ray gives a new node 30 s to show up in the GCS, which a busy 2-core machine (CI
+        runs other Ray instances beside this one) can miss. The retry keeps the cluster's
+        address (callers may have written it into a config already). The second failure
+        raises with what `ray start` printed and the errors in the node's GCS and raylet logs.
+        """
         temp = os.path.join(self.root, name)
-        os.makedirs(temp)
-        cmd = ["ray", "start", f"--temp-dir={temp}", "--disable-usage-stats", f"--object-store-memory={500 * 2**20}",
-               f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}", *args]
-        subprocess.run(cmd, env={**self.env, **(extra_env or {})}, check=True, capture_output=True, timeout=120)
-        self.nodes.append(name)
+        for attempt in (1, 2):
+            os.makedirs(temp)
+            cmd = ["ray", "start", f"--temp-dir={temp}", "--disable-usage-stats", f"--object-store-memory={500 * 2**20}",
+                   f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}", *args]
+            out = subprocess.run(cmd, env={**self.env, **(extra_env or {})}, capture_output=True, text=True, timeout=120)
+            if out.returncode == 0:
+                self.nodes.append(name)
+                self.ports[name] = [int(a.split("=")[1]) for a in cmd if re.fullmatch(r"--[a-z-]*port=\d+", a)]
+                return
+            why = f"`ray start` of node {name!r} failed (exit {out.returncode}):\n{out.stderr[-2000:]}\n{_log_errors(temp)}"
+            kill(temp)
+            shutil.rmtree(temp, ignore_errors=True)
+            if attempt == 1:
+                warnings.warn(f"{why}\nretrying once", stacklevel=2)
+        raise RuntimeError(why)
 
     def start_head(self, num_cpus: int = 0, resources: dict | None = None, extra_env: dict | None = None, args=()) -> "LocalCluster":
         self._ray_start("head", [
@@ -73,27 +118,12 @@ class LocalCluster:
         self._ray_start(name, [f"--address={self.address}", f"--num-cpus={num_cpus}", f"--resources={json.dumps(resources or {})}"])
 
     def processes(self, node: str | None = None) -> list[psutil.Process]:
-        """Processes of the whole cluster, or of one node (by its temp dir)."""
-        marker = os.path.join(self.root, node) if node else self.root
-        found = []
-        for p in psutil.process_iter(["cmdline", "environ"]):
-            try:
-                line = " ".join(p.info["cmdline"] or [])
-                if marker in line or marker in ((p.info.get("environ") or {}).get("RAY_TMPDIR") or ""):
-                    found.append(p)
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                continue
-        return found
+        """Processes of the whole cluster, or of one node (by its temp dir), as `ecg-ray stop-node` finds them."""
+        return processes(os.path.join(self.root, node) if node else self.root)
 
     def kill_node(self, node: str) -> int:
         """SIGKILL every process of one node, as a lost machine would vanish. Returns how many."""
-        procs = self.processes(node)
-        for p in procs:
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
-        return len(procs)
+        return kill(os.path.join(self.root, node), passes=1)
 
     def nodes_info(self) -> list[dict]:
         """`ray.nodes()` of the cluster, read in a subprocess (this process may hold another Ray)."""
@@ -133,15 +163,5 @@ class LocalCluster:
         return subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=timeout)
 
     def stop(self) -> None:
-        for _ in range(3):
-            procs = self.processes()
-            if not procs:
-                break
-            for p in procs:
-                try:
-                    p.kill()
-                except psutil.NoSuchProcess:
-                    pass
-            psutil.wait_procs(procs, timeout=10)
-            time.sleep(0.5)
+        kill(self.root)
         shutil.rmtree(self.root, ignore_errors=True)
