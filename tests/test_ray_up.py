@@ -29,7 +29,7 @@ import pytest
 import yaml
 from localcluster import free_port
 
-from ecg_ray.nodes import processes
+from ecg_ray.nodes import kill, processes
 
 SSHD = "/usr/sbin/sshd"
 HERE = Path(__file__).parent
@@ -180,8 +180,7 @@ def test_ray_up_submit_report_ray_down_over_ssh():
             log.write(f"\n[test] ray up, restart, submit, report, ray down: {time.monotonic() - t0:.0f} s\n")
         finally:
             ssh.stop()
-            for leftover in processes(str(root)):  # should be none: a failed assert above may leave some
-                leftover.kill()
+            kill(str(root))  # should find none: a failed assert above may leave some
             for suffix in ("state", "lock"):
                 Path(f"/tmp/ray/cluster-{raw['cluster_name']}.{suffix}").unlink(missing_ok=True)
             for cache in set(Path(tempfile.gettempdir()).glob("ray-config-*")) - caches:
