@@ -4,7 +4,7 @@
     python benchmarks/difficulty.py --records 8528 --epochs 20 --sets realistic   # the calibration target (CPU: ~15 min)
     python benchmarks/difficulty.py --real ../shared/data/cinc2017-sample --json difficulty.json
 
-Trains the same trial (ecg_ray.train, no Ray; default the notebook's best grid point: lr 5e-4,
+Trains the same trial (ecg_ray.training.loop, no Ray; default the notebook's best grid point: lr 5e-4,
 H 256, dropout 0.3, Adam, seed 42) on an 80/20 stratified split of: the real records (when
 --real names a challenge folder that exists), `data.difficulty: realistic` synthetic records and
 `easy` synthetic records, and prints one row per data set: best val macro-F1 and its epoch,
@@ -22,8 +22,8 @@ import os
 import time
 
 from ecg_ray.config import TrialConfig, experiment_from_dict
-from ecg_ray.data import prepare
-from ecg_ray.train import build_trial, run_epoch
+from ecg_ray.data.prepare import prepare
+from ecg_ray.training.loop import build_trial, run_epoch
 
 DEFAULT_REAL = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "cinc2017-sample")
 

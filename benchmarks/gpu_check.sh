@@ -34,8 +34,8 @@ echo "== the trial loop on CUDA: two runs of one trial, bit for bit (fp32, bf16,
 python3 - <<'PY'
 import time, torch
 from ecg_ray.config import TrialConfig, load_experiment
-from ecg_ray.data import prepare
-from ecg_ray.train import build_trial, run_epoch
+from ecg_ray.data.prepare import prepare
+from ecg_ray.training.loop import build_trial, run_epoch
 data = prepare(load_experiment("experiments/quick.yaml", **{"data.n_records": 2000}))
 for name, options in (("fp32", {}), ("bf16", {"precision": "bf16"}), ("channels_last", {"channels_last": True})):
     runs = []

@@ -19,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from helpers import write_challenge  # noqa: E402
 
 from ecg_ray.config import load_experiment  # noqa: E402
-from ecg_ray.data import prepare  # noqa: E402
-from ecg_ray.synthetic import generate  # noqa: E402
+from ecg_ray.data.prepare import prepare  # noqa: E402
+from ecg_ray.data.synthetic import generate  # noqa: E402
 
 
 def timed(fn):

@@ -8,7 +8,7 @@ One run, one machine, the same synthetic records for every part:
 
   (a) the notebook's loop: a DataFrame of raw records, a Dataset that pads/trims each
       sample when it is drawn, a DataLoader (batch 32, shuffled): seconds per epoch;
-  (b) ecg_ray's trial loop (ecg_ray.train, no Ray): seconds per epoch; and with each of the
+  (b) ecg_ray's trial loop (ecg_ray.training.loop, no Ray): seconds per epoch; and with each of the
       options that change the numbers (`precision: bf16`, `channels_last: true`, `compile: true`)
       its speed-up over (b); the loops of (a) and (b) take turns, one epoch each, and each one's
       first epoch (warm-up, compilation) is not counted, so a machine whose speed drifts during
@@ -22,7 +22,7 @@ One run, one machine, the same synthetic records for every part:
       tear-down (last report to the trial's end), checkpoint seconds per epoch, peak
       memory per worker;
   (d) the yardstick: plain Ray Tune running the same loop (a function trainable calling
-      ecg_ray.train's build_trial / run_epoch, one CPU or GPU share per trial, no Ray
+      ecg_ray.training.loop's build_trial / run_epoch, one CPU or GPU share per trial, no Ray
       Train): wall time, the sum of its epoch times and its overhead (the same formula, (c)'s
       slots), busy CPU seconds, and whether its metrics equal (c)'s bit for bit;
   (e) with --asha: the grid again under ASHA: wall-clock saving against (c) and whether
@@ -79,8 +79,8 @@ def notebook_loop(data, hidden: int, device: str) -> Callable[[], None]:
     import torch
     from torch.utils.data import DataLoader, Dataset
 
-    from ecg_ray.model import NotebookECGModel
-    from ecg_ray.synthetic import generate
+    from ecg_ray.training.model import NotebookECGModel
+    from ecg_ray.data.synthetic import generate
 
     raw = generate(len(data.ids["train"]) + len(data.ids["val"]), seed=42)
     df = pd.DataFrame({"signal": raw.signals, "label": raw.labels})
@@ -128,9 +128,9 @@ def notebook_loop(data, hidden: int, device: str) -> Callable[[], None]:
 
 
 def ecg_ray_loop(data, hidden: int, device: str, **options) -> Callable[[], None]:
-    """ecg_ray's trial loop (ecg_ray.train), one epoch per call; `options`: TrialConfig keys."""
+    """ecg_ray's trial loop (ecg_ray.training.loop), one epoch per call; `options`: TrialConfig keys."""
     from ecg_ray.config import TrialConfig
-    from ecg_ray.train import build_trial, run_epoch
+    from ecg_ray.training.loop import build_trial, run_epoch
 
     state = build_trial(TrialConfig(lr=1e-3, hidden_size=hidden, dropout=0.2, **options), data.weights, device)
     return lambda: run_epoch(state, data, 32)
@@ -170,11 +170,11 @@ def busy_cpu_s() -> float:
 
 
 def tune_grid(exp_file: Path, storage: Path, name: str, num_cpus: int | None, log: Path) -> dict:
-    from ecg_ray.expdir import ExperimentDir
-    from ecg_ray.report import build_report
+    from ecg_ray.results.folder import ExperimentDir
+    from ecg_ray.results.report import build_report
     from ecg_ray.schema import STARTUP_PARTS
 
-    cmd = [sys.executable, "-m", "ecg_ray.cli", "tune", str(exp_file), "--overwrite", "--format", "json"]
+    cmd = [sys.executable, "-m", "ecg_ray.commands.main", "tune", str(exp_file), "--overwrite", "--format", "json"]
     cmd += ["--num-cpus", str(num_cpus)] if num_cpus else []
     start, cpu = time.monotonic(), busy_cpu_s()
     with open(log, "w") as sink:  # the command's own progress lines, readable while it runs
@@ -231,7 +231,7 @@ def plain_tune(exp_file: Path, out_json: Path, num_cpus: int | None, gpu_share: 
     from ray import tune
 
     from ecg_ray.config import load_experiment
-    from ecg_ray.data import prepare
+    from ecg_ray.data.prepare import prepare
 
     start = time.monotonic()
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -244,7 +244,7 @@ def plain_tune(exp_file: Path, out_json: Path, num_cpus: int | None, gpu_share: 
         import torch
 
         from ecg_ray.config import TrialConfig
-        from ecg_ray.train import build_trial, run_epoch
+        from ecg_ray.training.loop import build_trial, run_epoch
 
         torch.set_num_threads(1)
         prepared = ray.get(ref)
@@ -316,7 +316,7 @@ def main() -> None:
     import torch
 
     from ecg_ray.config import load_experiment
-    from ecg_ray.data import prepare
+    from ecg_ray.data.prepare import prepare
 
     device = "cuda" if args.gpu else "cpu"
     if args.gpu and not torch.cuda.is_available():

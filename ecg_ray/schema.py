@@ -2,9 +2,9 @@
 
     python -c "from ecg_ray.schema import EPOCH_COLUMNS; print(EPOCH_COLUMNS)"
 
-The trial loop (ecg_ray.train) produces metrics under these names, the
-scheduler and the progress printer (ecg_ray.schedulers, ecg_ray.tune) read
-them, and the report (ecg_ray.report) turns them into columns. Adding a
+The trial loop (ecg_ray.training.loop) produces metrics under these names, the
+scheduler and the progress printer (ecg_ray.tuning.schedulers, ecg_ray.tuning.driver) read
+them, and the report (ecg_ray.results.report) turns them into columns. Adding a
 metric is one edit here plus the code that computes it.
 """
 
@@ -41,7 +41,7 @@ PROGRESS_KEYS = ("epoch", "train_loss", "val_loss", "val_macro_f1", "epoch_time_
 # imports (torch), fetching the prepared data from the object store, and building the trial on its
 # device (CUDA context, model, optimizer, a checkpoint to resume from).
 STARTUP_PARTS = ("startup_train_s", "startup_import_s", "startup_data_s", "startup_build_s")
-# Where a trial's seconds and memory went, reported beside the metrics (ecg_ray.trial) and read by
+# Where a trial's seconds and memory went, reported beside the metrics (ecg_ray.tuning.trial) and read by
 # benchmarks/speed.py: start-up (Tune driver start to first batch, in the first epoch a worker runs,
 # less any wait for a free slot) and its parts, that wait (a trial started ahead), the previous
 # epoch's checkpoint (save + report), peak resident memory and peak GPU memory of the worker.

@@ -1,6 +1,6 @@
 """Local files that are whole or absent: write to a temporary name, then rename.
 
-Paths and URIs of the experiment folder are ecg_ray.expdir's.
+Paths and URIs of the experiment folder are ecg_ray.results.folder's.
 """
 
 from __future__ import annotations

@@ -22,8 +22,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from ecg_ray.nodes import kill
-from ecg_ray.report import build_report, comparable
+from ecg_ray.tuning.nodes import kill
+from ecg_ray.results.report import build_report, comparable
 from ecg_ray.schema import EPOCH_COLUMNS, confusion_columns
 from localcluster import ENV, LocalCluster
 
@@ -71,7 +71,7 @@ class Driver:
     def __init__(self, args: list[str], log: Path, address: str | None = None):
         self.tmp = tempfile.mkdtemp(prefix="ecgd", dir="/tmp")
         env = {**os.environ, **ENV, "RAY_TMPDIR": self.tmp}
-        cmd = [sys.executable, "-m", "ecg_ray.cli", "tune", *args]
+        cmd = [sys.executable, "-m", "ecg_ray.commands.main", "tune", *args]
         cmd += ["--address", address] if address else ["--num-cpus", "4"]
         self.log = open(log, "ab")
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
@@ -236,7 +236,7 @@ class _Payload:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ecg_ray.cli", *args], cwd=ROOT, env={**os.environ, **ENV},
+    return subprocess.run([sys.executable, "-m", "ecg_ray.commands.main", *args], cwd=ROOT, env={**os.environ, **ENV},
                           capture_output=True, text=True, timeout=600)
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 import scipy.io
 import yaml
 
-from ecg_ray.records import LABEL_NAMES, RecordSet
+from ecg_ray.data.records import LABEL_NAMES, RecordSet
 
 
 def tiny_experiment(folder: Path, name: str, storage: Path, search: dict | None = None, data: dict | None = None,
@@ -28,11 +28,13 @@ def tiny_experiment(folder: Path, name: str, storage: Path, search: dict | None 
     return path
 
 
-def tune_in_subprocess(exp_file: Path, num_cpus: int) -> None:
-    """`ecg-ray tune EXP_FILE` in a subprocess, on the local Ray it starts with `num_cpus` CPUs; it must succeed."""
-    run = subprocess.run([sys.executable, "-m", "ecg_ray.cli", "tune", str(exp_file), "--num-cpus", str(num_cpus)],
+def tune_in_subprocess(exp_file: Path, num_cpus: int) -> str:
+    """`ecg-ray tune EXP_FILE` in a subprocess, on the local Ray it starts with `num_cpus` CPUs; it must
+    succeed. Returns what it printed."""
+    run = subprocess.run([sys.executable, "-m", "ecg_ray.commands.main", "tune", str(exp_file), "--num-cpus", str(num_cpus)],
                          capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return run.stdout
 
 
 def write_challenge(folder: Path, records: RecordSet, fs: int = 300) -> Path:
@@ -62,7 +64,7 @@ def write_pickle(path: Path, records: RecordSet) -> Path:
 
 def live_placement_groups(ray, wait_s: float = 20.0) -> list:
     """Placement groups still holding resources, after giving the driver `wait_s` to release those of
-    trials that ended (ecg_ray.trial.release_placement_group)."""
+    trials that ended (the fast path's release_placement_group, Ray Train's cleaner on the public path)."""
     import time
 
     deadline = time.monotonic() + wait_s
@@ -71,3 +73,13 @@ def live_placement_groups(ray, wait_s: float = 20.0) -> list:
         if not live or time.monotonic() > deadline:
             return live
         time.sleep(0.5)
+
+
+def fast_path_only():
+    """A mark for tests of the fast path's own machinery: skipped on a Ray it is not tested with
+    (the public path runs there; ecg_ray.tuning.fast_path)."""
+    import pytest
+
+    from ecg_ray.tuning import fast_path
+
+    return pytest.mark.skipif(not fast_path.choose("auto").fast, reason=f"the fast path is not tested on this Ray")

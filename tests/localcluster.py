@@ -20,7 +20,7 @@ from contextlib import contextmanager
 
 import psutil
 
-from ecg_ray.nodes import kill, processes
+from ecg_ray.tuning.nodes import kill, processes
 
 
 def free_port() -> int:

@@ -10,9 +10,9 @@ import pytest
 import torch
 from test_train import _one_thread, data  # noqa: F401  (240 records, one torch thread)
 
-from ecg_ray.augment import augment, enabled, generator
+from ecg_ray.training.augment import augment, enabled, generator
 from ecg_ray.config import TrialConfig
-from ecg_ray.train import build_trial, load_state_dict, run_epoch, state_dict
+from ecg_ray.training.loop import build_trial, load_state_dict, run_epoch, state_dict
 
 N = 3000
 
@@ -96,7 +96,7 @@ def test_augmentation_trains_on_changed_batches_but_never_touches_validation(dat
     assert all(np.array_equal(before[s], data.x[s]) for s in data.x)  # the arrays themselves never change
     # Validation: the same weights give the same val metrics with or without augmentation configured.
     aug.model.load_state_dict(plain.model.state_dict())
-    from ecg_ray.train import evaluate, on_device
+    from ecg_ray.training.loop import evaluate, on_device
 
     rng = torch.get_rng_state()
     val_plain = evaluate(plain, *on_device(plain, data, "val"))

@@ -11,7 +11,7 @@ import torch
 
 from ecg_ray.config import TrialConfig
 from ecg_ray.errors import EcgRayError
-from ecg_ray.train import build_trial, check_checkpoint, checkpoint, load_state_dict, read_checkpoint, train_epoch
+from ecg_ray.training.loop import build_trial, check_checkpoint, checkpoint, load_state_dict, read_checkpoint, train_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
 TRIAL = TrialConfig(hidden_size=8, epochs=3)
@@ -31,7 +31,7 @@ def saved(tmp_path) -> Path:
 
 def test_it_loads_and_checks_in_plain_python_without_ray(saved):
     code = (
-        "import sys\nfrom ecg_ray.config import TrialConfig\nfrom ecg_ray.train import read_checkpoint, check_checkpoint\n"
+        "import sys\nfrom ecg_ray.config import TrialConfig\nfrom ecg_ray.training.loop import read_checkpoint, check_checkpoint\n"
         f"c = read_checkpoint({str(saved)!r})\n"
         f"check_checkpoint(c, TrialConfig(**c['trial']), 'hash123', 'x')\n"
         "print(c['trial']['hidden_size'], c['epoch'], c['data_hash'], c['data_settings']['target_length'], "

@@ -2,6 +2,7 @@ import pytest
 import yaml
 
 from ecg_ray.config import ExperimentConfig, TrialConfig, experiment_from_dict, load_experiment
+from ecg_ray.results.folder import ExperimentDir
 from ecg_ray.errors import ConfigError
 
 
@@ -32,12 +33,12 @@ def test_every_shipped_experiment_loads():
 
 def test_overrides_replace_keys():
     cfg = load_experiment("experiments/quick.yaml", **{"data.source": "synthetic", "storage_path": "/tmp/x", "name": "n2"})
-    assert cfg.experiment_path == "/tmp/x/n2"
+    assert ExperimentDir.for_config(cfg).path == "/tmp/x/n2"
 
 
 def test_uri_storage_is_kept():
     cfg = experiment_from_dict({"storage_path": "s3://bucket/results/", "name": "e"})
-    assert cfg.experiment_path == "s3://bucket/results/e"
+    assert ExperimentDir.for_config(cfg).path == "s3://bucket/results/e"
 
 
 @pytest.mark.parametrize(

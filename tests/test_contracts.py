@@ -20,13 +20,13 @@ HEAVY = ("torch", "pandas", "sklearn", "ray")
 
 
 def test_every_registry_implements_exactly_the_declared_names():
-    from ecg_ray.report import EXPORTERS
-    from ecg_ray.schedulers import SCHEDULERS
-    from ecg_ray.sources import SOURCES
-    from ecg_ray.train import OPTIMIZERS
+    from ecg_ray.results.report import EXPORTERS
+    from ecg_ray.tuning.schedulers import SCHEDULERS
+    from ecg_ray.data.sources import SOURCES
+    from ecg_ray.training.loop import OPTIMIZERS
 
     assert sorted(OPTIMIZERS) == sorted(config.OPTIMIZER_NAMES)
-    from ecg_ray.train import LR_SCHEDULES
+    from ecg_ray.training.loop import LR_SCHEDULES
 
     assert sorted(LR_SCHEDULES) == sorted(config.LR_SCHEDULES)
     assert sorted(SCHEDULERS) == sorted(config.SCHEDULER_NAMES)
@@ -68,11 +68,11 @@ def test_defaults_satisfy_every_constraint(cls):
 
 @pytest.mark.parametrize("path", sorted(str(p.relative_to(ROOT)) for p in (ROOT / "experiments").glob("*.yaml")))
 def test_one_search_space_builds_both_the_grid_and_tunes_points(path):
-    from ecg_ray.tune import tune_search
+    from ecg_ray.tuning.driver import tune_search
 
     cfg = load_experiment(path)
     if cfg.search_space.adaptive:  # Optuna: the trials of each batch, as its searcher makes them
-        from ecg_ray.optuna_search import suggest_batch
+        from ecg_ray.tuning.optuna_search import suggest_batch
 
         space_ = cfg.search_space
         draws = suggest_batch(space_, cfg.seed, 0, space_.suggest_batch, [])
@@ -105,7 +105,7 @@ def test_reading_every_experiment_file_imports_no_heavy_library():
 
 
 def test_the_cli_help_imports_no_heavy_library():
-    code = "from ecg_ray.cli import build_parser\np = build_parser()\n" \
+    code = "from ecg_ray.commands.main import build_parser\np = build_parser()\n" \
            "for argv in (['--help'], ['tune', '--help'], ['report', '--help']):\n" \
            "    try: p.parse_args(argv)\n    except SystemExit: pass"
     assert _modules_after(code) == []
@@ -113,21 +113,21 @@ def test_the_cli_help_imports_no_heavy_library():
 
 def test_a_trials_worker_does_not_load_sklearn():
     """Its import was 0.7 s of every trial's start-up: the metrics are computed without it, and
-    ecg_ray.data (which the worker unpickles the prepared data with) imports it only to prepare."""
-    code = ("import numpy as np, torch\nfrom ecg_ray import trial\nimport ecg_ray.data\n"
-            "from ecg_ray.config import TrialConfig\nfrom ecg_ray.train import build_trial, classification_metrics\n"
+    ecg_ray.data.prepare (which the worker unpickles the prepared data with) imports it only to prepare."""
+    code = ("import numpy as np, torch\nfrom ecg_ray import trial\nimport ecg_ray.data.prepare\n"
+            "from ecg_ray.config import TrialConfig\nfrom ecg_ray.training.loop import build_trial, classification_metrics\n"
             "build_trial(TrialConfig(), np.ones(4, np.float32))\nclassification_metrics(np.arange(4), np.arange(4))")
     assert _modules_after(code, ("sklearn",)) == []
 
 
 def test_only_the_experiment_folder_type_tells_paths_from_uris():
-    offenders = [p.name for p in (ROOT / "ecg_ray").glob("*.py") if p.name != "expdir.py" and '"://"' in p.read_text()]
+    offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "ecg_ray").rglob("*.py") if p.name != "folder.py" and '"://"' in p.read_text()]
     assert offenders == []
 
 
 def test_what_crosses_the_ray_boundary_is_frozen():
     for cls in (config.WorkerSpec, config.RunSettings, TrialConfig):
         assert dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen
-    from ecg_ray.data import DataMeta
+    from ecg_ray.data.prepare import DataMeta
 
     assert DataMeta.__dataclass_params__.frozen

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 
 from ecg_ray.config import load_experiment
-from ecg_ray.data import class_weights, content_hash, pad_or_trim, prepare, split_records
+from ecg_ray.data.prepare import class_weights, content_hash, pad_or_trim, prepare, split_records
 from ecg_ray.errors import DataError
-from ecg_ray.records import RecordSet
+from ecg_ray.data.records import RecordSet
 
 
 def test_class_weights_reproduce_the_notebook():
@@ -104,8 +104,8 @@ def test_damaged_cache_is_rebuilt(tmp_path):
 
 
 def _external_test_set(path, n=40, seed=7, prefix="EXT"):
-    from ecg_ray.sources import write_parquet
-    from ecg_ray.synthetic import generate
+    from ecg_ray.data.sources import write_parquet
+    from ecg_ray.data.synthetic import generate
 
     rs = generate(n, seed=seed, difficulty="easy")
     rs.ids = [f"{prefix}{i:04d}" for i in range(n)]

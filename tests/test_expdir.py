@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from ecg_ray import expdir
+from ecg_ray.results import folder as expdir
 from ecg_ray.config import experiment_from_dict
 from ecg_ray.errors import ConfigError
-from ecg_ray.expdir import ExperimentDir
+from ecg_ray.results.folder import ExperimentDir
 
 
 @pytest.fixture(params=["local", "uri"])
@@ -36,8 +36,8 @@ def test_parse_expands_local_paths_and_keeps_uris(monkeypatch, tmp_path):
 
 def test_the_config_names_its_folder_through_the_type():
     cfg = experiment_from_dict({"storage_path": "s3://bucket/results/", "name": "e"})
-    assert cfg.experiment_dir == ExperimentDir("s3://bucket/results/e")
-    assert cfg.experiment_dir.train_runs == "s3://bucket/results/e/train_runs"
+    assert ExperimentDir.for_config(cfg) == ExperimentDir("s3://bucket/results/e")
+    assert ExperimentDir.for_config(cfg).train_runs == "s3://bucket/results/e/train_runs"
 
 
 def test_every_file_of_the_layout_is_named_once(exp):
@@ -60,7 +60,7 @@ def test_record_round_trip_and_config_follows_the_folder(exp):
     assert exp.read_record()["data_hash"] == "abc"
     assert json.loads((_local(exp) / "data_splits.json").read_text())["ids"] == {"train": ["r1"]}
     back = exp.read_config()
-    assert back.experiment_dir == exp  # a moved folder is the source of truth for where results go
+    assert ExperimentDir.for_config(back) == exp  # a moved folder is the source of truth for where results go
     assert back.grid() == cfg.grid()
     assert exp.scheduler_name() == "asha"
 
@@ -128,7 +128,7 @@ def _hold_lock(exp: ExperimentDir):
     import subprocess
     import sys
 
-    code = ("import sys, time\nfrom ecg_ray.expdir import ExperimentDir\n"
+    code = ("import sys, time\nfrom ecg_ray.results.folder import ExperimentDir\n"
             f"lock = ExperimentDir({exp.path!r}).lock()\nlock.__enter__()\nprint('held', flush=True)\ntime.sleep(120)")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "held"
@@ -138,7 +138,7 @@ def _hold_lock(exp: ExperimentDir):
 def test_a_second_tune_on_a_held_folder_exits_at_once_naming_the_holder(tmp_path, capsys):
     import signal
 
-    from ecg_ray.cli import main
+    from ecg_ray.commands.main import main
 
     exp = ExperimentDir.parse(tmp_path / "results" / "quick")
     holder = _hold_lock(exp)

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from ecg_ray.config import experiment_from_dict
-from ecg_ray.train import CUBLAS_WORKSPACE, build_trial, seed_everything
+from ecg_ray.training.loop import CUBLAS_WORKSPACE, build_trial, seed_everything
 from ecg_ray.config import TrialConfig
-from ecg_ray.tune import _worker_resources, tune_search
+from ecg_ray.tuning.driver import _worker_resources, tune_search
 
 
 @pytest.mark.parametrize(
@@ -41,7 +41,7 @@ def test_worker_resources(resources, use_gpu, gpus, expected):
     ],
 )
 def test_auto_packing_picks_the_documented_counts(gpu_gib, expected_trials, expected_share):
-    from ecg_ray.packing import gpu_fraction, trial_memory_gib, trials_per_gpu
+    from ecg_ray.tuning.packing import gpu_fraction, trial_memory_gib, trials_per_gpu
 
     # The notebook's data size (8528 records: 6822 train, 1706 val at 9000 samples), H=256.
     per_trial = trial_memory_gib(6822 * 9000 * 4 + 6822 * 8, 1706 * 9000 * 4 + 1706 * 8, 256)
@@ -52,7 +52,7 @@ def test_auto_packing_picks_the_documented_counts(gpu_gib, expected_trials, expe
 
 
 def test_auto_packing_reads_the_gpu_type_from_ray_resources():
-    from ecg_ray.packing import DEFAULT_GPU_GIB, gpu_memory_gib
+    from ecg_ray.tuning.packing import DEFAULT_GPU_GIB, gpu_memory_gib
 
     assert gpu_memory_gib({"CPU": 16, "GPU": 1, "accelerator_type:A10G": 1})[0] == 24
     assert gpu_memory_gib({"accelerator_type:H100": 1, "accelerator_type:T4": 1})[0] == 16  # the smallest GPU decides
@@ -65,7 +65,7 @@ def test_sizing_the_gpu_leaves_torch_and_cuda_out_of_the_driver():
     import subprocess
     import sys
 
-    code = ("import sys\nfrom ecg_ray.packing import gpu_memory_gib, local_gpu_memory_gib\n"
+    code = ("import sys\nfrom ecg_ray.tuning.packing import gpu_memory_gib, local_gpu_memory_gib\n"
             "print(gpu_memory_gib({'accelerator_type:A10G': 1})[0], 'torch' in sys.modules, local_gpu_memory_gib() is None)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out[:2] == ["24.0", "False"]
@@ -108,7 +108,7 @@ def test_tune_gets_one_point_per_grid_point_under_its_trial_key():
 
 def test_gpu_loss_formula_equals_weighted_cross_entropy():
     """The CUDA branch of the loss (NLLLoss has no deterministic CUDA kernel), checked on CPU."""
-    from ecg_ray.train import deterministic_weighted_ce
+    from ecg_ray.training.loop import deterministic_weighted_ce
 
     torch.manual_seed(0)
     weight = torch.tensor([0.5310278, 0.70645161, 0.56395736, 1.0])

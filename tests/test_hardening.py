@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import yaml
 
-from ecg_ray.cli import main
+from ecg_ray.commands.main import main
 from ecg_ray.config import load_experiment
-from ecg_ray.data import prepare
+from ecg_ray.data.prepare import prepare
 from ecg_ray.errors import DataError
 from ecg_ray.storage import atomic_write_text
-from ecg_ray.synthetic import generate
+from ecg_ray.data.synthetic import generate
 from helpers import write_challenge, write_pickle
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,7 +123,7 @@ def test_ctrl_c_while_preparing_data_says_nothing_was_written(tmp_path):
     raw["storage_path"] = str(tmp_path / "results")
     exp.write_text(yaml.safe_dump(raw))
     env = {**os.environ, "ECG_RAY_CACHE": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "ecg_ray.cli", "tune", str(exp)], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "ecg_ray.commands.main", "tune", str(exp)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert "[ecg-ray] experiment quick" in proc.stdout.readline()  # printed right before preparation
     time.sleep(0.5)

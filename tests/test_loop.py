@@ -7,7 +7,7 @@ import torch
 from test_train import _one_thread, data  # noqa: F401  (the same fixtures: 240 records, one torch thread)
 
 from ecg_ray.config import TrialConfig
-from ecg_ray.train import EVAL_BATCH, build_trial, classification_metrics, evaluate, on_device, run_epoch, shuffled_order
+from ecg_ray.training.loop import EVAL_BATCH, build_trial, classification_metrics, evaluate, on_device, run_epoch, shuffled_order
 
 
 def _previous_epoch(state, data, batch_size):
@@ -89,7 +89,7 @@ def test_channels_last_trains_close_to_the_default_and_is_deterministic(data):
 
 
 def test_compile_keeps_the_checkpoint_keys_and_is_deterministic(data):
-    from ecg_ray.train import state_dict
+    from ecg_ray.training.loop import state_dict
 
     def one_epoch(**options):  # build and run one trial at a time: they share torch's global generator
         state = build_trial(TrialConfig(hidden_size=8, **options), data.weights)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ecg_ray.model import ECGModel, NotebookECGModel
+from ecg_ray.training.model import ECGModel, NotebookECGModel
 
 
 @pytest.mark.parametrize("hidden, expected", [(256, 990_404), (128, 448_452)])

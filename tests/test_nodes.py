@@ -8,7 +8,7 @@ import psutil
 import pytest
 from localcluster import LocalCluster, listened_on
 
-from ecg_ray.nodes import kill, processes, stop
+from ecg_ray.tuning.nodes import kill, processes, stop
 
 
 @pytest.mark.cluster
@@ -20,7 +20,7 @@ def test_stop_node_ends_one_instance_and_spares_its_neighbour(tmp_path):
         assert all(listened_on(port) for port in mine.ports["head"])
         before = {p.pid for p in neighbour.processes()}
         # Through the CLI in a shell whose command line names the dir, as cluster-onprem.yaml runs it.
-        out = subprocess.run(["bash", "-c", f"{sys.executable} -m ecg_ray.cli stop-node --temp-dir {mine_dir} --grace-period 5"],
+        out = subprocess.run(["bash", "-c", f"{sys.executable} -m ecg_ray.commands.main stop-node --temp-dir {mine_dir} --grace-period 5"],
                              capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr
         assert "stopped" in out.stdout and processes(mine_dir) == [] and mine.processes() == []

@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from ecg_ray.config import TrialConfig, experiment_from_dict
-from ecg_ray.expdir import ExperimentDir, write_json
-from ecg_ray.optuna_search import BatchedOptuna, suggest_batch
+from ecg_ray.results.folder import ExperimentDir, write_json
+from ecg_ray.tuning.optuna_search import BatchedOptuna, suggest_batch
 from helpers import live_placement_groups
 
 pytest.importorskip("optuna")
@@ -49,7 +49,7 @@ def test_suggestions_are_reproducible_for_a_seed_valid_distinct_and_learn_from_r
 
 def test_a_batch_waits_for_the_last_one_and_a_resume_suggests_what_the_first_run_did(tmp_path):
     cfg = experiment_from_dict({"search": SPACE, "repeats": 2, "storage_path": str(tmp_path), "name": "o"})
-    space, exp = cfg.search_space, cfg.experiment_dir
+    space, exp = cfg.search_space, ExperimentDir.for_config(cfg)
     assert cfg.n_trials == 10 and cfg.epochs == 9  # 5 suggestions x 2 seeds; randint's high is exclusive
     write_json(exp.experiment_file, {"config": cfg.to_dict(), "grid": [], "trial_keys": []})
 
@@ -86,7 +86,7 @@ def test_a_batch_waits_for_the_last_one_and_a_resume_suggests_what_the_first_run
 def test_an_optuna_search_runs_under_asha_and_resumes_without_repeating_a_config(ray_local, tmp_path):
     import pandas as pd
 
-    from ecg_ray.cli import main
+    from ecg_ray.commands.main import main
 
     search = {"algorithm": "optuna", "num_samples": 4, "suggest_batch": 2, "lr": {"loguniform": [5e-4, 3e-3]},
               "dropout": {"uniform": [0.0, 0.5]}, "hidden_size": 16, "epochs": 2}

@@ -5,12 +5,12 @@ from dataclasses import asdict
 import pytest
 import torch
 
-from ecg_ray.cli import main
+from ecg_ray.commands.main import main
 from ecg_ray.config import TrialConfig, load_experiment
-from ecg_ray.data import preparation_settings
-from ecg_ray.predict import MODEL_FORMAT, predict
-from ecg_ray.synthetic import generate
-from ecg_ray.train import build_trial
+from ecg_ray.data.prepare import preparation_settings
+from ecg_ray.results.predict import MODEL_FORMAT, predict
+from ecg_ray.data.synthetic import generate
+from ecg_ray.training.loop import build_trial
 from helpers import frame, write_challenge, write_pickle
 
 
@@ -75,8 +75,8 @@ def test_a_file_that_is_not_a_model_is_refused(tmp_path, capsys):
 
 
 def test_a_model_trained_at_another_length_and_precision_predicts_as_it_was_evaluated(tmp_path):
-    from ecg_ray.data import pad_or_trim
-    from ecg_ray.predict import class_probabilities, load_model
+    from ecg_ray.data.prepare import pad_or_trim
+    from ecg_ray.results.predict import class_probabilities, load_model
 
     trial = TrialConfig(hidden_size=8, target_length=6000, precision="bf16")
     state = build_trial(trial, [1.0, 1.0, 1.0, 1.0])

@@ -35,7 +35,7 @@ def test_a_local_run_listens_on_loopback_only(tmp_path):
     ray_tmp = tempfile.mkdtemp(prefix="ecgl", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     env = {**os.environ, "RAY_TMPDIR": ray_tmp, "ECG_RAY_CACHE": str(tmp_path / "cache")}
     env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)  # as a user's shell has it: the CLI itself must set it
-    proc = subprocess.Popen([sys.executable, "-m", "ecg_ray.cli", "tune", str(tmp_path / "e.yaml"), "--num-cpus", "2"],
+    proc = subprocess.Popen([sys.executable, "-m", "ecg_ray.commands.main", "tune", str(tmp_path / "e.yaml"), "--num-cpus", "2"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     listening: dict[str, set] = {}
     try:
@@ -65,7 +65,7 @@ def test_a_local_run_listens_on_loopback_only(tmp_path):
 
 def test_a_local_ray_starts_without_the_services_of_a_cluster(ray_local):
     """The session's Ray is started as `ecg-ray tune` starts one: GCS, raylet and its agents, but no
-    autoscaler monitor and no dashboard process (ecg_ray.tune._head_without_cluster_services), and
+    autoscaler monitor and no dashboard process (ecg_ray.tuning._ray_internals.head_without_cluster_services), and
     Ray's own Node methods are themselves again once it is up."""
     from ray._private import ray_constants, worker
     from ray._private.node import Node
@@ -77,7 +77,7 @@ def test_a_local_ray_starts_without_the_services_of_a_cluster(ray_local):
 
 
 def test_a_trial_that_no_node_can_hold_is_refused_on_a_local_ray(ray_local):
-    from ecg_ray.tune import check_placeable
+    from ecg_ray.tuning.driver import check_placeable
 
     with pytest.raises(ConfigError, match=r"asks for \{'CPU': 64.5\}, but this local Ray has no node with that much"):
         check_placeable({"CPU": 64}, {"CPU": 0.5}, local=True)
@@ -85,14 +85,14 @@ def test_a_trial_that_no_node_can_hold_is_refused_on_a_local_ray(ray_local):
 
 
 def test_on_a_cluster_it_is_a_warning_the_autoscaler_may_add_nodes(ray_local, capsys):
-    from ecg_ray.tune import check_placeable
+    from ecg_ray.tuning.driver import check_placeable
 
     check_placeable({"CPU": 1, "GPU": 1}, {"CPU": 0.5}, local=False)
     assert "trials wait until the autoscaler adds such a node" in capsys.readouterr().out
 
 
 def test_a_ray_that_cannot_be_reached_is_one_paragraph_with_the_remedy(tmp_path):
-    code = "from ecg_ray.tune import init_ray, RAY_START_ATTEMPTS\nimport ecg_ray.tune as t\nt.RAY_START_ATTEMPTS = 1\n" \
+    code = "from ecg_ray.tuning.driver import init_ray, RAY_START_ATTEMPTS\nimport ecg_ray.tuning.driver as t\nt.RAY_START_ATTEMPTS = 1\n" \
            "init_ray(address='127.0.0.1:9')"
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
@@ -105,7 +105,7 @@ def test_a_local_ray_runs_only_as_many_trials_as_fit_with_their_drivers(ray_loca
     for any Train worker. On the session's 4-CPU local Ray: drivers without a CPU (the default) and
     one-CPU workers run 4 at a time; drivers of 0.5 CPU, 2 at a time."""
     from ecg_ray.config import experiment_from_dict
-    from ecg_ray.tune import RunSettings, concurrency
+    from ecg_ray.tuning.driver import RunSettings, concurrency
 
     settings = RunSettings(use_gpu=False, resources_per_worker={"CPU": 1}, threads=1, data_hash="x", max_failures=0)
     assert concurrency(experiment_from_dict({}), settings, local=True) == 4
@@ -121,8 +121,8 @@ def test_a_killed_trial_actor_frees_its_workers_resources_and_the_trial_resumes(
     checkpoint, and no epoch is missing from the history."""
     import threading
 
-    from ecg_ray.cli import main
-    from ecg_ray.report import build_report
+    from ecg_ray.commands.main import main
+    from ecg_ray.results.report import build_report
 
     exp = yaml.safe_load((ROOT / "experiments" / "quick.yaml").read_text())
     exp.update(name="killed", storage_path=str(tmp_path), scheduler={"name": "none"})

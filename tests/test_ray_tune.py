@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 import torch
 
-from ecg_ray.cli import main
+from ecg_ray.commands.main import main
 from ecg_ray.config import TrialConfig, load_experiment
-from ecg_ray.data import prepare
+from ecg_ray.data.prepare import prepare
 from ecg_ray.schema import EPOCH_COLUMNS
-from ecg_ray.train import build_trial, run_epoch
+from ecg_ray.training.loop import build_trial, run_epoch
 from helpers import tiny_experiment
 
 pytestmark = pytest.mark.ray
@@ -59,7 +59,7 @@ def test_tensorboard_files_only_when_asked(quick_run, ray_local, tmp_path):
 
 def test_a_trial_is_two_processes_with_no_synchronisation_actor(quick_run, ray_local):
     """Each trial ran as its Tune actor (with Train's controller) and its Ray Train worker; Train's
-    synchronisation actor was answered in place (ecg_ray.trial.SoloBarrier), so the actor table of
+    synchronisation actor was answered in place (ecg_ray.tuning._ray_internals.SoloBarrier), so the actor table of
     this session's Ray, dead actors included, has workers but no SynchronizationActor."""
     from ray._private.state import actors
 
@@ -99,7 +99,7 @@ def test_a_local_run_starts_a_tune_actor_and_a_train_worker_per_trial_and_no_oth
 def test_no_autoscaler_sends_nothing_and_is_undone():
     from ray.train.v2._internal.execution.scaling_policy import scaling_policy
 
-    from ecg_ray.trial import NoAutoscaler, no_autoscaler
+    from ecg_ray.tuning._ray_internals import NoAutoscaler, no_autoscaler
 
     saved = scaling_policy.TrainAutoscalingCoordinatorClient
     with no_autoscaler():
@@ -108,20 +108,6 @@ def test_no_autoscaler_sends_nothing_and_is_undone():
         assert client.send_resource_request(None, 1) is None and client.maybe_send_resource_request(None, 1) is None
         assert client.cancel_resource_request() is None
     assert scaling_policy.TrainAutoscalingCoordinatorClient is saved
-
-
-def test_a_tune_actor_imports_ipython_only_to_clear_a_shell_that_exists():
-    """Tune's Trainable clears IPython's shell in each Tune actor; ecg_ray.trial makes that a no-op
-    in a process without IPython (no import), and leaves it as it was where IPython is loaded."""
-    import subprocess
-    import sys
-
-    pytest.importorskip("IPython")
-    without = "import sys, ecg_ray.trial, ray.tune.trainable.trainable as t; t.disable_ipython(); print('IPython' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", without], capture_output=True, text=True, check=True).stdout.split()[-1] == "False"
-    with_shell = ("from IPython.core.interactiveshell import InteractiveShell; InteractiveShell.instance(); "
-                  "import ecg_ray.trial, ray.tune.trainable.trainable as t; t.disable_ipython(); print(InteractiveShell.initialized())")
-    assert subprocess.run([sys.executable, "-c", with_shell], capture_output=True, text=True, check=True).stdout.split()[-1] == "False"
 
 
 def test_trials_one_after_another_share_their_tune_actor(ray_local, tmp_path):
@@ -154,9 +140,9 @@ def test_the_report_imports_start_once_no_trial_is_left_to_start(tmp_path, capsy
     in a thread, once, and a local Ray's shutdown waits for that thread."""
     from types import SimpleNamespace
 
-    from ecg_ray import tune
-    from ecg_ray.expdir import ExperimentDir
-    from ecg_ray.tune import EpochPrinter
+    from ecg_ray.tuning import driver as tune
+    from ecg_ray.results.folder import ExperimentDir
+    from ecg_ray.tuning.driver import EpochPrinter
 
     def trial(key, status):
         return SimpleNamespace(config={"trial_key": key}, status=status, metric_analysis={})
@@ -182,7 +168,7 @@ def test_solo_barrier_answers_for_one_worker_and_refuses_more(ray_local):
     import ray
     from ray.train.v2._internal.execution.worker_group import state, worker_group
 
-    from ecg_ray.trial import SoloBarrier, solo_barrier
+    from ecg_ray.tuning._ray_internals import SoloBarrier, solo_barrier
 
     saved = worker_group.SynchronizationActor, state._shutdown_sync_actor
     with solo_barrier():
@@ -253,7 +239,7 @@ def test_resume_of_a_finished_experiment_reruns_nothing(quick_run):
 
 def test_checkpoints_written_under_ray_describe_themselves(quick_run):
     """Each trial's checkpoint names its trial config and data, and loads with torch's safe loader."""
-    from ecg_ray.train import read_checkpoint
+    from ecg_ray.training.loop import read_checkpoint
 
     meta = json.loads((quick_run / "ecg_ray_experiment.json").read_text())
     grid = [TrialConfig(**t) for t in meta["grid"]]
@@ -341,14 +327,14 @@ def test_best_model_is_the_best_epoch_and_predict_reproduces_its_val_predictions
     import subprocess
     import sys
 
-    from ecg_ray.predict import load_model
+    from ecg_ray.results.predict import load_model
 
     trials = pd.read_csv(quick_run / "report" / "trials.csv")
     best = trials.iloc[0]
     _, saved = load_model(str(quick_run / "best_model.pt"))
     assert (saved["trial_id"], saved["epoch"]) == (best["trial_id"], best["best_epoch"])
     assert saved["metrics"]["val_macro_f1"] == best["best_val_macro_f1"]
-    code = f"import sys; from ecg_ray.predict import load_model; load_model({str(quick_run / 'best_model.pt')!r}); print('ray' in sys.modules)"
+    code = f"import sys; from ecg_ray.results.predict import load_model; load_model({str(quick_run / 'best_model.pt')!r}); print('ray' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
 
     data = prepare(load_experiment("experiments/quick.yaml"))
@@ -366,7 +352,7 @@ def test_best_model_is_the_best_epoch_and_predict_reproduces_its_val_predictions
 def test_predict_reads_a_challenge_folder_without_labels_and_refuses_bad_records(quick_run, tmp_path, capsys):
     from helpers import write_challenge
 
-    from ecg_ray.synthetic import generate
+    from ecg_ray.data.synthetic import generate
 
     rs = generate(6, seed=9, difficulty="easy")
     rs.ids = [f"B{i:05d}" for i in range(6)]

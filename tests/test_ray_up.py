@@ -29,7 +29,7 @@ import pytest
 import yaml
 from localcluster import free_port
 
-from ecg_ray.nodes import kill, processes
+from ecg_ray.tuning.nodes import kill, processes
 
 SSHD = "/usr/sbin/sshd"
 HERE = Path(__file__).parent

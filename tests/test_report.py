@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from ecg_ray.errors import ConfigError
-from ecg_ray.report import EXPORTERS, build_report, comparable, export, to_markdown, write_report
+from ecg_ray.results.report import EXPORTERS, build_report, comparable, export, to_markdown, write_report
 
 
 def _epoch(trial_id, epoch, f1, val_loss=1.0):
@@ -181,7 +181,7 @@ def _ours(err: str) -> str:
 
 @pytest.mark.parametrize("case", list(DAMAGE))
 def test_a_damaged_folder_is_named_and_needs_allow_partial(case, tmp_path, capsys):
-    from ecg_ray.cli import main
+    from ecg_ray.commands.main import main
 
     exp = tmp_path / "exp"
     _trial(exp, "t0", 0.001, [0.2, 0.5, 0.4, 0.45])

@@ -9,7 +9,7 @@ import pytest
 from browser import chromium, load
 from test_report import _trial
 
-from ecg_ray.report import write_report
+from ecg_ray.results.report import write_report
 from ecg_ray.schema import confusion_columns
 
 FIGURES = ["learning_curves", "confusion_val", "hyperparameters", "per_class_f1", "confusion_test"]

@@ -6,7 +6,7 @@ import pytest
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from ecg_ray.config import SchedulerConfig, load_experiment
-from ecg_ray.schedulers import SCHEDULERS, build_scheduler
+from ecg_ray.tuning.schedulers import SCHEDULERS, build_scheduler
 
 
 def test_seed_grid_asha_rungs_count_epochs():

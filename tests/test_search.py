@@ -72,7 +72,7 @@ def test_bad_search_spaces_are_refused_naming_the_key(search, message):
 
 
 def test_the_extended_experiment_reads_and_its_first_batch_draws():
-    from ecg_ray.optuna_search import suggest_batch
+    from ecg_ray.tuning.optuna_search import suggest_batch
 
     cfg = load_experiment("experiments/extended.yaml")
     space = cfg.search_space
@@ -85,7 +85,7 @@ def test_the_extended_experiment_reads_and_its_first_batch_draws():
 
 
 def test_learning_rate_by_epoch_for_each_schedule():
-    from ecg_ray.train import lr_factor
+    from ecg_ray.training.loop import lr_factor
 
     def lrs(schedule, epochs=8, warmup=0):
         t = TrialConfig(lr=1e-3, epochs=epochs, lr_schedule=schedule, warmup_epochs=warmup)
@@ -104,13 +104,13 @@ def test_learning_rate_by_epoch_for_each_schedule():
 
 @pytest.fixture(scope="module")
 def data():
-    from ecg_ray.data import prepare
+    from ecg_ray.data.prepare import prepare
 
     return prepare(load_experiment("experiments/quick.yaml", **{"data.n_records": 120}))
 
 
 def test_the_schedule_sets_the_optimizers_learning_rate_each_epoch(data):
-    from ecg_ray.train import build_trial, run_epoch
+    from ecg_ray.training.loop import build_trial, run_epoch
 
     torch.set_num_threads(1)
     state = build_trial(TrialConfig(lr=1e-3, hidden_size=8, epochs=4, lr_schedule="step"), data.weights)
@@ -122,7 +122,7 @@ def test_the_schedule_sets_the_optimizers_learning_rate_each_epoch(data):
 
 
 def test_gradient_clipping_bounds_the_norm_the_optimizer_sees(data):
-    from ecg_ray.train import build_trial, run_epoch
+    from ecg_ray.training.loop import build_trial, run_epoch
 
     norms = {}
     for clip in (0.0, 0.01):
@@ -140,7 +140,7 @@ def test_gradient_clipping_bounds_the_norm_the_optimizer_sees(data):
 
 
 def test_label_smoothing_changes_the_loss_by_the_known_amount():
-    from ecg_ray.train import WeightedCrossEntropy, deterministic_weighted_ce
+    from ecg_ray.training.loop import WeightedCrossEntropy, deterministic_weighted_ce
 
     torch.manual_seed(0)
     logits, target = torch.randn(40, 4, dtype=torch.float64), torch.randint(0, 4, (40,))
@@ -158,7 +158,7 @@ def test_label_smoothing_changes_the_loss_by_the_known_amount():
 
 
 def test_weight_decay_reaches_the_optimizer_and_zero_is_the_notebooks_optimizer():
-    from ecg_ray.train import build_trial
+    from ecg_ray.training.loop import build_trial
 
     assert build_trial(TrialConfig(hidden_size=8, weight_decay=1e-4), [1.0] * 4).optimizer.param_groups[0]["weight_decay"] == 1e-4
     assert build_trial(TrialConfig(hidden_size=8, optimizer="sgd"), [1.0] * 4).optimizer.param_groups[0]["weight_decay"] == 0.0
@@ -167,8 +167,8 @@ def test_weight_decay_reaches_the_optimizer_and_zero_is_the_notebooks_optimizer(
 def test_a_resume_refuses_a_folder_whose_recorded_draws_differ(tmp_path):
     import json
 
-    from ecg_ray.expdir import ExperimentDir
-    from ecg_ray.tune import pending_trials
+    from ecg_ray.results.folder import ExperimentDir
+    from ecg_ray.tuning.driver import pending_trials
 
     cfg = _cfg(RANDOM, storage_path=str(tmp_path), name="r")
     exp = ExperimentDir.at(str(tmp_path), "r")
@@ -185,7 +185,7 @@ def test_a_resume_refuses_a_folder_whose_recorded_draws_differ(tmp_path):
 def test_a_random_search_with_knobs_runs_on_ray_under_asha(ray_local, tmp_path):
     import pandas as pd
 
-    from ecg_ray.cli import main
+    from ecg_ray.commands.main import main
 
     search = {"algorithm": "random", "num_samples": 3, "lr": {"loguniform": [5e-4, 2e-3]},
               "lr_schedule": {"choice": ["cosine", "onecycle"]}, "grad_clip": {"choice": [0.0, 1.0]},
@@ -215,7 +215,7 @@ def _gru_params(inp, hidden, layers=1, directions=1):
     ({"n_fft": 512, "hop_length": 256}, 32 * 64),
 ])
 def test_model_shape_knobs_give_the_expected_parameter_count_and_run(shape, gru_input):
-    from ecg_ray.model import ECGModel
+    from ecg_ray.training.model import ECGModel
 
     trial = TrialConfig(hidden_size=128, **shape)
     model = ECGModel.for_trial(trial)
@@ -228,7 +228,7 @@ def test_model_shape_knobs_give_the_expected_parameter_count_and_run(shape, gru_
 
 
 def test_the_default_shape_is_the_notebooks_model_weight_for_weight():
-    from ecg_ray.model import ECGModel
+    from ecg_ray.training.model import ECGModel
 
     torch.manual_seed(0)
     ours = ECGModel.for_trial(TrialConfig(hidden_size=256, dropout=0.3))
@@ -241,7 +241,7 @@ def test_the_default_shape_is_the_notebooks_model_weight_for_weight():
 
 
 def test_class_balance_modes(data):
-    from ecg_ray.train import balanced_order, build_trial, run_epoch
+    from ecg_ray.training.loop import balanced_order, build_trial, run_epoch
 
     assert build_trial(TrialConfig(hidden_size=8), data.weights).criterion.weight.tolist() == pytest.approx(list(data.weights))
     plain = build_trial(TrialConfig(hidden_size=8, class_balance="none"), data.weights)
@@ -257,7 +257,7 @@ def test_class_balance_modes(data):
 
 
 def test_zscore_normalisation_makes_the_model_blind_to_gain_and_offset():
-    from ecg_ray.model import ECGModel
+    from ecg_ray.training.model import ECGModel
 
     torch.manual_seed(0)
     model = ECGModel.for_trial(TrialConfig(hidden_size=16, normalize="zscore")).eval()
@@ -274,14 +274,14 @@ def test_zscore_normalisation_makes_the_model_blind_to_gain_and_offset():
 @pytest.fixture(scope="module")
 def whole_data():
     """Data prepared with the whole records kept (the search lists train_crop: random)."""
-    from ecg_ray.data import prepare
+    from ecg_ray.data.prepare import prepare
 
     return prepare(_cfg({"train_crop": ["centre", "random"], "hidden_size": 8}, data={"n_records": 120, "difficulty": "easy"}),
                    use_cache=False)
 
 
 def test_whole_records_are_kept_only_when_a_trial_cuts_its_own_windows(whole_data):
-    from ecg_ray.data import whole_records_needed
+    from ecg_ray.data.prepare import whole_records_needed
 
     assert not whole_records_needed(_cfg({"lr": [1e-3, 5e-4]}))
     assert not whole_records_needed(_cfg({"target_length": [0, 9000]}))
@@ -294,7 +294,7 @@ def test_whole_records_are_kept_only_when_a_trial_cuts_its_own_windows(whole_dat
 
 
 def test_a_trial_at_the_datas_length_trains_as_the_notebook_did_bit_for_bit(data, whole_data):
-    from ecg_ray.train import build_trial, run_epoch
+    from ecg_ray.training.loop import build_trial, run_epoch
 
     plain = run_epoch(build_trial(TrialConfig(hidden_size=8), data.weights), data, 32)
     at_9000 = run_epoch(build_trial(TrialConfig(hidden_size=8, target_length=9000), whole_data.weights), whole_data, 32)
@@ -302,8 +302,8 @@ def test_a_trial_at_the_datas_length_trains_as_the_notebook_did_bit_for_bit(data
 
 
 def test_another_target_length_cuts_centre_windows_for_val_and_test(whole_data):
-    from ecg_ray.data import pad_or_trim
-    from ecg_ray.train import split_array
+    from ecg_ray.data.prepare import pad_or_trim
+    from ecg_ray.training.loop import split_array
 
     lengths = whole_data.lengths["val"]
     signals = [w[:n] for w, n in zip(whole_data.whole["val"], lengths)]
@@ -313,7 +313,7 @@ def test_another_target_length_cuts_centre_windows_for_val_and_test(whole_data):
 
 
 def test_random_crops_are_windows_inside_each_record_fresh_each_epoch_and_seeded():
-    from ecg_ray.train import _batches, random_starts
+    from ecg_ray.training.loop import _batches, random_starts
 
     lengths = torch.tensor([9000, 12000, 5000, 18000])
     whole = torch.arange(4 * 18000, dtype=torch.float32).reshape(4, 18000)
@@ -330,7 +330,7 @@ def test_random_crops_are_windows_inside_each_record_fresh_each_epoch_and_seeded
 def test_a_random_crop_trial_resumed_from_its_checkpoint_continues_bit_for_bit(whole_data):
     import copy
 
-    from ecg_ray.train import build_trial, load_state_dict, run_epoch, state_dict
+    from ecg_ray.training.loop import build_trial, load_state_dict, run_epoch, state_dict
 
     trial = TrialConfig(hidden_size=8, train_crop="random", target_length=6000)
     straight = build_trial(trial, whole_data.weights)

@@ -10,9 +10,9 @@ import yaml
 
 from ecg_ray.config import TrialConfig, experiment_from_dict, load_experiment
 from ecg_ray.errors import ConfigError
-from ecg_ray.report import SEED_METRICS, rank_configs
+from ecg_ray.results.report import SEED_METRICS, rank_configs
 from ecg_ray.schema import CONFIG_COLUMNS
-from ecg_ray.stats import holm, mean_sd_ci, paired_p_value
+from ecg_ray.results.stats import holm, mean_sd_ci, paired_p_value
 
 T_975 = {1: 12.706204736174698, 2: 4.302652729749464}  # Student's t quantiles, from tables
 
@@ -29,8 +29,8 @@ def test_a_seed_list_and_repeats_expand_to_one_trial_per_config_and_seed():
 
 
 def test_each_seeds_trial_is_the_same_config_and_seed_run_alone(tmp_path):
-    from ecg_ray.data import prepare
-    from ecg_ray.train import build_trial, run_epoch
+    from ecg_ray.data.prepare import prepare
+    from ecg_ray.training.loop import build_trial, run_epoch
 
     cfg = load_experiment("experiments/quick.yaml", **{"data.n_records": 80, "data.cache_dir": str(tmp_path)})
     cfg = experiment_from_dict({**cfg.to_dict(), "repeats": 2})
@@ -98,10 +98,10 @@ def test_the_tie_test_on_data_where_the_answer_is_known():
 
 @pytest.mark.ray
 def test_a_real_two_seed_experiment_ranks_configs_and_matches_each_seed_alone(ray_local, tmp_path, capsys):
-    from ecg_ray.cli import main
-    from ecg_ray.data import prepare
+    from ecg_ray.commands.main import main
+    from ecg_ray.data.prepare import prepare
     from ecg_ray.schema import EPOCH_COLUMNS
-    from ecg_ray.train import build_trial, run_epoch
+    from ecg_ray.training.loop import build_trial, run_epoch
 
     raw = yaml.safe_load(open("experiments/quick.yaml"))
     raw.update(name="seeds", storage_path=str(tmp_path), repeats=2, scheduler={"name": "none"})
@@ -139,7 +139,7 @@ def test_a_real_two_seed_experiment_ranks_configs_and_matches_each_seed_alone(ra
 
 
 def test_configs_tex_is_the_papers_table():
-    from ecg_ray.report import configs_to_latex
+    from ecg_ray.results.report import configs_to_latex
 
     configs = rank_configs(_trials({0.001: [0.60, 0.62, 0.61], 0.002: [0.598, 0.615, 0.607], 0.003: [0.40, 0.41, 0.42]}))
     tex = configs_to_latex(configs)
@@ -158,7 +158,7 @@ def test_configs_tex_is_the_papers_table():
 def test_repeat_takes_the_top_k_configs_of_a_finished_folder_at_n_seeds(tmp_path):
     from test_report import _trial
 
-    from ecg_ray.repeat import repeat_config
+    from ecg_ray.commands.repeat import repeat_config
 
     exp = tmp_path / "results" / "wide"
     _trial(exp, "t0000", 0.001, [0.2, 0.5])
@@ -182,8 +182,8 @@ def test_the_test_split_never_reaches_training_or_selection(tmp_path):
     """Change only the test split's labels: every epoch's train and val metrics stay the same, bit for bit."""
     from dataclasses import replace
 
-    from ecg_ray.data import prepare
-    from ecg_ray.train import build_trial, run_epoch
+    from ecg_ray.data.prepare import prepare
+    from ecg_ray.training.loop import build_trial, run_epoch
 
     cfg = load_experiment("experiments/quick.yaml", **{"data.n_records": 200, "data.test_fraction": 0.2,
                                                         "data.cache_dir": str(tmp_path)})
@@ -197,7 +197,7 @@ def test_the_test_split_never_reaches_training_or_selection(tmp_path):
 
 
 def test_bootstrap_ci_is_seeded_and_tight_for_perfect_predictions():
-    from ecg_ray.evaluate import bootstrap_ci
+    from ecg_ray.results.evaluate import bootstrap_ci
 
     y = np.array([0, 1, 2, 3] * 10)
     perfect = bootstrap_ci(y, y, samples=200)

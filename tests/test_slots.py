@@ -1,5 +1,6 @@
-"""A trial's Tune actor keeps its finished Train worker for its next trial (ecg_ray.slots), and every
-slot is freed: by the actor as it stops, or, where it died, by the next trial that needs one.
+"""On the fast path, a trial's Tune actor keeps its finished Train worker for its next trial
+(ecg_ray.tuning._ray_internals), and every slot is freed: the kept worker dies with its Tune actor, and
+the slot it held is freed by the next trial that needs one.
 Real local Rays: `ecg-ray tune` in a subprocess (a Ray of its own), and the test session's."""
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ import torch
 from helpers import tiny_experiment, tune_in_subprocess
 
 from ecg_ray.config import TrialConfig, load_experiment
-from ecg_ray.data import prepare
-from ecg_ray.expdir import ExperimentDir
-from ecg_ray.report import build_report
+from ecg_ray.data.prepare import prepare
+from ecg_ray.results.folder import ExperimentDir
+from ecg_ray.results.report import build_report
 from ecg_ray.schema import RUN_COLUMNS, TIMING_KEYS
-from ecg_ray.train import TrialStopped, build_trial, run_epoch
+from ecg_ray.training.loop import TrialStopped, build_trial, run_epoch
+from ecg_ray.tuning import fast_path
 
 ASHA = {"name": "asha", "grace_period": 1, "reduction_factor": 2}
 
@@ -40,6 +42,7 @@ def _numbers(exp: ExperimentDir):
 
 
 @pytest.mark.ray
+@pytest.mark.skipif(not fast_path.choose("auto").fast, reason="the fast path is not tested on this Ray")
 def test_trials_in_turn_run_in_one_kept_worker_with_the_numbers_of_fresh_ones(tmp_path):
     kept, kept_progress = _run(tmp_path, "kept", reuse=True)
     fresh, fresh_progress = _run(tmp_path, "fresh", reuse=False)
@@ -77,7 +80,8 @@ def test_a_set_stop_event_ends_the_epoch_before_its_next_batch():
 def test_only_a_clean_finish_that_says_so_keeps_a_worker():
     from ray.train.v2._internal.execution.worker_group.poll import WorkerGroupPollStatus, WorkerStatus
 
-    from ecg_ray.slots import REUSABLE, reusable
+    from ecg_ray.tuning._ray_internals import reusable
+    from ecg_ray.tuning.worker import REUSABLE
 
     def status(*workers):
         return WorkerGroupPollStatus({rank: w for rank, w in enumerate(workers)})
@@ -92,24 +96,35 @@ def test_only_a_clean_finish_that_says_so_keeps_a_worker():
     assert not reusable(status(two, two))  # groups of one only
 
 
-def test_a_tune_actor_lets_its_kept_worker_go_as_it_stops():
-    from ray.tune.trainable.function_trainable import FunctionTrainable
+def test_a_kept_worker_dies_with_the_tune_actor_that_kept_it(ray_local):
+    """A kept worker is an actor its Tune actor created (Train's controller runs there), so Ray ends it
+    when the Tune actor stops, as Tune stops an actor it no longer needs (__ray_terminate__); nothing in
+    Tune is patched for it. Its slot is then a dead actor's, which release_orphaned_slots frees."""
+    import ray
 
-    from ecg_ray import slots
+    @ray.remote(num_cpus=0)
+    class Child:
+        def pid(self):
+            import os
 
-    assert FunctionTrainable.cleanup.releases_kept  # set by importing ecg_ray.slots (with ecg_ray.trial)
-    order = []
+            return os.getpid()
 
-    class Kept:
-        def release(self):
-            order.append("released")
+    @ray.remote(num_cpus=0)
+    class Owner:
+        def start(self):
+            self.child = Child.remote()
+            return self.child
 
-    slots._kept = Kept()
-    try:
-        assert slots._release_kept_then(lambda trainable: order.append("Tune's cleanup"))(None) is None
-    finally:
-        slots._kept = None
-    assert order == ["released", "Tune's cleanup"]
+    owner = Owner.remote()
+    child = ray.get(owner.start.remote())
+    assert ray.get(child.pid.remote()) > 0
+    owner.__ray_terminate__.remote()
+    with pytest.raises(ray.exceptions.RayActorError):
+        for _ in range(60):
+            ray.get(child.pid.remote(), timeout=10)
+            import time
+
+            time.sleep(0.5)
 
 
 def test_slots_of_dead_tune_actors_are_freed_and_live_ones_left(ray_local):
@@ -119,7 +134,7 @@ def test_slots_of_dead_tune_actors_are_freed_and_live_ones_left(ray_local):
     import ray
     from ray.util.placement_group import placement_group
 
-    from ecg_ray import slots
+    from ecg_ray.tuning import _ray_internals as slots
 
     @ray.remote(num_cpus=0)
     class Recorder:
@@ -152,7 +167,7 @@ def test_a_trial_waiting_for_its_slot_frees_the_one_a_dead_tune_actor_held(ray_l
     import ray
     from ray.util.placement_group import placement_group
 
-    from ecg_ray import slots
+    from ecg_ray.tuning import _ray_internals as slots
 
     monkeypatch.setattr(slots, "SWEEP_S", 0.5)
     free = ray.available_resources()["CPU"]

@@ -8,13 +8,13 @@ import pandas as pd
 import pytest
 import scipy.io
 
-from ecg_ray.cli import main
+from ecg_ray.commands.main import main
 from ecg_ray.config import load_experiment
-from ecg_ray.data import prepare
+from ecg_ray.data.prepare import prepare
 from ecg_ray.errors import DataError
-from ecg_ray.records import RecordSet
-from ecg_ray.sources import SOURCES, write_parquet
-from ecg_ray.synthetic import generate
+from ecg_ray.data.records import RecordSet
+from ecg_ray.data.sources import SOURCES, write_parquet
+from ecg_ray.data.synthetic import generate
 from helpers import frame, write_challenge, write_pickle
 
 

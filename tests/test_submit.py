@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from ecg_ray.errors import ConfigError
-from ecg_ray.submit import stage_upload
+from ecg_ray.tuning.submit import stage_upload
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,7 +35,7 @@ def test_only_the_allow_list_is_packed(project):
     try:
         packed = {str(p.relative_to(stage)) for p in stage.rglob("*") if p.is_file()}
         assert packed == set(files)
-        expected = {str(p.relative_to(ROOT)) for p in (ROOT / "ecg_ray").glob("*.py")}
+        expected = {str(p.relative_to(ROOT)) for p in (ROOT / "ecg_ray").rglob("*.py")}
         expected |= {str(p.relative_to(ROOT)) for p in (ROOT / "experiments").glob("*.yaml")} | {"pyproject.toml"}
         assert packed == expected and rel_exp == "experiments/quick.yaml"
         assert not any("SECRET" in (stage / f).read_text() for f in packed)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy.signal import find_peaks
 
-from ecg_ray.synthetic import CLASS_MIX, FS, LABEL_NOISE, LENGTH_RANGE, P_INVERTED, class_counts, generate
+from ecg_ray.data.synthetic import CLASS_MIX, FS, LABEL_NOISE, LENGTH_RANGE, P_INVERTED, class_counts, generate
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,9 @@ from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_
 from torch.utils.data import DataLoader, TensorDataset
 
 from ecg_ray.config import TrialConfig, load_experiment
-from ecg_ray.data import prepare
-from ecg_ray.model import NotebookECGModel
-from ecg_ray.train import OPTIMIZERS, build_trial, classification_metrics, load_state_dict, run_epoch, state_dict
+from ecg_ray.data.prepare import prepare
+from ecg_ray.training.model import NotebookECGModel
+from ecg_ray.training.loop import OPTIMIZERS, build_trial, classification_metrics, load_state_dict, run_epoch, state_dict
 
 TIMING = {"epoch_time_s"}
 

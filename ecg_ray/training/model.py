@@ -1,6 +1,6 @@
 """The notebook's STFT -> CNN -> GRU rhythm classifier, layer for layer.
 
-    python -c "from ecg_ray.model import ECGModel; print(ECGModel(256).num_parameters())"
+    python -c "from ecg_ray.training.model import ECGModel; print(ECGModel(256).num_parameters())"
 """
 
 from __future__ import annotations

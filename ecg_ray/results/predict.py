@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-import ecg_ray
+from ecg_ray import provenance
 from ecg_ray.config import DataConfig, TrialConfig
 from ecg_ray.errors import DataError, EcgRayError
-from ecg_ray.expdir import ExperimentDir
-from ecg_ray.records import RecordSet
+from ecg_ray.results.folder import ExperimentDir
+from ecg_ray.data.records import RecordSet
 from ecg_ray.schema import CLASS_KEYS, CLASS_NAMES, LABEL_NAMES, RANK_METRIC
 
 MODEL_FORMAT = 1
@@ -37,7 +37,7 @@ def best_checkpoint(exp: ExperimentDir, trial_id: str, epoch: int, value: float)
     """
     import io
 
-    from ecg_ray.train import read_checkpoint
+    from ecg_ray.training.loop import read_checkpoint
 
     kept = [read_checkpoint(io.BytesIO(exp.read_bytes(path))) for path in exp.checkpoints(trial_id)]
     exact = [s for s in kept if s.get("metrics", {}).get("epoch") == epoch]
@@ -47,7 +47,7 @@ def best_checkpoint(exp: ExperimentDir, trial_id: str, epoch: int, value: float)
 
 def model_from(saved: dict):
     """The ECGModel (eval mode) of a checkpoint or best_model.pt dict."""
-    from ecg_ray.model import ECGModel
+    from ecg_ray.training.model import ECGModel
 
     trial = TrialConfig(**saved["trial"])
     model = ECGModel.for_trial(trial)
@@ -60,7 +60,7 @@ def class_probabilities(model, x: np.ndarray, batch_size: int, trial=None) -> np
     (the numbers training's evaluation saw)."""
     import torch
 
-    from ecg_ray.train import infer
+    from ecg_ray.training.loop import infer
 
     return torch.softmax(infer(model, torch.from_numpy(x), batch_size, "cpu", trial), dim=1).numpy()
 
@@ -71,7 +71,7 @@ def export_best_model(exp_dir: str, trials: pd.DataFrame) -> str | None:
 
     import torch
 
-    from ecg_ray.report import rank_configs
+    from ecg_ray.results.report import rank_configs
 
     exp = ExperimentDir.parse(exp_dir)
     best_config = rank_configs(trials).iloc[0]
@@ -89,7 +89,7 @@ def export_best_model(exp_dir: str, trials: pd.DataFrame) -> str | None:
         "metrics": saved["metrics"],
         "data_settings": saved["data_settings"],
         "data_hash": saved["data_hash"],
-        "versions": {"trained": saved["versions"], "exported": ecg_ray.library_versions()},
+        "versions": {"trained": saved["versions"], "exported": provenance.library_versions()},
         "experiment": exp.path,
     }
     buf = io.BytesIO()
@@ -116,7 +116,7 @@ def load_model(path: str):
 
 def read_inputs(path: str, settings: dict, trust_pickle: bool = False) -> tuple[RecordSet, bool]:
     """(records, whether labels are known) from a challenge folder, one record, a Parquet or a pickle file."""
-    from ecg_ray.sources import challenge_files, frame_to_records, read_records
+    from ecg_ray.data.sources import challenge_files, frame_to_records, read_records
 
     p = Path(path)
     fs = int(settings["sampling_rate"])
@@ -150,8 +150,8 @@ def read_inputs(path: str, settings: dict, trust_pickle: bool = False) -> tuple[
 
 def predict(model_path: str, input_path: str, trust_pickle: bool = False, on_bad_record: str = "error") -> pd.DataFrame:
     """A table of record, predicted class and per-class probabilities (and the label when known)."""
-    from ecg_ray.data import check_records, pad_or_trim
-    from ecg_ray.train import trial_length
+    from ecg_ray.data.prepare import check_records, pad_or_trim
+    from ecg_ray.training.loop import trial_length
 
     model, saved = load_model(model_path)
     settings = saved["data_settings"]

@@ -9,11 +9,11 @@ from dataclasses import replace
 
 import numpy as np
 
-from ecg_ray.data import read_checked, split_records
+from ecg_ray.data.prepare import read_checked, split_records
 from ecg_ray.errors import DataError
-from ecg_ray.records import RecordSet
+from ecg_ray.data.records import RecordSet
 from ecg_ray.schema import LABEL_NAMES
-from ecg_ray.sources import PICKLE_WARNING
+from ecg_ray.data.sources import PICKLE_WARNING
 
 
 def _counts(rs: RecordSet) -> str:

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ecg_ray.errors import ConfigError, DataError
-from ecg_ray.records import RecordSet
+from ecg_ray.data.records import RecordSet
 from ecg_ray.schema import LABEL_NAMES
 
 PICKLE_WARNING = (
@@ -75,13 +75,13 @@ def _pair(cfg) -> list[tuple[str, Path]]:
 
 
 def _load_synthetic(cfg, seed: int) -> dict:
-    from ecg_ray.synthetic import generate
+    from ecg_ray.data.synthetic import generate
 
     return {"all": generate(cfg.n_records, seed=seed, fs=cfg.sampling_rate, difficulty=cfg.difficulty)}
 
 
 def _fingerprint_synthetic(cfg, seed: int) -> str:
-    from ecg_ray import synthetic
+    from ecg_ray.data import synthetic
 
     code = Path(synthetic.__file__).read_bytes()  # a change to the generator invalidates caches
     return hashlib.sha256(code + f"{cfg.n_records}:{seed}:{cfg.sampling_rate}:{cfg.difficulty}".encode()).hexdigest()

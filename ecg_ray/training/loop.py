@@ -1,8 +1,8 @@
 """One trial's training, in plain PyTorch: seeding, epochs, metrics, checkpoint state.
 
-    python -c "from ecg_ray.train import OPTIMIZERS; print(sorted(OPTIMIZERS))"
+    python -c "from ecg_ray.training.loop import OPTIMIZERS; print(sorted(OPTIMIZERS))"
 
-No Ray here: ecg_ray.trial wraps these functions in a Ray Train worker, and
+No Ray here: ecg_ray.tuning.trial wraps these functions in a Ray Train worker, and
 the tests call them directly. The epoch reproduces the notebook's loop over a
 `DataLoader(shuffle=True, generator=torch.Generator().manual_seed(seed))`
 without building one: the same draws from the same generator, batches
@@ -22,12 +22,12 @@ import numpy as np
 import torch
 from torch import nn
 
-import ecg_ray
-from ecg_ray import augment
+from ecg_ray import provenance
+from ecg_ray.training import augment
 from ecg_ray.config import CUBLAS_WORKSPACE, TrialConfig
-from ecg_ray.data import centre_windows
+from ecg_ray.data.prepare import centre_windows
 from ecg_ray.errors import EcgRayError
-from ecg_ray.model import ECGModel
+from ecg_ray.training.model import ECGModel
 from ecg_ray.schema import CLASS_KEYS, NUM_CLASSES
 
 SGD_MOMENTUM = 0.9
@@ -76,7 +76,7 @@ def lr_factor(trial, epoch: int) -> float:
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA) and turn on deterministic algorithms."""
-    # cuBLAS reads this when CUDA starts; ecg_ray.trial also sets it in the worker's runtime env.
+    # cuBLAS reads this when CUDA starts; ecg_ray.tuning.trial also sets it in the worker's runtime env.
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
     random.seed(seed)
     np.random.seed(seed)
@@ -435,7 +435,7 @@ def checkpoint(state: TrialState, trial: TrialConfig, data_hash: str, data_setti
         "trial": asdict(trial),
         "data_hash": data_hash,
         "data_settings": data_settings,
-        "versions": ecg_ray.library_versions(),
+        "versions": provenance.library_versions(),
         "metrics": metrics or {},
         **state_dict(state),
     }

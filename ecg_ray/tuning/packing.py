@@ -1,10 +1,10 @@
 """How many trials share one GPU (`resources.gpus_per_worker: auto`).
 
-    python -c "from ecg_ray.packing import trials_per_gpu; print(trials_per_gpu(80, 1.2))"
+    python -c "from ecg_ray.tuning.packing import trials_per_gpu; print(trials_per_gpu(80, 1.2))"
 
 One trial of this model is small: 0.45-1.0 M parameters, batches of 32 records. What it
 holds on a GPU (`trial_memory_gib`) is the CUDA context with cuDNN's workspace, the
-training and validation arrays (resident for the whole trial, ecg_ray.train.on_device),
+training and validation arrays (resident for the whole trial, ecg_ray.training.loop.on_device),
 weights, gradients and Adam's two moments, and the activations of one training batch
 and one validation batch. `trials_per_gpu` fits as many as the GPU's memory holds with
 a margin, at most MAX_TRIALS_PER_GPU: on an H200, 12 processes sharing the GPU ran 3.5x
@@ -67,19 +67,17 @@ def gpu_memory_gib(cluster_resources: dict) -> tuple[float, str]:
 
 
 def local_gpu_memory_gib() -> tuple[float, str] | None:
-    """This machine's first GPU from the NVIDIA driver (NVML, the copy Ray ships), or None. Not from
-    torch: the driver process would import it with CUDA and hold a CUDA context on the GPU (half a
-    GiB the trials could use) for the whole run, for one number."""
-    try:
-        from ray._private.thirdparty import pynvml
+    """This machine's first GPU from the NVIDIA driver (`nvidia-smi`), or None. Not from torch: the
+    driver process would import it with CUDA and hold a CUDA context on the GPU (half a GiB the
+    trials could use) for the whole run, for one number."""
+    import subprocess
 
-        pynvml.nvmlInit()
-        try:
-            handle = pynvml.nvmlDeviceGetHandleByIndex(0)
-            name = pynvml.nvmlDeviceGetName(handle)
-            total = pynvml.nvmlDeviceGetMemoryInfo(handle).total
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:  # no NVIDIA driver or no GPU here (or another Ray): Ray's view is next
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits", "-i", "0"],
+                             capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):  # no NVIDIA driver here: Ray's view is next
         return None
-    return total / 2**30, f"NVML: {name.decode() if isinstance(name, bytes) else name}"
+    name, _, mib = out.stdout.strip().rpartition(",")
+    if out.returncode != 0 or not mib.strip().isdigit():
+        return None
+    return int(mib) / 1024, f"nvidia-smi: {name.strip()}"

@@ -18,12 +18,15 @@ import pandas as pd
 
 from ecg_ray.config import DEFAULT_EXPORT_FORMATS
 from ecg_ray.errors import ConfigError, EcgRayError
-from ecg_ray.expdir import DamagedFile, ExperimentDir
+from ecg_ray.results.folder import DamagedFile, ExperimentDir
 from ecg_ray.schema import (
     CLASS_KEYS, CONFIG_COLUMNS, CONFUSION, EPOCH_COLUMNS, NUM_CLASSES, RANK_METRIC, RUN_COLUMNS, TIMING_KEYS, TRIAL_KEY,
     confusion_columns,
 )
-from ecg_ray.stats import ALPHA, holm, mean_sd_ci, paired_p_value
+from ecg_ray.results.tables import (  # noqa: F401  (re-exported: the report's column names)
+    CONFIG_SUMMARY_COLUMNS, SUMMARY_COLUMNS, TEST_SUMMARY_COLUMNS, varying_keys, with_varying_knobs,
+)
+from ecg_ray.results.stats import ALPHA, holm, mean_sd_ci, paired_p_value
 from ecg_ray.storage import atomic_path, atomic_write_text
 
 
@@ -170,7 +173,7 @@ def rank_configs(trials: pd.DataFrame) -> pd.DataFrame:
     Per metric in SEED_METRICS: mean, sd, 95% CI (NaN with one seed). `p_vs_best` is the
     Holm-corrected paired t-test p-value against the best config over shared seeds, and
     `tied_with_best` says "best", "yes" (indistinguishable at ALPHA), "no", or "n/a" (fewer
-    than two shared seeds: no test). See ecg_ray.stats.
+    than two shared seeds: no test). See ecg_ray.results.stats.
     """
     keys = [c for c in CONFIG_COLUMNS if c != "seed"]
     rows, scores = [], []
@@ -341,23 +344,6 @@ def export(tables: dict[str, pd.DataFrame], out_dir: str | os.PathLike, formats=
     return written
 
 
-SUMMARY_COLUMNS = [
-    "rank", "lr", "hidden_size", "dropout", "optimizer", "best_epoch", f"best_{RANK_METRIC}",
-    f"last_{RANK_METRIC}", "val_challenge_f1", "val_acc", "epochs_run", "early_stopped", "wall_time_s",
-]
-
-
-CONFIG_SUMMARY_COLUMNS = [
-    "rank", "lr", "hidden_size", "dropout", "optimizer", "n_seeds", f"best_{RANK_METRIC}_mean", f"best_{RANK_METRIC}_sd",
-    f"best_{RANK_METRIC}_ci_low", f"best_{RANK_METRIC}_ci_high", "val_challenge_f1_mean", "p_vs_best", "tied_with_best",
-]
-
-
-def varying_keys(table: pd.DataFrame) -> list[str]:
-    """The config keys (the seed aside) that take more than one value in a trials or configs table."""
-    return [c for c in CONFIG_COLUMNS if c != "seed" and c in table and table[c].nunique() > 1]
-
-
 def config_seeds(configs: pd.DataFrame) -> list[int]:
     """Every seed of a configs table (its `seeds` column lists each config's)."""
     return sorted({int(s) for row in configs["seeds"] for s in str(row).split(",")})
@@ -372,15 +358,6 @@ def seeds_note(configs: pd.DataFrame) -> str:
             "Set `repeats: 3` in the experiment file to rank configs by their mean over seeds.")
 
 
-def with_varying_knobs(columns: list[str], table: pd.DataFrame) -> list[str]:
-    """`columns` present in `table`, plus (after `optimizer`) every other config key that varies in it:
-    a random search's weight decay, schedule, ... show in the printed and HTML summaries."""
-    shown = [c for c in columns if c in table.columns]
-    extra = [c for c in varying_keys(table) if c not in shown]
-    at = shown.index("optimizer") + 1 if "optimizer" in shown else len(shown)
-    return shown[:at] + extra + shown[at:]
-
-
 def summary_text(trials: pd.DataFrame) -> str:
     """The ranked tables as a person reads them in a terminal: trials, then configs over seeds."""
     text = to_markdown(trials[with_varying_knobs(SUMMARY_COLUMNS, trials)])
@@ -391,10 +368,6 @@ def summary_text(trials: pd.DataFrame) -> str:
     return text
 
 
-TEST_SUMMARY_COLUMNS = [
-    "config_rank", "trial_id", "lr", "hidden_size", "dropout", "optimizer", "seed", "best_val_epoch", "n_test",
-    "test_macro_f1", "test_macro_f1_ci_low", "test_macro_f1_ci_high", "test_challenge_f1",
-]
 
 
 class PartialReport(EcgRayError):
@@ -416,7 +389,8 @@ def write_report(exp_dir: str, out_dir: str | None = None, formats=DEFAULT_FORMA
     folder raises PartialReport before anything is written, unless `allow_partial`.
     Returns the ranked trials table, the files written, and the problems found.
     """
-    from ecg_ray import figures, page
+    from ecg_ray.results import figures
+    from ecg_ray.results import page
 
     exp = _as_dir(exp_dir)
     problems: list[str] = []

@@ -19,9 +19,9 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ecg_ray.report import varying_keys
+from ecg_ray.results.tables import varying_keys
 from ecg_ray.schema import CLASS_KEYS, CLASS_NAMES, NUM_CLASSES, RANK_METRIC, confusion_columns
-from ecg_ray.stats import mean_sd_ci
+from ecg_ray.results.stats import mean_sd_ci
 from ecg_ray.storage import atomic_path
 
 DPI = 110

@@ -1,6 +1,6 @@
 """Records -> checked, split, padded float32 arrays + class weights, cached on disk.
 
-    python -c "from ecg_ray.config import load_experiment; from ecg_ray.data import prepare; \
+    python -c "from ecg_ray.config import load_experiment; from ecg_ray.data.prepare import prepare; \
 print(prepare(load_experiment('experiments/quick.yaml')).describe())"
 
 Preparation follows the notebook: zeros appended to short signals, long ones
@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from ecg_ray.errors import ConfigError, DataError
-from ecg_ray.records import RecordSet
+from ecg_ray.data.records import RecordSet
 from ecg_ray.schema import CLASS_NAMES, LABEL_NAMES, NUM_CLASSES
-from ecg_ray.sources import SOURCES, Source
+from ecg_ray.data.sources import SOURCES, Source
 from ecg_ray.storage import atomic_path
 
 CACHE_VERSION = 1
@@ -64,7 +64,7 @@ class DataMeta:
     Attributes:
         source: the source's path or generator spec.
         fingerprint: the source's content fingerprint (part of the cache key).
-        settings: every preparation setting (ecg_ray.data.preparation_settings).
+        settings: every preparation setting (ecg_ray.data.prepare.preparation_settings).
         cache_key: the prepared-data cache entry.
         skipped: {"split", "record", "problem"} for each record dropped by on_bad_record: skip.
         lengths: min, max, median of the raw lengths; how many were padded and trimmed.
@@ -264,7 +264,7 @@ def cache_dir(exp) -> Path:
 
 def test_source(d) -> tuple[Source, object]:
     """The source and the DataConfig that read a given test set (data.test_path, `--test-data`)."""
-    from ecg_ray.sources import guess_source
+    from ecg_ray.data.sources import guess_source
 
     name = guess_source(d.test_path)
     if name not in ("cinc2017", "parquet", "pickle"):

@@ -2,10 +2,10 @@
 
     ecg-ray tune experiments/quick.yaml
 
-`run_experiment` reads as four phases: preflight (storage, folder state),
+`tune` reads as four phases: preflight (storage, folder state),
 prepare (data, before Ray starts), fit (Tune, with Ctrl-C/SIGTERM turned into a
 graceful stop) and finish (statuses, autoscaler clean-up). What the folder
-holds is ecg_ray.expdir's; what each trial runs is ecg_ray.trial.
+holds is ecg_ray.results.folder's; what each trial runs is ecg_ray.tuning.trial.
 
 Tune is given the trials as explicit points, each under its stable trial key.
 A resume is a new Tune run over the trials that have not finished, rebuilt from
@@ -32,22 +32,17 @@ import ray.tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
-import ecg_ray
+from ecg_ray import provenance
 from ecg_ray.config import ExperimentConfig, RunSettings, TrialConfig
-from ecg_ray.data import PreparedData, prepare
+from ecg_ray.data.prepare import PreparedData, prepare
 from ecg_ray.errors import ConfigError, EcgRayError
-from ecg_ray.expdir import EXPERIMENT_FILE, TRIAL_PARAMS, TRIAL_RESULTS, ExperimentDir, check_writable
-from ecg_ray.schedulers import build_scheduler
+from ecg_ray.results.folder import EXPERIMENT_FILE, TRIAL_PARAMS, TRIAL_RESULTS, ExperimentDir, check_writable
+from ecg_ray.tuning.schedulers import build_scheduler
 from ecg_ray.schema import PROGRESS_KEYS, RANK_METRIC, RANK_MODE, TRIAL_KEY
-from ecg_ray.slots import release_placement_group
-from ecg_ray.trial import QUIET_ENV, prestart_train_services, swapped, train_env, trial_driver
+from ecg_ray.tuning import fast_path
+from ecg_ray.tuning.trial import QUIET_ENV, train_env, trial_driver
 
 RAY_START_ATTEMPTS = 3
-# A local Ray starts no idle worker processes ahead (Ray's default: one per CPU as the driver
-# connects). ecg-ray's first actors (the trials' Tune actors) are asked for before those processes
-# are ready, so Ray starts processes for them anyway and the prestarted ones sat idle to the end:
-# 0.3 s of a CPU each on a 2-core machine, for nothing.
-LOCAL_RAY_CONFIG = {"prestart_worker_first_driver": False}
 TUNE_AUTO_LOGGERS_ENV = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"  # Tune's switch for the loggers it adds itself
 _ray_stopping: list[threading.Thread] = []  # a shutdown of the local Ray still running (at most one)
 _report_imports: list[threading.Thread] = []  # EpochPrinter's imports for the report, started during a run
@@ -74,8 +69,12 @@ def _wait_for_ray_to_stop() -> None:
         _ray_stopping.pop().join()
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+def init_ray(address: str | None = None, num_cpus: int | None = None, fast: bool = False) -> None:
     """Join the cluster at `address` (or $RAY_ADDRESS), else start a fresh local Ray on loopback.
+
+    `fast`: the trials take the fast path, so a local Ray starts without the services only Ray's
+    public path needs (the dashboard, whose State API Train's placement-group cleaner asks whether a
+    run's controller is alive; the autoscaler monitor; idle prestarted workers).
 
     A start that fails (a loaded machine: the dashboard or a node too slow to come up) is
     retried; if it keeps failing, one paragraph says why and what to do.
@@ -98,9 +97,15 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
                 # other). No dashboard: nothing here uses it (trials' placement groups are released by
                 # the driver, not by Train's State-API cleaner), and it cost 0.8-1.8 s of the start on
                 # 2 cores. To watch a local run in it, start Ray yourself and pass --address auto.
-                with _head_without_cluster_services():
-                    ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
-                             _system_config=LOCAL_RAY_CONFIG)
+                if fast:
+                    from ecg_ray.tuning import _ray_internals
+
+                    with _ray_internals.head_without_cluster_services():
+                        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
+                                 _system_config=_ray_internals.LOCAL_RAY_CONFIG)
+                else:  # the dashboard's State API serves Train's placement-group cleaner; loopback only
+                    ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=True,
+                             dashboard_host="127.0.0.1")
             return
         except (OSError, RuntimeError) as err:  # ConnectionError and TimeoutError among them
             ray.shutdown()
@@ -113,18 +118,6 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
                 raise EcgRayError(f"Could not {where} after {attempt} attempts ({type(err).__name__}: {first_line}). {fix}") from None
             print(f"[ecg-ray] Ray did not start ({type(err).__name__}); trying again ({attempt + 1}/{RAY_START_ATTEMPTS})", flush=True)
             time.sleep(2 * attempt)
-
-
-def _head_without_cluster_services():
-    """Start a local Ray without two head processes that serve a cluster, not one machine: the
-    autoscaler's monitor (nothing to scale; its stop took 1.0 s of every run's end on 2 cores) and
-    the dashboard's head process, which ray.init starts even with include_dashboard=False (HTTP
-    server off, only usage-stats and metrics modules) and waits for (0.9 s of the start). Each is
-    one of Ray's Node methods, skipped while this Ray starts; the GCS, the raylet and its agents
-    start as usual. `ray start` (a cluster's nodes, --address) is untouched."""
-    from ray._private.node import Node
-
-    return swapped(Node, start_monitor=lambda self: None, start_api_server=lambda self, **kwargs: None)
 
 
 @contextlib.contextmanager
@@ -170,10 +163,10 @@ def _worker_resources(cfg: ExperimentConfig, use_gpu: bool, gpus: float = 1.0) -
 
 def gpu_share(cfg: ExperimentConfig, data: PreparedData) -> tuple[float, str]:
     """(resources.gpus_per_worker, why): the number set, or for 'auto' the packing that fits
-    this experiment's trials on the cluster's GPUs (ecg_ray.packing)."""
+    this experiment's trials on the cluster's GPUs (ecg_ray.tuning.packing)."""
     if cfg.resources.gpus_per_worker != "auto":
         return float(cfg.resources.gpus_per_worker), "resources.gpus_per_worker"
-    from ecg_ray.packing import gpu_fraction, gpu_memory_gib, trial_memory_gib, trials_per_gpu
+    from ecg_ray.tuning.packing import gpu_fraction, gpu_memory_gib, trial_memory_gib, trials_per_gpu
 
     gib, source = gpu_memory_gib(ray.cluster_resources())
     largest = cfg.search_space.largest
@@ -214,12 +207,14 @@ class EpochPrinter(ray.tune.Callback):
     that ends, fails or is retried; its results copied to the experiment folder as they come; its
     status in trial_status.json; the placement group of a trial that ended, released (with
     `reuse_workers`: unless its Tune actor, still alive, winds the run down itself; what a Tune
-    actor that died later held, the next trial to need a slot frees: ecg_ray.slots)."""
+    actor that died later held, the next trial to need a slot frees). `release`: the fast path's
+    release_placement_group; on the public path Ray Train's own cleaner frees each run's group."""
 
-    def __init__(self, exp: ExperimentDir, n_trials: int, reuse_workers: bool = False):
+    def __init__(self, exp: ExperimentDir, n_trials: int, reuse_workers: bool = False, release=None):
         self.exp = exp
         self.n_trials = n_trials  # this run's, all of them (Tune creates its trials as it goes)
         self.reuse_workers = reuse_workers
+        self.release = release or (lambda trial_key, unless_owner_alive=False: None)
         self.ended: set[str] = set()
         self.warming: threading.Thread | None = None
 
@@ -248,7 +243,7 @@ class EpochPrinter(ray.tune.Callback):
         self._say(trials, trial, f"failed for good (its error: {trial.error_file or 'not recorded'})", ended=True)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
-        release_placement_group(trial.config[TRIAL_KEY])  # it failed and will be retried: free its slot first
+        self.release(trial.config[TRIAL_KEY])  # it failed and will be retried: free its slot first
         self._say(trials, trial, "failed; Tune retries it from its last checkpoint", ended=False)
 
     def _say(self, trials, trial, how: str, ended: bool) -> None:
@@ -282,7 +277,7 @@ class EpochPrinter(ray.tune.Callback):
                 self.exp.write_bytes(self.exp.join(staged.name, name), (staged / name).read_bytes())
 
     def _record(self, trial, status: str) -> None:
-        release_placement_group(trial.config[TRIAL_KEY], unless_owner_alive=self.reuse_workers)  # what a trial that died holds
+        self.release(trial.config[TRIAL_KEY], unless_owner_alive=self.reuse_workers)  # what a trial that died holds
         self._persist_results(trial)  # before the status says it finished: its history is there
         last_epoch = (trial.last_result or {}).get("epoch")
         best = trial.metric_analysis.get(RANK_METRIC, {}).get(RANK_MODE)  # what an Optuna search resumes from
@@ -290,7 +285,7 @@ class EpochPrinter(ray.tune.Callback):
                                                             "ended": time.time()}})
 
 
-REPORT_MODULES = ("torch", "ecg_ray.figures")  # what the report imports that the run did not
+REPORT_MODULES = ("torch", "ecg_ray.results.figures")  # what the report imports that the run did not
 
 
 def _import_report_modules() -> None:
@@ -303,7 +298,7 @@ def _import_report_modules() -> None:
 
 def preflight(cfg: ExperimentConfig, resume: bool, overwrite: bool) -> ExperimentDir:
     """The folder's state agrees with --resume / --overwrite."""
-    exp = cfg.experiment_dir
+    exp = ExperimentDir.for_config(cfg)
     exists = exp.exists()
     if exists and not (resume or overwrite):
         raise ConfigError(
@@ -339,8 +334,9 @@ def prepare_data(cfg: ExperimentConfig, exp: ExperimentDir, resume: bool, overwr
     return data
 
 
-def run_settings(cfg: ExperimentConfig, data: PreparedData, local: bool) -> RunSettings:
-    """How each trial runs on the cluster Ray is connected to (`local`: a Ray this run started)."""
+def run_settings(cfg: ExperimentConfig, data: PreparedData, local: bool, fast: bool) -> RunSettings:
+    """How each trial runs on the cluster Ray is connected to (`local`: a Ray this run started;
+    `fast`: on the fast path, ecg_ray.tuning.fast_path)."""
     use_gpu = resolve_use_gpu(cfg)
     gpus = 0.0
     if use_gpu:
@@ -353,9 +349,11 @@ def run_settings(cfg: ExperimentConfig, data: PreparedData, local: bool) -> RunS
         data_hash=data.data_hash,
         max_failures=cfg.max_failures,
         worker_start_timeout_s=cfg.resources.worker_start_timeout_s,
-        train_env=train_env(cfg, False, local),  # run_experiment sets it again when trials start ahead
+        train_env=train_env(cfg, False, local),  # tune() sets it again when trials start ahead
         autoscaler=not local,
-        reuse_workers=local and cfg.resources.reuse_workers,  # run_experiment turns it off when trials start ahead
+        # tune() turns it off when trials start ahead; only the fast path can keep a worker
+        reuse_workers=local and fast and cfg.resources.reuse_workers,
+        fast_path=fast,
     )
     check_placeable(settings.resources_per_worker, driver_resources(cfg), local)
     return settings
@@ -501,7 +499,7 @@ def searcher(cfg: ExperimentConfig, exp: ExperimentDir, trials: dict[str, TrialC
     """Tune's (param_space, search_alg) for the `trials` this run starts with."""
     if not cfg.search_space.adaptive:
         return tune_search(trials, max_concurrent)
-    from ecg_ray.optuna_search import BatchedOptuna
+    from ecg_ray.tuning.optuna_search import BatchedOptuna
 
     # The experiment file is written by now (a new run's before its first batch: record_trials adds to it).
     return {}, BatchedOptuna(cfg.search_space, cfg.seed, exp, exp.recorded_trials(), finished_values(exp), rerun=list(trials))
@@ -512,8 +510,12 @@ def build_tuner(cfg: ExperimentConfig, exp: ExperimentDir, data: PreparedData, s
     """A Tuner that runs `trials` (a new experiment, or the unfinished trials of a resumed one), and
     for an Optuna search what its searcher suggests, `num_samples` trials in all. `tensorboard`:
     Tune also writes TensorBoard event files in each trial's folder (see only_our_loggers)."""
-    if settings.autoscaler:
-        prestart_train_services()
+    internals = None
+    if settings.fast_path:
+        from ecg_ray.tuning import _ray_internals as internals
+
+        if settings.autoscaler:
+            internals.prestart_train_services()
     data_ref = ray.put(data)  # once per experiment; every trial on every node reads this object
     trainable = ray.tune.with_resources(
         ray.tune.with_parameters(trial_driver, data_box=[data_ref], exp=exp, settings=settings),
@@ -540,7 +542,7 @@ def build_tuner(cfg: ExperimentConfig, exp: ExperimentDir, data: PreparedData, s
             name=exp.name,
             storage_path=exp.storage_root,
             failure_config=ray.tune.FailureConfig(max_failures=cfg.max_failures),
-            callbacks=[*loggers, EpochPrinter(exp, num_samples, settings.reuse_workers)],
+            callbacks=[*loggers, EpochPrinter(exp, num_samples, settings.reuse_workers, internals and internals.release_placement_group)],
             verbose=0,  # EpochPrinter says what happens, a line at a time
         ),
     )
@@ -595,7 +597,7 @@ def finish(grid, exp: ExperimentDir, interrupted: bool) -> str:
     return exp.path
 
 
-def run_experiment(
+def tune(
     cfg: ExperimentConfig,
     resume: bool = False,
     overwrite: bool = False,
@@ -603,11 +605,12 @@ def run_experiment(
     num_cpus: int | None = None,
     tensorboard: bool = False,
 ) -> str:
-    """Check storage, prepare the data once, then start Ray and tune every grid point.
+    """Check storage, prepare the data once, then start Ray and tune every grid point (the Ray
+    part of ecg_ray.pipeline.run_experiment, which then writes the best model and the report).
 
     Args:
         cfg: the experiment.
-        resume: continue the experiment in cfg.experiment_dir (finished trials are kept).
+        resume: continue the experiment in its experiment folder (finished trials are kept).
         overwrite: allowed to start over in an existing experiment folder.
         address, num_cpus: passed to init_ray (ignored when Ray is already initialised).
         tensorboard: Tune also writes TensorBoard event files (`ecg-ray tune --tensorboard`).
@@ -615,10 +618,12 @@ def run_experiment(
     Returns:
         The experiment folder (a local path or a URI).
     """
-    check_writable(cfg.storage_root)  # before anything else, and before the lock file is made there
-    with cfg.experiment_dir.lock():  # one writer per experiment folder, from here to the end
+    folder = ExperimentDir.for_config(cfg)
+    check_writable(folder.storage_root)  # before anything else, and before the lock file is made there
+    with folder.lock():  # one writer per experiment folder, from here to the end
         try:
             exp = preflight(cfg, resume, overwrite)
+            path = fast_path.choose(cfg.resources.fast_path)  # a refused fast_path: true, before any data is read
             trials = pending_trials(cfg, exp, resume)
             data = prepare_data(cfg, exp, resume, overwrite)
             to_run = trials_to_run(cfg, exp, trials)
@@ -627,10 +632,11 @@ def run_experiment(
                 return exp.path
             _wait_for_ray_to_stop()  # the last run's local Ray (a second run in this process)
             local = not (address or os.environ.get("RAY_ADDRESS")) and not ray.is_initialized()
-            init_ray(address, num_cpus)  # only now: bad input never waits for a cluster
-            settings = run_settings(cfg, data, local)
+            print(f"[ecg-ray] {path.why}", flush=True)
+            init_ray(address, num_cpus, path.fast)  # only now: bad input never waits for a cluster
+            settings = run_settings(cfg, data, local, path.fast)
         except KeyboardInterrupt:
-            raise ExperimentInterrupted(cfg.experiment_path, started=resume) from None
+            raise ExperimentInterrupted(folder.path, started=resume) from None
         slots, ahead = plan_concurrency(cfg, settings, local)
         if ahead:  # their placement groups wait for a free slot as long as other trials train
             # and a worker kept idle by its Tune actor would hold the slot an ahead trial waits for
@@ -663,7 +669,7 @@ def run_record(resume: bool, n_trials: int, address: str | None) -> dict:
         "cluster": "local" if not (address or os.environ.get("RAY_ADDRESS")) else "remote",
         "nodes": len([n for n in ray.nodes() if n.get("Alive")]),
         "cpus": resources.get("CPU", 0), "gpus": resources.get("GPU", 0),
-        "versions": ecg_ray.library_versions(), "git_commit": ecg_ray.git_commit(), "host": socket.gethostname(),
+        "versions": provenance.library_versions(), "git_commit": provenance.git_commit(), "host": socket.gethostname(),
     }
 
 
@@ -711,6 +717,6 @@ def _record_statuses(grid, exp: ExperimentDir) -> None:
 
 def unfinished_trials(cfg: ExperimentConfig) -> tuple[int, int]:
     """(trials that have not ended, trials that ended in an error) according to trial_status.json."""
-    status = cfg.experiment_dir.read_statuses()
+    status = ExperimentDir.for_config(cfg).read_statuses()
     ended = [v["status"] for v in status.values() if v["status"] in ("TERMINATED", "ERROR")]
     return cfg.n_trials - len(ended), ended.count("ERROR")

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ecg_ray.config import TrialConfig
-from ecg_ray.expdir import ExperimentDir
+from ecg_ray.results.folder import ExperimentDir
 from ecg_ray.schema import CLASS_KEYS, CONFIG_COLUMNS, RANK_METRIC, confusion_columns
 
 TOP_CONFIGS = 3
@@ -48,9 +48,9 @@ def evaluate_test(exp_dir: str, trials: pd.DataFrame, data, top: int = TOP_CONFI
 
     `data` is the experiment's PreparedData; None when it has no test split.
     """
-    from ecg_ray.predict import best_checkpoint, class_probabilities, model_from
-    from ecg_ray.report import rank_configs
-    from ecg_ray.train import classification_metrics, split_array
+    from ecg_ray.results.predict import best_checkpoint, class_probabilities, model_from
+    from ecg_ray.results.report import rank_configs
+    from ecg_ray.training.loop import classification_metrics, split_array
 
     if "test" not in data.x or not len(data.y["test"]):
         return None

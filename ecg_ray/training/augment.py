@@ -1,6 +1,6 @@
 """Data augmentation of training batches, on the trial's device, vectorised over the batch.
 
-    python -c "from ecg_ray.augment import AUGMENTATIONS; print(AUGMENTATIONS)"
+    python -c "from ecg_ray.training.augment import AUGMENTATIONS; print(AUGMENTATIONS)"
 
 Each augmentation has a probability `aug_<name>_p` (per record) and a strength `aug_<name>`
 (TrialConfig keys, searchable; both 0 by default: no augmentation, no random draw, the

@@ -13,13 +13,13 @@ from __future__ import annotations
 import sys
 
 from ecg_ray.errors import ConfigError, EcgRayError
-from ecg_ray.expdir import ExperimentDir
+from ecg_ray.results.folder import ExperimentDir
 from ecg_ray.schema import CONFUSION, EPOCH_COLUMNS, confusion_columns
 
 
 def recorded_epochs(exp: ExperimentDir, trial_id: str) -> list[dict]:
     """The recorded metrics of each epoch of one trial (the last report of an epoch wins)."""
-    from ecg_ray.report import history
+    from ecg_ray.results.report import history
 
     problems: list[str] = []
     with exp.local_view() as local:
@@ -34,8 +34,8 @@ def rerun(exp_dir: str, trial_id: str, trust_pickle: bool = False, out=sys.stdou
     """Re-run `trial_id` of `exp_dir` in this process; 0 when every epoch matches, 1 at the first difference."""
     import torch
 
-    from ecg_ray.data import prepare
-    from ecg_ray.train import build_trial, run_epoch
+    from ecg_ray.data.prepare import prepare
+    from ecg_ray.training.loop import build_trial, run_epoch
 
     exp = ExperimentDir.parse(exp_dir)
     record = exp.read_record()

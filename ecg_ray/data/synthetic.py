@@ -1,6 +1,6 @@
 """Seeded synthetic single-lead ECG in the shape of the CinC 2017 data.
 
-    python -c "from ecg_ray.synthetic import generate; print(generate(20, seed=0).summary())"
+    python -c "from ecg_ray.data.synthetic import generate; print(generate(20, seed=0).summary())"
 
 Records are 300 Hz, amplitudes in ADC units at 1000 per mV (as AliveCor's
 `.mat` files), lengths mostly 9000 samples (30 s) with some between 2700 and
@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ecg_ray.records import RecordSet
+from ecg_ray.data.records import RecordSet
 
 FS = 300
 ADC_PER_MV = 1000.0

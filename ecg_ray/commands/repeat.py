@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from ecg_ray.config import ExperimentConfig, experiment_from_dict
 from ecg_ray.errors import ConfigError, EcgRayError
-from ecg_ray.expdir import ExperimentDir
+from ecg_ray.results.folder import ExperimentDir
 from ecg_ray.schema import CONFIG_COLUMNS, RANK_METRIC
 
 
@@ -26,7 +26,7 @@ def repeat_config(exp_dir: str, top: int, seeds: int, name: str | None = None, s
     """The follow-up experiment: the top `top` configs of `exp_dir` at `seeds` seeds each."""
     import pandas as pd
 
-    from ecg_ray.report import build_report, rank_configs
+    from ecg_ray.results.report import build_report, rank_configs
 
     if top < 1 or seeds < 1:
         raise ConfigError(f"--top and --seeds must be at least 1. Got --top {top} --seeds {seeds} instead.")

@@ -25,7 +25,7 @@ import ray.tune.search
 
 from ecg_ray.config import SearchSpace, TrialConfig
 from ecg_ray.errors import ConfigError, EcgRayError
-from ecg_ray.expdir import ExperimentDir
+from ecg_ray.results.folder import ExperimentDir
 from ecg_ray.schema import RANK_METRIC, RANK_MODE, TRIAL_KEY
 
 INSTALL_HINT = "it is a dependency of ecg_ray: reinstall it (pip install -e .), or pip install 'optuna>=3.0'"

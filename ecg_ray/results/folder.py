@@ -1,6 +1,6 @@
 """The experiment folder: the one owner of its layout, its paths and its files.
 
-    python -c "from ecg_ray.expdir import ExperimentDir; print(ExperimentDir.parse('~/ecg_ray_results/quick').status_file)"
+    python -c "from ecg_ray.results.folder import ExperimentDir; print(ExperimentDir.parse('~/ecg_ray_results/quick').status_file)"
 
 Layout of an experiment folder (storage_path/name):
 
@@ -10,7 +10,7 @@ Layout of an experiment folder (storage_path/name):
     progress.jsonl            one line per finished epoch of any trial, as it happens (local folders)
     <trial dirs>/             Tune's params.json + result.json (one line per epoch)
     train_runs/<trial id>/    the Ray Train run of that trial: checkpoints (trial_state.pt), resumable
-    report/                   ranked tables (ecg_ray.report)
+    report/                   ranked tables (ecg_ray.results.report)
 
 A folder is a local path or a bucket URI (s3://, gs://, file://); URIs are read
 and written through pyarrow.fs, imported only when a URI is used. No other
@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from ecg_ray.config import ExperimentConfig, TrialConfig, experiment_from_dict
 from ecg_ray.errors import ConfigError
 from ecg_ray.storage import atomic_write_json
 
@@ -211,7 +212,7 @@ class TrialFiles:
 class ExperimentDir:
     """One experiment folder, local (absolute path) or a bucket URI.
 
-    Build it with `ExperimentDir.parse(text)` from user input, or `ExperimentConfig.experiment_dir`.
+    Build it with `ExperimentDir.parse(text)` from user input, or `ExperimentDir.for_config(cfg)`.
     """
 
     path: str
@@ -224,6 +225,11 @@ class ExperimentDir:
     @classmethod
     def at(cls, storage_root: str, name: str) -> "ExperimentDir":
         return cls(join(storage_root, name))
+
+    @classmethod
+    def for_config(cls, cfg: ExperimentConfig) -> "ExperimentDir":
+        """The folder an experiment writes: its storage_path (~ expanded; a URI as it is) / its name."""
+        return cls.at(expand(cfg.storage_path), cfg.name)
 
     def __str__(self) -> str:
         return self.path
@@ -339,8 +345,6 @@ class ExperimentDir:
     def recorded_trials(self) -> dict:
         """Trial key -> TrialConfig of every trial the experiment file records (for an Optuna
         search, those suggested so far)."""
-        from ecg_ray.config import TrialConfig
-
         record = self.read_record()
         return {key: TrialConfig.from_dict(t) for key, t in zip(record.get("trial_keys", []), record.get("grid", []))}
 
@@ -355,8 +359,6 @@ class ExperimentDir:
 
         Whether a pickle data file may be loaded is the caller's word (`trust_pickle`), never the folder's.
         """
-        from ecg_ray.config import experiment_from_dict
-
         raw = self.read_record()["config"]
         raw = {**raw, "storage_path": self.storage_root, "name": self.name,
                "data": {**raw.get("data", {}), "trust_pickle": trust_pickle}}

@@ -20,7 +20,7 @@ class RecordSet:
         labels: int64 class per record, 0..3 (N, A, O, ~).
         fs: sampling rate in Hz.
         source: where the records came from (a path or a generator spec).
-        problems: (record id, message) for records found bad; ecg_ray.data raises or drops them.
+        problems: (record id, message) for records found bad; ecg_ray.data.prepare raises or drops them.
     """
 
     ids: list[str]

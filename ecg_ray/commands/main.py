@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 from ecg_ray.config import DEFAULT_EXPORT_FORMATS, EXPORT_FORMATS
@@ -22,7 +21,7 @@ from ecg_ray.errors import EcgRayError
 
 def _data_overrides(args) -> dict:
     """--data / --val-data / --trust-pickle as config overrides: a source name, a folder or a file."""
-    from ecg_ray.sources import guess_source
+    from ecg_ray.data.sources import guess_source
 
     out = {"data.trust_pickle": True} if getattr(args, "trust_pickle", False) else {}
     if getattr(args, "test_data", None):
@@ -39,7 +38,7 @@ def _data_overrides(args) -> dict:
 
 
 def _warn_about_pickles(cfg) -> None:
-    from ecg_ray.sources import PICKLE_WARNING
+    from ecg_ray.data.sources import PICKLE_WARNING
 
     if cfg.data.source == "pickle":
         print(f"[ecg-ray] warning: {PICKLE_WARNING}", flush=True)
@@ -60,7 +59,7 @@ def _loopback_if_local(args) -> None:
 def cmd_tune(args) -> int:
     _loopback_if_local(args)  # before anything imports Ray
     from ecg_ray.config import load_experiment
-    from ecg_ray.expdir import ExperimentDir
+    from ecg_ray.results.folder import ExperimentDir
 
     if args.resume:
         # The folder may have moved since: it is the source of truth for where results go. It
@@ -82,7 +81,7 @@ def cmd_tune(args) -> int:
 
 def cmd_repeat(args) -> int:
     _loopback_if_local(args)
-    from ecg_ray.repeat import repeat_config
+    from ecg_ray.commands.repeat import repeat_config
 
     cfg = repeat_config(args.experiment_dir, args.top, args.seeds, args.name, args.storage, args.trust_pickle)
     print(f"[ecg-ray] the top {args.top} config(s) of {cfg.origin['experiment']} at seeds {cfg.seeds}: "
@@ -91,77 +90,49 @@ def cmd_repeat(args) -> int:
 
 
 def _run(cfg, args, resume: bool) -> int:
-    """Run an experiment, then write and print its tables; the exit status says what is left to do."""
-    from ecg_ray.report import TEST_SUMMARY_COLUMNS, ranked_trials, summary_text, to_markdown, with_varying_knobs, write_report
-    from ecg_ray.tune import ExperimentInterrupted, run_experiment, unfinished_trials
+    """Run an experiment (ecg_ray.pipeline), then print its tables; the exit status says what is left to do."""
+    from ecg_ray.pipeline import run_experiment
+    from ecg_ray.results.folder import ExperimentDir
+    from ecg_ray.results.report import TEST_SUMMARY_COLUMNS, summary_text, to_markdown, with_varying_knobs
+    from ecg_ray.tuning.driver import ExperimentInterrupted
 
     _warn_about_pickles(cfg)
-    print(f"[ecg-ray] experiment {cfg.name}: {cfg.n_trials} trial(s) -> {cfg.experiment_path}", flush=True)
+    print(f"[ecg-ray] experiment {cfg.name}: {cfg.n_trials} trial(s) -> {ExperimentDir.for_config(cfg)}", flush=True)
     try:
-        exp_path = run_experiment(cfg, resume, args.overwrite, args.address, args.num_cpus, args.tensorboard)
+        out = run_experiment(cfg, resume, args.overwrite, args.address, args.num_cpus, args.tensorboard, args.format)
     except ExperimentInterrupted as stop:
         print(f"ecg-ray: {stop}", file=sys.stderr)
         return 130
-    unfinished, errors = unfinished_trials(cfg)
-    try:
-        trials = ranked_trials(exp_path, [])
-    except EcgRayError:
-        trials = None  # interrupted before any epoch finished
-    if trials is not None:
-        from ecg_ray.expdir import ExperimentDir
-        from ecg_ray.predict import export_best_model
-
-        t0 = time.monotonic()
-        best = export_best_model(exp_path, trials)
-        test = _evaluate_test(cfg, exp_path, trials) if cfg.data.has_test else None
-        t1 = time.monotonic()
-        # The run's own tables: what is readable, with any damage named (`ecg-ray report` is strict).
-        trials, written, problems = write_report(exp_path, formats=args.format, allow_partial=True)
-        _warn(problems)
-        t2 = time.monotonic()
+    _warn(out.problems + out.notes)
+    if out.trials is not None:
+        trials, test = out.trials, out.test
         print(f"\nRanked by best validation macro-F1 ({len(trials)} trials, data {trials['data_hash'].iloc[0]}):\n")
         print(summary_text(trials))
         if test is not None:
             print(f"\nHeld-out test split ({test['n_test'].iloc[0]} records, never used for selection), "
                   "95% bootstrap CIs over records:\n")
             print(to_markdown(test[with_varying_knobs(TEST_SUMMARY_COLUMNS, test)]))
-        print("Tables and figures: " + ", ".join(str(p) for p in written))
-        print(f"Best model: {best} (use it with `ecg-ray predict {best} INPUT`)" if best else
-              "ecg-ray: warning: the best epoch's checkpoint was not kept, so no best_model.pt was written", flush=True)
-        total, checkpoints = ExperimentDir.parse(exp_path).disk_usage()
-        print(f"Disk: {total / 2**20:.1f} MiB in {exp_path} ({checkpoints / 2**20:.1f} MiB of checkpoints: "
+        print("Tables and figures: " + ", ".join(str(p) for p in out.written))
+        if out.best_model:
+            print(f"Best model: {out.best_model} (use it with `ecg-ray predict {out.best_model} INPUT`)")
+        total, checkpoints = ExperimentDir.parse(out.path).disk_usage()
+        print(f"Disk: {total / 2**20:.1f} MiB in {out.path} ({checkpoints / 2**20:.1f} MiB of checkpoints: "
               "each trial keeps its best and its latest epoch)", flush=True)
-        print(f"After tuning: best model{' and test evaluation' if test is not None else ''} {t1 - t0:.1f} s, "
-              f"tables, figures and index.html {t2 - t1:.1f} s", flush=True)
-    if unfinished:
-        print(f"ecg-ray: {unfinished} of {cfg.n_trials} trial(s) did not finish. "
-              f"Continue with: ecg-ray tune --resume {exp_path}", file=sys.stderr)
+        print(f"After tuning: best model{' and test evaluation' if test is not None else ''} {out.timings['best_model']:.1f} s, "
+              f"tables, figures and index.html {out.timings['report']:.1f} s", flush=True)
+    if out.unfinished:
+        print(f"ecg-ray: {out.unfinished} of {cfg.n_trials} trial(s) did not finish. "
+              f"Continue with: ecg-ray tune --resume {out.path}", file=sys.stderr)
         return 1
-    if errors:
-        print(f"ecg-ray: {errors} trial(s) failed after their retries; see error.txt in their trial folders "
-              f"under {exp_path}. Retry them with: ecg-ray tune --resume {exp_path}", file=sys.stderr)
+    if out.errors:
+        print(f"ecg-ray: {out.errors} trial(s) failed after their retries; see error.txt in their trial folders "
+              f"under {out.path}. Retry them with: ecg-ray tune --resume {out.path}", file=sys.stderr)
         return 1
     return 0
 
 
-def _evaluate_test(cfg, exp_path: str, trials):
-    """Evaluate the top configs' best-val-epoch checkpoints on the held-out test split; record it in the folder."""
-    import json
-
-    from ecg_ray.data import prepare
-    from ecg_ray.evaluate import evaluate_test
-    from ecg_ray.expdir import ExperimentDir
-
-    table = evaluate_test(exp_path, trials, prepare(cfg))
-    if table is None:
-        print("ecg-ray: warning: no test table: the test split is empty or no best-epoch checkpoint was kept", file=sys.stderr)
-        return None
-    ExperimentDir.parse(exp_path).write_test_results(json.loads(table.to_json(orient="records")))
-    return table
-
-
 def cmd_report(args) -> int:
-    from ecg_ray.report import summary_text, write_report
+    from ecg_ray.results.report import summary_text, write_report
 
     trials, written, problems = write_report(args.experiment_dir, args.out, args.format, args.allow_partial)
     _warn(problems)
@@ -176,14 +147,14 @@ def _warn(problems: list[str]) -> None:
 
 
 def cmd_rerun(args) -> int:
-    from ecg_ray.rerun import rerun
+    from ecg_ray.commands.rerun import rerun
 
     return rerun(args.experiment_dir, args.trial_id, args.trust_pickle)
 
 
 def cmd_predict(args) -> int:
-    from ecg_ray.predict import predict
-    from ecg_ray.report import EXPORTERS, to_markdown
+    from ecg_ray.results.predict import predict
+    from ecg_ray.results.report import EXPORTERS, to_markdown
 
     table = predict(args.model, args.input, args.trust_pickle, args.on_bad_record)
     for skipped in table.attrs.get("skipped", []):
@@ -201,13 +172,13 @@ def cmd_predict(args) -> int:
 
 
 def cmd_submit(args) -> int:
-    from ecg_ray.submit import submit
+    from ecg_ray.tuning.submit import submit
 
     return submit(args.experiment, args.address, args.tune_args, args.working_dir, wait=not args.no_wait, include=args.include)
 
 
 def cmd_stop_node(args) -> int:
-    from ecg_ray.nodes import stop
+    from ecg_ray.tuning.nodes import stop
 
     n = stop(args.temp_dir, args.grace_period)
     print(f"[ecg-ray] stopped {n} process(es) of the Ray instance in {args.temp_dir}" if n else
@@ -226,7 +197,7 @@ def _data_config(args):
 
 
 def cmd_data_check(args) -> int:
-    from ecg_ray.datacheck import check_report
+    from ecg_ray.data.check import check_report
 
     text, ok = check_report(_data_config(args))
     print(text)
@@ -234,9 +205,9 @@ def cmd_data_check(args) -> int:
 
 
 def cmd_data_convert(args) -> int:
-    from ecg_ray.data import read_checked
-    from ecg_ray.records import RecordSet
-    from ecg_ray.sources import write_parquet
+    from ecg_ray.data.prepare import read_checked
+    from ecg_ray.data.records import RecordSet
+    from ecg_ray.data.sources import write_parquet
 
     args.data = args.src
     cfg = _data_config(args)
@@ -331,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--on-bad-record", choices=["error", "skip"], default="error", help="stop at bad records or skip them")
     pr.set_defaults(func=cmd_predict)
 
-    from ecg_ray.submit import DEFAULT_DASHBOARD
+    from ecg_ray.tuning.submit import DEFAULT_DASHBOARD
 
     s = sub.add_parser("submit", help="submit `ecg-ray tune` as a job to a running Ray cluster and follow it",
                        description="Submit EXPERIMENT as a Ray job (working dir: the project) and stream its logs. "

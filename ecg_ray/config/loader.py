@@ -1,0 +1,105 @@
+"""Reading experiment files: YAML -> a validated ExperimentConfig, with command-line overrides.
+
+    python -c "from ecg_ray.config import load_experiment; print(load_experiment('experiments/quick.yaml'))"
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ecg_ray.config.constraints import NUMBER, Interval, fail
+from ecg_ray.config.experiment import ExperimentConfig
+from ecg_ray.config.sections import DataConfig, ResourcesConfig, SchedulerConfig, TrialConfig
+from ecg_ray.errors import ConfigError
+
+_SECTIONS = {"data": DataConfig, "scheduler": SchedulerConfig, "resources": ResourcesConfig}
+
+
+def _floats_from_strings(cls, raw: dict) -> dict:
+    """`raw` with numeric strings turned into floats for the keys of `cls` that take a float."""
+    def number(key, value):
+        takes_float = isinstance(cls.CONSTRAINTS.get(key), Interval) and cls.CONSTRAINTS[key].kind is float
+        if takes_float and isinstance(value, str) and NUMBER.fullmatch(value.strip()):
+            return float(value)
+        if takes_float and isinstance(value, list):
+            return [number(key, v) for v in value]
+        return value
+
+    return {key: number(key, value) for key, value in raw.items()}
+
+
+def _build(cls, raw: Any, prefix: str):
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        fail(prefix, "a mapping of keys to values", raw)
+    known = {f.name for f in fields(cls)}
+    for key in raw:
+        if key not in known:
+            raise ConfigError(
+                f"Unknown key '{prefix}.{key}'. Allowed keys in '{prefix}': {', '.join(sorted(known))}."
+            )
+    return cls(**_floats_from_strings(cls, raw))
+
+
+def experiment_from_dict(raw: Any, origin: str = "<dict>") -> ExperimentConfig:
+    """Build and validate an ExperimentConfig from a parsed YAML mapping."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{origin}: an experiment file must be a YAML mapping, got {type(raw).__name__}.")
+    top = {f.name for f in fields(ExperimentConfig)}
+    for key in raw:
+        if key not in top:
+            raise ConfigError(f"{origin}: unknown key '{key}'. Allowed top-level keys: {', '.join(sorted(top))}.")
+    values = dict(raw)
+    try:
+        for key, cls in _SECTIONS.items():
+            values[key] = _build(cls, raw.get(key), key)
+        search = raw.get("search") or {}
+        if not isinstance(search, dict):
+            fail("search", "a mapping of search keys to values or lists", search)
+        values["search"] = _floats_from_strings(TrialConfig, search)
+        return ExperimentConfig(**values)
+    except ConfigError as err:
+        raise ConfigError(f"{origin}: {err}") from None
+
+
+def load_experiment(path: str | os.PathLike | None, **overrides) -> ExperimentConfig:
+    """Read and validate an experiment YAML file.
+
+    Args:
+        path: the YAML file; None for the defaults.
+        overrides: dotted keys to replace after reading, e.g. {"data.source": "pickle"}.
+    """
+    raw: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"Experiment file {path} does not exist. Pass a YAML file such as experiments/quick.yaml.")
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML ({err}). Fix the line it names.") from None
+        if raw is None or raw == {}:
+            raise ConfigError(
+                f"{path} is empty. An experiment file needs at least a `search:` section; "
+                "copy experiments/quick.yaml and edit it."
+            )
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {}) if isinstance(node, dict) else node
+        node[leaf] = value
+    return experiment_from_dict(raw, origin=str(path) if path is not None else "defaults")
+
+
+def with_data(cfg: ExperimentConfig, **changes) -> ExperimentConfig:
+    """A copy of `cfg` with DataConfig fields replaced (validated again)."""
+    return replace(cfg, data=replace(cfg.data, **changes))

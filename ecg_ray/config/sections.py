@@ -1,0 +1,275 @@
+"""The sections of an experiment file as frozen dataclasses: data, one trial's knobs, the
+scheduler and the resources. Each field declares its constraint (ecg_ray.config.constraints)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+from ecg_ray.config.constraints import (
+    AUGMENTATIONS, CLASS_BALANCE, DIFFICULTIES, LR_SCHEDULES, NORMALIZE, OPTIMIZER_NAMES, OPTIONAL_STR, PRECISIONS,
+    SCHEDULER_NAMES, SOURCE_RULES, TRAIN_CROPS, FAST_PATH, Interval, Options, Rule, Validated, fail,
+)
+from ecg_ray.errors import ConfigError
+
+@dataclass(frozen=True)
+class DataConfig(Validated):
+    """Where the records come from and how they are prepared (see ecg_ray.data.sources)."""
+
+    source: str = "synthetic"
+    path: str | None = None  # file or folder; the train file for a pickle/Parquet pair
+    val_path: str | None = None  # the val file of a pickle/Parquet pair
+    test_path: str | None = None  # a given held-out test set: challenge folder, .mat/.hea record, .parquet or .pkl
+    n_records: int = 8528  # synthetic only
+    # synthetic only: realistic (as hard as CinC 2017, 8% label noise) or easy (the first generator)
+    difficulty: str = "realistic"
+    target_length: int = 9000
+    sampling_rate: int = 300
+    min_length: int = 2700
+    val_fraction: float = 0.2
+    test_fraction: float = 0.0
+    on_bad_record: str = "error"
+    cache_dir: str | None = None  # default: $ECG_RAY_CACHE or ~/.cache/ecg_ray
+    # Records outside these amplitude limits (ADC units, 1000 per mV) are bad records:
+    min_peak_to_peak: float = 50.0  # below 0.05 mV from lowest to highest: a dead lead, or a signal in mV
+    max_abs_amplitude: float = 25000.0  # beyond 25 mV: not an ECG (real CinC records stay within 11 mV)
+    trust_pickle: bool = False  # a pickle runs code stored in it when loaded: only your own files
+
+    PREFIX: ClassVar[str] = "data."
+    CONSTRAINTS: ClassVar[dict] = {
+        "source": Options(tuple(sorted(SOURCE_RULES))),
+        "path": OPTIONAL_STR,
+        "val_path": OPTIONAL_STR,
+        "test_path": OPTIONAL_STR,
+        "cache_dir": OPTIONAL_STR,
+        "n_records": Interval(int, 8, 1_000_000),
+        "difficulty": Options(DIFFICULTIES),
+        "target_length": Interval(int, 256, 1_000_000),
+        "sampling_rate": Interval(int, 1, 100_000),
+        "min_length": Interval(int, 1, 1_000_000),
+        "val_fraction": Interval(float, 0.0, 1.0, "neither"),
+        "test_fraction": Interval(float, 0.0, 1.0, "left"),
+        "on_bad_record": Options(("error", "skip")),
+        "min_peak_to_peak": Interval(float, 0.0, 1e9),
+        "max_abs_amplitude": Interval(float, 0.0, 1e9, "right"),
+        "trust_pickle": Options((True, False)),
+    }
+
+    @property
+    def has_test(self) -> bool:
+        """A held-out test split: given (test_path) or split off (test_fraction)."""
+        return bool(self.test_path) or self.test_fraction > 0
+
+    def check_together(self) -> None:
+        pickles = [p for p in (self.path, self.val_path) if p and self.source == "pickle"]
+        pickles += [self.test_path] if self.test_path and str(self.test_path).endswith((".pkl", ".pickle")) else []
+        if pickles and self.trust_pickle is not True:
+            files = pickles
+            what = f"The data file {files[0]} is a pickle" if len(files) == 1 else f"The data files {' and '.join(files)} are pickles"
+            raise ConfigError(
+                f"{what}: loading a pickle runs code stored in it. If you made it yourself, "
+                "pass --trust-pickle (or set `trust_pickle: true` under `data:`); better, convert it once with "
+                "`ecg-ray data convert --trust-pickle FILE.pkl FILE.parquet` and use the Parquet file."
+            )
+        if self.test_path and self.test_fraction > 0:
+            raise ConfigError(
+                f"Both data.test_path ({self.test_path!r}) and data.test_fraction ({self.test_fraction}) ask for a test "
+                "split. Use one: a given test set (test_path, --test-data) or one split off the data (test_fraction)."
+            )
+        if self.val_fraction + self.test_fraction >= 1.0:
+            fail("data.val_fraction + data.test_fraction", "below 1", self.val_fraction + self.test_fraction)
+        rule = SOURCE_RULES[self.source]
+        if rule.needs_path and not self.path:
+            raise ConfigError(f"The 'data.path' parameter is required for data.source '{self.source}'. Got None instead.")
+        if self.val_path and not rule.pairable:
+            pairable = " and ".join(sorted(n for n, r in SOURCE_RULES.items() if r.pairable))
+            raise ConfigError(
+                f"The 'data.val_path' parameter is only allowed for {pairable} sources. Got {self.val_path!r} for '{self.source}'."
+            )
+
+
+@dataclass(frozen=True)
+class TrialConfig(Validated):
+    """One grid point: everything a trial needs besides the data. Checked again inside the trial."""
+
+    lr: float = 1e-3
+    hidden_size: int = 128
+    dropout: float = 0.2
+    optimizer: str = "adam"
+    batch_size: int = 32
+    epochs: int = 6
+    # Training knobs beyond the notebook; each default is the notebook's behaviour.
+    weight_decay: float = 0.0  # L2 penalty of the optimizer
+    lr_schedule: str = "constant"  # the learning rate by epoch (ecg_ray.training.loop.lr_factor)
+    warmup_epochs: int = 0  # epochs of linear warm-up before the schedule
+    grad_clip: float = 0.0  # clip the gradient's global norm to this; 0: no clipping
+    label_smoothing: float = 0.0  # of the training loss (the validation loss is never smoothed)
+    # weighted_loss: the notebook's class-weighted loss; sampler: classes drawn equally often, plain
+    # loss; none: neither.
+    class_balance: str = "weighted_loss"
+    normalize: str = "none"  # zscore: each record scaled to mean 0, sd 1 inside the model (train, val, predict)
+    # The records' length in samples (0: data.target_length, the notebook's 9000), and how training
+    # windows are cut from longer records: centre (the notebook), or random: a fresh window each epoch.
+    # Validation, test and predict always cut the centre window.
+    target_length: int = 0
+    train_crop: str = "centre"
+    # The model's shape (ecg_ray.training.model); each default is the notebook's.
+    gru_layers: int = 1
+    bidirectional: bool = False
+    conv_channels: int = 16  # of the first conv block; the second has twice as many
+    n_fft: int = 256
+    hop_length: int = 128
+    # Augmentation of training batches (ecg_ray.training.augment): a probability per record and a strength
+    # each; 0 (the default): off.
+    aug_scale_p: float = 0.0
+    aug_scale: float = 0.0  # amplitude x U(1 - s, 1 + s)
+    aug_noise_p: float = 0.0
+    aug_noise: float = 0.0  # Gaussian noise of s x the record's sd
+    aug_stretch_p: float = 0.0
+    aug_stretch: float = 0.0  # resampled at a rate U(1 - s, 1 + s): heart rate
+    aug_burst_p: float = 0.0
+    aug_burst: float = 0.0  # s x the length zeroed in one burst
+    aug_wander_p: float = 0.0
+    aug_wander: float = 0.0  # baseline wander of s x sd, 0.05-0.5 Hz
+    # Speed options that change the numbers (off by default, so results stay the notebook's):
+    # bf16: the model's forward under bfloat16 autocast (fp32 loss); compile: torch.compile'd forward;
+    # channels_last: the conv blocks in channels-last memory layout (oneDNN/cuDNN sum in another order).
+    precision: str = "fp32"
+    compile: bool = False
+    channels_last: bool = False
+    seed: int = 42
+
+    CONSTRAINTS: ClassVar[dict] = {
+        "lr": Interval(float, 0.0, 1.0, "right"),
+        "hidden_size": Interval(int, 1, 8192),
+        "dropout": Interval(float, 0.0, 1.0, "left"),
+        "optimizer": Options(OPTIMIZER_NAMES),
+        "batch_size": Interval(int, 1, 65536),
+        "epochs": Interval(int, 1, 10_000),
+        "weight_decay": Interval(float, 0.0, 1.0),
+        "lr_schedule": Options(LR_SCHEDULES),
+        "warmup_epochs": Interval(int, 0, 10_000),
+        "grad_clip": Interval(float, 0.0, 1e6),
+        "label_smoothing": Interval(float, 0.0, 1.0, "left"),
+        "class_balance": Options(CLASS_BALANCE),
+        "normalize": Options(NORMALIZE),
+        "target_length": Interval(int, 0, 1_000_000),
+        "train_crop": Options(TRAIN_CROPS),
+        "gru_layers": Interval(int, 1, 8),
+        "bidirectional": Options((False, True)),
+        "conv_channels": Interval(int, 1, 512),
+        "n_fft": Interval(int, 16, 4096),
+        "hop_length": Interval(int, 1, 4096),
+        **{f"aug_{name}_p": Interval(float, 0.0, 1.0) for name in AUGMENTATIONS},
+        "aug_scale": Interval(float, 0.0, 1.0, "left"),
+        "aug_noise": Interval(float, 0.0, 10.0),
+        "aug_stretch": Interval(float, 0.0, 0.5),
+        "aug_burst": Interval(float, 0.0, 0.5),
+        "aug_wander": Interval(float, 0.0, 10.0),
+        "precision": Options(PRECISIONS),
+        "compile": Options((False, True)),
+        "channels_last": Options((False, True)),
+        "seed": Interval(int, 0, 2**32 - 1),
+    }
+
+    def check_together(self) -> None:
+        if self.warmup_epochs >= self.epochs and self.warmup_epochs:
+            fail("warmup_epochs", f"below epochs ({self.epochs})", self.warmup_epochs)
+        if 0 < self.target_length < self.n_fft:
+            fail("target_length", f"0 (the data's length) or at least n_fft ({self.n_fft})", self.target_length)
+        if self.hop_length > self.n_fft:
+            fail("hop_length", f"at most n_fft ({self.n_fft}): a longer hop would skip samples", self.hop_length)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrialConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            fail("trial config", "made of the keys " + ", ".join(sorted(known)), unknown)
+        return cls(**values)
+
+
+# Every trial key can be searched; `seed` last, so that the seeds of one config are neighbours.
+SEARCH_KEYS = tuple(TrialConfig.CONSTRAINTS)
+CONFIGS_KEY = "configs"  # search.configs: an explicit list of configs instead of (or times) a grid
+
+
+@dataclass(frozen=True)
+class SchedulerConfig(Validated):
+    """Early stopping. 'asha' stops weak trials on val macro-F1; 'none' runs every epoch of every trial."""
+
+    name: str = "asha"
+    grace_period: int = 1
+    reduction_factor: int = 2
+
+    PREFIX: ClassVar[str] = "scheduler."
+    CONSTRAINTS: ClassVar[dict] = {
+        "name": Options(SCHEDULER_NAMES),
+        "grace_period": Interval(int, 1, None),
+        "reduction_factor": Interval(int, 2, None),
+    }
+
+
+def _custom_resources(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and k not in ("CPU", "GPU") and isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+        for k, v in value.items()
+    )
+
+
+@dataclass(frozen=True)
+class ResourcesConfig(Validated):
+    """What each trial holds. One Ray Train worker per trial, on a GPU when the cluster has one."""
+
+    use_gpu: str | bool = "auto"  # auto: a GPU per worker when the cluster has GPUs
+    gpus_per_worker: float | str = "auto"  # auto: as many trials per GPU as fit (ecg_ray.tuning.packing); a fraction packs by hand
+    cpus_per_worker: int = 1  # also the worker's torch thread count (fixed, for determinism)
+    # The Tune trial that drives the Train run only waits on it: no CPU by default (it holds
+    # DRIVER_MEMORY instead), so N CPUs run N one-CPU trials at once.
+    cpus_per_trial_driver: float = 0.0
+    max_concurrent_trials: int = 0  # 0: as many as the cluster fits
+    # Trials Tune starts beyond those that fit, on a local Ray whose trial drivers hold no CPU: their
+    # Tune driver and Train controller start while other trials train, and their worker takes the
+    # next free slot, so a slot does not wait for a whole trial start-up. auto: one per CPU that the
+    # training trials leave idle (a GPU node), at most one per slot; none where every CPU trains.
+    trials_ahead: int | str = "auto"
+    # On a local Ray without trials started ahead, a Tune actor keeps its trial's Train worker (the
+    # process and its slot) when the trial finishes cleanly, and runs its next trial there: no new
+    # process, torch import or data fetch per trial. false: a new worker process for every trial.
+    reuse_workers: bool = True
+    # How each trial runs on Ray. false: Ray's public API only (a Tune function trainable running a
+    # one-worker DataParallelTrainer that reports through TuneReportCallback). true: the fast path
+    # (ecg_ray.tuning._ray_internals: Train's controller in the Tune actor, kept workers), which leans
+    # on Ray Train's internals and is refused on a Ray it was not tested with. auto: the fast path
+    # on a tested Ray, else the public one; a line at the start says which.
+    fast_path: str | bool = "auto"
+    # How long Ray Train waits for a trial's worker to start before it retries (Ray's default,
+    # 60 s, is too short on a loaded machine, where start-up alone can take that long).
+    worker_start_timeout_s: float = 600.0
+    # Extra custom resources per worker, e.g. {"a10g": 1} to pin trials to one node type.
+    custom_resources_per_worker: dict = field(default_factory=dict)
+
+    PREFIX: ClassVar[str] = "resources."
+    CONSTRAINTS: ClassVar[dict] = {
+        "custom_resources_per_worker": Rule(
+            "a mapping of custom resource names (not CPU/GPU) to positive numbers", _custom_resources, invalid={"GPU": 1}
+        ),
+        "use_gpu": Options(("auto", True, False)),
+        "gpus_per_worker": Rule("'auto' or a float in (0.0, 8.0]", lambda v: v == "auto" or (
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 8), invalid=0),
+        "cpus_per_worker": Interval(int, 1, 256),
+        "cpus_per_trial_driver": Interval(float, 0.0, 64.0, "both"),
+        "max_concurrent_trials": Interval(int, 0, None),
+        "trials_ahead": Rule("'auto' or an integer >= 0", lambda v: v == "auto" or (
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0), invalid=-1),
+        "worker_start_timeout_s": Interval(float, 0.0, 86400.0, "right"),
+        "reuse_workers": Options((True, False)),
+        "fast_path": Options(FAST_PATH),
+    }
+
+    def check_together(self) -> None:
+        if self.gpus_per_worker != "auto" and self.gpus_per_worker > 1 and self.gpus_per_worker != int(self.gpus_per_worker):
+            fail("resources.gpus_per_worker", "a fraction in (0, 1] or a whole number", self.gpus_per_worker)
+        if self.trials_ahead not in ("auto", 0) and self.cpus_per_trial_driver > 0:
+            fail("resources.trials_ahead", "0 or 'auto' while resources.cpus_per_trial_driver > 0 (drivers started "
+                 "ahead would hold the CPUs their workers need)", self.trials_ahead)

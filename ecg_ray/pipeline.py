@@ -1,0 +1,109 @@
+"""The whole experiment, as `ecg-ray tune` runs it, for Python and notebooks too.
+
+    from ecg_ray import load_experiment, run_experiment
+    outcome = run_experiment(load_experiment("experiments/quick.yaml"))
+    print(outcome.trials.head())              # ranked by best validation macro-F1
+    print(outcome.best_model, outcome.written)
+
+Four steps: tune every trial on Ray (ecg_ray.tuning.driver.tune), export the best epoch's model,
+evaluate the top configs on the held-out test split where there is one, and write the tables,
+figures and HTML page (ecg_ray.results.report). The command line prints what comes back.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+from ecg_ray.config import DEFAULT_EXPORT_FORMATS, ExperimentConfig
+from ecg_ray.errors import EcgRayError
+from ecg_ray.results.folder import ExperimentDir
+
+
+@dataclass
+class Outcome:
+    """What one run of an experiment left, for the caller to print or use.
+
+    path: the experiment folder. trials: every trial ranked (None when no epoch finished). test:
+    the held-out test table (None without a test split). best_model: best_model.pt's path (None
+    when its checkpoint was not kept). written: the tables, figures and page. problems: damage the
+    report found and named. unfinished, errors: trials that did not end, and that failed for good.
+    """
+
+    path: str
+    trials: object = None  # pandas.DataFrame
+    test: object = None  # pandas.DataFrame
+    best_model: str | None = None
+    written: list = field(default_factory=list)
+    problems: list = field(default_factory=list)
+    unfinished: int = 0
+    errors: int = 0
+    timings: dict = field(default_factory=dict)  # seconds: "best_model" (with the test evaluation), "report"
+    notes: list = field(default_factory=list)  # warnings for the console
+
+    @property
+    def ok(self) -> bool:
+        return not (self.unfinished or self.errors)
+
+
+def run_experiment(
+    cfg: ExperimentConfig,
+    resume: bool = False,
+    overwrite: bool = False,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    tensorboard: bool = False,
+    formats=DEFAULT_EXPORT_FORMATS,
+) -> Outcome:
+    """Tune `cfg` on Ray, then write the best model, the test evaluation and the report.
+
+    Args:
+        cfg: the experiment (ecg_ray.config.load_experiment).
+        resume: continue the experiment in its folder (finished trials are kept).
+        overwrite: allowed to start over in an existing experiment folder.
+        address: a Ray cluster to join ('auto' or host:port); default $RAY_ADDRESS, else a new local Ray.
+        num_cpus: CPUs of a new local Ray (default: all cores).
+        tensorboard: Tune also writes TensorBoard event files.
+        formats: the table formats to export (ecg_ray.config.EXPORT_FORMATS).
+
+    Raises:
+        ecg_ray.tuning.driver.ExperimentInterrupted: Ctrl-C or SIGTERM stopped it (resumable).
+        EcgRayError: bad input, named.
+    """
+    from ecg_ray.results.predict import export_best_model
+    from ecg_ray.results.report import ranked_trials, write_report
+    from ecg_ray.tuning.driver import tune, unfinished_trials
+
+    path = tune(cfg, resume, overwrite, address, num_cpus, tensorboard)
+    outcome = Outcome(path)
+    outcome.unfinished, outcome.errors = unfinished_trials(cfg)
+    try:
+        trials = ranked_trials(path, [])
+    except EcgRayError:
+        return outcome  # interrupted before any epoch finished
+    t0 = time.monotonic()
+    outcome.best_model = export_best_model(path, trials)
+    if outcome.best_model is None:
+        outcome.notes.append("the best epoch's checkpoint was not kept, so no best_model.pt was written")
+    if cfg.data.has_test:
+        outcome.test = evaluate_test(cfg, path, trials, outcome.notes)
+    t1 = time.monotonic()
+    # The run's own tables: what is readable, with any damage named (`ecg-ray report` is strict).
+    outcome.trials, outcome.written, outcome.problems = write_report(path, formats=formats, allow_partial=True)
+    outcome.timings = {"best_model": t1 - t0, "report": time.monotonic() - t1}
+    return outcome
+
+
+def evaluate_test(cfg: ExperimentConfig, path: str, trials, notes: list):
+    """Evaluate the top configs' best-val-epoch checkpoints on the held-out test split and record the
+    table in the folder; None (with a note) where there is nothing to evaluate."""
+    from ecg_ray.data.prepare import prepare
+    from ecg_ray.results.evaluate import evaluate_test as evaluate
+
+    table = evaluate(path, trials, prepare(cfg))
+    if table is None:
+        notes.append("no test table: the test split is empty or no best-epoch checkpoint was kept")
+        return None
+    ExperimentDir.parse(path).write_test_results(json.loads(table.to_json(orient="records")))
+    return table

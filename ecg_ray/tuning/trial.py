@@ -1,0 +1,126 @@
+"""One trial as Tune runs it: a Tune function trainable that runs a one-worker Ray Train run.
+
+    ecg-ray tune experiments/quick.yaml     # runs this once per grid point
+
+`trial_driver` is the Tune trainable. It builds the trial's WorkerSpec and runs the Train run
+that ecg_ray.tuning.fast_path chose for this experiment:
+
+- the public path, Ray's documented way to run Train inside Tune: a DataParallelTrainer with the
+  plain BackendConfig (one worker needs no torch.distributed process group) whose reports reach
+  Tune through TuneReportCallback; Ray Train's own controller, cleaner and queue actors run beside
+  the worker, and every trial starts a new worker;
+- the fast path (ecg_ray.tuning._ray_internals, imported here only when it is chosen): the same run
+  with its controller inside this Tune actor and, on a local Ray, the worker kept for the actor's
+  next trial.
+
+Either way the worker runs ecg_ray.tuning.worker.train_loop_per_worker, so the metrics are the same
+bit for bit.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import ray.train
+from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+
+from ecg_ray.config import CUBLAS_WORKSPACE, ExperimentConfig, RunSettings, TrialConfig, WorkerSpec
+from ecg_ray.results.folder import ExperimentDir
+from ecg_ray.schema import RANK_METRIC, RANK_MODE, TRIAL_KEY
+from ecg_ray.tuning.worker import SPEC_KEY, train_loop_per_worker
+
+QUIET_ENV = {
+    "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
+    "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
+    "RAY_USAGE_STATS_ENABLED": "0",
+}
+
+# Ray Train reads these environment variables where fit() is called (the trial driver) and copies
+# them to its controller. How long Train waits for its worker's placement group before it gives it
+# up and asks again:
+WORKER_START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
+AHEAD_WAIT_S = 7 * 86400.0  # a trial started ahead waits for a slot as long as other trials run
+# How often the controller polls its worker, which is also how soon it sees a report and the
+# end of the run: Ray's 2 s made every trial's first report and its end wait up to 2 s more.
+HEALTH_CHECK_ENV, HEALTH_CHECK_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", 0.2
+# An actor per run that watches for node drains (spot preemption); a local Ray is never drained.
+PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+# Ray Train's Prometheus metrics of each run; the report has its own.
+METRICS_ENV = "RAY_TRAIN_METRICS_ENABLED"
+
+
+def train_env(cfg: ExperimentConfig, ahead: bool, local: bool) -> dict:
+    """Ray Train's settings for each trial's run. `ahead`: some trials start before a slot is free
+    (ecg_ray.tuning.driver.trials_ahead > 0), and their placement group waits for one as long as a trial
+    runs: Train's wait for it, which would otherwise end in a retry with a traceback after
+    resources.worker_start_timeout_s, is then at least AHEAD_WAIT_S. Without trials started
+    ahead it is resources.worker_start_timeout_s, as configured."""
+    timeout = max(cfg.resources.worker_start_timeout_s, AHEAD_WAIT_S) if ahead else cfg.resources.worker_start_timeout_s
+    env = {WORKER_START_TIMEOUT_ENV: str(timeout), HEALTH_CHECK_ENV: str(HEALTH_CHECK_S), METRICS_ENV: "0"}
+    if local:
+        env[PREEMPTION_WATCHER_ENV] = "0"
+    return env
+
+
+def run_config(key: str, exp: ExperimentDir, callbacks: list) -> ray.train.RunConfig:
+    """The Train run's settings, the same on both paths but for the `callbacks` that report to Tune."""
+    optional = {}
+    if hasattr(ray.train, "LoggingConfig"):  # Ray 2.48 and later
+        # Ray Train's own INFO lines on the console (every report's whole metrics dict, every
+        # checkpoint, the worker group's start) would bury the one line per epoch ecg-ray
+        # prints; they stay in Ray Train's log files.
+        optional["logging_config"] = ray.train.LoggingConfig(log_level="WARNING")
+    return ray.train.RunConfig(
+        # Named by the trial key, never a timestamp or Tune's trial id: a retried or resumed
+        # trial finds its checkpoints.
+        name=key,
+        storage_path=exp.train_runs,
+        callbacks=callbacks,
+        # Retries are Tune's (the trial restarts and this run resumes from its checkpoint), not
+        # Ray Train's: a Train controller that is being stopped (ASHA, the end of a run) sees its
+        # worker die first and, allowed to retry, starts a new worker group whose placement
+        # group then outlives it, holding a CPU or GPU for the rest of the experiment.
+        failure_config=ray.train.FailureConfig(max_failures=0),
+        # The best epoch by val macro-F1 (for best_model.pt) and, always, the latest (to resume).
+        checkpoint_config=ray.train.CheckpointConfig(
+            num_to_keep=1, checkpoint_score_attribute=RANK_METRIC, checkpoint_score_order=RANK_MODE
+        ),
+        worker_runtime_env={"env_vars": {"CUBLAS_WORKSPACE_CONFIG": CUBLAS_WORKSPACE, **QUIET_ENV}},
+        **optional,
+    )
+
+
+def trial_driver(config: dict, data_box: list, exp: ExperimentDir, settings: RunSettings) -> None:
+    """Tune trainable: run this grid point as a one-worker Ray Train run and forward its reports."""
+    started = time.time()
+    os.environ.update(settings.train_env)
+    config = dict(config)
+    key = config.pop(TRIAL_KEY)
+    spec = WorkerSpec(
+        trial=TrialConfig.from_dict(config),
+        data_ref=data_box[0],  # the list kept the ObjectRef unresolved through with_parameters
+        data_hash=settings.data_hash,
+        threads=settings.threads,
+        use_gpu=settings.use_gpu,
+        driver_started=started,
+    )
+    run = dict(
+        train_loop_config={SPEC_KEY: spec},
+        backend_config=ray.train.BackendConfig(),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=1, use_gpu=settings.use_gpu, resources_per_worker=settings.resources_per_worker
+        ),
+    )
+    if settings.fast_path:
+        from ecg_ray.tuning import _ray_internals
+
+        trainer = _ray_internals.TrialTrainer(
+            train_loop_per_worker, autoscaler=settings.autoscaler, reuse_worker=settings.reuse_workers,
+            run_config=run_config(key, exp, [_ray_internals.TuneReport()]), **run,
+        )
+    else:
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        trainer = DataParallelTrainer(train_loop_per_worker, run_config=run_config(key, exp, [TuneReportCallback()]), **run)
+    trainer.fit()

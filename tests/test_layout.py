@@ -1,0 +1,108 @@
+"""The package layout's contracts: where Ray enters, where Ray's internals are used, no import circles.
+
+Read from the source (every import statement, function-local ones included), so a module that
+imports Ray only inside a function is caught as surely as one that imports it at the top.
+"""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "ecg_ray"
+RAY_PACKAGE = "ecg_ray.tuning"  # the only package that imports ray
+INTERNALS = "ecg_ray.tuning._ray_internals"  # the only module that touches Ray's private names
+PRIVATE_PARTS = ("_internal", "_private", "_raylet", "internal_kv")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def imports(path: Path) -> list[str]:
+    """Every module an import statement in `path` names, function-local ones included."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            submodules = [f"{node.module}.{alias.name}" for alias in node.names if f"{node.module}.{alias.name}" in MODULES]
+            # `from package import module` imports the module (its package is every submodule's parent
+            # anyway); `from module import name` imports the module.
+            out += submodules if submodules and len(submodules) == len(node.names) else [node.module, *submodules]
+    return out
+
+
+def internal_edges(name: str) -> set[str]:
+    """The ecg_ray modules `name` imports (a package import counts as importing its __init__)."""
+    return {target for target in imports(MODULES[name]) if target in MODULES and target != name}
+
+
+def test_only_the_ray_package_imports_ray():
+    outside = {name: sorted({t for t in imports(path) if t == "ray" or t.startswith("ray.")})
+               for name, path in MODULES.items() if not name.startswith(RAY_PACKAGE)}
+    assert {name: found for name, found in outside.items() if found} == {}
+
+
+def private_uses(path: Path) -> list[str]:
+    """Ray's private names `path` uses: imports of private modules, attribute chains such as
+    `ray._private.state`, and the GCS key-value store's `_internal_kv_*` functions."""
+    found = {t for t in imports(path) if t.startswith("ray") and any(p in t for p in PRIVATE_PARTS)}
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "ray" \
+                and node.attr.startswith("_") and not node.attr.startswith("__"):
+            found.add(f"ray.{node.attr}")
+        elif isinstance(node, ast.Attribute) and node.attr.startswith("_internal_kv_"):
+            found.add(node.attr)
+    return sorted(found)
+
+
+def test_only_one_module_uses_rays_private_names():
+    users = {name: private_uses(path) for name, path in MODULES.items()}
+    assert {name: used for name, used in users.items() if used and name != INTERNALS} == {}
+    assert users[INTERNALS], "the check finds nothing even where the private names are"
+
+
+def test_no_module_imports_the_internals_at_its_top():
+    """The fast path's module is imported only where it runs (inside a function), so a Ray release
+    that moved one of its names breaks the fast path alone, never `ecg-ray tune` as a whole."""
+    for name, path in MODULES.items():
+        top = [node for node in ast.parse(path.read_text()).body if isinstance(node, (ast.Import, ast.ImportFrom))]
+        named = [alias.name for node in top for alias in node.names] + [node.module or "" for node in top if isinstance(node, ast.ImportFrom)]
+        assert not any(INTERNALS.rsplit(".", 1)[1] in n for n in named), name
+
+
+def test_no_import_circles():
+    graph = {name: internal_edges(name) for name in MODULES}
+    # A package's __init__ that re-exports its modules imports them; its modules importing each other
+    # through the package name would be a circle, which is what this finds.
+    circles = []
+
+    def visit(node, stack, seen):
+        for nxt in graph[node]:
+            if nxt in stack:
+                circles.append(stack[stack.index(nxt):] + [nxt])
+            elif nxt not in seen:
+                seen.add(nxt)
+                visit(nxt, stack + [nxt], seen)
+
+    for start in graph:
+        visit(start, [start], {start})
+    assert not circles, "import circles: " + "; ".join(" -> ".join(c) for c in circles[:5])
+
+
+@pytest.mark.parametrize("package", ["config", "data", "training", "results", "commands"])
+def test_the_stages_run_without_ray(package):
+    """No module outside ecg_ray.tuning needs Ray even indirectly at import: importing each stage's
+    modules in a fresh interpreter leaves `ray` unimported."""
+    import subprocess
+    import sys
+
+    names = [n for n in MODULES if n.startswith(f"ecg_ray.{package}")]
+    code = "import sys\n" + "".join(f"import {n}\n" for n in names) + "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]", f"{package}: {out}"
