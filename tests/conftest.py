@@ -55,7 +55,7 @@ def ray_local():
     import ray
 
     from ecg_ray.tuning import fast_path
-    from ecg_ray.tuning.driver import init_ray
+    from ecg_ray.tuning.ray_session import init_ray
 
     init_ray(num_cpus=4, fast=fast_path.choose("auto").fast)
     yield ray

@@ -82,4 +82,4 @@ def fast_path_only():
 
     from ecg_ray.tuning import fast_path
 
-    return pytest.mark.skipif(not fast_path.choose("auto").fast, reason=f"the fast path is not tested on this Ray")
+    return pytest.mark.skipif(not fast_path.choose("auto").fast, reason="the fast path is not tested on this Ray")

@@ -61,12 +61,17 @@ def test_a_planted_typo_fails(path, plant):
 
 
 @pytest.mark.parametrize("path", FILES, ids=str)
-def test_ray_release_pinned_like_pyproject(path):
+def test_ray_release_pinned_in_pyprojects_range_at_the_fast_paths_release(path):
+    """A cluster file pins one Ray release (client and cluster must match): one pyproject.toml accepts,
+    the newest the fast path is tested with."""
+    from packaging.requirements import Requirement
+
+    from ecg_ray.tuning.fast_path import TESTED_RAY
+
     deps = tomllib.loads(Path("pyproject.toml").read_text())["project"]["dependencies"]
-    (ray_dep,) = [d for d in deps if d.startswith("ray[")]
-    version = ray_dep.split("==")[1]
+    (ray_dep,) = [Requirement(d) for d in deps if d.startswith("ray[")]
     pins = set(re.findall(r"ray\[[a-z,]+\]==([0-9.]+)", path.read_text()))
-    assert pins == {version}
+    assert pins == {TESTED_RAY[-1]} and ray_dep.specifier.contains(TESTED_RAY[-1])
 
 
 def test_head_runs_no_trials_and_gpu_workers_autoscale_from_zero(raw):

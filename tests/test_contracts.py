@@ -114,7 +114,7 @@ def test_the_cli_help_imports_no_heavy_library():
 def test_a_trials_worker_does_not_load_sklearn():
     """Its import was 0.7 s of every trial's start-up: the metrics are computed without it, and
     ecg_ray.data.prepare (which the worker unpickles the prepared data with) imports it only to prepare."""
-    code = ("import numpy as np, torch\nfrom ecg_ray import trial\nimport ecg_ray.data.prepare\n"
+    code = ("import numpy as np, torch\nfrom ecg_ray.tuning import worker\nimport ecg_ray.data.prepare\n"
             "from ecg_ray.config import TrialConfig\nfrom ecg_ray.training.loop import build_trial, classification_metrics\n"
             "build_trial(TrialConfig(), np.ones(4, np.float32))\nclassification_metrics(np.arange(4), np.arange(4))")
     assert _modules_after(code, ("sklearn",)) == []

@@ -128,7 +128,7 @@ def test_a_given_test_set_is_the_test_split_and_leaves_train_and_val_alone(tmp_p
 
 
 def test_a_given_test_set_that_overlaps_training_records_is_refused(tmp_path):
-    from ecg_ray.config import ConfigError
+    from ecg_ray.errors import ConfigError
 
     _external_test_set(tmp_path / "test.parquet", n=40, seed=42, prefix="S0")  # the generator's own ids
     cfg = load_experiment(None, **{"data.n_records": 200, "data.test_path": str(tmp_path / "test.parquet")})

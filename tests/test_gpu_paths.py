@@ -11,7 +11,8 @@ import torch
 from ecg_ray.config import experiment_from_dict
 from ecg_ray.training.loop import CUBLAS_WORKSPACE, build_trial, seed_everything
 from ecg_ray.config import TrialConfig
-from ecg_ray.tuning.driver import _worker_resources, tune_search
+from ecg_ray.tuning.driver import tune_search
+from ecg_ray.tuning.resources import _worker_resources
 
 
 @pytest.mark.parametrize(

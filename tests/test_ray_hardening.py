@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from ecg_ray.errors import ConfigError
-from helpers import live_placement_groups
+from helpers import fast_path_only, live_placement_groups
 
 pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,6 +63,7 @@ def test_a_local_run_listens_on_loopback_only(tmp_path):
     assert all(_is_loopback(ip) for ip in listening), {ip: names for ip, names in listening.items() if not _is_loopback(ip)}
 
 
+@fast_path_only()
 def test_a_local_ray_starts_without_the_services_of_a_cluster(ray_local):
     """The session's Ray is started as `ecg-ray tune` starts one: GCS, raylet and its agents, but no
     autoscaler monitor and no dashboard process (ecg_ray.tuning._ray_internals.head_without_cluster_services), and
@@ -77,7 +78,7 @@ def test_a_local_ray_starts_without_the_services_of_a_cluster(ray_local):
 
 
 def test_a_trial_that_no_node_can_hold_is_refused_on_a_local_ray(ray_local):
-    from ecg_ray.tuning.driver import check_placeable
+    from ecg_ray.tuning.resources import check_placeable
 
     with pytest.raises(ConfigError, match=r"asks for \{'CPU': 64.5\}, but this local Ray has no node with that much"):
         check_placeable({"CPU": 64}, {"CPU": 0.5}, local=True)
@@ -85,14 +86,14 @@ def test_a_trial_that_no_node_can_hold_is_refused_on_a_local_ray(ray_local):
 
 
 def test_on_a_cluster_it_is_a_warning_the_autoscaler_may_add_nodes(ray_local, capsys):
-    from ecg_ray.tuning.driver import check_placeable
+    from ecg_ray.tuning.resources import check_placeable
 
     check_placeable({"CPU": 1, "GPU": 1}, {"CPU": 0.5}, local=False)
     assert "trials wait until the autoscaler adds such a node" in capsys.readouterr().out
 
 
 def test_a_ray_that_cannot_be_reached_is_one_paragraph_with_the_remedy(tmp_path):
-    code = "from ecg_ray.tuning.driver import init_ray, RAY_START_ATTEMPTS\nimport ecg_ray.tuning.driver as t\nt.RAY_START_ATTEMPTS = 1\n" \
+    code = "from ecg_ray.tuning.ray_session import init_ray, RAY_START_ATTEMPTS\nimport ecg_ray.tuning.ray_session as t\nt.RAY_START_ATTEMPTS = 1\n" \
            "init_ray(address='127.0.0.1:9')"
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
@@ -105,7 +106,8 @@ def test_a_local_ray_runs_only_as_many_trials_as_fit_with_their_drivers(ray_loca
     for any Train worker. On the session's 4-CPU local Ray: drivers without a CPU (the default) and
     one-CPU workers run 4 at a time; drivers of 0.5 CPU, 2 at a time."""
     from ecg_ray.config import experiment_from_dict
-    from ecg_ray.tuning.driver import RunSettings, concurrency
+    from ecg_ray.config import RunSettings
+    from ecg_ray.tuning.resources import concurrency
 
     settings = RunSettings(use_gpu=False, resources_per_worker={"CPU": 1}, threads=1, data_hash="x", max_failures=0)
     assert concurrency(experiment_from_dict({}), settings, local=True) == 4
@@ -178,7 +180,7 @@ def test_a_killed_trial_actor_frees_its_workers_resources_and_the_trial_resumes(
 def test_a_local_ray_stopped_in_the_background_is_started_again_by_the_next_run():
     """`ecg-ray tune` stops the Ray it started while it writes the report; a second run in the same
     process waits for that shutdown and starts a fresh Ray instead of joining the dying one."""
-    code = ("import ray\nfrom ecg_ray import tune\ntune.init_ray(num_cpus=1)\nfirst = ray.get_runtime_context().get_node_id()\n"
+    code = ("import ray\nfrom ecg_ray.tuning import ray_session as tune\ntune.init_ray(num_cpus=1)\nfirst = ray.get_runtime_context().get_node_id()\n"
             "tune._stop_ray_in_background()\ntune.init_ray(num_cpus=1)\n"
             "assert ray.get(ray.remote(lambda: 1).remote()) == 1\n"
             "print('fresh', ray.get_runtime_context().get_node_id() != first)")

@@ -13,7 +13,8 @@ from ecg_ray.config import TrialConfig, load_experiment
 from ecg_ray.data.prepare import prepare
 from ecg_ray.schema import EPOCH_COLUMNS
 from ecg_ray.training.loop import build_trial, run_epoch
-from helpers import tiny_experiment
+from ecg_ray.tuning import fast_path
+from helpers import fast_path_only, tiny_experiment
 
 pytestmark = pytest.mark.ray
 
@@ -57,6 +58,7 @@ def test_tensorboard_files_only_when_asked(quick_run, ray_local, tmp_path):
     assert "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS" not in os.environ
 
 
+@fast_path_only()
 def test_a_trial_is_two_processes_with_no_synchronisation_actor(quick_run, ray_local):
     """Each trial ran as its Tune actor (with Train's controller) and its Ray Train worker; Train's
     synchronisation actor was answered in place (ecg_ray.tuning._ray_internals.SoloBarrier), so the actor table of
@@ -68,6 +70,7 @@ def test_a_trial_is_two_processes_with_no_synchronisation_actor(quick_run, ray_l
     assert "SynchronizationActor" not in classes
 
 
+@fast_path_only()
 def test_a_local_run_starts_a_tune_actor_and_a_train_worker_per_trial_and_no_other_worker(tmp_path):
     """`ecg-ray tune` on the Ray it starts (its own temp dir here): the only worker processes are each
     trial's Tune actor and Ray Train worker. No autoscaling coordinator (a local Ray has no autoscaler:
@@ -96,6 +99,7 @@ def test_a_local_run_starts_a_tune_actor_and_a_train_worker_per_trial_and_no_oth
     assert len(pd.read_csv(tmp_path / "results" / "local" / "report" / "trials.csv")) == 2
 
 
+@fast_path_only()
 def test_no_autoscaler_sends_nothing_and_is_undone():
     from ray.train.v2._internal.execution.scaling_policy import scaling_policy
 
@@ -140,9 +144,9 @@ def test_the_report_imports_start_once_no_trial_is_left_to_start(tmp_path, capsy
     in a thread, once, and a local Ray's shutdown waits for that thread."""
     from types import SimpleNamespace
 
-    from ecg_ray.tuning import driver as tune
+    from ecg_ray.tuning import progress
     from ecg_ray.results.folder import ExperimentDir
-    from ecg_ray.tuning.driver import EpochPrinter
+    from ecg_ray.tuning.progress import EpochPrinter
 
     def trial(key, status):
         return SimpleNamespace(config={"trial_key": key}, status=status, metric_analysis={})
@@ -155,7 +159,7 @@ def test_the_report_imports_start_once_no_trial_is_left_to_start(tmp_path, capsy
     printer._say(t, t[1], "finished", ended=True)  # 2 ended + 2 running: nothing left to start
     assert printer.warming is not None
     first = printer.warming
-    assert first in tune._report_imports  # the local Ray's shutdown joins it first
+    assert first in progress._report_imports  # the local Ray's shutdown joins it first
     t[1].status = "TERMINATED"
     printer._say(t, t[2], "finished", ended=True)
     assert printer.warming is first
@@ -164,6 +168,7 @@ def test_the_report_imports_start_once_no_trial_is_left_to_start(tmp_path, capsy
     assert "Trials: 3 of 4 ended, 1 running" in capsys.readouterr().out
 
 
+@fast_path_only()
 def test_solo_barrier_answers_for_one_worker_and_refuses_more(ray_local):
     import ray
     from ray.train.v2._internal.execution.worker_group import state, worker_group
@@ -256,7 +261,8 @@ def test_checkpoints_written_under_ray_describe_themselves(quick_run):
                                 "train_env": {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "600.0",
                                               "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2", "RAY_TRAIN_METRICS_ENABLED": "0"},
                                 "autoscaler": True,  # the test session's Ray, which this run did not start:
-                                "reuse_workers": False}  # it has an autoscaler, and its workers are not reused
+                                "reuse_workers": False,  # it has an autoscaler, and its workers are not reused
+                                "fast_path": fast_path.choose("auto").fast}
 
 
 class _Payload:

@@ -118,7 +118,7 @@ def test_a_real_two_seed_experiment_ranks_configs_and_matches_each_seed_alone(ra
     assert (test[[c for c in test.columns if c.startswith("cm_")]].sum(axis=1) == 80).all()
     assert len(json.loads((exp / "data_splits.json").read_text())["ids"]["test"]) == 80
     (run,) = json.loads((exp / "runs.json").read_text())
-    assert run["ended"] and run["wall_s"] > 0 and run["versions"]["ray"] == "2.60.0" and run["trials"] == 2
+    assert run["ended"] and run["wall_s"] > 0 and run["versions"]["ray"] == __import__("ray").__version__ and run["trials"] == 2
     page = (exp / "report" / "index.html").read_text()
     assert page.count("<img ") == 5 and "confusion_test" in page and run["started"] in page
     configs = pd.read_csv(exp / "report" / "configs.csv")

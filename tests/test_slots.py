@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import tiny_experiment, tune_in_subprocess
+from helpers import fast_path_only, tiny_experiment, tune_in_subprocess
 
 from ecg_ray.config import TrialConfig, load_experiment
 from ecg_ray.data.prepare import prepare
@@ -18,7 +18,6 @@ from ecg_ray.results.folder import ExperimentDir
 from ecg_ray.results.report import build_report
 from ecg_ray.schema import RUN_COLUMNS, TIMING_KEYS
 from ecg_ray.training.loop import TrialStopped, build_trial, run_epoch
-from ecg_ray.tuning import fast_path
 
 ASHA = {"name": "asha", "grace_period": 1, "reduction_factor": 2}
 
@@ -42,7 +41,7 @@ def _numbers(exp: ExperimentDir):
 
 
 @pytest.mark.ray
-@pytest.mark.skipif(not fast_path.choose("auto").fast, reason="the fast path is not tested on this Ray")
+@fast_path_only()
 def test_trials_in_turn_run_in_one_kept_worker_with_the_numbers_of_fresh_ones(tmp_path):
     kept, kept_progress = _run(tmp_path, "kept", reuse=True)
     fresh, fresh_progress = _run(tmp_path, "fresh", reuse=False)
@@ -77,6 +76,7 @@ def test_a_set_stop_event_ends_the_epoch_before_its_next_batch():
     assert state.epoch == 0
 
 
+@fast_path_only()
 def test_only_a_clean_finish_that_says_so_keeps_a_worker():
     from ray.train.v2._internal.execution.worker_group.poll import WorkerGroupPollStatus, WorkerStatus
 
@@ -127,6 +127,7 @@ def test_a_kept_worker_dies_with_the_tune_actor_that_kept_it(ray_local):
             time.sleep(0.5)
 
 
+@fast_path_only()
 def test_slots_of_dead_tune_actors_are_freed_and_live_ones_left(ray_local):
     """Two actors record a placement group each as a Tune actor does (a kept worker's, a running
     trial's); one dies. The sweep frees the dead one's; the driver's release spares the live one's
@@ -161,6 +162,7 @@ def test_slots_of_dead_tune_actors_are_freed_and_live_ones_left(ray_local):
     ray.kill(live)
 
 
+@fast_path_only()
 def test_a_trial_waiting_for_its_slot_frees_the_one_a_dead_tune_actor_held(ray_local, monkeypatch):
     """A Tune actor dies holding the only free slot (a kept worker's placement group): the next
     trial's wait for its own placement group frees it, instead of waiting out its timeout."""

@@ -2,11 +2,12 @@
 
 import pytest
 
-from ecg_ray.config import ConfigError, load_experiment
+from ecg_ray.config import load_experiment
+from ecg_ray.errors import ConfigError
 from ecg_ray.results.folder import ExperimentDir
 from ecg_ray.results.report import build_report
 from ecg_ray.tuning.trial import AHEAD_WAIT_S, WORKER_START_TIMEOUT_ENV, train_env
-from ecg_ray.tuning.driver import starts_ahead, trials_ahead
+from ecg_ray.tuning.resources import starts_ahead, trials_ahead
 from helpers import tiny_experiment, tune_in_subprocess
 
 

@@ -18,13 +18,13 @@ def _folder_name(value: Any) -> bool:
 class ExperimentConfig(Validated):
     """A whole experiment: data, the search grid, the scheduler, resources and storage."""
 
-    name: str = "experiment"
-    seed: int = 42
+    name: str = "experiment"  # the experiment folder's name, under storage_path
+    seed: int = 42  # the trials' seed (unless search.seed lists them), the split's and the draws'
     data: DataConfig = field(default_factory=DataConfig)
     search: dict = field(default_factory=dict)  # key -> list of values (one value = fixed), as in the file
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
-    storage_path: str = DEFAULT_STORAGE
+    storage_path: str = DEFAULT_STORAGE  # where experiment folders go: a local folder or s3://, gs://
     max_failures: int = 2  # per trial: restarts (by Tune) from the last checkpoint
     repeats: int = 1  # seeds per config: seed, seed + 1, ..., seed + repeats - 1 (or list search.seed)
     origin: dict = field(default_factory=dict)  # where the experiment came from (written by `ecg-ray repeat`)

@@ -12,23 +12,24 @@ from ecg_ray.config.constraints import (
 )
 from ecg_ray.errors import ConfigError
 
+
 @dataclass(frozen=True)
 class DataConfig(Validated):
     """Where the records come from and how they are prepared (see ecg_ray.data.sources)."""
 
-    source: str = "synthetic"
+    source: str = "synthetic"  # the built-in generator; cinc2017 (a training2017/ folder), pickle, parquet
     path: str | None = None  # file or folder; the train file for a pickle/Parquet pair
     val_path: str | None = None  # the val file of a pickle/Parquet pair
     test_path: str | None = None  # a given held-out test set: challenge folder, .mat/.hea record, .parquet or .pkl
     n_records: int = 8528  # synthetic only
     # synthetic only: realistic (as hard as CinC 2017, 8% label noise) or easy (the first generator)
     difficulty: str = "realistic"
-    target_length: int = 9000
-    sampling_rate: int = 300
-    min_length: int = 2700
-    val_fraction: float = 0.2
-    test_fraction: float = 0.0
-    on_bad_record: str = "error"
+    target_length: int = 9000  # samples per record: zeros padded at the end or the centre kept (the notebook)
+    sampling_rate: int = 300  # Hz every record must have (AliveCor: 300)
+    min_length: int = 2700  # shorter records are bad records (9 s at 300 Hz; CinC 2017 starts at 2,714)
+    val_fraction: float = 0.2  # of the records left after the test split, stratified by class and seeded
+    test_fraction: float = 0.0  # a held-out test split, never used to select a config (0: none)
+    on_bad_record: str = "error"  # error: stop before any trial, naming the record; skip: drop and list each
     cache_dir: str | None = None  # default: $ECG_RAY_CACHE or ~/.cache/ecg_ray
     # Records outside these amplitude limits (ADC units, 1000 per mV) are bad records:
     min_peak_to_peak: float = 50.0  # below 0.05 mV from lowest to highest: a dead lead, or a signal in mV
@@ -92,12 +93,12 @@ class DataConfig(Validated):
 class TrialConfig(Validated):
     """One grid point: everything a trial needs besides the data. Checked again inside the trial."""
 
-    lr: float = 1e-3
-    hidden_size: int = 128
-    dropout: float = 0.2
-    optimizer: str = "adam"
-    batch_size: int = 32
-    epochs: int = 6
+    lr: float = 1e-3  # the optimizer's learning rate
+    hidden_size: int = 128  # the GRU's hidden units, H (448,452 parameters at 128, 990,404 at 256)
+    dropout: float = 0.2  # on the GRU's last hidden state, before the classifier
+    optimizer: str = "adam"  # adam, or sgd with momentum 0.9
+    batch_size: int = 32  # records per optimizer step
+    epochs: int = 6  # the most a trial trains (ASHA may stop it sooner)
     # Training knobs beyond the notebook; each default is the notebook's behaviour.
     weight_decay: float = 0.0  # L2 penalty of the optimizer
     lr_schedule: str = "constant"  # the learning rate by epoch (ecg_ray.training.loop.lr_factor)
@@ -198,9 +199,9 @@ CONFIGS_KEY = "configs"  # search.configs: an explicit list of configs instead o
 class SchedulerConfig(Validated):
     """Early stopping. 'asha' stops weak trials on val macro-F1; 'none' runs every epoch of every trial."""
 
-    name: str = "asha"
-    grace_period: int = 1
-    reduction_factor: int = 2
+    name: str = "asha"  # asha: Ray Tune's ASHAScheduler by val macro-F1 per epoch; none: every trial runs to the end
+    grace_period: int = 1  # epochs every trial runs before ASHA may stop it
+    reduction_factor: int = 2  # ASHA keeps the top 1/reduction_factor at each rung
 
     PREFIX: ClassVar[str] = "scheduler."
     CONSTRAINTS: ClassVar[dict] = {

@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib
 import os
 import signal
 import socket
 import threading
 import time
-from pathlib import Path
 
 import ray
 import ray.autoscaler.sdk
@@ -36,88 +34,17 @@ from ecg_ray import provenance
 from ecg_ray.config import ExperimentConfig, RunSettings, TrialConfig
 from ecg_ray.data.prepare import PreparedData, prepare
 from ecg_ray.errors import ConfigError, EcgRayError
-from ecg_ray.results.folder import EXPERIMENT_FILE, TRIAL_PARAMS, TRIAL_RESULTS, ExperimentDir, check_writable
+from ecg_ray.results.folder import EXPERIMENT_FILE, ExperimentDir, check_writable
 from ecg_ray.tuning.schedulers import build_scheduler
-from ecg_ray.schema import PROGRESS_KEYS, RANK_METRIC, RANK_MODE, TRIAL_KEY
+from ecg_ray.schema import RANK_METRIC, RANK_MODE, TRIAL_KEY
 from ecg_ray.tuning import fast_path
-from ecg_ray.tuning.trial import QUIET_ENV, train_env, trial_driver
+from ecg_ray.tuning.progress import EpochPrinter
+from ecg_ray.tuning.ray_session import _stop_ray_in_background, _wait_for_ray_to_stop, init_ray
+from ecg_ray.tuning.resources import driver_resources, plan_concurrency, run_settings
+from ecg_ray.tuning.trial import train_env, trial_driver
 
-RAY_START_ATTEMPTS = 3
 TUNE_AUTO_LOGGERS_ENV = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"  # Tune's switch for the loggers it adds itself
-_ray_stopping: list[threading.Thread] = []  # a shutdown of the local Ray still running (at most one)
-_report_imports: list[threading.Thread] = []  # EpochPrinter's imports for the report, started during a run
 
-
-def _stop_ray_in_background() -> None:
-    """Shut the local Ray down in a thread (0.1-0.4 s on 2 cores), overlapping what the command does
-    next; Python joins the thread before it exits, and init_ray before it starts Ray again. It first
-    waits for the report's imports: a torch import still running while Ray shut down ended the
-    process (Ray's core worker: "already been shutdown ... The process will exit"), once in three runs."""
-
-    def stop():
-        while _report_imports:
-            _report_imports.pop().join()
-        ray.shutdown()
-
-    thread = threading.Thread(target=stop, name="ray-shutdown")
-    thread.start()
-    _ray_stopping.append(thread)
-
-
-def _wait_for_ray_to_stop() -> None:
-    while _ray_stopping:
-        _ray_stopping.pop().join()
-
-
-def init_ray(address: str | None = None, num_cpus: int | None = None, fast: bool = False) -> None:
-    """Join the cluster at `address` (or $RAY_ADDRESS), else start a fresh local Ray on loopback.
-
-    `fast`: the trials take the fast path, so a local Ray starts without the services only Ray's
-    public path needs (the dashboard, whose State API Train's placement-group cleaner asks whether a
-    run's controller is alive; the autoscaler monitor; idle prestarted workers).
-
-    A start that fails (a loaded machine: the dashboard or a node too slow to come up) is
-    retried; if it keeps failing, one paragraph says why and what to do.
-    """
-    for key, value in QUIET_ENV.items():
-        os.environ.setdefault(key, value)
-    _wait_for_ray_to_stop()
-    if ray.is_initialized():
-        return
-    address = address or os.environ.get("RAY_ADDRESS")
-    for attempt in range(1, RAY_START_ATTEMPTS + 1):
-        try:
-            if address:
-                _check_reachable(address)
-                ray.init(address=address, log_to_driver=True)
-            else:
-                # "local" starts a fresh instance even when a stale /tmp/ray/ray_current_cluster exists.
-                # `ecg-ray tune` sets LOOPBACK_ENV before Ray is imported, so every process of this Ray
-                # listens on loopback only; cluster nodes keep Ray's defaults (they must reach each
-                # other). No dashboard: nothing here uses it (trials' placement groups are released by
-                # the driver, not by Train's State-API cleaner), and it cost 0.8-1.8 s of the start on
-                # 2 cores. To watch a local run in it, start Ray yourself and pass --address auto.
-                if fast:
-                    from ecg_ray.tuning import _ray_internals
-
-                    with _ray_internals.head_without_cluster_services():
-                        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
-                                 _system_config=_ray_internals.LOCAL_RAY_CONFIG)
-                else:  # the dashboard's State API serves Train's placement-group cleaner; loopback only
-                    ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=True,
-                             dashboard_host="127.0.0.1")
-            return
-        except (OSError, RuntimeError) as err:  # ConnectionError and TimeoutError among them
-            ray.shutdown()
-            if attempt == RAY_START_ATTEMPTS:
-                where = f"connect to the Ray cluster at {address}" if address else "start a local Ray"
-                fix = ("Check that the cluster is up (`ray status --address ...`) and that this machine can reach it."
-                       if address else "The machine may be overloaded or short of memory, or Ray's ports taken: retry "
-                       "when it is less busy, or start Ray yourself (`ray start --head`) and pass --address auto.")
-                first_line = (str(err).strip().splitlines() or [""])[0][:300]
-                raise EcgRayError(f"Could not {where} after {attempt} attempts ({type(err).__name__}: {first_line}). {fix}") from None
-            print(f"[ecg-ray] Ray did not start ({type(err).__name__}); trying again ({attempt + 1}/{RAY_START_ATTEMPTS})", flush=True)
-            time.sleep(2 * attempt)
 
 
 @contextlib.contextmanager
@@ -135,59 +62,6 @@ def _environ(**values: str):
                 os.environ[key] = value
 
 
-def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
-    """Fail in seconds, not minutes, when a host:port cluster address does not answer.
-
-    ray.init keeps retrying a GCS that is not there for many minutes; a TCP connect tells at once.
-    """
-    host, sep, port = address.rpartition(":")
-    if not sep or address.startswith("ray://") or not port.isdigit():
-        return  # 'auto', ray:// client addresses: Ray's own lookup answers quickly
-    with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
-        pass
-
-
-def resolve_use_gpu(cfg: ExperimentConfig) -> bool:
-    """resources.use_gpu: 'auto' means a GPU per worker when the cluster has GPUs right now."""
-    if cfg.resources.use_gpu == "auto":
-        return ray.cluster_resources().get("GPU", 0) > 0
-    return bool(cfg.resources.use_gpu)
-
-
-def _worker_resources(cfg: ExperimentConfig, use_gpu: bool, gpus: float = 1.0) -> dict:
-    res = {"CPU": cfg.resources.cpus_per_worker, **cfg.resources.custom_resources_per_worker}
-    if use_gpu:
-        res["GPU"] = gpus
-    return res
-
-
-def gpu_share(cfg: ExperimentConfig, data: PreparedData) -> tuple[float, str]:
-    """(resources.gpus_per_worker, why): the number set, or for 'auto' the packing that fits
-    this experiment's trials on the cluster's GPUs (ecg_ray.tuning.packing)."""
-    if cfg.resources.gpus_per_worker != "auto":
-        return float(cfg.resources.gpus_per_worker), "resources.gpus_per_worker"
-    from ecg_ray.tuning.packing import gpu_fraction, gpu_memory_gib, trial_memory_gib, trials_per_gpu
-
-    gib, source = gpu_memory_gib(ray.cluster_resources())
-    largest = cfg.search_space.largest
-    whole = data.whole["train"].nbytes if data.whole is not None else 0  # a random-crop trial holds it too
-    per_trial = trial_memory_gib(
-        data.x["train"].nbytes + data.y["train"].nbytes + whole, data.x["val"].nbytes + data.y["val"].nbytes,
-        largest("hidden_size"), largest("batch_size"), target_length=max(cfg.data.target_length, largest("target_length")),
-    )
-    n = trials_per_gpu(gib, per_trial)
-    return gpu_fraction(n), f"auto: {n} trial(s) per GPU ({gib:.0f} GiB from {source}; about {per_trial:.1f} GiB per trial)"
-
-
-# What a trial's Tune driver holds instead of a CPU when resources.cpus_per_trial_driver is 0: it
-# only waits on its Train run, and Tune refuses a trial that asks for nothing at all.
-DRIVER_MEMORY = 256 * 2**20
-
-
-def driver_resources(cfg: ExperimentConfig) -> dict:
-    return {"CPU": cfg.resources.cpus_per_trial_driver, "memory": DRIVER_MEMORY}
-
-
 def tune_search(trials: dict[str, TrialConfig], max_concurrent: int = 0) -> tuple[dict, BasicVariantGenerator]:
     """Tune's (param_space, search_alg) that run exactly `trials`, each once, under its trial key.
 
@@ -197,100 +71,6 @@ def tune_search(trials: dict[str, TrialConfig], max_concurrent: int = 0) -> tupl
     points = [{TRIAL_KEY: key, **dataclasses.asdict(trial)} for key, trial in trials.items()]
     space = {name: ray.tune.choice(sorted({p[name] for p in points}, key=repr)) for name in points[0]}
     return space, BasicVariantGenerator(points_to_evaluate=points, max_concurrent=max_concurrent)
-
-
-# --- what runs inside Tune ---------------------------------------------------------------------
-
-
-class EpochPrinter(ray.tune.Callback):
-    """The driver's view of each trial as Tune reports it: a line per finished epoch and per trial
-    that ends, fails or is retried; its results copied to the experiment folder as they come; its
-    status in trial_status.json; the placement group of a trial that ended, released (with
-    `reuse_workers`: unless its Tune actor, still alive, winds the run down itself; what a Tune
-    actor that died later held, the next trial to need a slot frees). `release`: the fast path's
-    release_placement_group; on the public path Ray Train's own cleaner frees each run's group."""
-
-    def __init__(self, exp: ExperimentDir, n_trials: int, reuse_workers: bool = False, release=None):
-        self.exp = exp
-        self.n_trials = n_trials  # this run's, all of them (Tune creates its trials as it goes)
-        self.reuse_workers = reuse_workers
-        self.release = release or (lambda trial_key, unless_owner_alive=False: None)
-        self.ended: set[str] = set()
-        self.warming: threading.Thread | None = None
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        # Live, one line per epoch in progress.jsonl (local folders) and on the console.
-        if not self.exp.is_uri:
-            self._persist_results(trial)
-        c = trial.config
-        self.exp.append_progress({"trial_id": c[TRIAL_KEY], "time": time.time(), **{k: result.get(k) for k in PROGRESS_KEYS}})
-        print(
-            f"[ecg-ray] {c[TRIAL_KEY]} lr={c.get('lr')} H={c.get('hidden_size')} dropout={c.get('dropout')} "
-            f"{c.get('optimizer')} seed={c.get('seed')}: epoch {result.get('epoch')}/{c.get('epochs')} "
-            f"train_loss={result.get('train_loss', float('nan')):.4f} val_loss={result.get('val_loss', float('nan')):.4f} "
-            f"{RANK_METRIC}={result.get(RANK_METRIC, float('nan')):.4f} ({result.get('epoch_time_s', 0):.1f}s)",
-            flush=True,
-        )
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self._record(trial, "TERMINATED")
-        epoch, epochs = (trial.last_result or {}).get("epoch"), trial.config.get("epochs")
-        how = "finished" if epoch == epochs else f"stopped early by the scheduler after epoch {epoch}/{epochs}"
-        self._say(trials, trial, how, ended=True)
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self._record(trial, "ERROR")
-        self._say(trials, trial, f"failed for good (its error: {trial.error_file or 'not recorded'})", ended=True)
-
-    def on_trial_recover(self, iteration, trials, trial, **info):
-        self.release(trial.config[TRIAL_KEY])  # it failed and will be retried: free its slot first
-        self._say(trials, trial, "failed; Tune retries it from its last checkpoint", ended=False)
-
-    def _say(self, trials, trial, how: str, ended: bool) -> None:
-        """One line per trial that ends or fails, with where the run stands (Tune's own status
-        tables, a column per knob, are off: they were thousands of characters wide). Tune calls
-        back before it changes the trial's status: `ended` says whether this trial is done."""
-        key = trial.config[TRIAL_KEY]
-        if ended:
-            self.ended.add(key)
-        best = trial.metric_analysis.get(RANK_METRIC, {}).get(RANK_MODE)
-        running = sum(t.status == "RUNNING" for t in trials if t is not trial)
-        print(f"[ecg-ray] {key} {how}; best {RANK_METRIC} {best if best is not None else float('nan'):.4f}. "
-              f"Trials: {len(self.ended)} of {self.n_trials} ended, {running} running", flush=True)
-        if ended and len(self.ended) + running >= self.n_trials and self.warming is None:
-            # No trial is left to start, so the slot this one held stays idle: import what the
-            # report needs (torch for best_model.pt, matplotlib for the figures: 1.5 s of a CPU
-            # on 2 cores) now, while the last trials train, not after them.
-            self.warming = threading.Thread(target=_import_report_modules, name="report-imports")
-            self.warming.start()
-            _report_imports.append(self.warming)  # Ray is not shut down under it
-
-    def _persist_results(self, trial) -> None:
-        """Copy the trial's params.json and result.json (every epoch Tune has seen) from Tune's
-        staging folder to the experiment folder now. Tune uploads them only when it next saves the
-        experiment's state, 10 s or more apart: a driver killed in between lost the last epochs of
-        the history for good, even of a trial that had finished (a resume does not run it again).
-        Done for every epoch on a local disk (small files), and on a bucket when the trial ends."""
-        staged = Path(trial.local_path)
-        for name in (TRIAL_PARAMS, TRIAL_RESULTS):  # params first: a folder is read by its params.json
-            if (staged / name).is_file():
-                self.exp.write_bytes(self.exp.join(staged.name, name), (staged / name).read_bytes())
-
-    def _record(self, trial, status: str) -> None:
-        self.release(trial.config[TRIAL_KEY], unless_owner_alive=self.reuse_workers)  # what a trial that died holds
-        self._persist_results(trial)  # before the status says it finished: its history is there
-        last_epoch = (trial.last_result or {}).get("epoch")
-        best = trial.metric_analysis.get(RANK_METRIC, {}).get(RANK_MODE)  # what an Optuna search resumes from
-        self.exp.update_statuses({trial.config[TRIAL_KEY]: {"status": status, "last_epoch": last_epoch, "best": best,
-                                                            "ended": time.time()}})
-
-
-REPORT_MODULES = ("torch", "ecg_ray.results.figures")  # what the report imports that the run did not
-
-
-def _import_report_modules() -> None:
-    for name in REPORT_MODULES:
-        importlib.import_module(name)
 
 
 # --- the phases -----------------------------------------------------------------------------
@@ -332,111 +112,6 @@ def prepare_data(cfg: ExperimentConfig, exp: ExperimentDir, resume: bool, overwr
                 "resume with the same data source and settings, or start a new experiment."
             )
     return data
-
-
-def run_settings(cfg: ExperimentConfig, data: PreparedData, local: bool, fast: bool) -> RunSettings:
-    """How each trial runs on the cluster Ray is connected to (`local`: a Ray this run started;
-    `fast`: on the fast path, ecg_ray.tuning.fast_path)."""
-    use_gpu = resolve_use_gpu(cfg)
-    gpus = 0.0
-    if use_gpu:
-        gpus, why = gpu_share(cfg, data)
-        print(f"[ecg-ray] {gpus:g} GPU per trial ({why})", flush=True)
-    settings = RunSettings(
-        use_gpu=use_gpu,
-        resources_per_worker=_worker_resources(cfg, use_gpu, gpus),
-        threads=cfg.resources.cpus_per_worker,
-        data_hash=data.data_hash,
-        max_failures=cfg.max_failures,
-        worker_start_timeout_s=cfg.resources.worker_start_timeout_s,
-        train_env=train_env(cfg, False, local),  # tune() sets it again when trials start ahead
-        autoscaler=not local,
-        # tune() turns it off when trials start ahead; only the fast path can keep a worker
-        reuse_workers=local and fast and cfg.resources.reuse_workers,
-        fast_path=fast,
-    )
-    check_placeable(settings.resources_per_worker, driver_resources(cfg), local)
-    return settings
-
-
-def concurrency(cfg: ExperimentConfig, settings: RunSettings, local: bool) -> int:
-    """How many trials run at once: resources.max_concurrent_trials, or on a local Ray as many as fit whole.
-
-    Tune starts a trial's driver whenever its resources are free; with drivers that hold CPUs
-    (resources.cpus_per_trial_driver > 0) it could start so many that no Train worker can ever
-    start (a deadlock). Counting the driver and the worker together prevents that, and trials
-    beyond what fits would only wait. 0 means no limit (clusters: the autoscaler adds nodes).
-    """
-    if cfg.resources.max_concurrent_trials or not local:
-        return cfg.resources.max_concurrent_trials
-    total = ray.cluster_resources()
-    per_trial = {k: v for k, v in settings.resources_per_worker.items()}
-    per_trial["CPU"] = per_trial.get("CPU", 0) + driver_resources(cfg)["CPU"]
-    return max(1, int(min(total.get(k, 0) / v for k, v in per_trial.items() if v > 0)))
-
-
-def plan_concurrency(cfg: ExperimentConfig, settings: RunSettings, local: bool) -> tuple[int, int]:
-    """(how many trials train at once, how many more start ahead of a free slot), said on the console."""
-    slots = concurrency(cfg, settings, local)
-    spare = ray.cluster_resources().get("CPU", 0) - slots * settings.resources_per_worker.get("CPU", 0) if local else 0
-    ahead = trials_ahead(cfg, slots, local, spare)
-    if slots:
-        more = f"; {ahead} more start ahead and take the next free slot" if ahead else ""
-        print(f"[ecg-ray] {slots} trial(s) train at once{more}", flush=True)
-    return slots, ahead
-
-
-def trials_ahead(cfg: ExperimentConfig, slots: int, local: bool, spare_cpus: float) -> int:
-    """How many trials Tune starts beyond the `slots` that train at once (resources.trials_ahead).
-
-    A trial's start-up is a chain (its Tune actor, which runs Train's controller, then its worker);
-    a trial started ahead runs the chain up to its worker while others train, and its worker
-    takes the next free slot (its placement group waits for it), so the slot does not sit idle
-    for the rest of the chain. 'auto' starts as many as there are CPUs the training trials leave
-    idle (`spare_cpus`), at most one per slot: a GPU node where the GPU, not the CPUs, limits the
-    trials; none on a CPU-only machine, whose CPUs all train (there, starting trials ahead took
-    CPU from the training ones and was slower: benchmarks/speed.py --trials-ahead). Only on a local
-    Ray whose trial drivers hold no CPU (else they could hold the CPUs their workers need) and
-    without resources.max_concurrent_trials (which says exactly how many run); a cluster already
-    starts every trial it can (0 = no limit).
-    """
-    if not starts_ahead(cfg, local):
-        return 0
-    if cfg.resources.trials_ahead == "auto":
-        return max(0, min(slots, int(spare_cpus)))
-    return cfg.resources.trials_ahead
-
-
-def starts_ahead(cfg: ExperimentConfig, local: bool) -> bool:
-    """Whether this run may start trials ahead of a free slot (see trials_ahead)."""
-    r = cfg.resources
-    return local and not r.max_concurrent_trials and r.cpus_per_trial_driver == 0 and r.trials_ahead != 0
-
-
-def check_placeable(worker: dict, driver: dict, local: bool) -> None:
-    """Refuse trials that no node can ever hold, instead of letting them wait forever.
-
-    On a local Ray (one node) a trial's driver and worker must fit together, and nothing
-    will add nodes, so that is an error; on a cluster they may sit on different nodes and
-    the autoscaler may add nodes, so it is a warning.
-    """
-    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    together = {k: worker.get(k, 0) + driver.get(k, 0) for k in {*worker, *driver}}
-    requests = [("worker and Tune driver", together)] if local else [("worker", worker), ("Tune driver", driver)]
-    for what, request in requests:
-        if any(all(node.get(k, 0) >= v for k, v in request.items()) for node in nodes):
-            continue
-        largest = max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)), default={})
-        have = {k: largest.get(k, 0) for k in request}
-        if not local:
-            print(f"[ecg-ray] each trial's {what} asks for {request} but no node has that much right now "
-                  f"(largest: {have}): trials wait until the autoscaler adds such a node", flush=True)
-            continue
-        raise ConfigError(
-            f"Each trial's {what} asks for {request}, but this local Ray has no node with that much (it has {have}), "
-            "so no trial could ever start. Use --cpu, lower resources.cpus_per_worker / gpus_per_worker / "
-            "custom_resources_per_worker, or pass --num-cpus."
-        )
 
 
 def experiment_record(cfg: ExperimentConfig, data: PreparedData, settings: RunSettings) -> dict:
