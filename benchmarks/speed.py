@@ -21,7 +21,10 @@ One run, one machine, the same synthetic records for every part:
       epochs, per-trial start-up (Tune driver start to the first batch) and
       tear-down (last report to the trial's end), checkpoint seconds per epoch, peak
       memory per worker;
-  (d) the yardstick: plain Ray Tune running the same loop (a function trainable calling
+  (c') the same grid on Ray's public API (resources.fast_path: false; ecg_ray.tuning.fast_path),
+      where (c) took the fast path: the same columns, its wall time against (c)'s, and whether
+      its metrics equal (c)'s bit for bit (--no-public skips it);
+  (d) the yardstick: plain Ray Tune (Tune's actor reuse on, as ecg_ray's) running the same loop (a function trainable calling
       ecg_ray.training.loop's build_trial / run_epoch, one CPU or GPU share per trial, no Ray
       Train): wall time, the sum of its epoch times and its overhead (the same formula, (c)'s
       slots), busy CPU seconds, and whether its metrics equal (c)'s bit for bit;
@@ -54,14 +57,14 @@ GRIDS = {
 }
 
 
-def experiment(name: str, args, storage: Path, scheduler: str) -> Path:
+def experiment(name: str, args, storage: Path, scheduler: str, fast_path="auto") -> Path:
     raw = {
         "name": name, "seed": 42, "storage_path": str(storage),
         "data": {"source": "synthetic", "n_records": args.records, "cache_dir": str(storage / "cache")},
         "search": {**GRIDS[args.grid], "batch_size": 32, "epochs": args.epochs},
         "scheduler": {"name": scheduler},
         "resources": {"use_gpu": bool(args.gpu), **({"gpus_per_worker": args.gpus_per_worker} if args.gpu else {}),
-                      "trials_ahead": args.trials_ahead, "reuse_workers": not args.no_reuse},
+                      "trials_ahead": args.trials_ahead, "reuse_workers": not args.no_reuse, "fast_path": fast_path},
     }
     path = storage / f"{name}.yaml"
     path.write_text(yaml.safe_dump(raw))
@@ -206,6 +209,7 @@ def tune_grid(exp_file: Path, storage: Path, name: str, num_cpus: int | None, lo
         "checkpoint_s_per_epoch": _mean(hist["checkpoint_s"]),
         "peak_rss_mb_per_worker": _max(hist["peak_rss_mb"]), "peak_gpu_mb_per_worker": _max(hist["peak_gpu_mb"]),
         "gpu_share": exp.read_record()["settings"]["resources_per_worker"].get("GPU", 0.0),
+        "fast_path": exp.read_record()["settings"]["fast_path"],
         "best_trial": str(trials.iloc[0]["trial_id"]), "best_val_macro_f1": float(trials.iloc[0]["best_val_macro_f1"]),
         "metrics": {f"{r.trial_id}/{int(r.epoch)}": r.val_macro_f1 for r in hist.itertuples()},
         "losses": {f"{r.trial_id}/{int(r.epoch)}": r.train_loss for r in hist.itertuples()},
@@ -262,6 +266,7 @@ def plain_tune(exp_file: Path, out_json: Path, num_cpus: int | None, gpu_share: 
     tuner = tune.Tuner(
         tune.with_resources(trainable, resources),
         param_space={"trial": tune.grid_search([dataclasses.asdict(t) for t in grid])},
+        tune_config=tune.TuneConfig(reuse_actors=True),  # as ecg_ray's Tuner: one actor runs trial after trial
         run_config=tune.RunConfig(storage_path=str(out_json.parent / "plain_tune"), verbose=0),
     )
     results = tuner.fit()
@@ -296,6 +301,7 @@ def main() -> None:
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
     p.add_argument("--asha", action="store_true", help="also run the grid under ASHA and compare")
     p.add_argument("--no-plain-tune", action="store_true", help="skip the plain Ray Tune yardstick")
+    p.add_argument("--no-public", action="store_true", help="skip (c'), the grid on Ray's public API")
     p.add_argument("--no-compile", action="store_true", help="skip timing `compile: true` (its compilation takes ~30 s)")
     p.add_argument("--no-loops", action="store_true", help="skip (a) and (b): time only the grid (a short GPU lease)")
     p.add_argument("--json", type=Path, help="also write the results here (after each part), and the tuning runs' logs beside it")
@@ -343,6 +349,13 @@ def main() -> None:
         grid = tune_grid(exp_file, storage, "speed", args.num_cpus, logs / "speed_tune.log")
         results["tune"] = {k: v for k, v in grid.items() if k not in ("metrics", "losses")}
         done("(c): ecg-ray tune")
+        if not args.no_public and grid["fast_path"]:
+            public = tune_grid(experiment("speed_public", args, storage, "none", fast_path=False), storage, "speed_public",
+                               args.num_cpus, logs / "speed_public.log")
+            results["public"] = {k: v for k, v in public.items() if k not in ("metrics", "losses")} | {
+                "same_metrics": public["metrics"] == grid["metrics"] and public["losses"] == grid["losses"],
+                "public_vs_fast": public["wall_s"] / grid["wall_s"], "public_vs_fast_cpu": public["cpu_s"] / grid["cpu_s"]}
+            done("(c'): ecg-ray tune on Ray's public API")
         if not args.no_plain_tune:
             out = storage / "plain.json"
             cmd = [sys.executable, __file__, "--plain-tune", str(exp_file), str(out), "--gpu-share", str(grid["gpu_share"])]
@@ -400,7 +413,8 @@ def table(r: dict) -> str:
              *([("    compile: true, s/epoch (speed-up over (b))", f"{loops['compile_epoch_s']:.3f} ({loops['compile_speedup']:.2f}x)")]
                if "compile_epoch_s" in loops else [])]
     t = r["tune"]
-    rows += [("(c) ecg-ray tune: wall s (whole command)", t["wall_s"]), ("    wall s inside Tune", t["tune_wall_s"]),
+    rows += [(f"(c) ecg-ray tune ({'fast path' if t['fast_path'] else 'public API'}): wall s (whole command)", t["wall_s"]),
+             ("    wall s inside Tune", t["tune_wall_s"]),
              ("    trials / epochs run / Train worker processes", f"{t['trials']} / {t['epochs_run']} / {t['worker_processes']}"), ("    sum of epoch times, s", t["epoch_time_sum_s"]),
              ("    concurrent slots (GPU share per trial; trials started ahead)", f"{t['slots']} ({t['gpu_share']}; {t['trials_ahead']})"), ("    overhead (whole command)", t["overhead"]),
              ("    overhead (inside Tune)", t["overhead_in_tune"]),
@@ -411,6 +425,16 @@ def table(r: dict) -> str:
              ("    tear-down per trial, s (mean)", t["teardown_s_mean"]), ("    checkpoint per epoch, s", t["checkpoint_s_per_epoch"]),
              ("    peak memory per worker, MiB (RSS / GPU)", f"{t['peak_rss_mb_per_worker']:.0f} / {t['peak_gpu_mb_per_worker']:.0f}"),
              ("    best trial (val macro-F1)", f"{t['best_trial']} ({t['best_val_macro_f1']:.4f})")]
+    if "public" in r:
+        pb = r["public"]
+        rows += [("(c') ecg-ray tune on Ray's public API: wall s (whole command)", pb["wall_s"]),
+                 ("    wall s inside Tune", pb["tune_wall_s"]),
+                 ("    Train worker processes", pb["worker_processes"]), ("    sum of epoch times, s", pb["epoch_time_sum_s"]),
+                 ("    overhead (whole command)", pb["overhead"]),
+                 ("    busy CPU s, all processes (outside epochs)", f"{pb['cpu_s']:.1f} ({pb['cpu_s_outside_epochs']:.1f})"),
+                 ("    start-up / tear-down per trial, s (means)", f"{pb['startup_s_mean']:.2f} / {pb['teardown_s_mean']:.2f}"),
+                 ("    same metrics as (c), bit for bit", pb["same_metrics"]), ("    (c') wall / (c) wall", pb["public_vs_fast"]),
+                 ("    (c') busy CPU s / (c) busy CPU s", pb["public_vs_fast_cpu"])]
     if "plain_tune" in r:
         pt = r["plain_tune"]
         rows += [("(d) plain Ray Tune: wall s (whole process)", pt["wall_s"]), ("    wall s in fit()", pt["fit_s"]),

@@ -116,18 +116,17 @@ def test_no_autoscaler_sends_nothing_and_is_undone():
 
 def test_trials_one_after_another_share_their_tune_actor(ray_local, tmp_path):
     """Three trials in one slot: Tune reuses the first trial's actor for the next two (reuse_actors),
-    each trial still gets a Train worker of its own, and each is the same as a run on its own."""
-    from ray._private.state import actors
-
-    def created(cls):
-        return {a["ActorID"] for a in actors().values() if a["ActorClassName"] == cls}
-
-    before = {cls: created(cls) for cls in ("ImplicitFunc", "RayTrainWorker")}
+    each trial still gets a Train worker of its own, and each is the same as a run on its own. Which
+    process ran what, from what Tune and the worker report: Tune's `pid` (the trainable's process) in
+    each trial's result.json, the worker's `worker_pid` in progress.jsonl."""
     exp = tiny_experiment(tmp_path, "one_slot", tmp_path, search={"lr": [0.001, 0.0005, 0.0002]},
                           resources={"max_concurrent_trials": 1})
     assert main(["tune", str(exp), "--format", "csv"]) == 0
-    assert len(created("ImplicitFunc") - before["ImplicitFunc"]) == 1
-    assert len(created("RayTrainWorker") - before["RayTrainWorker"]) == 3
+    folder = tmp_path / "one_slot"
+    results = [json.loads(line) for f in folder.glob("*/result.json") for line in f.read_text().splitlines() if line.strip()]
+    assert len(results) == 3 and len({r["pid"] for r in results}) == 1
+    progress = [json.loads(line) for line in (folder / "progress.jsonl").read_text().splitlines()]
+    assert len({p["worker_pid"] for p in progress}) == 3 and not ({p["worker_pid"] for p in progress} & {r["pid"] for r in results})
     trials = pd.read_csv(tmp_path / "one_slot" / "report" / "trials.csv")
     assert sorted(trials["status"]) == ["TERMINATED"] * 3
     cfg = load_experiment(exp)

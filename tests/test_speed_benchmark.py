@@ -36,3 +36,6 @@ def test_speed_benchmark_quick_prints_every_part(tmp_path):
     assert t["checkpoint_s_per_epoch"] > 0 and t["peak_rss_mb_per_worker"] > 100 and math.isnan(t["peak_gpu_mb_per_worker"])
     assert r["plain_tune"]["same_metrics"] is True  # plain Tune and ecg-ray tune: the same numbers, bit for bit
     assert r["asha"]["epochs_run"] <= t["epochs_run"]
+    if t["fast_path"]:  # (c') the same grid on Ray's public API: the same numbers, more processes
+        assert "(c') ecg-ray tune on Ray's public API" in run.stdout and r["public"]["same_metrics"] is True
+        assert r["public"]["worker_processes"] == 2 and r["public"]["public_vs_fast"] > 0
