@@ -141,3 +141,58 @@ def test_one_pickle_file_needs_the_flag_too_and_the_warning_is_printed_with_it(t
     assert main(["data", "convert", "--trust-pickle", str(path), str(tmp_path / "x.parquet")]) == 0
     assert "[ecg-ray] warning: Loading a pickle runs code" in capsys.readouterr().out
     assert main(["data", "check", str(tmp_path / "x.parquet")]) == 0  # the converted file needs no trust
+
+
+# --- experiment files: duplicate keys, alias bombs, provenance, combined arguments (issue 24) ------
+
+
+def test_a_key_given_twice_is_refused_naming_the_key_and_both_lines(tmp_path):
+    from ecg_ray.errors import ConfigError
+
+    path = tmp_path / "dup.yaml"
+    path.write_text("name: dup\nsearch:\n  lr: [0.001]\n  epochs: 2\n  lr: [0.01]\n")
+    with pytest.raises(ConfigError, match=r"dup.yaml: the key 'lr' is given twice in one mapping \(lines 3 and 5\)"):
+        load_experiment(path)
+    path.write_text("search:\n  lr: 0.001\nsearch:\n  lr: 0.01\n")
+    with pytest.raises(ConfigError, match=r"the key 'search' is given twice in one mapping \(lines 1 and 3\)"):
+        load_experiment(path)
+
+
+def test_an_alias_bomb_is_refused_in_a_moment_before_it_expands(tmp_path):
+    from ecg_ray.errors import ConfigError
+
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]  # 10**9 values
+    path = tmp_path / "bomb.yaml"
+    path.write_text("origin:\n" + "".join(f"  {line}\n" for line in lines) + "search:\n  lr: 0.001\n")
+    assert path.stat().st_size < 1000
+    start = time.monotonic()
+    with pytest.raises(ConfigError, match=r"bomb.yaml: its aliases expand to more than 100,000 values"):
+        load_experiment(path)
+    assert time.monotonic() - start < 10
+
+
+def test_origin_is_validated_like_every_other_key(tmp_path):
+    from ecg_ray.config import experiment_from_dict
+    from ecg_ray.errors import ConfigError
+
+    assert experiment_from_dict({"origin": {"experiment": "/r/x", "top": 4, "trial_ids": ["t0000", "t0003"]}}).origin
+    for bad in ({"deep": {"nested": [1]}}, {f"k{i}": 1 for i in range(17)}, {"text": "x" * 5000}, ["not", "a", "mapping"]):
+        with pytest.raises(ConfigError, match="The 'origin' parameter must be a mapping of at most 16 names"):
+            experiment_from_dict({"origin": bad})
+
+
+@pytest.mark.parametrize("text", ["- a list\n- not a mapping\n", "data: 3\nsearch:\n  lr: 0.001\n"])
+def test_an_override_on_a_file_that_is_not_a_mapping_is_a_clear_error(tmp_path, text, capsys):
+    path = tmp_path / "odd.yaml"
+    path.write_text(text)
+    assert main(["tune", str(path), "--data", "synthetic", "--storage", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ecg-ray: error: ") and "must be a" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_tune_with_a_file_and_resume_is_refused_naming_both(tmp_path, capsys):
+    assert main(["tune", "experiments/quick.yaml", "--resume", str(tmp_path / "quick")]) == 2
+    err = capsys.readouterr().err
+    assert "Pass an experiment file (experiments/quick.yaml) or --resume" in err and "not both" in err

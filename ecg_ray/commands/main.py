@@ -61,6 +61,10 @@ def cmd_tune(args) -> int:
     from ecg_ray.config import load_experiment
     from ecg_ray.results.folder import ExperimentDir
 
+    if args.resume and args.experiment:
+        raise EcgRayError(f"Pass an experiment file ({args.experiment}) or --resume {args.resume}, not both: a resume "
+                          "runs the experiment its folder records, so the file would be ignored. To run the file, "
+                          "drop --resume (with --overwrite or another --name to start a new folder).")
     if args.resume:
         # The folder may have moved since: it is the source of truth for where results go. It
         # is not trusted to allow pickles: a copied folder could name one; that takes the flag.

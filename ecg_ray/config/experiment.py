@@ -14,6 +14,16 @@ def _folder_name(value: Any) -> bool:
     return isinstance(value, str) and bool(value) and "/" not in value and not value.startswith(".")
 
 
+def _provenance(value: Any) -> bool:
+    """`origin`: what `ecg-ray repeat` records (folder, data hash, trial ids), small and flat."""
+    def scalar(v):
+        return isinstance(v, (int, float)) or (isinstance(v, str) and len(v) <= 4096)
+
+    return isinstance(value, dict) and len(value) <= 16 and all(
+        isinstance(k, str) and (scalar(v) or (isinstance(v, list) and len(v) <= 10_000 and all(scalar(x) for x in v)))
+        for k, v in value.items())
+
+
 @dataclass(frozen=True)
 class ExperimentConfig(Validated):
     """A whole experiment: data, the search grid, the scheduler, resources and storage."""
@@ -37,7 +47,8 @@ class ExperimentConfig(Validated):
         ),
         "max_failures": Interval(int, -1, None),
         "repeats": Interval(int, 1, 1000),
-        "origin": Rule("a mapping (provenance, written by `ecg-ray repeat`)", lambda v: isinstance(v, dict), invalid=[]),
+        "origin": Rule("a mapping of at most 16 names to short strings, numbers or lists of them (provenance, "
+                       "written by `ecg-ray repeat`)", _provenance, invalid={"experiment": [[1]]}),
     }
 
     def check_together(self) -> None:

@@ -68,6 +68,60 @@ def experiment_from_dict(raw: Any, origin: str = "<dict>") -> ExperimentConfig:
         raise ConfigError(f"{origin}: {err}") from None
 
 
+# A YAML file may name a node again by an alias; a few aliases of aliases expand into gigabytes
+# (a "billion laughs" file). An experiment file whose values expand past this many nodes, and past
+# EXPANSION times the nodes it spells out, is refused before anything is built from it.
+MAX_NODES, EXPANSION = 100_000, 20
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise ConfigError(
+                    f"the key '{key}' is given twice in one mapping (lines {seen[key] + 1} and "
+                    f"{key_node.start_mark.line + 1}); keep one."
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+def _expanded_size(node, limit: int) -> int:
+    """How many nodes `node` stands for once its aliases are expanded, counted up to `limit`."""
+    count, stack = 0, [node]
+    while stack and count <= limit:
+        current = stack.pop()
+        count += 1
+        if isinstance(current, yaml.SequenceNode):
+            stack.extend(current.value)
+        elif isinstance(current, yaml.MappingNode):
+            stack.extend(v for pair in current.value for v in pair)
+    return count
+
+
+def _read_yaml(path: Path, text: str):
+    """The parsed file, with duplicate keys and alias bombs refused, naming the file."""
+    try:
+        root = yaml.compose(text, Loader=_StrictLoader)
+        if root is not None:
+            spelled = text.count("\n") + 1 + len(text) // 8  # a generous bound on the nodes the text itself holds
+            size = _expanded_size(root, max(MAX_NODES, EXPANSION * spelled))
+            if size > max(MAX_NODES, EXPANSION * spelled):
+                raise ConfigError(
+                    f"its aliases expand to more than {max(MAX_NODES, EXPANSION * spelled):,} values from "
+                    f"{len(text):,} bytes; write the values out instead of nesting aliases."
+                )
+        return yaml.load(text, Loader=_StrictLoader)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err}). Fix the line it names.") from None
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
 def load_experiment(path: str | os.PathLike | None, **overrides) -> ExperimentConfig:
     """Read and validate an experiment YAML file.
 
@@ -80,22 +134,23 @@ def load_experiment(path: str | os.PathLike | None, **overrides) -> ExperimentCo
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"Experiment file {path} does not exist. Pass a YAML file such as experiments/quick.yaml.")
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML ({err}). Fix the line it names.") from None
+        raw = _read_yaml(path, path.read_text())
         if raw is None or raw == {}:
             raise ConfigError(
                 f"{path} is empty. An experiment file needs at least a `search:` section; "
                 "copy experiments/quick.yaml and edit it."
             )
+    if overrides and not isinstance(raw, dict):
+        return experiment_from_dict(raw, origin=str(path))  # refused there: the file is not a mapping
     for dotted, value in overrides.items():
         if value is None:
             continue
         node = raw
         *parents, leaf = dotted.split(".")
         for p in parents:
-            node = node.setdefault(p, {}) if isinstance(node, dict) else node
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):  # `data: 3` and --data: refused by the section's own check
+                return experiment_from_dict(raw, origin=str(path) if path is not None else "defaults")
         node[leaf] = value
     return experiment_from_dict(raw, origin=str(path) if path is not None else "defaults")
 
