@@ -50,7 +50,8 @@ def test_only_the_ray_package_imports_ray():
 
 def private_uses(path: Path) -> list[str]:
     """Ray's private names `path` uses: imports of private modules, attribute chains such as
-    `ray._private.state`, and the GCS key-value store's `_internal_kv_*` functions."""
+    `ray._private.state`, the GCS key-value store's `_internal_kv_*` functions, and ray.init's private
+    keywords (`_system_config`)."""
     found = {t for t in imports(path) if t.startswith("ray") and any(p in t for p in PRIVATE_PARTS)}
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "ray" \
@@ -58,6 +59,9 @@ def private_uses(path: Path) -> list[str]:
             found.add(f"ray.{node.attr}")
         elif isinstance(node, ast.Attribute) and node.attr.startswith("_internal_kv_"):
             found.add(node.attr)
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "init" \
+                and isinstance(node.func.value, ast.Name) and node.func.value.id == "ray":
+            found |= {f"ray.init({k.arg}=)" for k in node.keywords if k.arg and k.arg.startswith("_")}
     return sorted(found)
 
 

@@ -22,13 +22,45 @@ its worker for its next trial:
   dashboard head and idle prestarted workers.
 
 Everything patched here is patched inside a `with` block around the run that needs it and put
-back after it; importing this module changes nothing in Ray. ecg_ray.tuning.fast_path lists every
-private name used here (PRIVATE_NAMES) and the Ray releases this module was tested with
-(TESTED_RAY); tests/test_fast_path.py checks both against the installed Ray, so an upgrade fails
+back after it; importing this module changes nothing in Ray. PRIVATE_NAMES below lists every private
+name used here, and ecg_ray.tuning.fast_path the Ray releases this module was tested with (TESTED_RAY); tests/test_fast_path.py checks both against the installed Ray, so an upgrade fails
 there first, by name, and `fast_path: auto` falls back to the public path.
 """
 
 from __future__ import annotations
+
+# Every private name of Ray this module uses: module -> names in it (a dotted name is an attribute of a
+# class: "WorkerGroup._clear_state"). A literal, before the imports: tests/test_fast_path.py reads it from
+# this file's source without importing it, looks each name up in the installed Ray, and checks that
+# the imports below use nothing private that is not listed.
+PRIVATE_NAMES = {
+    "ray._private.node": ("Node", "Node.start_monitor", "Node.start_api_server"),
+    "ray._private.state": ("actors",),
+    "ray._raylet": ("PlacementGroupID", "PlacementGroupID.from_hex"),
+    "ray.experimental.internal_kv": ("_internal_kv_put", "_internal_kv_get", "_internal_kv_del", "_internal_kv_list"),
+    "ray.train.v2._internal.callbacks.datasets": ("DatasetsCallback",),
+    "ray.train.v2._internal.callbacks.placement_group_callback": ("PlacementGroupCleanerCallback",),
+    "ray.train.v2._internal.execution.callback": ("WorkerGroupCallback", "WorkerGroupCallback.after_worker_group_start",
+                           "WorkerGroupCallback.after_worker_group_shutdown", "WorkerGroupCallback.after_worker_group_abort"),
+    "ray.train.v2._internal.execution.controller": ("TrainController", "TrainController.run", "TrainController.get_result",
+                             "TrainController.worker_group_cls"),
+    "ray.train.v2._internal.execution.scaling_policy.scaling_policy": ("TrainAutoscalingCoordinatorClient",),
+    "ray.train.v2._internal.execution.worker_group.state": ("_shutdown_sync_actor",),
+    "ray.train.v2._internal.execution.worker_group.worker_group": (
+        "SynchronizationActor", "WorkerGroup", "WorkerGroup._create_placement_group", "WorkerGroup._create_workers",
+        "WorkerGroup._assign_worker_ranks", "WorkerGroup._clear_state", "WorkerGroup.shutdown", "WorkerGroup.abort",
+        "WorkerGroup.has_started", "WorkerGroup.get_latest_poll_status", "WorkerGroup.get_workers",
+        "WorkerGroup.get_worker_group_state",
+    ),
+    "ray.train.v2._internal.execution.worker_group.placement_group_handle": ("DefaultPlacementGroupHandle", "DefaultPlacementGroupHandle.wait",
+                                                      "DefaultPlacementGroupHandle.shutdown"),
+    "ray.train.v2._internal.execution.worker_group.worker": ("Worker", "Worker.execute_async"),
+    "ray.train.v2._internal.util": ("invoke_context_managers",),
+    "ray.train.v2.api.callback": ("UserCallback", "UserCallback.after_report"),
+    "ray.train.v2.api.data_parallel_trainer": ("DataParallelTrainer._create_default_callbacks",
+                                                "DataParallelTrainer._initialize_and_run_controller"),
+    "ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator": ("get_or_create_autoscaling_coordinator",),
+}
 
 import asyncio
 import contextlib
@@ -78,6 +110,15 @@ def swapped(target, **values):
     finally:
         for name, value in saved.items():
             setattr(target, name, value)
+
+
+def start_local_ray(num_cpus: int) -> None:
+    """ray.init of a fresh local Ray for the fast path: no dashboard (its placement groups are released
+    by the driver, not by Train's State-API cleaner), none of the head's cluster services
+    (head_without_cluster_services) and no idle prestarted workers (LOCAL_RAY_CONFIG, through ray.init's
+    private `_system_config`)."""
+    with head_without_cluster_services():
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _system_config=LOCAL_RAY_CONFIG)
 
 
 def head_without_cluster_services():

@@ -10,7 +10,7 @@ tested Ray, and an ImportError there means the public path (or, under `true`, a 
 never a traceback.
 
 To support a new Ray release: run `python -m pytest tests/test_fast_path.py` against it; where a
-name is reported missing, adapt _ray_internals and PRIVATE_NAMES; then add the release to TESTED_RAY
+name is reported missing, adapt _ray_internals (and its PRIVATE_NAMES); then add the release to TESTED_RAY
 once the whole suite passes on it.
 """
 
@@ -24,40 +24,6 @@ import ray
 from ecg_ray.errors import ConfigError
 
 TESTED_RAY = ("2.60.0",)  # the releases the fast path was tested with, the whole suite on each
-
-_TRAIN = "ray.train.v2._internal.execution"
-# Every private name of Ray that ecg_ray.tuning._ray_internals uses: module -> names in it (a dotted
-# name is an attribute of a class: "WorkerGroup._clear_state"). Data, not imports: tests/test_fast_path.py
-# looks each one up in the installed Ray and checks that the module imports nothing private unlisted.
-PRIVATE_NAMES = {
-    "ray._private.node": ("Node", "Node.start_monitor", "Node.start_api_server"),
-    "ray._private.state": ("actors",),
-    "ray._raylet": ("PlacementGroupID", "PlacementGroupID.from_hex"),
-    "ray.experimental.internal_kv": ("_internal_kv_put", "_internal_kv_get", "_internal_kv_del", "_internal_kv_list"),
-    "ray.train.v2._internal.callbacks.datasets": ("DatasetsCallback",),
-    "ray.train.v2._internal.callbacks.placement_group_callback": ("PlacementGroupCleanerCallback",),
-    f"{_TRAIN}.callback": ("WorkerGroupCallback", "WorkerGroupCallback.after_worker_group_start",
-                           "WorkerGroupCallback.after_worker_group_shutdown", "WorkerGroupCallback.after_worker_group_abort"),
-    f"{_TRAIN}.controller": ("TrainController", "TrainController.run", "TrainController.get_result",
-                             "TrainController.worker_group_cls"),
-    f"{_TRAIN}.scaling_policy.scaling_policy": ("TrainAutoscalingCoordinatorClient",),
-    f"{_TRAIN}.worker_group.state": ("_shutdown_sync_actor",),
-    f"{_TRAIN}.worker_group.worker_group": (
-        "SynchronizationActor", "WorkerGroup", "WorkerGroup._create_placement_group", "WorkerGroup._create_workers",
-        "WorkerGroup._assign_worker_ranks", "WorkerGroup._clear_state", "WorkerGroup.shutdown", "WorkerGroup.abort",
-        "WorkerGroup.has_started", "WorkerGroup.get_latest_poll_status", "WorkerGroup.get_workers",
-        "WorkerGroup.get_worker_group_state",
-    ),
-    f"{_TRAIN}.worker_group.placement_group_handle": ("DefaultPlacementGroupHandle", "DefaultPlacementGroupHandle.wait",
-                                                      "DefaultPlacementGroupHandle.shutdown"),
-    f"{_TRAIN}.worker_group.worker": ("Worker", "Worker.execute_async"),
-    "ray.train.v2._internal.util": ("invoke_context_managers",),
-    "ray.train.v2.api.callback": ("UserCallback", "UserCallback.after_report"),
-    "ray.train.v2.api.data_parallel_trainer": ("DataParallelTrainer._create_default_callbacks",
-                                                "DataParallelTrainer._initialize_and_run_controller"),
-    "ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator": ("get_or_create_autoscaling_coordinator",),
-}
-
 
 @dataclass(frozen=True)
 class TrialPath:

@@ -73,9 +73,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, fast: bool
                 if fast:
                     from ecg_ray.tuning import _ray_internals
 
-                    with _ray_internals.head_without_cluster_services():
-                        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
-                                 _system_config=_ray_internals.LOCAL_RAY_CONFIG)
+                    _ray_internals.start_local_ray(num_cpus or os.cpu_count())
                 else:  # the dashboard's State API serves Train's placement-group cleaner; loopback only
                     ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=True,
                              dashboard_host="127.0.0.1")
