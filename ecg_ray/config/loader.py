@@ -105,8 +105,9 @@ def _expanded_size(node, limit: int) -> int:
 
 def _read_yaml(path: Path, text: str):
     """The parsed file, with duplicate keys and alias bombs refused, naming the file."""
+    loader = _StrictLoader(text)
     try:
-        root = yaml.compose(text, Loader=_StrictLoader)
+        root = loader.get_single_node()  # parsed once: checked as nodes, then built from the same nodes
         if root is not None:
             spelled = text.count("\n") + 1 + len(text) // 8  # a generous bound on the nodes the text itself holds
             size = _expanded_size(root, max(MAX_NODES, EXPANSION * spelled))
@@ -115,11 +116,13 @@ def _read_yaml(path: Path, text: str):
                     f"its aliases expand to more than {max(MAX_NODES, EXPANSION * spelled):,} values from "
                     f"{len(text):,} bytes; write the values out instead of nesting aliases."
                 )
-        return yaml.load(text, Loader=_StrictLoader)
+        return loader.construct_document(root) if root is not None else None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({err}). Fix the line it names.") from None
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
+    finally:
+        loader.dispose()
 
 
 def load_experiment(path: str | os.PathLike | None, **overrides) -> ExperimentConfig:
