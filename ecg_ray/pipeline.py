@@ -83,9 +83,9 @@ def run_experiment(
     except EcgRayError:
         return outcome  # interrupted before any epoch finished
     t0 = time.monotonic()
-    outcome.best_model = export_best_model(path, trials)
+    outcome.best_model = export_best_model(path, trials, outcome.notes)
     if outcome.best_model is None:
-        outcome.notes.append("the best epoch's checkpoint was not kept, so no best_model.pt was written")
+        outcome.notes.append("the best epoch's checkpoint was not kept (or is damaged), so no best_model.pt was written")
     if cfg.data.has_test:
         outcome.test = evaluate_test(cfg, path, trials, outcome.notes)
     t1 = time.monotonic()

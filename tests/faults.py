@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from ecg_ray.results.folder import CHECKPOINT_FILE
 from ecg_ray.tuning.nodes import kill
 from ecg_ray.results.report import build_report, comparable
 from ecg_ray.schema import EPOCH_COLUMNS, confusion_columns
@@ -85,7 +86,7 @@ class Driver:
 
     def cleanup(self) -> None:
         """Kill whatever Ray processes the driver left behind (after a SIGKILL, say)."""
-        kill(self.tmp)
+        kill(os.path.join(self.tmp, "ray"))  # RAY_TMPDIR/ray: Ray's temp dir under RAY_TMPDIR
 
 
 def results(exp_dir: Path) -> list[dict]:
@@ -241,22 +242,30 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def planted_pickle(work: Path, baseline: Path) -> Outcome:
-    """A copy of a finished folder with pickles planted where Tune keeps state, one trial marked unfinished."""
+    """A copy of a finished folder with pickles planted where Tune keeps state, one trial marked unfinished,
+    its latest checkpoint replaced by a pickle and its other one cut short (a disk that filled up)."""
     copy = work / "results" / "planted"
     shutil.copytree(baseline, copy)
     marker = work / "PLANTED_PAYLOAD_RAN"
     for rel in ("tuner.pkl", "experiment_state-2099-01-01_00-00-00.json", "searcher-state-2099-01-01.pkl",
                 "train_runs/t0001/state.pkl"):
         (copy / rel).write_bytes(pickle.dumps(_Payload(marker)))
+    *older, latest = sorted((copy / "train_runs" / "t0001").glob(f"checkpoint_*/{CHECKPOINT_FILE}"))
+    latest.write_bytes(pickle.dumps(_Payload(marker)))
+    for ckpt in older:
+        ckpt.write_bytes(ckpt.read_bytes()[:1000])
     status = json.loads((copy / "trial_status.json").read_text())
     del status["t0001"]
     (copy / "trial_status.json").write_text(json.dumps(status))
-    rc = Driver(["--resume", str(copy)], work / "planted.log").wait()
+    log = work / "planted.log"
+    rc = Driver(["--resume", str(copy)], log).wait()
     rc_report = _cli("report", str(copy)).returncode
     ran = marker.exists()
-    return Outcome("planted pickles in a copied folder, then --resume and report", 1, 0, 0,
+    restarted = "cannot be read safely (UnpicklingError" in log.read_text(errors="replace")
+    return Outcome("planted pickles and a cut-off checkpoint in a copied folder, then --resume and report", 1, 0, 0,
                    rc == 0 and rc_report == 0 and not ran and same_table(copy, baseline),
-                   f"resume rc={rc}, report rc={rc_report}, payload ran: {ran}", "never loaded" if not ran else "LOADED")
+                   f"resume rc={rc}, report rc={rc_report}, payload ran: {ran}, trial restarted from epoch 1: {restarted}",
+                   "never loaded" if not ran else "LOADED")
 
 
 def concurrent_run(work: Path, baseline: Path) -> Outcome:

@@ -119,7 +119,12 @@ class LocalCluster:
 
     def processes(self, node: str | None = None) -> list[psutil.Process]:
         """Processes of the whole cluster, or of one node (by its temp dir), as `ecg-ray stop-node` finds them."""
-        return processes(os.path.join(self.root, node) if node else self.root)
+        found = {p.pid: p for name in ([node] if node else self.node_dirs()) for p in processes(os.path.join(self.root, name))}
+        return list(found.values())
+
+    def node_dirs(self) -> list[str]:
+        """Every node temp dir under the root, a failed or removed node's included (its leftovers are still ours)."""
+        return sorted(os.listdir(self.root)) if os.path.isdir(self.root) else []
 
     def kill_node(self, node: str) -> int:
         """SIGKILL every process of one node, as a lost machine would vanish. Returns how many."""
@@ -163,5 +168,6 @@ class LocalCluster:
         return subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=timeout)
 
     def stop(self) -> None:
-        kill(self.root)
+        for name in self.node_dirs():
+            kill(os.path.join(self.root, name))
         shutil.rmtree(self.root, ignore_errors=True)

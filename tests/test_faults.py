@@ -49,6 +49,7 @@ def test_lost_node_trials_continue_elsewhere(work, baseline):
 def test_planted_pickles_are_never_loaded(work, baseline):
     outcome = faults.planted_pickle(work, baseline)
     assert outcome.identical and outcome.handled == "never loaded", outcome
+    assert "trial restarted from epoch 1: True" in outcome.detail, outcome  # the unreadable checkpoint was not fatal
 
 
 def test_a_concurrent_second_run_is_refused(work, baseline):

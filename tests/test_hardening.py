@@ -66,7 +66,7 @@ def test_data_check_flags_flat_and_implausible_records(tmp_path, capsys):
     rs.signals[3] = np.zeros(9000)
     rs.signals[5] = rs.signals[5] * 40  # tens of mV
     path = write_pickle(tmp_path / "x.pkl", rs)
-    assert main(["data", "check", "--trust-pickle", str(path)]) == 1
+    assert main(["data", "check", str(path), "--trust-pickle", str(path)]) == 1
     out = capsys.readouterr().out
     assert "Problems: 2" in out and "record x:3 is flat" in out and "record x:5 reaches" in out
 
@@ -138,7 +138,7 @@ def test_one_pickle_file_needs_the_flag_too_and_the_warning_is_printed_with_it(t
     path = write_pickle(tmp_path / "x.pkl", _records(80))
     assert main(["data", "check", str(path)]) == 2
     assert f"The data file {path} is a pickle: loading a pickle runs code stored in it" in capsys.readouterr().err
-    assert main(["data", "convert", "--trust-pickle", str(path), str(tmp_path / "x.parquet")]) == 0
+    assert main(["data", "convert", str(path), str(tmp_path / "x.parquet"), "--trust-pickle", str(path)]) == 0
     assert "[ecg-ray] warning: Loading a pickle runs code" in capsys.readouterr().out
     assert main(["data", "check", str(tmp_path / "x.parquet")]) == 0  # the converted file needs no trust
 
@@ -196,3 +196,187 @@ def test_tune_with_a_file_and_resume_is_refused_naming_both(tmp_path, capsys):
     assert main(["tune", "experiments/quick.yaml", "--resume", str(tmp_path / "quick")]) == 2
     err = capsys.readouterr().err
     assert "Pass an experiment file (experiments/quick.yaml) or --resume" in err and "not both" in err
+
+
+# --- row 3: --trust-pickle names the file, checked against the recorded path and hash --------
+
+
+class _Planted:
+    """Unpickling creates the marker file: proof that a pickle was loaded."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _pickle_folder(tmp_path):
+    """An experiment folder whose experiment read `mine.pkl`, as `ecg-ray tune` records one (no trial ran)."""
+    from ecg_ray.config import experiment_from_dict
+    from ecg_ray.data import trust
+    from ecg_ray.results.folder import ExperimentDir
+
+    mine = str(write_pickle(tmp_path / "mine.pkl", _records(80)))
+    cfg = experiment_from_dict({"name": "p", "storage_path": str(tmp_path / "results"), "search": {"lr": [1e-3]},
+                                "data": {"source": "pickle", "path": mine, "trust_pickle": True}})
+    exp = ExperimentDir.for_config(cfg)
+    exp.write_record({"config": cfg.to_dict(), "data_hash": "h", "pickles": trust.record(trust.pickle_paths(cfg.data))},
+                     {"data_hash": "h", "ids": {}})
+    return exp, mine
+
+
+def _edit_record(exp, **data):
+    import json
+
+    path = Path(exp.experiment_file)
+    record = json.loads(path.read_text())
+    record["config"]["data"].update(data)
+    path.write_text(json.dumps(record))
+
+
+def _one_line_refusal(capsys, *fragments):
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in err, err
+
+
+def test_trust_names_the_file_and_a_folder_that_names_another_pickle_is_refused_before_loading_it(tmp_path, capsys):
+    exp, mine = _pickle_folder(tmp_path)
+    assert exp.read_config(trust_pickle=[mine]).data.path == mine  # the user's file, as recorded: trusted
+    marker = tmp_path / "payload-ran"
+    (tmp_path / "evil.pkl").write_bytes(__import__("pickle").dumps(_Planted(marker)))
+    _edit_record(exp, path=str(tmp_path / "evil.pkl"))
+    for argv in (["tune", "--resume", exp.path, "--trust-pickle", mine], ["rerun", exp.path, "t0000", "--trust-pickle", mine],
+                 ["repeat", exp.path, "--top", "1", "--seeds", "2", "--trust-pickle", mine]):
+        assert main(argv) == 2
+        _one_line_refusal(capsys, f"names the pickle {tmp_path / 'evil.pkl'}, which its experiment did not start with "
+                          f"(it recorded {mine})", "the folder was edited")
+    # Naming the planted file itself changes nothing: it is not the file the experiment started with.
+    assert main(["tune", "--resume", exp.path, "--trust-pickle", str(tmp_path / "evil.pkl")]) == 2
+    _one_line_refusal(capsys, "which its experiment did not start with", "the folder was edited")
+    _edit_record(exp, path=mine)  # put back: only the user's word is missing now
+    assert main(["tune", "--resume", exp.path]) == 2
+    _one_line_refusal(capsys, f"reads the pickle {mine}, which no --trust-pickle names", f"pass --trust-pickle {mine}")
+    assert not marker.exists()  # the planted pickle never ran
+
+
+def test_a_trusted_pickle_whose_content_changed_since_the_experiment_started_is_refused(tmp_path, capsys):
+    exp, mine = _pickle_folder(tmp_path)
+    write_pickle(Path(mine), _records(90))  # same path, other content
+    assert main(["tune", "--resume", exp.path, "--trust-pickle", mine]) == 2
+    _one_line_refusal(capsys, f"The pickle {mine} changed since", "SHA-256", "not the file that was trusted")
+
+
+def test_trust_on_the_command_line_must_name_exactly_the_pickles_read(tmp_path, capsys):
+    mine = str(write_pickle(tmp_path / "mine.pkl", _records(80)))
+    other = str(write_pickle(tmp_path / "other.pkl", _records(80)))
+    storage = tmp_path / "results"
+    assert main(["tune", "experiments/quick.yaml", "--storage", str(storage), "--data", mine, "--trust-pickle", other]) == 2
+    _one_line_refusal(capsys, f"reads the pickle {mine}, which no --trust-pickle names")
+    assert main(["tune", "experiments/quick.yaml", "--storage", str(storage), "--trust-pickle", mine]) == 2
+    _one_line_refusal(capsys, "does not read that file (it reads no pickle)")
+    assert main(["data", "check", mine, "--trust-pickle", other]) == 2
+    _one_line_refusal(capsys, f"reads the pickle {mine}, which no --trust-pickle names")
+    assert main(["data", "check", mine, "--trust-pickle", mine, "--trust-pickle", other]) == 2
+    _one_line_refusal(capsys, f"--trust-pickle {other}: This command does not read that file (it reads {mine})")
+    assert not storage.exists()
+
+
+# --- row 8: records far past the challenge's lengths, and the prepared data's memory ------------
+
+
+def _long_record_parquet(tmp_path, n_long=1_000_000):
+    from helpers import frame
+
+    rs = _records(80)
+    rs.signals[7] = np.tile(rs.signals[7], n_long // len(rs.signals[7]) + 1)[:n_long]
+    path = tmp_path / "long.parquet"
+    frame(rs).assign(record=rs.ids).to_parquet(path)
+    return path
+
+
+def test_a_record_far_past_the_challenges_lengths_is_a_bad_record_naming_the_cap(tmp_path, capsys):
+    path = _long_record_parquet(tmp_path)
+    storage = tmp_path / "results"
+    argv = ["tune", "experiments/quick.yaml", "--storage", str(storage), "--data", str(path)]
+    assert main(argv) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "record A00007 has 1000000 samples (3333 s at 300 Hz), more than data.max_length=60000" in line
+    assert "raise data.max_length if the record is real" in line and not storage.exists()
+    assert main(["data", "check", str(path), "--max-length", "2000000"]) == 0  # raised: it is read
+
+
+def test_the_prepared_datas_memory_is_estimated_before_it_is_allocated(tmp_path, monkeypatch):
+    from ecg_ray.data import prepare as prep
+
+    path = _long_record_parquet(tmp_path, 200_000)
+    cfg = load_experiment("experiments/quick.yaml", **{"data.source": "parquet", "data.path": str(path), "data.max_length": 300_000,
+                                                       "search.train_crop": ["random"], "data.cache_dir": str(tmp_path / "c")})
+    monkeypatch.setattr(prep, "MEMORY_SHARE", 1e-6)  # as if this machine had a millionth of its free memory
+    with pytest.raises(DataError, match=r"would take 0\.\d\d GiB \(80 records x 9000 samples \+ 80 whole records x the longest, "
+                                        r"200000 samples .*Lower data.max_length \(now 300000\)"):
+        prepare(cfg, use_cache=False)
+    monkeypatch.undo()
+    assert prepare(cfg, use_cache=False).whole["train"].shape[1] == 200_000
+
+
+# --- a full disk is named as one -----------------------------------------------------------------
+
+
+def _full_disk_error() -> OSError:
+    """A real ENOSPC: what the kernel answers a write to /dev/full."""
+    try:
+        with open("/dev/full", "wb", buffering=0) as full:
+            full.write(b"checkpoint")
+    except OSError as err:
+        return err
+    pytest.skip("/dev/full accepted a write")
+
+
+def test_a_full_disk_is_recognised_through_any_wrapping():
+    from ecg_ray.tuning.driver import no_space
+
+    err = _full_disk_error()
+    try:
+        try:
+            raise err
+        except OSError as inner:
+            raise RuntimeError("Tune failed") from inner
+    except RuntimeError as wrapped:
+        assert no_space(wrapped)
+    assert no_space(RuntimeError(f"RayTaskError(OSError): worker traceback ... {err}"))  # only the text crosses processes
+    assert not no_space(RuntimeError("CUDA out of memory")) and not no_space(OSError(13, "Permission denied"))
+
+
+def test_a_full_disk_during_the_run_ends_in_one_line(tmp_path):
+    from ecg_ray.errors import EcgRayError
+    from ecg_ray.results.folder import ExperimentDir
+    from ecg_ray.tuning.driver import _no_space_is_said
+
+    exp = ExperimentDir.parse(tmp_path / "e")
+    with pytest.raises(EcgRayError, match=rf"ran out of space .*`ecg-ray tune --resume {exp.path}`"):
+        with _no_space_is_said(exp):
+            raise RuntimeError("TuneError") from _full_disk_error()
+    with pytest.raises(KeyError):  # anything else is not dressed up as a full disk
+        with _no_space_is_said(exp):
+            raise KeyError("x")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders: the refusal cannot be seen as root")
+def test_a_read_only_experiment_folder_is_refused_on_resume_before_ray_starts(tmp_path, capsys):
+    from ecg_ray.config import experiment_from_dict
+    from ecg_ray.results.folder import ExperimentDir
+
+    cfg = experiment_from_dict({"name": "ro", "storage_path": str(tmp_path / "results")})
+    exp = ExperimentDir.for_config(cfg)
+    exp.write_record({"config": cfg.to_dict(), "data_hash": "h"}, {"data_hash": "h", "ids": {}})
+    os.chmod(exp.path, 0o555)
+    try:
+        t0 = time.monotonic()
+        assert main(["tune", "--resume", exp.path]) == 2
+        (line,) = capsys.readouterr().err.splitlines()
+        assert f"{exp.path} is not writable, and a resume writes there" in line and time.monotonic() - t0 < 60
+    finally:
+        os.chmod(exp.path, 0o755)

@@ -41,7 +41,7 @@ def test_every_input_format_gives_one_row_per_record(model, tmp_path):
         "folder with REFERENCE.csv": predict(model, str(folder)),
         "one record": predict(model, str(folder / "C00001.hea")),
         "parquet without labels": predict(model, str(parquet)),
-        "pickle": predict(model, str(pickled), trust_pickle=True),
+        "pickle": predict(model, str(pickled), trust_pickle=[str(pickled)]),
     }
     assert tables["folder with REFERENCE.csv"]["label"].tolist() == [["N", "A", "O", "~"][l] for l in rs.labels]
     assert tables["one record"]["record"].tolist() == ["C00001"]
@@ -54,7 +54,7 @@ def test_every_input_format_gives_one_row_per_record(model, tmp_path):
 @pytest.mark.parametrize(
     "make, message",
     [
-        (lambda t: write_pickle(t / "x.pkl", _records()), "x.pkl is a pickle"),
+        (lambda t: write_pickle(t / "x.pkl", _records()), "reads the pickle"),
         (lambda t: (t / "notes.txt").write_text("hi") and t / "notes.txt", "pass a challenge folder, a .mat/.hea record"),
         (lambda t: (t / "empty").mkdir() or t / "empty", "holds no records"),
     ],
@@ -90,3 +90,44 @@ def test_a_model_trained_at_another_length_and_precision_predicts_as_it_was_eval
     model, _ = load_model(str(path))
     expected = class_probabilities(model, pad_or_trim(rs.signals, 6000), trial.batch_size, trial)  # its centre 6000 samples, in bf16
     assert got["p_N"].tolist() == pytest.approx(expected[:, 0].tolist(), abs=1e-6)
+
+
+def test_an_unknown_label_is_a_bad_record_as_in_tune_not_normal(model, tmp_path, capsys):
+    folder = write_challenge(tmp_path / "labelled", _records())
+    ref = folder / "REFERENCE.csv"
+    ref.write_text(ref.read_text().replace("C00002,", "C00002,Q\nX,", 1).replace("\nX,", "\nC99999,", 1))
+    ref.write_text("".join(l + "\n" for l in ref.read_text().splitlines() if not l.startswith("C99999")))
+    assert main(["predict", model, str(folder)]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "record C00002 has unknown label 'Q'" in line and "allowed: N, A, O, ~" in line
+    assert main(["data", "check", str(folder)]) == 1  # the same folder, the same rule
+    capsys.readouterr()
+    table = predict(model, str(folder), on_bad_record="skip")
+    assert "C00002" not in table["record"].tolist() and len(table) == 4
+    assert [s["record"] for s in table.attrs["skipped"]] == ["C00002"]
+
+
+def test_markdown_output_escapes_record_ids(model, tmp_path, capsys):
+    rs = _records(2)
+    rs.ids = ["<img src=x onerror=alert(1)>", "a|b`c`*d*[e](f)"]
+    parquet = tmp_path / "x.parquet"
+    frame(rs).assign(record=rs.ids).drop(columns="label").to_parquet(parquet)
+    assert main(["predict", model, str(parquet), "--out", str(tmp_path / "p.md")]) == 0
+    assert main(["predict", model, str(parquet)]) == 0
+    for text in ((tmp_path / "p.md").read_text(), capsys.readouterr().out):
+        assert "<img" not in text and "&lt;img src=x onerror=alert(1)&gt;" in text
+        assert r"a\|b\`c\`\*d\*\[e\](f)" in text
+        rows = [line for line in text.splitlines() if line.startswith("| ")]
+        assert len(rows) == 3 and len({line.count(" | ") for line in rows}) == 1  # no id opened a column
+
+
+def test_weights_that_do_not_fit_the_recorded_config_are_refused_in_one_line(model, tmp_path, capsys):
+    saved = torch.load(model, weights_only=True)
+    for name, edit in {"wider": lambda s: s["trial"].update(hidden_size=16),
+                       "partial": lambda s: s["model"].pop(next(iter(s["model"])))}.items():
+        bad = {**saved, "trial": dict(saved["trial"]), "model": dict(saved["model"])}
+        edit(bad)
+        torch.save(bad, tmp_path / f"{name}.pt")
+        assert main(["predict", str(tmp_path / f"{name}.pt"), "synthetic"]) == 2
+        (line,) = capsys.readouterr().err.splitlines()
+        assert f"{name}.pt: its weights do not fit the model its recorded trial config describes" in line

@@ -5,10 +5,10 @@ client key) runs in a PID namespace of its own (`unshare --pid --mount-proc`), s
 the bare `ray stop` that `ray down` issues on the head sees only the processes started
 over that SSH server and never the test session's own Ray. A generated copy of
 cluster-onprem.yaml points at it: head 127.0.0.1, no workers (so the head gets the CPUs
-to run the trials), a short temp dir, free ports, a venv that sees the packages installed
-here (so the setup's pip install fetches nothing), and a temporary HOME for the SSH
+to run the trials), a short temp dir, free ports, and a temporary HOME for the SSH
 account, whose ~/.bashrc puts this machine's Python on PATH as a host's would. Everything
-else is the file's: file mounts, setup commands, start commands.
+else is the file's: file mounts, setup commands (its own venv, installed from pyproject.toml as on a
+real host, so a runtime dependency only the test extra brings fails here), start commands.
 """
 
 from __future__ import annotations
@@ -107,8 +107,8 @@ def onprem_copy(ssh: SshServer, temp_dir: str, ports: dict) -> dict:
     raw["cluster_name"] = f"ecgup{uuid.uuid4().hex[:8]}"
     raw["provider"].update(head_ip="127.0.0.1", worker_ips=[])
     raw["auth"] = {"ssh_user": ssh.user, "ssh_private_key": str(ssh.root / "client_key"), "ssh_proxy_command": ssh.proxy}
-    # The venv sees the packages installed here, so the setup's pip install has nothing to fetch.
-    raw["setup_commands"] = [c.replace("python3 -m venv", "python3 -m venv --system-site-packages") for c in raw["setup_commands"]]
+    # The setup commands run as written: a venv of their own and the project's install, so a runtime
+    # dependency pyproject.toml lacks fails here (pip's cache serves what this machine installed).
     start = [c.replace("/tmp/ecg_ray_cluster", temp_dir) for c in raw["head_start_ray_commands"]]
     start[-1] = (start[-1].replace(":6379", f":{ports['gcs']}").replace("--port=6379", f"--port={ports['gcs']}")
                  .replace("--num-cpus=0", "--num-cpus=2")  # no worker hosts here: the head runs the trials

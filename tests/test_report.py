@@ -1,5 +1,6 @@
 """The aggregator over experiment folders written here in Tune's layout."""
 
+import html
 import json
 import shutil
 from pathlib import Path
@@ -24,7 +25,8 @@ def _epoch(trial_id, epoch, f1, val_loss=1.0):
 def _trial(exp, trial_id, lr, f1s, losses=None, tail=""):
     d = exp / f"_trial_driver_{trial_id}_lr={lr}"
     d.mkdir(parents=True)
-    params = {"lr": lr, "hidden_size": 128, "dropout": 0.2, "optimizer": "adam", "batch_size": 32, "epochs": 4, "seed": 42}
+    params = {"lr": lr, "hidden_size": 128, "dropout": 0.2, "optimizer": "adam", "batch_size": 32, "epochs": 4, "seed": 42,
+              "trial_key": trial_id}
     (d / "params.json").write_text(json.dumps(params))
     losses = losses or [1.0] * len(f1s)
     lines = [json.dumps(_epoch(trial_id, e + 1, f, l)) for e, (f, l) in enumerate(zip(f1s, losses))]
@@ -161,6 +163,20 @@ def _cut_line(line_no):
     return edit
 
 
+def _set_key(line_no, key, value):
+    def edit(exp):
+        path = next(exp.glob("_trial_driver_t0_*")) / "result.json"
+        lines = path.read_text().splitlines()
+        lines[line_no - 1] = json.dumps(json.loads(lines[line_no - 1]) | {key: value})
+        path.write_text("\n".join(lines) + "\n")
+
+    return edit
+
+
+def _cut_tail(path, keep):
+    path.write_text("".join(line + "\n" for line in path.read_text().splitlines()[:keep]))
+
+
 DAMAGE = {
     "corrupt params.json": (lambda e: (next(e.glob("_trial_driver_t1_*")) / "params.json").write_text("{not json"),
                             ["params.json is damaged: not valid JSON", "trial folder _trial_driver_t1_lr=0.0005 was skipped"]),
@@ -171,7 +187,16 @@ DAMAGE = {
     "a line cut off mid-file": (_cut_line(2), ["result.json, line 2: cut off or not JSON", "trial t0: epoch(s) 2 missing"]),
     "an epoch without the ranking metric": (_drop_key(3, "val_macro_f1"), ["result.json, line 3 (epoch 3) lacks val_macro_f1; that epoch was skipped"]),
     "an epoch without a per-class metric": (_drop_key(2, "val_f1_A"), ["result.json, line 2 (epoch 2) lacks val_f1_A; left empty in the tables"]),
+    "a NaN ranking metric": (_set_key(2, "val_macro_f1", float("nan")), ["result.json, line 2 (epoch 2): val_macro_f1 is nan, not a number in 0..1; that epoch was skipped"]),
+    "a NaN score": (_set_key(2, "val_acc", float("nan")), ["result.json, line 2 (epoch 2): val_acc not a number; shown as recorded"]),
+    "a finished trial's result.json emptied": (lambda e: (next(e.glob("_trial_driver_t1_*")) / "result.json").write_text(""),
+                                               ["trial t1 is damaged", "records 2 epoch(s) (TERMINATED)", "result.json is empty", "left out of every table"]),
+    "a finished trial's result.json deleted": (lambda e: (next(e.glob("_trial_driver_t1_*")) / "result.json").unlink(),
+                                               ["trial t1 is damaged", "result.json is missing", "left out of every table"]),
+    "a finished trial's last epochs lost": (lambda e: _cut_tail(next(e.glob("_trial_driver_t0_*")) / "result.json", 2),
+                                            ["trial t0 is damaged", "records 4 epoch(s) but its result files hold 2", "is short"]),
 }
+
 
 
 def _ours(err: str) -> str:
@@ -186,9 +211,11 @@ def test_a_damaged_folder_is_named_and_needs_allow_partial(case, tmp_path, capsy
     exp = tmp_path / "exp"
     _trial(exp, "t0", 0.001, [0.2, 0.5, 0.4, 0.45])
     _trial(exp, "t1", 0.0005, [0.1, 0.3])
-    (exp / "trial_status.json").write_text(json.dumps({k: {"status": "TERMINATED"} for k in ("t0", "t1")}))
+    statuses = {"t0": {"status": "TERMINATED", "last_epoch": 4}, "t1": {"status": "TERMINATED", "last_epoch": 2}}
+    (exp / "trial_status.json").write_text(json.dumps(statuses))
     (exp / "ecg_ray_experiment.json").write_text(json.dumps({"config": {"scheduler": {"name": "asha"}}}))
     assert main(["report", str(exp)]) == 0 and "warning" not in _ours(capsys.readouterr().err)  # whole: no complaint
+    assert not (exp / "report" / "problems.txt").exists()
     shutil.rmtree(exp / "report")
     make, expected = DAMAGE[case]
     make(exp)
@@ -198,10 +225,18 @@ def test_a_damaged_folder_is_named_and_needs_allow_partial(case, tmp_path, capsy
     for fragment in expected:
         assert fragment in err
     assert not (exp / "report").exists()
-    assert main(["report", str(exp), "--allow-partial"]) == 0
+    assert main(["report", str(exp), "--allow-partial", "--format", "csv", "markdown", "latex"]) == 0
     err = _ours(capsys.readouterr().err)
     assert all(fragment in err for fragment in expected) and err.startswith("ecg-ray: warning: ")
     assert (exp / "report" / "trials.csv").is_file()
+    # Named beside and under the tables too: a table copied into a paper still says what it leaves out.
+    report = exp / "report"
+    listed = (report / "problems.txt").read_text()
+    page = (report / "index.html").read_text()
+    markdown, latex = (report / "trials.md").read_text(), (report / "configs.tex").read_text()
+    for fragment in expected:
+        assert fragment in listed and html.escape(fragment, quote=False) in page
+    assert "> **Problem:**" in markdown and "% ecg-ray problem: " in latex
 
 
 def test_the_cut_off_line_of_a_run_that_was_resumed_is_not_damage(tmp_path):

@@ -115,7 +115,7 @@ def test_convert_to_parquet_round_trips(tmp_path):
     rs = _base(60)
     src = write_pickle(tmp_path / "train.pkl", rs)
     dest = tmp_path / "train.parquet"
-    assert main(["data", "convert", "--trust-pickle", str(src), str(dest)]) == 0
+    assert main(["data", "convert", str(src), str(dest), "--trust-pickle", str(src)]) == 0
     df = pd.read_parquet(dest)
     assert list(df.columns) == ["record", "signal", "label"] and len(df) == 60
     a = prepare(_cfg("pickle", src, cache=tmp_path / "c1"))
@@ -146,7 +146,8 @@ def _pickles(tmp_path, train_edit=None, val_edit=None, obj=None):
     if obj is not None:
         with open(tmp_path / "train_df.pkl", "wb") as f:
             pickle.dump(obj, f)
-    return [str(tmp_path / "train_df.pkl"), "--val-data", str(tmp_path / "val_df.pkl"), "--trust-pickle"]
+    train, val = str(tmp_path / "train_df.pkl"), str(tmp_path / "val_df.pkl")
+    return [train, "--val-data", val, "--trust-pickle", train, "--trust-pickle", val]
 
 
 def _set_signal(row, value):
@@ -169,6 +170,18 @@ def _rewrite(name, old, new):
     def edit(folder, rs):
         p = folder / name
         p.write_text(p.read_text().replace(old, new, 1))
+
+    return edit
+
+
+def _declare_samples(name, fraction):
+    """Rewrite the sample count on the header's first line (`REC 1 300 N ...`) to `fraction` of it."""
+    def edit(folder, rs):
+        p = folder / name
+        first, *rest = p.read_text().split("\n")
+        fields = first.split(" ")
+        fields[3] = str(int(int(fields[3]) * fraction))
+        p.write_text("\n".join([" ".join(fields), *rest]))
 
     return edit
 
@@ -209,6 +222,10 @@ BAD_INPUTS = {
     "label without .mat": (lambda t: _challenge(t, lambda f, rs: (f / "A00003.mat").unlink()), ["A00003.mat is missing", "REFERENCE.csv names record A00003"]),
     ".mat without label": (lambda t: _challenge(t, _rewrite("REFERENCE.csv", "A00004,", "X_dropped,")), ["A00004.mat has no label in", "add a `A00004,<N|A|O|~>` row"]),
     "truncated .mat": (lambda t: _challenge(t, _truncate("A00005.mat")), ["A00005.mat/.hea cannot be read", "damaged or truncated"]),
+    "header declares fewer samples than the .mat holds": (lambda t: _challenge(t, _declare_samples("A00009.hea", 0.5)),
+                                                          ["A00009.mat holds", "A00009.hea says", "header and signal disagree (the header would drop the rest)"]),
+    "header declares more samples than the .mat holds": (lambda t: _challenge(t, _declare_samples("A00009.hea", 2)),
+                                                         ["A00009", "truncated"]),
     "unreadable .hea": (lambda t: _challenge(t, lambda f, rs: (f / "A00006.hea").write_text("garbage\n")), ["A00006.mat/.hea cannot be read"]),
     "wrong sampling rate": (lambda t: _challenge(t, _rewrite("A00007.hea", " 300 ", " 500 ")), ["A00007.hea says 500 Hz", "data.sampling_rate=300"]),
     "unknown label letter": (lambda t: _challenge(t, _rewrite("REFERENCE.csv", "A00008,", "A00008,X\nZZ,")), ["record A00008 has unknown label 'X'", "allowed: N, A, O, ~"]),
@@ -222,7 +239,7 @@ BAD_INPUTS = {
     "class without training records": (lambda t: _pickles(t, lambda df: df[df.label != 3]), ["train_df.pkl", "no records of class Noisy (~)", "divide by zero"]),
     "pickle not a DataFrame": (lambda t: _pickles(t, obj={"signal": [1, 2]}), ["train_df.pkl holds a dict, not a pandas DataFrame"]),
     "pickle lacks label": (lambda t: _pickles(t, lambda df: df.drop(columns="label")), ["train_df.pkl lacks the column(s) label", "a `label` column (0..3)"]),
-    "unreadable pickle": (lambda t: (t / "x.pkl").write_bytes(b"not a pickle") and [str(t / "x.pkl"), "--trust-pickle"], ["x.pkl cannot be read as a pickle"]),
+    "unreadable pickle": (lambda t: (t / "x.pkl").write_bytes(b"not a pickle") and [str(t / "x.pkl"), "--trust-pickle", str(t / "x.pkl")], ["x.pkl cannot be read as a pickle"]),
     "MATLAB v7.3 (HDF5) .mat": (lambda t: _challenge(t, _resave("A00011", "7.3")), ["A00011.mat is a MATLAB v7.3 (HDF5) file", "MATLAB v4", "-v4"]),
     "MATLAB v5 .mat": (lambda t: _challenge(t, _resave("A00012", "5")), ["A00012.mat is a MATLAB 5.0 (v5/v7) file", "format='4'"]),
     "two leads, leads first": (lambda t: _pickles(t, _set_signal(4, np.ones((2, 9000)))), ["train_df.pkl: record train_df:4 has a 2-D signal of shape (2, 9000)", "Keep one lead"]),
@@ -232,7 +249,7 @@ BAD_INPUTS = {
     "implausible amplitude": (lambda t: _pickles(t, _set_signal(8, np.full(9000, 29000.0) * np.sign(np.sin(np.arange(9000))))), ["record train_df:8 reaches 29000 ADC units (29 mV)", "data.max_abs_amplitude"]),
     "Parquet signal of text": (_parquet_with_text_signal, ["text.parquet: the `signal` column holds text (str '", "not arrays of numbers", "ecg-ray data convert"]),
     "one signal of text": (lambda t: _pickles(t, _set_signal(7, "1.0,2.0," * 5000)), ["record train_df:7 has a signal that is not numbers (str '1.0,2.0,", "arrays of numbers"]),
-    "pickle without --trust-pickle": (lambda t: _pickles(t)[:-1], ["The data files", "train_df.pkl and", "val_df.pkl are pickles", "--trust-pickle", "ecg-ray data convert"]),
+    "pickle without --trust-pickle": (lambda t: _pickles(t)[:3], ["The data files", "train_df.pkl and", "val_df.pkl are pickles", "--trust-pickle", "ecg-ray data convert"]),
     "parquet lacks record ids": (lambda t: frame(_base(20)).to_parquet(t / "x.parquet") or [str(t / "x.parquet")], ["x.parquet lacks the `record` column"]),
 }
 
@@ -277,7 +294,7 @@ def test_data_check_lists_every_problem(tmp_path, capsys):
 
 
 def test_data_check_warns_about_pickles(seed_pickles, capsys):
-    assert main(["data", "check", "--trust-pickle", str(seed_pickles / "train_df.pkl")]) == 0
+    assert main(["data", "check", str(seed_pickles / "train_df.pkl"), "--trust-pickle", str(seed_pickles / "train_df.pkl")]) == 0
     assert "runs code stored in the file" in capsys.readouterr().out
 
 

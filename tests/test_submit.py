@@ -61,3 +61,62 @@ def test_include_must_name_something_inside_the_working_dir(project, tmp_path, i
     (tmp_path / "elsewhere.yaml").write_text("x: 1\n")
     with pytest.raises(ConfigError, match=f"--include {include}: no such file or folder inside the working dir"):
         stage_upload(str(project), "experiments/quick.yaml", include=[include])
+
+
+def _stages() -> set[Path]:
+    import tempfile
+
+    return set(Path(tempfile.gettempdir()).glob("ecg_ray_submit_*"))
+
+
+@pytest.mark.parametrize("link, target", [("ecg_ray/keylink.py", "key"), ("ecg_ray/keys", "keys-folder"),
+                                          ("experiments/gone.yaml", "missing")])
+def test_a_symlink_out_of_the_project_is_refused_and_nothing_is_staged(project, tmp_path, link, target):
+    (tmp_path / "key").write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nSECRET\n")
+    (tmp_path / "keys-folder").mkdir()
+    (tmp_path / "keys-folder" / "id.py").write_text("SECRET\n")
+    (project / link).symlink_to(tmp_path / target)
+    before = _stages()
+    with pytest.raises(ConfigError, match=f"{link} is a symlink that points (outside the working dir|nowhere)") as refused:
+        stage_upload(str(project), "experiments/quick.yaml")
+    assert "SECRET" not in str(refused.value) and _stages() == before
+
+
+def test_a_symlink_inside_the_project_uploads_the_file_it_names(project):
+    (project / "ecg_ray" / "alias.py").symlink_to(project / "ecg_ray" / "errors.py")
+    (project / "ecg_ray" / "again").symlink_to(project / "ecg_ray" / "data")  # a linked folder: listed at its real place
+    stage, _, files = stage_upload(str(project), "experiments/quick.yaml")
+    try:
+        assert "ecg_ray/alias.py" in files and not (stage / "ecg_ray" / "alias.py").is_symlink()
+        assert (stage / "ecg_ray" / "alias.py").read_text() == (project / "ecg_ray" / "errors.py").read_text()
+        assert not any(f.startswith("ecg_ray/again/") for f in files) and "ecg_ray/data/trust.py" in files
+    finally:
+        shutil.rmtree(stage)
+
+
+@pytest.mark.parametrize("experiment", [".ssh/id_ed25519", "key.yaml", "experiments/bad.yaml"])
+def test_the_experiment_file_is_validated_before_anything_is_staged(project, experiment):
+    (project / "key.yaml").write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA SECRET\n")
+    (project / "experiments" / "bad.yaml").write_text("search:\n  lr: [fast]\n")
+    before = _stages()
+    with pytest.raises(ConfigError) as refused:
+        stage_upload(str(project), experiment)
+    assert "SECRET" not in str(refused.value) and "b3BlbnNzaC1rZXkt" not in str(refused.value)
+    assert _stages() == before
+
+
+def test_submit_refuses_bad_tune_options_and_an_unreachable_dashboard_in_one_line(capsys):
+    from localcluster import free_port
+
+    from ecg_ray.commands.main import main
+
+    before = _stages()
+    assert main(["submit", "--no-wait", "experiments/quick.yaml", "--epochs-typo", "3"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "not `ecg-ray tune`'s (--epochs-typo 3: unrecognized arguments: --epochs-typo 3); nothing was uploaded" in line
+    address = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    assert main(["submit", "--no-wait", "--address", address, "experiments/quick.yaml"]) == 2
+    err = capsys.readouterr().err
+    (line,) = [l for l in err.splitlines() if l.startswith("ecg-ray: error:")]
+    assert f"Cannot reach the Ray dashboard at {address}" in line and "nothing was submitted" in line
+    assert "Traceback" not in err and _stages() == before

@@ -5,7 +5,7 @@
     ecg-ray tune --resume ~/ecg_ray_results/quick        # continue an interrupted experiment
     ecg-ray report ~/ecg_ray_results/quick --format csv markdown latex
     ecg-ray data check ../shared/data/cinc2017-sample
-    ecg-ray data convert train_df.pkl train.parquet
+    ecg-ray data convert train_df.pkl train.parquet --trust-pickle train_df.pkl
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def _data_overrides(args) -> dict:
     """--data / --val-data / --trust-pickle as config overrides: a source name, a folder or a file."""
     from ecg_ray.data.sources import guess_source
 
-    out = {"data.trust_pickle": True} if getattr(args, "trust_pickle", False) else {}
+    out = {"data.trust_pickle": True} if getattr(args, "trust_pickle", None) else {}
     if getattr(args, "test_data", None):
         out["data.test_path"] = os.path.abspath(args.test_data)
     if not args.data:
@@ -79,8 +79,18 @@ def cmd_tune(args) -> int:
             overrides["name"] = args.name
         if args.gpu is not None:
             overrides["resources.use_gpu"] = args.gpu
-        cfg = load_experiment(args.experiment, **overrides)
+        cfg = _trusted(load_experiment(args.experiment, **overrides), args)
     return _run(cfg, args, resume=bool(args.resume))
+
+
+def _trusted(cfg, args):
+    """`cfg`, once every pickle it reads is one --trust-pickle names (when the flag is given at all)."""
+    from ecg_ray.data.trust import check_named, pickle_paths
+
+    if args.trust_pickle:
+        where = f"The experiment {args.experiment}" if getattr(args, "experiment", None) else "This command"
+        check_named(pickle_paths(cfg.data), args.trust_pickle, where)
+    return cfg
 
 
 def cmd_repeat(args) -> int:
@@ -178,12 +188,32 @@ def cmd_predict(args) -> int:
 def cmd_submit(args) -> int:
     from ecg_ray.tuning.submit import submit
 
+    _check_tune_args(args.experiment, args.tune_args)  # before anything is staged or sent
     return submit(args.experiment, args.address, args.tune_args, args.working_dir, wait=not args.no_wait, include=args.include)
 
 
-def cmd_stop_node(args) -> int:
-    from ecg_ray.tuning.nodes import stop
+def _check_tune_args(experiment: str, tune_args: list[str]) -> None:
+    """The options submit passes on are `ecg-ray tune`'s: a typo is refused here, not on the cluster."""
+    import contextlib
+    import io
+    import shlex
 
+    said = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(said):
+            build_parser().parse_args(["tune", experiment, *tune_args])
+    except SystemExit:  # the parser's one line says what was wrong
+        why = (said.getvalue().strip().splitlines() or [""])[-1].split(" error: ", 1)[-1].split(" (see `")[0]
+        raise EcgRayError(f"the options after the experiment file are not `ecg-ray tune`'s ({shlex.join(tune_args)}: "
+                          f"{why}); nothing was uploaded. See `ecg-ray tune --help`.") from None
+
+
+def cmd_stop_node(args) -> int:
+    from ecg_ray.tuning.nodes import ray_temp_dir, stop
+
+    if ray_temp_dir(args.temp_dir) is None:  # the first `ray start` on a host: nothing ran there yet
+        print(f"[ecg-ray] no Ray instance has run in {args.temp_dir}; nothing to stop")
+        return 0
     n = stop(args.temp_dir, args.grace_period)
     print(f"[ecg-ray] stopped {n} process(es) of the Ray instance in {args.temp_dir}" if n else
           f"[ecg-ray] no Ray process of {args.temp_dir} was running")
@@ -194,10 +224,10 @@ def _data_config(args):
     from ecg_ray.config import load_experiment
 
     overrides = _data_overrides(args)
-    for key in ("target_length", "sampling_rate", "min_length", "on_bad_record"):
+    for key in ("target_length", "sampling_rate", "min_length", "max_length", "on_bad_record"):
         if getattr(args, key, None) is not None:
             overrides[f"data.{key}"] = getattr(args, key)
-    return load_experiment(args.experiment, **overrides)  # no file: the defaults
+    return _trusted(load_experiment(args.experiment, **overrides), args)  # no file: the defaults
 
 
 def cmd_data_check(args) -> int:
@@ -234,11 +264,19 @@ def _add_run_options(p) -> None:
     p.add_argument("--format", nargs="+", default=list(DEFAULT_EXPORT_FORMATS), choices=EXPORT_FORMATS, help="table formats to export")
 
 
-TRUST_HELP = "load a pickle data file (it runs code stored in the file: only files you made yourself)"
+TRUST_HELP = ("load this pickle data file, once per pickle (loading one runs code stored in it: only files you "
+              "made yourself); a folder that names another pickle stays refused")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes end in one line, as every other refusal does (the usage is one --help away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ecg-ray", description="Tune the CinC 2017 ECG rhythm classifier on Ray.")
+    p = _Parser(prog="ecg-ray", description="Tune the CinC 2017 ECG rhythm classifier on Ray.")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("tune", help="run a grid of trials (Ray Tune + one Ray Train worker per trial)",
@@ -250,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--val-data", help="the val file of a pickle/Parquet pair (with --data TRAIN_FILE)")
     t.add_argument("--test-data", help="a held-out test set (a training2017/-layout folder, a .parquet or a .pkl file): "
                                        "never used for selection; the top configs' best checkpoints are evaluated on it")
-    t.add_argument("--trust-pickle", action="store_true", help=TRUST_HELP)
+    t.add_argument("--trust-pickle", action="append", default=[], metavar="FILE", help=TRUST_HELP)
     t.add_argument("--storage", help="storage path for results (local folder or s3://, gs:// URI); overrides storage_path")
     t.add_argument("--name", help="experiment name (folder under the storage path); overrides name")
     t.add_argument("--resume", metavar="EXPERIMENT_DIR", help="continue an interrupted experiment; finished trials are kept")
@@ -267,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--seeds", type=int, default=3, help="seeds per config: the source's seed, +1, ... (default 3)")
     rp.add_argument("--name", help="the new experiment's name (default: SOURCE_topKxN)")
     rp.add_argument("--storage", help="where the new experiment goes (default: beside the source)")
-    rp.add_argument("--trust-pickle", action="store_true", help=TRUST_HELP)
+    rp.add_argument("--trust-pickle", action="append", default=[], metavar="FILE", help=TRUST_HELP)
     _add_run_options(rp)
     rp.set_defaults(func=cmd_repeat)
 
@@ -286,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "1: the first difference is named.")
     rr.add_argument("experiment_dir", help="the experiment folder (or its s3:// / gs:// URI)")
     rr.add_argument("trial_id", help="the trial's key, as in the tables (t0000, t0001, ...)")
-    rr.add_argument("--trust-pickle", action="store_true", help=TRUST_HELP)
+    rr.add_argument("--trust-pickle", action="append", default=[], metavar="FILE", help=TRUST_HELP)
     rr.set_defaults(func=cmd_rerun)
 
     sn = sub.add_parser("stop-node", help="stop one Ray instance on this host (by its --temp-dir), not every Ray as `ray stop` does",
@@ -302,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("model", help="a best_model.pt")
     pr.add_argument("input", help="a challenge folder, a .mat/.hea record, a .parquet or a .pkl file")
     pr.add_argument("--out", help="write the table to this .csv/.parquet/.json/.md file (default: print it)")
-    pr.add_argument("--trust-pickle", action="store_true", help=TRUST_HELP)
+    pr.add_argument("--trust-pickle", action="append", default=[], metavar="FILE", help=TRUST_HELP)
     pr.add_argument("--on-bad-record", choices=["error", "skip"], default="error", help="stop at bad records or skip them")
     pr.set_defaults(func=cmd_predict)
 
@@ -333,18 +371,22 @@ def build_parser() -> argparse.ArgumentParser:
             c.add_argument("src", help="a training2017/ folder, a .pkl or .parquet file, or 'synthetic'")
             c.add_argument("dest", help="the Parquet file to write")
         c.add_argument("--val-data", help="the val file of a pickle/Parquet pair")
-        c.add_argument("--trust-pickle", action="store_true", help=TRUST_HELP)
+        c.add_argument("--trust-pickle", action="append", default=[], metavar="FILE", help=TRUST_HELP)
         c.add_argument("--experiment", default=None, help="take the other data settings from this experiment file")
         c.add_argument("--target-length", type=int, help="samples per record after pad/trim (default 9000)")
         c.add_argument("--sampling-rate", type=int, help="expected sampling rate in Hz (default 300)")
         c.add_argument("--min-length", type=int, help="shortest acceptable record in samples (default 2700)")
+        c.add_argument("--max-length", type=int, help="longest acceptable record in samples (default 60000)")
         c.add_argument("--on-bad-record", choices=["error", "skip"], help="stop at bad records or skip them")
         c.set_defaults(func=func)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as done:  # --help, or a usage mistake (one line said already)
+        return done.code if isinstance(done.code, int) else 2
     try:
         return args.func(args)
     except EcgRayError as err:

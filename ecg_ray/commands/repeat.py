@@ -11,6 +11,8 @@ builds a new experiment from the source folder's recorded config, with the top K
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ecg_ray.config import ExperimentConfig, experiment_from_dict
 from ecg_ray.errors import ConfigError, EcgRayError
 from ecg_ray.results.folder import ExperimentDir
@@ -22,7 +24,7 @@ def _plain(value):
 
 
 def repeat_config(exp_dir: str, top: int, seeds: int, name: str | None = None, storage: str | None = None,
-                  trust_pickle: bool = False) -> ExperimentConfig:
+                  trust_pickle: Sequence[str] = ()) -> ExperimentConfig:
     """The follow-up experiment: the top `top` configs of `exp_dir` at `seeds` seeds each."""
     import pandas as pd
 

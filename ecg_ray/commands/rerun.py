@@ -11,6 +11,7 @@ bit; the command says so, or names the first epoch and metric that differ.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 
 from ecg_ray.errors import ConfigError, EcgRayError
 from ecg_ray.results.folder import ExperimentDir
@@ -30,7 +31,7 @@ def recorded_epochs(exp: ExperimentDir, trial_id: str) -> list[dict]:
     return rows.to_dict("records")
 
 
-def rerun(exp_dir: str, trial_id: str, trust_pickle: bool = False, out=sys.stdout) -> int:
+def rerun(exp_dir: str, trial_id: str, trust_pickle: Sequence[str] = (), out=sys.stdout) -> int:
     """Re-run `trial_id` of `exp_dir` in this process; 0 when every epoch matches, 1 at the first difference."""
     import torch
 

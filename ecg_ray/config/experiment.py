@@ -14,6 +14,18 @@ def _folder_name(value: Any) -> bool:
     return isinstance(value, str) and bool(value) and "/" not in value and not value.startswith(".")
 
 
+# The storage URIs Ray Train and ecg_ray both read and write (pyarrow's filesystems; hdfs:// needs a
+# Hadoop client on every node, so it is left out rather than failing an hour in).
+STORAGE_SCHEMES = ("s3", "gs", "gcs", "file")
+
+
+def _storage_path(value) -> bool:
+    if not isinstance(value, str) or not value:
+        return False
+    scheme, sep, _ = value.partition("://")
+    return not sep or scheme in STORAGE_SCHEMES
+
+
 def _provenance(value: Any) -> bool:
     """`origin`: what `ecg-ray repeat` records (folder, data hash, trial ids), small and flat."""
     def scalar(v):
@@ -43,7 +55,8 @@ class ExperimentConfig(Validated):
         "name": Rule("a non-empty folder name without '/'", _folder_name, invalid="a/b"),
         "seed": Interval(int, 0, 2**32 - 1),
         "storage_path": Rule(
-            "a local folder or a bucket URI such as s3://bucket/prefix", lambda v: isinstance(v, str) and bool(v), invalid=""
+            f"a local folder or a URI of {', '.join(s + '://' for s in STORAGE_SCHEMES)} (e.g. s3://bucket/prefix)",
+            _storage_path, invalid="",
         ),
         "max_failures": Interval(int, -1, None),
         "repeats": Interval(int, 1, 1000),

@@ -118,11 +118,20 @@ def _read_yaml(path: Path, text: str):
                 )
         return loader.construct_document(root) if root is not None else None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err}). Fix the line it names.") from None
+        raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(err)}). Fix that line.") from None
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
     finally:
         loader.dispose()
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """PyYAML's complaint on one line: what it expected, and where (line and column, from 1)."""
+    mark = getattr(err, "problem_mark", None)
+    what = " ".join(str(getattr(err, "problem", None) or err).split())
+    context = getattr(err, "context", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return where + what + (f", {' '.join(str(context).split())}" if context else "")
 
 
 def load_experiment(path: str | os.PathLike | None, **overrides) -> ExperimentConfig:
@@ -136,8 +145,16 @@ def load_experiment(path: str | os.PathLike | None, **overrides) -> ExperimentCo
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise ConfigError(f"Experiment file {path} does not exist. Pass a YAML file such as experiments/quick.yaml.")
-        raw = _read_yaml(path, path.read_text())
+            what = "is a folder, not a file" if path.is_dir() else "does not exist"
+            raise ConfigError(f"Experiment file {path} {what}. Pass a YAML file such as experiments/quick.yaml.")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"{path} is not a text file (byte {err.start} is not UTF-8): an experiment file is YAML "
+                              "text, such as experiments/quick.yaml.") from None
+        except OSError as err:
+            raise ConfigError(f"Experiment file {path} cannot be read ({err.strerror or err}).") from None
+        raw = _read_yaml(path, text)
         if raw is None or raw == {}:
             raise ConfigError(
                 f"{path} is empty. An experiment file needs at least a `search:` section; "

@@ -27,6 +27,9 @@ class DataConfig(Validated):
     target_length: int = 9000  # samples per record: zeros padded at the end or the centre kept (the notebook)
     sampling_rate: int = 300  # Hz every record must have (AliveCor: 300)
     min_length: int = 2700  # shorter records are bad records (9 s at 300 Hz; CinC 2017 starts at 2,714)
+    # Longer records are bad records (200 s at 300 Hz; CinC 2017 ends at 18,286): a whole record is
+    # kept in memory for train_crop: random, so one stray 10-million-sample file would take gigabytes.
+    max_length: int = 60000
     val_fraction: float = 0.2  # of the records left after the test split, stratified by class and seeded
     test_fraction: float = 0.0  # a held-out test split, never used to select a config (0: none)
     on_bad_record: str = "error"  # error: stop before any trial, naming the record; skip: drop and list each
@@ -34,7 +37,9 @@ class DataConfig(Validated):
     # Records outside these amplitude limits (ADC units, 1000 per mV) are bad records:
     min_peak_to_peak: float = 50.0  # below 0.05 mV from lowest to highest: a dead lead, or a signal in mV
     max_abs_amplitude: float = 25000.0  # beyond 25 mV: not an ECG (real CinC records stay within 11 mV)
-    trust_pickle: bool = False  # a pickle runs code stored in it when loaded: only your own files
+    # A pickle runs code stored in it when loaded: only your own files. On the command line:
+    # --trust-pickle FILE, naming each; an experiment folder's copy of this setting never counts.
+    trust_pickle: bool = False
 
     PREFIX: ClassVar[str] = "data."
     CONSTRAINTS: ClassVar[dict] = {
@@ -48,6 +53,7 @@ class DataConfig(Validated):
         "target_length": Interval(int, 256, 1_000_000),
         "sampling_rate": Interval(int, 1, 100_000),
         "min_length": Interval(int, 1, 1_000_000),
+        "max_length": Interval(int, 1, 100_000_000),
         "val_fraction": Interval(float, 0.0, 1.0, "neither"),
         "test_fraction": Interval(float, 0.0, 1.0, "left"),
         "on_bad_record": Options(("error", "skip")),
@@ -68,15 +74,19 @@ class DataConfig(Validated):
             files = pickles
             what = f"The data file {files[0]} is a pickle" if len(files) == 1 else f"The data files {' and '.join(files)} are pickles"
             raise ConfigError(
-                f"{what}: loading a pickle runs code stored in it. If you made it yourself, "
-                "pass --trust-pickle (or set `trust_pickle: true` under `data:`); better, convert it once with "
-                "`ecg-ray data convert --trust-pickle FILE.pkl FILE.parquet` and use the Parquet file."
+                f"{what}: loading a pickle runs code stored in it. If you made it yourself, pass "
+                + " ".join(f"--trust-pickle {p}" for p in files)
+                + " (or set `trust_pickle: true` under `data:` of your experiment file); better, convert it once with "
+                "`ecg-ray data convert FILE.pkl FILE.parquet --trust-pickle FILE.pkl` and use the Parquet file."
             )
         if self.test_path and self.test_fraction > 0:
             raise ConfigError(
                 f"Both data.test_path ({self.test_path!r}) and data.test_fraction ({self.test_fraction}) ask for a test "
                 "split. Use one: a given test set (test_path, --test-data) or one split off the data (test_fraction)."
             )
+        if self.max_length < self.min_length:
+            raise ConfigError(f"data.max_length ({self.max_length}) is below data.min_length ({self.min_length}): no record "
+                              "could pass. Raise data.max_length or lower data.min_length.")
         if self.val_fraction + self.test_fraction >= 1.0:
             fail("data.val_fraction + data.test_fraction", "below 1", self.val_fraction + self.test_fraction)
         rule = SOURCE_RULES[self.source]

@@ -167,6 +167,10 @@ def check_records(splits: dict[str, RecordSet], cfg) -> tuple[dict[str, RecordSe
                 problem = f"{where} contains NaN or inf (first at sample {int(np.flatnonzero(~np.isfinite(sig))[0])}). Repair or remove the record"
             elif len(sig) < cfg.min_length:
                 problem = f"{where} has {len(sig)} samples, fewer than data.min_length={cfg.min_length}. Remove it or lower data.min_length"
+            elif len(sig) > cfg.max_length:
+                problem = (f"{where} has {len(sig)} samples ({len(sig) / cfg.sampling_rate:.0f} s at {cfg.sampling_rate} Hz), more "
+                           f"than data.max_length={cfg.max_length} (CinC 2017 records end at 18,286). Remove it, or raise "
+                           "data.max_length if the record is real")
             else:
                 problem = _amplitude_problem(where, sig, cfg)
             if problem:
@@ -244,12 +248,36 @@ def centre_windows(whole: np.ndarray, lengths: np.ndarray, length: int) -> np.nd
     return pad_or_trim([w[:n] for w, n in zip(whole, lengths)], length)
 
 
+# The prepared arrays may take at most this share of the memory free now (the trials need the rest).
+MEMORY_SHARE = 0.5
+
+
+def _check_memory(exp, splits: dict, settings: dict) -> None:
+    """Estimate the prepared arrays' size before allocating them; refuse what would not fit."""
+    import psutil
+
+    n = sum(len(rs.ids) for rs in splits.values())
+    longest = max((int(rs.lengths().max()) for rs in splits.values() if len(rs.ids)), default=0)
+    need = n * exp.data.target_length * 4
+    how = f"{n} records x {exp.data.target_length} samples"
+    if settings.get("whole_records"):
+        width = max(longest, exp.search_space.largest("target_length"))
+        need += n * width * 4
+        how += f" + {n} whole records x the longest, {width} samples (kept for train_crop: random / other target_lengths)"
+    free = psutil.virtual_memory().available
+    if need > MEMORY_SHARE * free:
+        raise DataError(f"The prepared data would take {need / 2**30:.2f} GiB ({how}, float32), more than the "
+                        f"{MEMORY_SHARE * free / 2**30:.2f} GiB it may ({MEMORY_SHARE:.0%} of the {free / 2**30:.1f} GiB free on this "
+                        f"machine; the trials need the rest). Lower data.max_length (now {exp.data.max_length}) "
+                        "to drop long records, use fewer records, or keep train_crop: centre at data.target_length.")
+
+
 def preparation_settings(exp) -> dict:
     """Every setting that changes the prepared arrays (part of the cache key and of checkpoints)."""
     d = exp.data
     return {
         "source": d.source, "target_length": d.target_length, "sampling_rate": d.sampling_rate,
-        "min_length": d.min_length, "val_fraction": d.val_fraction, "test_fraction": d.test_fraction,
+        "min_length": d.min_length, "max_length": d.max_length, "val_fraction": d.val_fraction, "test_fraction": d.test_fraction,
         "test_path": d.test_path,
         "on_bad_record": d.on_bad_record, "n_records": d.n_records if d.source == "synthetic" else None,
         **({"difficulty": d.difficulty} if d.source == "synthetic" else {}),
@@ -318,6 +346,7 @@ def prepare(exp, use_cache: bool = True) -> PreparedData:
         except Exception:  # a damaged cache file is rebuilt, never trusted
             path.unlink(missing_ok=True)
     splits, dropped = load_records(exp)
+    _check_memory(exp, splits, settings)
     x = {s: pad_or_trim(rs.signals, exp.data.target_length) for s, rs in splits.items()}
     y = {s: rs.labels.astype(np.int64) for s, rs in splits.items()}
     ids = {s: list(rs.ids) for s, rs in splits.items()}

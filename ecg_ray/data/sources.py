@@ -12,10 +12,11 @@ pickles you made yourself; `ecg-ray data convert` turns one into Parquet once.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import functools
+import hashlib
 import multiprocessing
+import os
+import struct
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ from ecg_ray.schema import LABEL_NAMES
 
 PICKLE_WARNING = (
     "Loading a pickle runs code stored in the file: only load pickles you trust. "
-    "Convert once with `ecg-ray data convert FILE.pkl FILE.parquet` and use the Parquet file."
+    "Convert once with `ecg-ray data convert FILE.pkl FILE.parquet --trust-pickle FILE.pkl` and use the Parquet file."
 )
 
 
@@ -141,6 +142,11 @@ def _read_wfdb(folder: Path, record: str, expected_fs: int):
         return None, f"{base}.mat holds no signal"
     if rec.fs != expected_fs:
         return None, f"{base}.hea says {rec.fs:g} Hz but the experiment expects data.sampling_rate={expected_fs}"
+    held = _mat_v4_values(base.with_suffix(".mat"))
+    if held is not None and held != rec.sig_len * rec.n_sig:  # wfdb reads the header's count, dropping the rest unsaid
+        what = "truncated" if held < rec.sig_len * rec.n_sig else "the header would drop the rest"
+        return None, (f"{base}.mat holds {held // max(rec.n_sig, 1)} samples but {base}.hea says {rec.sig_len}: header "
+                      f"and signal disagree ({what}); fix the sample count in the header's first line or re-export the record")
     if rec.p_signal.shape[0] != rec.sig_len:
         return None, f"{base}.mat holds {rec.p_signal.shape[0]} samples but its header says {rec.sig_len}: truncated"
     units = (rec.units or ["mV"])[0]
@@ -148,6 +154,20 @@ def _read_wfdb(folder: Path, record: str, expected_fs: int):
     if scale is None:
         return None, f"{base}.hea gives units {units!r}; expected mV, uV or V"
     return (rec.p_signal[:, 0] * scale).astype(np.float32), None
+
+
+def _mat_v4_values(mat: Path) -> int | None:
+    """How many values the MATLAB v4 file's matrix holds (rows x columns of its header), or None when its
+    header does not parse as v4. A v4 header is five int32: type, rows, columns, imaginary, name length."""
+    with open(mat, "rb") as f:
+        head = f.read(20)
+    if len(head) < 20:
+        return None
+    for order in ("<", ">"):  # the type's thousands digit says which; try both
+        kind, rows, cols, imag, namelen = struct.unpack(f"{order}5i", head)
+        if 0 <= kind <= 4052 and rows >= 0 and cols >= 0 and imag in (0, 1) and 0 < namelen < 64:
+            return rows * cols
+    return None
 
 
 def _not_matlab_v4(mat: Path, record: str) -> str | None:
@@ -167,7 +187,12 @@ def _not_matlab_v4(mat: Path, record: str) -> str | None:
 
 
 def _load_challenge(cfg, seed: int) -> dict:
-    folder = Path(cfg.path)
+    return {"all": read_labelled_folder(Path(cfg.path), cfg.sampling_rate)}
+
+
+def read_labelled_folder(folder: Path, fs: int) -> RecordSet:
+    """The records REFERENCE.csv labels, read as every command reads them: a label that is not
+    N, A, O or ~ and a .mat without a label are bad records (listed in `problems`), never guessed."""
     ref, rows = challenge_files(folder)
     letters = {letter: i for i, letter in enumerate(LABEL_NAMES)}
     problems, ids, labels = [], [], []
@@ -181,9 +206,9 @@ def _load_challenge(cfg, seed: int) -> dict:
     for mat in sorted(folder.glob("*.mat")):
         if mat.stem not in labelled:
             problems.append((mat.stem, f"{mat} has no label in {ref}; add a `{mat.stem},<N|A|O|~>` row or remove the file"))
-    rs = read_records(folder, ids, labels, cfg.sampling_rate)
+    rs = read_records(folder, ids, labels, fs)
     rs.problems[:0] = problems  # label problems first, as REFERENCE.csv lists them
-    return {"all": rs}
+    return rs
 
 
 def read_records(folder: Path, ids: list[str], labels: list[int], fs: int) -> RecordSet:
@@ -263,7 +288,10 @@ def _one_lead(value, where: str) -> tuple[np.ndarray | None, str | None]:
     try:
         signal = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
-        return None, f"{where} has a signal that is not numbers ({_shown(value)}); signals must be arrays of numbers"
+        try:  # Parquet gives a 2-D array back as an array of row arrays
+            signal = np.stack([np.asarray(row, dtype=np.float64) for row in value])
+        except (TypeError, ValueError):
+            return None, f"{where} has a signal that is not numbers ({_shown(value)}); signals must be arrays of numbers"
     if sum(n > 1 for n in signal.shape) > 1:
         return None, (f"{where} has a {signal.ndim}-D signal of shape {signal.shape}, but ecg_ray takes single-lead "
                       "1-D signals. Keep one lead (e.g. signal[0]) when you build the file")

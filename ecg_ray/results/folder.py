@@ -30,6 +30,7 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -154,14 +155,17 @@ def remove_tree(path: str) -> None:
     fs.delete_dir(key)
 
 
-def check_writable(path: str, min_free_bytes: int = MIN_FREE_BYTES) -> None:
+def check_writable(path: str, min_free_bytes: int = MIN_FREE_BYTES) -> list[Path]:
     """Fail now, not after an hour, when a local storage path cannot take results.
 
-    Bucket URIs are left to Ray's storage layer (it fails on the first write).
+    Returns the folders it had to create, deepest first (removed again when no experiment
+    was started there: ExperimentDir.lock). Bucket URIs are left to Ray's storage layer (it
+    fails on the first write).
     """
     if is_uri(path):
-        return
+        return []
     target = Path(path)
+    made = [p for p in (target, *target.parents) if not p.exists()]
     try:
         target.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=target, prefix=".ecg_ray_write_test"):
@@ -177,6 +181,7 @@ def check_writable(path: str, min_free_bytes: int = MIN_FREE_BYTES) -> None:
             f"The storage path {target} has {free / 2**20:.0f} MiB free; an experiment needs at least "
             f"{min_free_bytes / 2**20:.0f} MiB for checkpoints and tables. Free space or pass --storage DIR."
         )
+    return made
 
 
 def _describe_holder(text: str) -> str:
@@ -220,6 +225,12 @@ class ExperimentDir:
     @classmethod
     def parse(cls, text: str | os.PathLike) -> "ExperimentDir":
         """From a path or URI a user typed (~ expanded, made absolute, trailing '/' dropped)."""
+        from ecg_ray.config.experiment import STORAGE_SCHEMES
+
+        scheme, sep, _ = str(text).partition("://")
+        if sep and scheme not in STORAGE_SCHEMES:
+            raise ConfigError(f"{text}: experiment folders are local folders or URIs of "
+                              f"{', '.join(s + '://' for s in STORAGE_SCHEMES)}, not {scheme}://.")
         return cls(expand(str(text)))
 
     @classmethod
@@ -288,25 +299,34 @@ class ExperimentDir:
         return join(self.storage_root, f".{self.name}.lock")
 
     @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
+    def lock(self, made: list[Path] = ()) -> Iterator[None]:
         """Hold this experiment for one `ecg-ray tune` at a time; a second one fails at once.
 
         An flock on the lock file: the kernel releases it when its holder exits, however it
         exits, so a lock left by a killed run is recognised as stale and taken over. The file
-        records who holds it, for the message the second run prints.
+        records who holds it, for the message the second run prints. A run refused before it
+        started an experiment leaves nothing: the lock file goes (while still held), and so do
+        the empty folders in `made` (check_writable's).
         """
         path = Path(self.lock_file)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                raise ConfigError(
+                    f"The experiment folder {self.path} is in use by another `ecg-ray tune` ({_describe_holder(holder)}). "
+                    f"Wait for it to end (or stop it), or choose another --name. The lock, {path}, is released when that process exits."
+                ) from None
+            try:  # the file its last holder unlinked is no lock any more: open the one at the path now
+                if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
             os.close(fd)
-            raise ConfigError(
-                f"The experiment folder {self.path} is in use by another `ecg-ray tune` ({_describe_holder(holder)}). "
-                f"Wait for it to end (or stop it), or choose another --name. The lock, {path}, is released when that process exits."
-            ) from None
         try:
             stale = os.pread(fd, 4096, 0).decode(errors="replace").strip()
             if stale:
@@ -318,8 +338,14 @@ class ExperimentDir:
             yield
         finally:
             os.ftruncate(fd, 0)  # released cleanly: nothing stale to report next time
+            unused = not self.is_uri and not self.exists()  # a bucket's lock lives in the cache: kept
+            if unused:
+                path.unlink(missing_ok=True)
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
+            for folder in made if unused else ():
+                with contextlib.suppress(OSError):  # not empty (someone else's files): kept
+                    folder.rmdir()
 
     # --- the experiment record -----------------------------------------------------------
 
@@ -335,6 +361,9 @@ class ExperimentDir:
                 f"{self.path} is not an ecg_ray experiment folder: {EXPERIMENT_FILE} is missing. "
                 "Pass the folder `ecg-ray tune` printed."
             )
+        if not isinstance(recorded, dict) or not isinstance(recorded.get("config"), dict):
+            raise DamagedFile(f"{self.experiment_file} is damaged: it holds no experiment config (`config`). Restore "
+                              "it from a backup, or start the experiment again with --overwrite.")
         return recorded
 
     def write_record(self, record: dict, splits: dict) -> None:
@@ -354,15 +383,29 @@ class ExperimentDir:
         record["trial_keys"], record["grid"] = list(trials), [dataclasses.asdict(t) for t in trials.values()]
         write_json(self.experiment_file, record)
 
-    def read_config(self, trust_pickle: bool = False):
+    def read_config(self, trust_pickle: Sequence[str] = ()):
         """The ExperimentConfig recorded here, with storage and name taken from where the folder is now.
 
-        Whether a pickle data file may be loaded is the caller's word (`trust_pickle`), never the folder's.
+        Whether a pickle data file may be loaded is the caller's word, never the folder's:
+        `trust_pickle` names each pickle file (`--trust-pickle FILE`), and each must still hold
+        what it held when the experiment started (ecg_ray.data.trust).
         """
-        raw = self.read_record()["config"]
-        raw = {**raw, "storage_path": self.storage_root, "name": self.name,
-               "data": {**raw.get("data", {}), "trust_pickle": trust_pickle}}
-        return experiment_from_dict(raw, origin=self.experiment_file)
+        from ecg_ray.data.trust import check_named, check_recorded, pickle_paths
+
+        record = self.read_record()
+        raw = record["config"]
+        raw = {**raw, "storage_path": self.storage_root, "name": self.name}
+
+        def config(trusted: bool):
+            return experiment_from_dict({**raw, "data": {**raw.get("data", {}), "trust_pickle": trusted}}, origin=self.experiment_file)
+
+        pickles = pickle_paths(config(True).data)  # which pickles the folder names (nothing is read yet)
+        where = f"The experiment folder {self}"
+        warnings = check_recorded(pickles, record.get("pickles"), where)  # an edited folder, before any advice to trust
+        check_named(pickles, trust_pickle, where)
+        for warning in warnings:
+            print(f"[ecg-ray] warning: {warning}", file=sys.stderr, flush=True)
+        return config(bool(trust_pickle))  # True only when every pickle it reads is named
 
     def scheduler_name(self) -> str | None:
         """The scheduler the experiment ran with, or None when the experiment file is absent."""

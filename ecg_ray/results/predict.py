@@ -13,6 +13,7 @@ probability of each class.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -28,21 +29,39 @@ from ecg_ray.schema import CLASS_KEYS, CLASS_NAMES, LABEL_NAMES, RANK_METRIC
 MODEL_FORMAT = 1
 
 
-def best_checkpoint(exp: ExperimentDir, trial_id: str, epoch: int, value: float) -> dict | None:
+def best_checkpoint(exp: ExperimentDir, trial_id: str, epoch: int, value: float, notes: list[str] | None = None) -> dict | None:
     """The kept checkpoint of `trial_id` at its best epoch, or None.
 
     The tables call the first epoch reaching the best val macro-F1 the best; Ray keeps one
     checkpoint by that score and may keep a later epoch that ties it. Then that epoch is
-    used: same val macro-F1, its `metrics["epoch"]` says which.
+    used: same val macro-F1, its `metrics["epoch"]` says which. A checkpoint that cannot be
+    read safely (truncated by a full disk, or holding more than tensors) is left out and
+    named in `notes`, never fatal to the tables.
     """
+    kept = []
+    for path in exp.checkpoints(trial_id):
+        saved = read_kept_checkpoint(exp, path, notes)
+        if saved is not None:
+            kept.append(saved)
+    exact = [s for s in kept if s.get("metrics", {}).get("epoch") == epoch]
+    tied = sorted((s for s in kept if s.get("metrics", {}).get(RANK_METRIC) == value), key=lambda s: s["metrics"]["epoch"])
+    return (exact or tied or [None])[0]
+
+
+def read_kept_checkpoint(exp: ExperimentDir, path: str, notes: list[str] | None = None) -> dict | None:
+    """One checkpoint file as a dict, or None (named in `notes`) when it is damaged or unsafe."""
     import io
 
     from ecg_ray.training.loop import read_checkpoint
 
-    kept = [read_checkpoint(io.BytesIO(exp.read_bytes(path))) for path in exp.checkpoints(trial_id)]
-    exact = [s for s in kept if s.get("metrics", {}).get("epoch") == epoch]
-    tied = sorted((s for s in kept if s.get("metrics", {}).get(RANK_METRIC) == value), key=lambda s: s["metrics"]["epoch"])
-    return (exact or tied or [None])[0]
+    try:
+        saved = read_checkpoint(io.BytesIO(exp.read_bytes(path)))
+    except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError, ValueError for bad files
+        why = (str(err).strip().splitlines() or [""])[0][:160]
+        if notes is not None:
+            notes.append(f"checkpoint {path} is damaged or unsafe to load ({type(err).__name__}: {why}); left out")
+        return None
+    return saved if isinstance(saved, dict) else None
 
 
 def model_from(saved: dict):
@@ -65,8 +84,9 @@ def class_probabilities(model, x: np.ndarray, batch_size: int, trial=None) -> np
     return torch.softmax(infer(model, torch.from_numpy(x), batch_size, "cpu", trial), dim=1).numpy()
 
 
-def export_best_model(exp_dir: str, trials: pd.DataFrame) -> str | None:
-    """Write best_model.pt into the experiment folder; None when its checkpoint was not kept."""
+def export_best_model(exp_dir: str, trials: pd.DataFrame, notes: list[str] | None = None) -> str | None:
+    """Write best_model.pt into the experiment folder; None when its checkpoint was not kept (or is
+    damaged: named in `notes`)."""
     import io
 
     import torch
@@ -77,7 +97,7 @@ def export_best_model(exp_dir: str, trials: pd.DataFrame) -> str | None:
     best_config = rank_configs(trials).iloc[0]
     candidates = trials[trials["trial_id"].isin(best_config["trial_ids"].split(","))]
     best = candidates.sort_values(f"best_{RANK_METRIC}", ascending=False, kind="stable").iloc[0]
-    saved = best_checkpoint(exp, best["trial_id"], int(best["best_epoch"]), float(best[f"best_{RANK_METRIC}"]))
+    saved = best_checkpoint(exp, best["trial_id"], int(best["best_epoch"]), float(best[f"best_{RANK_METRIC}"]), notes)
     if saved is None:
         return None
     model = {
@@ -111,31 +131,34 @@ def load_model(path: str):
                         "Pass the best_model.pt that `ecg-ray tune` wrote.") from None
     if not isinstance(saved, dict) or saved.get("format") != MODEL_FORMAT or "model" not in saved:
         raise DataError(f"{path} is not an ecg_ray best_model.pt (format {MODEL_FORMAT}).")
-    return model_from(saved), saved
+    try:
+        return model_from(saved), saved
+    except (RuntimeError, KeyError, TypeError, ValueError) as err:  # load_state_dict's and TrialConfig's complaints
+        why = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        raise DataError(f"{path}: its weights do not fit the model its recorded trial config describes ({why}). The "
+                        "file is damaged or was edited: pass the best_model.pt that `ecg-ray tune` wrote.") from None
 
 
-def read_inputs(path: str, settings: dict, trust_pickle: bool = False) -> tuple[RecordSet, bool]:
+def read_inputs(path: str, settings: dict, trust_pickle: Sequence[str] = ()) -> tuple[RecordSet, bool]:
     """(records, whether labels are known) from a challenge folder, one record, a Parquet or a pickle file."""
-    from ecg_ray.data.sources import challenge_files, frame_to_records, read_records
+    from ecg_ray.data.sources import frame_to_records, read_labelled_folder, read_records
+    from ecg_ray.data.trust import check_named
 
     p = Path(path)
     fs = int(settings["sampling_rate"])
     if p.is_dir() and (p / "REFERENCE.csv").is_file():
-        ref, rows = challenge_files(p)
-        letters = {letter: i for i, letter in enumerate(LABEL_NAMES)}
-        names, labels, known = [r for r, _ in rows], [letters.get(l, 0) for _, l in rows], True
-    elif p.is_dir():
+        return read_labelled_folder(p, fs), True  # tune's rules: an unknown label is a bad record, never Normal
+    if p.is_dir():
         listed = p / "RECORDS"
         names = listed.read_text().split() if listed.is_file() else sorted(h.stem for h in p.glob("*.hea"))
         labels, known = [0] * len(names), False
     elif p.suffix in (".mat", ".hea") or p.with_suffix(".hea").is_file():
         names, labels, known, p = [p.stem], [0], False, p.parent
     elif p.suffix in (".parquet", ".pq", ".pkl", ".pickle"):
-        if p.suffix in (".pkl", ".pickle") and not trust_pickle:
-            raise DataError(f"The data file {p} is a pickle: loading a pickle runs code stored in it. "
-                            "If you made it yourself, pass --trust-pickle.")
         if not p.is_file():
             raise DataError(f"Input file {p} does not exist.")
+        if p.suffix in (".pkl", ".pickle"):
+            check_named([str(p)], trust_pickle, "predict's input")
         df = pd.read_parquet(p) if p.suffix in (".parquet", ".pq") else pd.read_pickle(p)
         known = "label" in getattr(df, "columns", [])
         if isinstance(df, pd.DataFrame) and not known:
@@ -148,7 +171,7 @@ def read_inputs(path: str, settings: dict, trust_pickle: bool = False) -> tuple[
     return read_records(p, names, labels, fs), known
 
 
-def predict(model_path: str, input_path: str, trust_pickle: bool = False, on_bad_record: str = "error") -> pd.DataFrame:
+def predict(model_path: str, input_path: str, trust_pickle: Sequence[str] = (), on_bad_record: str = "error") -> pd.DataFrame:
     """A table of record, predicted class and per-class probabilities (and the label when known)."""
     from ecg_ray.data.prepare import check_records, pad_or_trim
     from ecg_ray.training.loop import trial_length
@@ -157,6 +180,8 @@ def predict(model_path: str, input_path: str, trust_pickle: bool = False, on_bad
     settings = saved["data_settings"]
     records, known = read_inputs(input_path, settings, trust_pickle)
     cfg = DataConfig(min_length=settings["min_length"], on_bad_record=on_bad_record,
+                     max_length=settings.get("max_length", max(DataConfig.max_length, settings["min_length"])),
+                     sampling_rate=int(settings["sampling_rate"]),
                      min_peak_to_peak=settings.get("min_peak_to_peak", DataConfig.min_peak_to_peak),
                      max_abs_amplitude=settings.get("max_abs_amplitude", DataConfig.max_abs_amplitude))
     checked, dropped = check_records({"predict": records}, cfg)

@@ -18,7 +18,7 @@ import pandas as pd
 
 from ecg_ray.config import DEFAULT_EXPORT_FORMATS
 from ecg_ray.errors import ConfigError, EcgRayError
-from ecg_ray.results.folder import DamagedFile, ExperimentDir
+from ecg_ray.results.folder import TRIAL_PARAMS, TRIAL_RESULTS, DamagedFile, ExperimentDir, read_json
 from ecg_ray.schema import (
     CLASS_KEYS, CONFIG_COLUMNS, CONFUSION, EPOCH_COLUMNS, NUM_CLASSES, RANK_METRIC, RUN_COLUMNS, TIMING_KEYS, TRIAL_KEY,
     confusion_columns,
@@ -45,10 +45,47 @@ def _epoch_results(folder, problems: list[str]) -> list[dict]:
         if RANK_METRIC in missing:
             problems.append(f"{where} lacks {RANK_METRIC}; that epoch was skipped")
             continue
+        if not _finite(r[RANK_METRIC]):  # NaN is never a best epoch: it would silently rank on the others
+            problems.append(f"{where}: {RANK_METRIC} is {r[RANK_METRIC]!r}, not a number in 0..1; that epoch was skipped")
+            continue
         if missing:
             problems.append(f"{where} lacks {', '.join(missing)}; left empty in the tables")
+        # Scores cannot be NaN (an F1 of no prediction is 0); a loss can (a diverged run), and is shown as it is.
+        broken = [k for k in EPOCH_COLUMNS if k in r and not k.endswith("loss") and k != "epoch" and not _finite(r[k])]
+        if broken:
+            problems.append(f"{where}: {', '.join(broken)} not a number; shown as recorded")
         out.append(r)
     return out
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _unreported(exp: ExperimentDir, hist: pd.DataFrame, statuses: dict, problems: list[str]) -> None:
+    """Name each trial trial_status.json records epochs of that the result files lack (an emptied
+    or deleted result.json would otherwise drop a finished trial from every table without a word)."""
+    have = hist.groupby("trial_id")["epoch"].max().to_dict() if not hist.empty else {}
+    folders: dict[str, list[str]] = {}
+    for params_file in sorted(Path(exp.path).glob(f"*/{TRIAL_PARAMS}")):
+        try:
+            key = read_json(str(params_file)).get(TRIAL_KEY)
+        except DamagedFile:
+            continue  # named already by ExperimentDir.trials
+        folders.setdefault(key, []).append(str(params_file.parent / TRIAL_RESULTS))
+    for key, st in sorted(statuses.items()):
+        recorded = int(st.get("last_epoch") or 0)
+        if recorded <= have.get(key, 0):
+            continue
+        files = folders.get(key, [])
+        state = "; ".join(f"{f} is {'empty' if os.path.isfile(f) and os.path.getsize(f) == 0 else 'missing' if not os.path.isfile(f) else 'short'}"
+                          for f in files) or f"no Tune trial folder of {key} is left"
+        if key not in have:
+            problems.append(f"trial {key} is damaged: {exp.status_file} records {recorded} epoch(s) ({st.get('status')}) "
+                            f"but {state}; it is left out of every table")
+        else:
+            problems.append(f"trial {key} is damaged: {exp.status_file} records {recorded} epoch(s) but its result files "
+                            f"hold {have[key]} ({state}); the tables show those {have[key]}")
 
 
 def _runs_by_trial(exp: ExperimentDir, problems: list[str]) -> dict[str, list[tuple[dict, list[dict]]]]:
@@ -218,14 +255,15 @@ def build_report(exp_dir: str | os.PathLike | ExperimentDir, problems: list[str]
     if not os.path.isdir(exp.path):
         raise ConfigError(f"Experiment folder {exp_dir} does not exist. Pass the folder `ecg-ray tune` printed.")
     hist = history(exp, problems)
-    if hist.empty:
-        raise ConfigError(f"{exp_dir} holds no finished epoch of any trial yet (no */result.json with metrics)."
-                          + (f" Problems: {'; '.join(problems)}" if problems else ""))
     statuses, scheduler = {}, None
     try:
         statuses = exp.read_statuses()
     except DamagedFile as err:
         problems.append(f"{err} Trial statuses are unknown: trials that ran every epoch count as finished")
+    _unreported(exp, hist, statuses, problems)
+    if hist.empty:
+        raise ConfigError(f"{exp_dir} holds no finished epoch of any trial yet (no */result.json with metrics)."
+                          + (f" Problems: {'; '.join(problems)}" if problems else ""))
     try:
         scheduler = exp.scheduler_name()
     except DamagedFile as err:
@@ -247,28 +285,46 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def to_markdown(df: pd.DataFrame) -> str:
-    head = "| " + " | ".join(map(str, df.columns)) + " |"
+# What would be markup in a Markdown cell (HTML, a link, code, emphasis, a column break), and in LaTeX.
+_MD_SPECIAL = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "|": "\\|", "\\": "\\\\", "`": "\\`", "*": "\\*",
+                             "[": "\\[", "]": "\\]", "\n": " ", "\r": " "})
+_TEX_SPECIAL = str.maketrans({"\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "$": r"\$",
+                              "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\n": " "})
+
+
+def md_escape(text) -> str:
+    """Text as a Markdown table cell shows it: nothing in it becomes HTML, a link, code or a new column."""
+    return str(text).translate(_MD_SPECIAL)
+
+
+def tex_escape(text) -> str:
+    return str(text).translate(_TEX_SPECIAL)
+
+
+def to_markdown(df: pd.DataFrame, notes: list[str] = ()) -> str:
+    head = "| " + " | ".join(md_escape(c) for c in df.columns) + " |"
     rule = "|" + "|".join("---:" if pd.api.types.is_numeric_dtype(df[c]) and df[c].dtype != bool else "---" for c in df.columns) + "|"
-    body = ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join([head, rule, *body]) + "\n"
+    body = ["| " + " | ".join(md_escape(_fmt(v)) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([head, rule, *body]) + "\n" + "".join(f"\n> **Problem:** {md_escape(n)}\n" for n in notes)
 
 
-def to_latex(df: pd.DataFrame) -> str:
-    def esc(s: str) -> str:
-        return str(s).replace("\\", r"\textbackslash{}").replace("_", r"\_").replace("%", r"\%").replace("&", r"\&").replace("#", r"\#")
-
+def to_latex(df: pd.DataFrame, notes: list[str] = ()) -> str:
+    esc = tex_escape
     align = "".join("r" if pd.api.types.is_numeric_dtype(df[c]) else "l" for c in df.columns)
     lines = [rf"\begin{{tabular}}{{{align}}}", r"\hline", " & ".join(esc(c) for c in df.columns) + r" \\", r"\hline"]
     lines += [" & ".join(esc(_fmt(v)) for v in row) + r" \\" for row in df.itertuples(index=False)]
     lines += [r"\hline", r"\end{tabular}"]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + _tex_notes(notes)
 
 
-def configs_to_latex(configs: pd.DataFrame) -> str:
+def _tex_notes(notes) -> str:
+    """Problems as LaTeX comments: seen by whoever \\input{}s the table, never printed in the paper."""
+    return "".join("% ecg-ray problem: " + " ".join(str(n).split()) + "\n" for n in notes)
+
+
+def configs_to_latex(configs: pd.DataFrame, notes: list[str] = ()) -> str:
     """The configs table for a paper: booktabs, mean ± sd cells, the best in bold, ties marked, a caption."""
-    def esc(s) -> str:
-        return str(s).replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")
+    esc = tex_escape
 
     keys = varying_keys(configs) or ["lr"]
     seeds = config_seeds(configs)
@@ -298,7 +354,7 @@ def configs_to_latex(configs: pd.DataFrame) -> str:
         caption = (f"Best validation macro-F1 and challenge F1 (mean F1 of N, A, O) per configuration: one run each "
                    f"(seed {seeds_text}), so no confidence interval and no tie test. Best in bold.")
     lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{caption}}}", r"\end{table}"]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + _tex_notes(notes)
 
 
 def _write_text(fn):
@@ -328,8 +384,18 @@ EXPORTERS = {
 DEFAULT_FORMATS = DEFAULT_EXPORT_FORMATS
 
 
-def export(tables: dict[str, pd.DataFrame], out_dir: str | os.PathLike, formats=DEFAULT_FORMATS) -> list[Path]:
-    """Write each table in each format to out_dir/<table>.<ext>, each file atomically."""
+# The text formats that carry the problems found reading the folder under the table.
+WITH_NOTES = {"markdown": to_markdown, "latex": to_latex}
+PROBLEMS_FILE = "problems.txt"  # beside the tables, whatever their formats; absent when there were none
+
+
+def export(tables: dict[str, pd.DataFrame], out_dir: str | os.PathLike, formats=DEFAULT_FORMATS,
+           notes: list[str] = ()) -> list[Path]:
+    """Write each table in each format to out_dir/<table>.<ext>, each file atomically.
+
+    `notes` (the problems found reading the folder) end each Markdown and LaTeX table and fill
+    out_dir/problems.txt, so a table copied into a paper still says what it leaves out.
+    """
     unknown = [f for f in formats if f not in EXPORTERS]
     if unknown:
         raise ConfigError(f"Unknown export format(s) {unknown}. Choose from {', '.join(EXPORTERS)}.")
@@ -339,8 +405,17 @@ def export(tables: dict[str, pd.DataFrame], out_dir: str | os.PathLike, formats=
         for fmt in formats:
             ext, write = EXPORTERS[fmt]
             dest = out_dir / f"{name}{ext}"
-            write(df, dest)
+            if notes and fmt in WITH_NOTES:
+                atomic_write_text(dest, WITH_NOTES[fmt](df, notes))
+            else:
+                write(df, dest)
             written.append(dest)
+    problems_file = out_dir / PROBLEMS_FILE
+    if notes:
+        atomic_write_text(problems_file, "".join(f"{n}\n" for n in notes))
+        written.append(problems_file)
+    else:
+        problems_file.unlink(missing_ok=True)  # a repaired folder's old list
     return written
 
 
@@ -389,34 +464,34 @@ def write_report(exp_dir: str, out_dir: str | None = None, formats=DEFAULT_FORMA
     folder raises PartialReport before anything is written, unless `allow_partial`.
     Returns the ranked trials table, the files written, and the problems found.
     """
-    from ecg_ray.results import figures
-    from ecg_ray.results import page
-
     exp = _as_dir(exp_dir)
     problems: list[str] = []
     with exp.local_view() as local:
         trials, hist = build_report(local, problems)
         if problems and not allow_partial:
             raise PartialReport(exp.path, problems)
+        from ecg_ray.results import figures, page  # matplotlib: only once there is something to draw
         target = Path(out_dir) if out_dir is not None else Path(local.report_dir)
         configs = rank_configs(trials)
         test = test_table(local, problems)
+        record = _read_or_note(local.read_record, {}, problems)
+        splits, runs = _read_or_note(local.read_splits, {}, problems), _read_or_note(local.read_runs, [], problems)
+        notes = list(problems)  # every problem is known now: each table carries them all
         tables = {"trials": trials, "history": hist} | ({"test": test} if test is not None else {})
-        written = [str(p) for p in export(tables, target, formats)]
+        written = [str(p) for p in export(tables, target, formats, notes)]
         # configs.tex is the paper's table (booktabs, mean ± sd, ties marked), not the generic LaTeX dump.
-        written += [str(p) for p in export({"configs": configs}, target, [f for f in formats if f != "latex"])]
+        written += [str(p) for p in export({"configs": configs}, target, [f for f in formats if f != "latex"], notes)
+                    if p.name != PROBLEMS_FILE]
         if "latex" in formats:
-            atomic_write_text(target / "configs.tex", configs_to_latex(configs))
+            atomic_write_text(target / "configs.tex", configs_to_latex(configs, notes))
             written.append(str(target / "configs.tex"))
         pictures = figures.draw_all(trials, hist, configs, test, target)
         written += [str(p) for p in pictures.values()]
-        record = _read_or_note(local.read_record, {}, problems)
         summary = {"configs": configs[with_varying_knobs(CONFIG_SUMMARY_COLUMNS, configs)],
                    "trials": trials[with_varying_knobs(SUMMARY_COLUMNS, trials)]}
         if test is not None:
             summary["test"] = test[with_varying_knobs(TEST_SUMMARY_COLUMNS, test)]
-        how = page.provenance(record, _read_or_note(local.read_splits, {}, problems),
-                              _read_or_note(local.read_runs, [], problems), hist, trials)
+        how = page.provenance(record, splits, runs, hist, trials)
         name = record.get("config", {}).get("name") or Path(exp.path.rstrip("/")).name
         atomic_write_text(target / "index.html", page.render(name, summary, pictures, how, [seeds_note(configs)], problems))
         written.append(str(target / "index.html"))

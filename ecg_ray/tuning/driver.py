@@ -32,6 +32,7 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from ecg_ray import provenance
 from ecg_ray.config import ExperimentConfig, RunSettings, TrialConfig
+from ecg_ray.data import trust
 from ecg_ray.data.prepare import PreparedData, prepare
 from ecg_ray.errors import ConfigError, EcgRayError
 from ecg_ray.results.folder import EXPERIMENT_FILE, ExperimentDir, check_writable
@@ -87,7 +88,23 @@ def preflight(cfg: ExperimentConfig, resume: bool, overwrite: bool) -> Experimen
         )
     if resume and not exists:
         raise ConfigError(f"Nothing to resume: {exp} holds no {EXPERIMENT_FILE}.")
+    if resume and not exp.is_uri:  # before Ray starts: a resume writes statuses, progress and checkpoints here
+        for folder in (exp.path, exp.train_runs):
+            if os.path.isdir(folder) and not _can_write(folder):
+                raise ConfigError(f"{folder} is not writable, and a resume writes there (statuses, progress, "
+                                  f"checkpoints). Make it writable (`chmod -R u+w {exp.path}`), or copy the folder "
+                                  "somewhere writable and resume the copy.")
     return exp
+
+
+def _can_write(folder: str) -> bool:
+    import tempfile
+
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".ecg_ray_write_test"):
+            return True
+    except OSError:
+        return False
 
 
 def prepare_data(cfg: ExperimentConfig, exp: ExperimentDir, resume: bool, overwrite: bool) -> PreparedData:
@@ -123,6 +140,7 @@ def experiment_record(cfg: ExperimentConfig, data: PreparedData, settings: RunSe
         "trial_keys": [] if cfg.search_space.adaptive else list(cfg.trials()),
         "data_hash": data.data_hash,
         "data": data.meta.to_dict(),
+        "pickles": trust.record(trust.pickle_paths(cfg.data)),  # checked on a resume, a rerun, a repeat
         "settings": dataclasses.asdict(settings),
         "metric": RANK_METRIC,
         "created": _now(),
@@ -269,7 +287,40 @@ def finish(grid, exp: ExperimentDir, interrupted: bool) -> str:
         # what the callback saw end, and --resume continues the rest.
         raise ExperimentInterrupted(exp.path)
     _record_statuses(grid, exp)
+    full = [r.config[TRIAL_KEY] for r in grid if r.error and no_space(r.error)]
+    if full:
+        print(f"[ecg-ray] {len(full)} trial(s) failed because the storage ran out of space ({', '.join(full)}): "
+              f"{_NO_SPACE_FIX.format(exp=exp.path)}", flush=True)
     return exp.path
+
+
+_NO_SPACE_FIX = ("free space (checkpoints live in {exp}/train_runs), then continue with `ecg-ray tune --resume {exp}`: "
+                 "finished trials are kept, a checkpoint cut short is left out and its trial starts again")
+
+
+def no_space(err: BaseException) -> bool:
+    """Whether `err`, or anything in its chain or its text (a Ray error carries the worker's), is a full disk."""
+    import errno
+
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if getattr(err, "errno", None) == errno.ENOSPC or "No space left on device" in str(err):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+@contextlib.contextmanager
+def _no_space_is_said(exp: ExperimentDir):
+    """A full disk during the run ends in one line that says so, not Tune's traceback."""
+    try:
+        yield
+    except Exception as err:
+        if no_space(err):
+            raise EcgRayError(f"The storage ran out of space during the run (No space left on device): "
+                              f"{_NO_SPACE_FIX.format(exp=exp.path)}.") from None
+        raise
 
 
 def tune(
@@ -294,8 +345,8 @@ def tune(
         The experiment folder (a local path or a URI).
     """
     folder = ExperimentDir.for_config(cfg)
-    check_writable(folder.storage_root)  # before anything else, and before the lock file is made there
-    with folder.lock():  # one writer per experiment folder, from here to the end
+    made = check_writable(folder.storage_root)  # before anything else, and before the lock file is made there
+    with folder.lock(made):  # one writer per experiment folder, from here to the end
         try:
             exp = preflight(cfg, resume, overwrite)
             path = fast_path.choose(cfg.resources.fast_path)  # a refused fast_path: true, before any data is read
@@ -322,7 +373,7 @@ def tune(
         t0 = time.monotonic()
         exp.record_run(run)
         tuner = build_tuner(cfg, exp, data, settings, trials, to_run, slots + ahead, tensorboard)
-        with graceful_stop() as interrupted, only_our_loggers():
+        with graceful_stop() as interrupted, only_our_loggers(), _no_space_is_said(exp):
             grid = tuner.fit()
         exp.record_run(run | {"ended": _now(), "wall_s": round(time.monotonic() - t0, 3),
                               "interrupted": interrupted.is_set()})

@@ -65,12 +65,21 @@ def train_loop_per_worker(config: dict) -> dict:
     done = {REUSABLE: not trial.compile}
     state = build_trial(trial, data.weights, device)
     saved_checkpoint = ray.train.get_checkpoint()
+    saved = None
     if saved_checkpoint:
         with saved_checkpoint.as_directory() as ckpt_dir:
             path = Path(ckpt_dir) / CHECKPOINT_FILE
-            saved = read_checkpoint(path, map_location=device)
-            check_checkpoint(saved, trial, data.data_hash, str(path))
-            load_state_dict(state, saved)
+            try:
+                saved = read_checkpoint(path, map_location=device)
+            except Exception as err:  # truncated by a full disk, or not tensors only: never fatal, never run
+                why = (str(err).strip().splitlines() or [""])[0][:160]
+                print(f"[ecg-ray] the checkpoint {saved_checkpoint.path} cannot be read safely "
+                      f"({type(err).__name__}: {why}); this trial starts again from epoch 1 (the same numbers: "
+                      "training is deterministic)", flush=True)
+            if saved is not None:
+                check_checkpoint(saved, trial, data.data_hash, str(path))
+                load_state_dict(state, saved)
+    if saved is not None:
         # The restored epoch's metrics once more: the run that saved this checkpoint may have been
         # stopped before Tune wrote that epoch down (a driver stopped or killed between the two),
         # and the history keeps an epoch's last report. After the last epoch it also ends the trial.
