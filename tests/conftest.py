@@ -60,3 +60,38 @@ def ray_local():
     init_ray(num_cpus=4, fast=fast_path.choose("auto").fast)
     yield ray
     ray.shutdown()
+
+
+# Four trials x 2 epochs under ASHA on one CPU: one slot, so the trials run one after another and
+# ASHA decides the same way every time (the last, lr 0.0001 with SGD, stops after its first epoch).
+ASHA_IN_TURN = {
+    "search": {"lr": [0.001, 0.0001], "optimizer": ["adam", "sgd"], "epochs": 2},
+    "scheduler": {"name": "asha", "grace_period": 1, "reduction_factor": 2},
+}
+ASHA_VARIANTS = {  # the resources each variant runs with
+    "kept": {"reuse_workers": True},  # the fast path where this Ray has it (auto), workers kept across trials
+    "fresh": {"reuse_workers": False},  # the same, a fresh worker per trial
+    "public": {"fast_path": False},  # Ray's public API
+}
+
+
+@pytest.fixture(scope="session")
+def asha_in_turn(tmp_path_factory):
+    """variant -> (ExperimentDir, what `ecg-ray tune` printed) of ASHA_IN_TURN, each variant run once per
+    session when a test first asks for it (test_slots and test_fast_path compare the same runs)."""
+    from helpers import tiny_experiment, tune_in_subprocess
+
+    from ecg_ray.results.folder import ExperimentDir
+
+    root = tmp_path_factory.mktemp("asha_in_turn")
+    runs: dict = {}
+
+    def run(variant: str):
+        if variant not in runs:
+            exp_file = tiny_experiment(root, variant, root, search=ASHA_IN_TURN["search"], scheduler=ASHA_IN_TURN["scheduler"],
+                                       data={"cache_dir": str(root / "cache")}, resources=ASHA_VARIANTS[variant])
+            printed = tune_in_subprocess(exp_file, num_cpus=1)
+            runs[variant] = (ExperimentDir(str(root / variant)), printed)
+        return runs[variant]
+
+    return run

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import tiny_experiment, tune_in_subprocess
+from helpers import tiny_experiment
 
 from ecg_ray.errors import ConfigError
 from ecg_ray.results.folder import ExperimentDir
@@ -143,22 +143,16 @@ def _numbers(exp: ExperimentDir):
 
 
 @pytest.mark.ray
-def test_both_paths_give_the_same_metrics_bit_for_bit_under_asha(tmp_path):
+def test_both_paths_give_the_same_metrics_bit_for_bit_under_asha(asha_in_turn):
     """Four trials x 2 epochs under ASHA on one CPU (trials in turn, so ASHA decides the same on both),
     on Ray's public API and on the fast path (where this Ray has it): the same history, bit for bit,
     ASHA's stops included, every trial ended and every placement group freed (the runs end their Ray)."""
-    search = {"lr": [0.001, 0.0001], "optimizer": ["adam", "sgd"], "epochs": 2}
-    asha = {"name": "asha", "grace_period": 1, "reduction_factor": 2}
     runs = {}
-    for fast in (False, True):
+    for fast, variant in ((False, "public"), (True, "kept")):
         if fast and not fast_path.choose("auto").fast:
             continue
-        name = f"fast_{str(fast).lower()}"
-        exp_file = tiny_experiment(tmp_path, name, tmp_path, search=search, scheduler=asha,
-                                   data={"cache_dir": str(tmp_path / "cache")}, resources={"fast_path": fast})
-        printed = tune_in_subprocess(exp_file, num_cpus=1)
+        exp, printed = asha_in_turn(variant)
         assert ("trials on the fast path" if fast else "trials on Ray's public API") in printed
-        exp = ExperimentDir(str(tmp_path / name))
         assert exp.read_record()["settings"]["fast_path"] is fast
         trials = build_report(exp)[0]
         assert (trials["status"] == "TERMINATED").all() and sorted(trials["epochs_run"]) == [1, 2, 2, 2]

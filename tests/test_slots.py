@@ -6,11 +6,10 @@ Real local Rays: `ecg-ray tune` in a subprocess (a Ray of its own), and the test
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import pytest
 import torch
-from helpers import fast_path_only, tiny_experiment, tune_in_subprocess
+from helpers import fast_path_only
 
 from ecg_ray.config import TrialConfig, load_experiment
 from ecg_ray.data.prepare import prepare
@@ -18,21 +17,6 @@ from ecg_ray.results.folder import ExperimentDir
 from ecg_ray.results.report import build_report
 from ecg_ray.schema import RUN_COLUMNS, TIMING_KEYS
 from ecg_ray.training.loop import TrialStopped, build_trial, run_epoch
-
-ASHA = {"name": "asha", "grace_period": 1, "reduction_factor": 2}
-
-
-def _run(tmp_path: Path, name: str, reuse: bool) -> tuple[ExperimentDir, list[dict]]:
-    """Four trials x 2 epochs under ASHA, one CPU: one slot, so the trials run one after another
-    on one Tune actor, and ASHA stops each while its worker runs: after its last epoch, or, the
-    last (lr 0.0001, SGD: the others' val macro-F1 is higher after one epoch), mid-way."""
-    exp_file = tiny_experiment(tmp_path, name, tmp_path, search={"lr": [0.001, 0.0001], "optimizer": ["adam", "sgd"], "epochs": 2},
-                               data={"cache_dir": str(tmp_path / "cache")}, resources={"reuse_workers": reuse},
-                               scheduler=ASHA)
-    tune_in_subprocess(exp_file, num_cpus=1)
-    exp = ExperimentDir(str(tmp_path / name))
-    return exp, exp.read_progress()
-
 
 def _numbers(exp: ExperimentDir):
     """The history without what says where, when and how fast each epoch ran."""
@@ -42,9 +26,11 @@ def _numbers(exp: ExperimentDir):
 
 @pytest.mark.ray
 @fast_path_only()
-def test_trials_in_turn_run_in_one_kept_worker_with_the_numbers_of_fresh_ones(tmp_path):
-    kept, kept_progress = _run(tmp_path, "kept", reuse=True)
-    fresh, fresh_progress = _run(tmp_path, "fresh", reuse=False)
+def test_trials_in_turn_run_in_one_kept_worker_with_the_numbers_of_fresh_ones(asha_in_turn):
+    """conftest.ASHA_IN_TURN: four trials one after another on one Tune actor; ASHA stops each while its
+    worker runs: after its last epoch, or, the last (lr 0.0001, SGD), mid-way."""
+    (kept, _), (fresh, _) = asha_in_turn("kept"), asha_in_turn("fresh")
+    kept_progress, fresh_progress = kept.read_progress(), fresh.read_progress()
     assert kept.read_record()["settings"]["reuse_workers"] is True
     assert fresh.read_record()["settings"]["reuse_workers"] is False
     # Every trial of the run, finished or stopped by ASHA mid-way, ran in the one worker process;
