@@ -92,6 +92,10 @@ def run_experiment(
     # The run's own tables: what is readable, with any damage named (`ecg-ray report` is strict).
     outcome.trials, outcome.written, outcome.problems = write_report(path, formats=formats, allow_partial=True)
     outcome.timings = {"best_model": t1 - t0, "report": time.monotonic() - t1}
+    if cfg.tracking.mlflow_uri:  # a copy of the folder, from the driver; a server that is down is a note
+        from ecg_ray.results.tracking import sync
+
+        outcome.notes += sync(path, cfg.tracking.mlflow_uri, cfg.tracking.mlflow_experiment)
     return outcome
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -83,3 +84,25 @@ def fast_path_only():
     from ecg_ray.tuning import fast_path
 
     return pytest.mark.skipif(not fast_path.choose("auto").fast, reason="the fast path is not tested on this Ray")
+
+
+def fake_epoch(trial_id, epoch, f1, val_loss=1.0):
+    """One epoch as Tune writes it into result.json, every metric a function of `f1`."""
+    r = {"trial_id": trial_id, "epoch": epoch, "train_loss": 1.0 / epoch, "train_acc": 0.5, "val_loss": val_loss,
+         "val_acc": 0.6, "val_macro_f1": f1, "val_challenge_f1": f1 + 0.01, "epoch_time_s": 2.0,
+         "time_total_s": 3.0 * epoch, "node_id": "n1", "data_hash": "abc", "val_confusion": np.eye(4, dtype=int).tolist()}
+    for k in ("N", "A", "O", "noisy"):
+        r |= {f"val_f1_{k}": f1, f"val_precision_{k}": f1, f"val_recall_{k}": f1}
+    return r
+
+
+def fake_trial(exp, trial_id, lr, f1s, losses=None, tail=""):
+    """A Tune trial folder (params.json, result.json) under `exp`, as a run leaves it; `tail`: a cut-off last line."""
+    d = exp / f"_trial_driver_{trial_id}_lr={lr}"
+    d.mkdir(parents=True)
+    params = {"lr": lr, "hidden_size": 128, "dropout": 0.2, "optimizer": "adam", "batch_size": 32, "epochs": 4, "seed": 42,
+              "trial_key": trial_id}
+    (d / "params.json").write_text(json.dumps(params))
+    losses = losses or [1.0] * len(f1s)
+    lines = [json.dumps(fake_epoch(trial_id, e + 1, f, l)) for e, (f, l) in enumerate(zip(f1s, losses))]
+    (d / "result.json").write_text("\n".join(lines) + "\n" + tail)

@@ -110,3 +110,25 @@ def test_the_stages_run_without_ray(package):
     code = "import sys\n" + "".join(f"import {n}\n" for n in names) + "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]", f"{package}: {out}"
+
+
+EDGES = ("mlflow", "optuna_dashboard")  # the integrations: imported only where a user asks for them
+
+
+def test_the_integrations_are_edges_nothing_imports_unasked(tmp_path):
+    """Importing every module (Ray included) and a whole `ecg-ray report` of a folder leave mlflow and
+    optuna-dashboard unimported: they load only for --mlflow / tracking.mlflow_uri (and never optuna-dashboard)."""
+    import subprocess
+    import sys
+
+    from helpers import fake_trial
+
+    exp = tmp_path / "exp"
+    fake_trial(exp, "t0000", 0.001, [0.2, 0.5])
+    (exp / "ecg_ray_experiment.json").write_text('{"config": {"name": "e", "search": {"lr": [0.001]}}}')
+    code = ("import sys\n" + "".join(f"import {n}\n" for n in MODULES if "_ray_internals" not in n and not n.endswith("__main__"))
+            + f"from ecg_ray.commands.main import main\nassert main(['report', {str(exp)!r}]) == 0\n"
+            + f"print(sorted(m for m in sys.modules if m.split('.')[0] in {EDGES!r}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -5,32 +5,12 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from ecg_ray.errors import ConfigError
+from helpers import fake_epoch as _epoch, fake_trial as _trial
 from ecg_ray.results.report import EXPORTERS, build_report, comparable, export, to_markdown, write_report
-
-
-def _epoch(trial_id, epoch, f1, val_loss=1.0):
-    r = {"trial_id": trial_id, "epoch": epoch, "train_loss": 1.0 / epoch, "train_acc": 0.5, "val_loss": val_loss,
-         "val_acc": 0.6, "val_macro_f1": f1, "val_challenge_f1": f1 + 0.01, "epoch_time_s": 2.0,
-         "time_total_s": 3.0 * epoch, "node_id": "n1", "data_hash": "abc", "val_confusion": np.eye(4, dtype=int).tolist()}
-    for k in ("N", "A", "O", "noisy"):
-        r |= {f"val_f1_{k}": f1, f"val_precision_{k}": f1, f"val_recall_{k}": f1}
-    return r
-
-
-def _trial(exp, trial_id, lr, f1s, losses=None, tail=""):
-    d = exp / f"_trial_driver_{trial_id}_lr={lr}"
-    d.mkdir(parents=True)
-    params = {"lr": lr, "hidden_size": 128, "dropout": 0.2, "optimizer": "adam", "batch_size": 32, "epochs": 4, "seed": 42,
-              "trial_key": trial_id}
-    (d / "params.json").write_text(json.dumps(params))
-    losses = losses or [1.0] * len(f1s)
-    lines = [json.dumps(_epoch(trial_id, e + 1, f, l)) for e, (f, l) in enumerate(zip(f1s, losses))]
-    (d / "result.json").write_text("\n".join(lines) + "\n" + tail)
 
 
 @pytest.fixture

@@ -216,6 +216,14 @@ def _parquet_with_text_signal(folder):
     return [str(folder / "text.parquet")]
 
 
+def _parquet_with_two_leads(folder):
+    rs = _base(100)
+    df = frame(rs).assign(record=rs.ids).head(3)  # Parquet takes one shape per column: all three have two leads
+    df["signal"] = [[list(s), list(s)] for s in df["signal"]]  # stored as a list of rows
+    df.to_parquet(folder / "leads.parquet")
+    return [str(folder / "leads.parquet")]
+
+
 BAD_INPUTS = {
     "missing folder": (lambda t: [str(t / "nope")], ["nope does not exist", "training2017/ folder"]),
     "missing REFERENCE.csv": (lambda t: _challenge(t, lambda f, rs: (f / "REFERENCE.csv").unlink()), ["REFERENCE.csv does not exist", "record,label"]),
@@ -247,6 +255,7 @@ BAD_INPUTS = {
     "flat line": (lambda t: _pickles(t, _set_signal(6, np.zeros(9000))), ["record train_df:6 is flat", "data.min_peak_to_peak=50", "dead or disconnected lead"]),
     "signal in mV": (lambda t: _pickles(t, _set_signal(6, np.sin(np.arange(9000) / 50))), ["record train_df:6 is flat", "mV instead of ADC units"]),
     "implausible amplitude": (lambda t: _pickles(t, _set_signal(8, np.full(9000, 29000.0) * np.sign(np.sin(np.arange(9000))))), ["record train_df:8 reaches 29000 ADC units (29 mV)", "data.max_abs_amplitude"]),
+    "two leads in Parquet": (_parquet_with_two_leads, ["has a 2-D signal of shape (2, 9000)", "Keep one lead"]),
     "Parquet signal of text": (_parquet_with_text_signal, ["text.parquet: the `signal` column holds text (str '", "not arrays of numbers", "ecg-ray data convert"]),
     "one signal of text": (lambda t: _pickles(t, _set_signal(7, "1.0,2.0," * 5000)), ["record train_df:7 has a signal that is not numbers (str '1.0,2.0,", "arrays of numbers"]),
     "pickle without --trust-pickle": (lambda t: _pickles(t)[:3], ["The data files", "train_df.pkl and", "val_df.pkl are pickles", "--trust-pickle", "ecg-ray data convert"]),

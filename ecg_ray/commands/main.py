@@ -111,6 +111,7 @@ def _run(cfg, args, resume: bool) -> int:
     from ecg_ray.tuning.driver import ExperimentInterrupted
 
     _warn_about_pickles(cfg)
+    cfg = _with_mlflow(cfg, getattr(args, "mlflow", None))
     print(f"[ecg-ray] experiment {cfg.name}: {cfg.n_trials} trial(s) -> {ExperimentDir.for_config(cfg)}", flush=True)
     try:
         out = run_experiment(cfg, resume, args.overwrite, args.address, args.num_cpus, args.tensorboard, args.format)
@@ -145,13 +146,44 @@ def _run(cfg, args, resume: bool) -> int:
     return 0
 
 
+def _with_mlflow(cfg, uri: str | None):
+    """`cfg` with --mlflow URI in place of tracking.mlflow_uri; the extra checked before anything runs."""
+    import dataclasses
+
+    if uri:
+        cfg = dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, mlflow_uri=uri))
+    if cfg.tracking.mlflow_uri:
+        from ecg_ray.results.tracking import require_mlflow
+
+        require_mlflow()
+        # Said at the start: on a resume the URI comes from the folder, and the runs' numbers go there.
+        print(f"[ecg-ray] MLflow: the runs are also logged to {cfg.tracking.mlflow_uri} when the trials end", flush=True)
+    return cfg
+
+
 def cmd_report(args) -> int:
     from ecg_ray.results.report import summary_text, write_report
 
+    if args.mlflow:
+        from ecg_ray.results.tracking import require_mlflow
+
+        require_mlflow()
     trials, written, problems = write_report(args.experiment_dir, args.out, args.format, args.allow_partial)
     _warn(problems)
     print(summary_text(trials))
     print("Tables and figures: " + ", ".join(str(p) for p in written))
+    if args.optuna_storage:
+        from ecg_ray.results.optuna_study import write_study
+
+        name, n = write_study(args.experiment_dir, args.optuna_storage, args.optuna_study)
+        print(f"[ecg-ray] Optuna study {name!r} ({n} trials) in {args.optuna_storage}: optuna-dashboard {args.optuna_storage}")
+    if args.mlflow:
+        from ecg_ray.results.tracking import sync
+
+        warnings = sync(args.experiment_dir, args.mlflow, args.mlflow_experiment)
+        _warn(warnings)
+        if not warnings:
+            print(f"[ecg-ray] logged to MLflow at {args.mlflow}")
     return 0
 
 
@@ -208,6 +240,20 @@ def _check_tune_args(experiment: str, tune_args: list[str]) -> None:
                           f"{why}); nothing was uploaded. See `ecg-ray tune --help`.") from None
 
 
+def cmd_k8s(args) -> int:
+    from ecg_ray.commands.k8s import manifest
+
+    text = manifest(args.experiment, args.storage, args.gpus, args.source, args.name)
+    if args.out:
+        from ecg_ray.storage import atomic_write_text
+
+        atomic_write_text(Path(args.out), text)
+        print(f"[ecg-ray] wrote {args.out}: kubectl apply -f {args.out}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def cmd_stop_node(args) -> int:
     from ecg_ray.tuning.nodes import ray_temp_dir, stop
 
@@ -254,8 +300,14 @@ def cmd_data_convert(args) -> int:
     return 0
 
 
+MLFLOW_HELP = ("also log the experiment to MLflow at this tracking URI (a server such as http://127.0.0.1:5000, "
+               "sqlite:///mlflow.db or file:///path): a parent run and a run per trial, from the driver; needs the "
+               "mlflow extra (default: tracking.mlflow_uri of the experiment file)")
+
+
 def _add_run_options(p) -> None:
     """Options of every command that runs an experiment."""
+    p.add_argument("--mlflow", metavar="URI", help=MLFLOW_HELP)
     p.add_argument("--address", help="Ray cluster to join ('auto' or host:port); default: $RAY_ADDRESS, else a new local Ray")
     p.add_argument("--overwrite", action="store_true", help="start over in an existing experiment folder")
     p.add_argument("--num-cpus", type=int, help="CPUs of a new local Ray (default: all cores)")
@@ -316,6 +368,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="output folder (default: EXPERIMENT_DIR/report)")
     r.add_argument("--allow-partial", action="store_true",
                    help="write the tables from what is readable when files are damaged (each is named); default: refuse")
+    r.add_argument("--mlflow", metavar="URI", help="also log the folder to MLflow at this tracking URI (the same runs a "
+                   "second time: only what is new is logged); needs the mlflow extra")
+    r.add_argument("--mlflow-experiment", metavar="NAME", help="the MLflow experiment (default: the experiment's name)")
+    r.add_argument("--optuna-storage", metavar="URL", help="also write the trials as an Optuna study to this RDB URL "
+                   "(sqlite:///studies.db), for optuna-dashboard; a second write replaces the study")
+    r.add_argument("--optuna-study", metavar="NAME", help="the study's name (default: the experiment's name)")
     r.set_defaults(func=cmd_report)
 
     rr = sub.add_parser("rerun", help="re-run one trial without Ray and check every epoch against the recorded metrics",
@@ -326,6 +384,21 @@ def build_parser() -> argparse.ArgumentParser:
     rr.add_argument("trial_id", help="the trial's key, as in the tables (t0000, t0001, ...)")
     rr.add_argument("--trust-pickle", action="append", default=[], metavar="FILE", help=TRUST_HELP)
     rr.set_defaults(func=cmd_rerun)
+
+    from ecg_ray.commands.k8s import PLACEHOLDER_SOURCE, PLACEHOLDER_STORAGE
+
+    k = sub.add_parser("k8s", help="print a KubeRay RayJob manifest that runs an experiment file on Kubernetes",
+                       description="Print a KubeRay RayJob (ray.io/v1) that creates a RayCluster (a CPU head that runs no "
+                                   "trial, a GPU worker group autoscaled from zero), runs `ecg-ray tune EXPERIMENT --gpu "
+                                   "--storage URI` on it, and deletes it afterwards. The experiment file is validated first; "
+                                   "every value to change is marked CHANGE.")
+    k.add_argument("experiment", help="the experiment file, inside this project (e.g. experiments/seed_grid.yaml)")
+    k.add_argument("--storage", default=PLACEHOLDER_STORAGE, help=f"results bucket URI (default: {PLACEHOLDER_STORAGE}, to change)")
+    k.add_argument("--gpus", type=int, default=4, help="the most GPU worker pods, one GPU each (default 4)")
+    k.add_argument("--source", default=PLACEHOLDER_SOURCE, help=f"the project zip's URI, the job's working_dir (default: {PLACEHOLDER_SOURCE})")
+    k.add_argument("--name", help="the RayJob's name (default: ecg-ray-<experiment name>)")
+    k.add_argument("--out", help="write the manifest here instead of printing it")
+    k.set_defaults(func=cmd_k8s)
 
     sn = sub.add_parser("stop-node", help="stop one Ray instance on this host (by its --temp-dir), not every Ray as `ray stop` does",
                         description="Stop the processes of the Ray instance started with `ray start --temp-dir=DIR`: SIGTERM, "

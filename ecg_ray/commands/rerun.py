@@ -31,8 +31,12 @@ def recorded_epochs(exp: ExperimentDir, trial_id: str) -> list[dict]:
     return rows.to_dict("records")
 
 
-def rerun(exp_dir: str, trial_id: str, trust_pickle: Sequence[str] = (), out=sys.stdout) -> int:
-    """Re-run `trial_id` of `exp_dir` in this process; 0 when every epoch matches, 1 at the first difference."""
+def rerun(exp_dir: str, trial_id: str, trust_pickle: Sequence[str] = (), out=None) -> int:
+    """Re-run `trial_id` of `exp_dir` in this process; 0 when every epoch matches, 1 at the first difference.
+
+    Progress goes to `out` (default: sys.stdout as it is when called).
+    """
+    out = out or sys.stdout
     import torch
 
     from ecg_ray.data.prepare import prepare

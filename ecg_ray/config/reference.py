@@ -14,7 +14,7 @@ import inspect
 import sys
 
 from ecg_ray.config.experiment import ExperimentConfig
-from ecg_ray.config.sections import DataConfig, ResourcesConfig, SchedulerConfig, TrialConfig
+from ecg_ray.config.sections import DataConfig, ResourcesConfig, SchedulerConfig, TrackingConfig, TrialConfig
 
 SECTIONS = [
     (ExperimentConfig, "", "The top level of an experiment file."),
@@ -25,8 +25,9 @@ SECTIONS = [
                             "(docs/guide.md, Experiment files)."),
     (SchedulerConfig, "scheduler", "Early stopping of weak trials."),
     (ResourcesConfig, "resources", "What each trial holds and how it runs on Ray."),
+    (TrackingConfig, "tracking", "Experiment tracking besides the folder (MLflow)."),
 ]
-SECTION_FIELDS = {"data", "scheduler", "resources", "search"}  # ExperimentConfig fields that are sections
+SECTION_FIELDS = {"data", "scheduler", "resources", "search", "tracking"}  # ExperimentConfig fields that are sections
 
 
 def field_comments(cls) -> dict[str, str]:

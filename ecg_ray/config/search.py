@@ -226,3 +226,28 @@ class SearchSpace:
     def check(self, seed: int) -> None:
         """Every trial is valid (for Optuna, every combo; each suggestion is checked as it is made)."""
         self.grid(seed, [{}] if self.adaptive else None)
+
+
+def optuna_distributions(space: SearchSpace, grid_axes: bool = False) -> dict:
+    """search.KEY distributions as Optuna's (randint's high is exclusive, as in Ray Tune); with `grid_axes`,
+    also every key given more than one value (grid axes, search.configs) as a categorical one."""
+    import optuna
+
+    d = optuna.distributions
+    out = {}
+    if grid_axes:
+        drawn = {key for key, _, _ in space.distributions}
+        for key in SEARCH_KEYS:
+            values = list(dict.fromkeys(space.values(key)))
+            if key not in drawn and len(values) > 1:
+                out[key] = d.CategoricalDistribution(values)
+    for key, name, args in space.distributions:
+        if name == "choice":
+            out[key] = d.CategoricalDistribution(list(args))
+        elif name == "randint":
+            out[key] = d.IntDistribution(args[0], args[1] - 1)
+        elif name == "quniform":
+            out[key] = d.FloatDistribution(args[0], args[0] + (args[1] - args[0]) // args[2] * args[2], step=args[2])
+        else:
+            out[key] = d.FloatDistribution(args[0], args[1], log=name == "loguniform")
+    return out

@@ -284,3 +284,24 @@ class ResourcesConfig(Validated):
         if self.trials_ahead not in ("auto", 0) and self.cpus_per_trial_driver > 0:
             fail("resources.trials_ahead", "0 or 'auto' while resources.cpus_per_trial_driver > 0 (drivers started "
                  "ahead would hold the CPUs their workers need)", self.trials_ahead)
+
+
+def _tracking_uri(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and bool(value.strip()))
+
+
+@dataclass(frozen=True)
+class TrackingConfig(Validated):
+    """Where runs are also logged besides the experiment folder (which stays the record)."""
+
+    # An MLflow tracking server (http://host:5000), a database (sqlite:///mlflow.db) or a folder
+    # (file:///path); null: no MLflow. Logged from the driver only, so on a cluster a server the
+    # head can reach (a local path is the head's disk). Needs the `mlflow` extra.
+    mlflow_uri: str | None = None
+    mlflow_experiment: str | None = None  # the MLflow experiment; null: the experiment's name
+
+    PREFIX: ClassVar[str] = "tracking."
+    CONSTRAINTS: ClassVar[dict] = {
+        "mlflow_uri": Rule("an MLflow tracking URI (http://host:5000, sqlite:///mlflow.db, file:///path) or null", _tracking_uri, invalid=""),
+        "mlflow_experiment": Rule("an MLflow experiment name or null", _tracking_uri, invalid=""),
+    }

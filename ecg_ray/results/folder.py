@@ -62,6 +62,24 @@ def is_uri(path: str) -> bool:
     return "://" in str(path)
 
 
+# The storage URIs Ray Train and ecg_ray both read and write (pyarrow's filesystems; hdfs:// needs a
+# Hadoop client on every node, so it is left out rather than failing an hour in).
+STORAGE_SCHEMES = ("s3", "gs", "gcs", "file")
+
+
+def uri_scheme(path: str) -> str:
+    """The scheme of a URI (`s3`), '' for a local path."""
+    return str(path).partition("://")[0] if is_uri(path) else ""
+
+
+def check_scheme(path: str, what: str) -> None:
+    """Refuse a URI whose scheme experiment folders cannot live under, naming `what` gave it."""
+    scheme = uri_scheme(path)
+    if scheme and scheme not in STORAGE_SCHEMES:
+        raise ConfigError(f"{what} {path}: experiment folders are local folders or URIs of "
+                          f"{', '.join(s + '://' for s in STORAGE_SCHEMES)}, not {scheme}://.")
+
+
 def expand(path: str) -> str:
     """A local path made absolute with ~ expanded; a URI without its trailing '/'."""
     if is_uri(path):
@@ -225,12 +243,7 @@ class ExperimentDir:
     @classmethod
     def parse(cls, text: str | os.PathLike) -> "ExperimentDir":
         """From a path or URI a user typed (~ expanded, made absolute, trailing '/' dropped)."""
-        from ecg_ray.config.experiment import STORAGE_SCHEMES
-
-        scheme, sep, _ = str(text).partition("://")
-        if sep and scheme not in STORAGE_SCHEMES:
-            raise ConfigError(f"{text}: experiment folders are local folders or URIs of "
-                              f"{', '.join(s + '://' for s in STORAGE_SCHEMES)}, not {scheme}://.")
+        check_scheme(str(text), "The experiment folder")
         return cls(expand(str(text)))
 
     @classmethod
@@ -240,6 +253,7 @@ class ExperimentDir:
     @classmethod
     def for_config(cls, cfg: ExperimentConfig) -> "ExperimentDir":
         """The folder an experiment writes: its storage_path (~ expanded; a URI as it is) / its name."""
+        check_scheme(cfg.storage_path, "storage_path")
         return cls.at(expand(cfg.storage_path), cfg.name)
 
     def __str__(self) -> str:
@@ -410,7 +424,9 @@ class ExperimentDir:
     def scheduler_name(self) -> str | None:
         """The scheduler the experiment ran with, or None when the experiment file is absent."""
         recorded = read_json(self.experiment_file)
-        return recorded["config"]["scheduler"]["name"] if recorded else None
+        if not recorded:
+            return None
+        return ((recorded.get("config") or {}).get("scheduler") or {}).get("name", "asha")  # absent: the default
 
     # --- live state ----------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 from ecg_ray import provenance
 from ecg_ray.config import ExperimentConfig, RunSettings, TrialConfig
 from ecg_ray.data import trust
+from ecg_ray.environ import environ
 from ecg_ray.data.prepare import PreparedData, prepare
 from ecg_ray.errors import ConfigError, EcgRayError
 from ecg_ray.results.folder import EXPERIMENT_FILE, ExperimentDir, check_writable
@@ -45,22 +46,6 @@ from ecg_ray.tuning.resources import driver_resources, plan_concurrency, run_set
 from ecg_ray.tuning.trial import train_env, trial_driver
 
 TUNE_AUTO_LOGGERS_ENV = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"  # Tune's switch for the loggers it adds itself
-
-
-
-@contextlib.contextmanager
-def _environ(**values: str):
-    """Set environment variables for the duration of the block, then put back what was there."""
-    old = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in old.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def tune_search(trials: dict[str, TrialConfig], max_concurrent: int = 0) -> tuple[dict, BasicVariantGenerator]:
@@ -246,7 +231,7 @@ def only_our_loggers():
     its own, whose tensorboardX imports torch in this process as the first trials start (1.0-1.4 s
     of a CPU on a 2-core machine, and torch with CUDA on a GPU node) for event files that the
     report does not read; `--tensorboard` asks for them."""
-    return _environ(**{TUNE_AUTO_LOGGERS_ENV: "1"})
+    return environ(**{TUNE_AUTO_LOGGERS_ENV: "1"})
 
 
 @contextlib.contextmanager

@@ -24,6 +24,7 @@ import zlib
 import ray.tune.search
 
 from ecg_ray.config import SearchSpace, TrialConfig
+from ecg_ray.config.search import optuna_distributions
 from ecg_ray.errors import ConfigError, EcgRayError
 from ecg_ray.results.folder import ExperimentDir
 from ecg_ray.schema import RANK_METRIC, RANK_MODE, TRIAL_KEY
@@ -38,23 +39,6 @@ def _optuna():
         raise ConfigError(f"search.algorithm 'optuna' needs the Optuna package: {INSTALL_HINT}.") from None
     optuna.logging.set_verbosity(logging.WARNING)
     return optuna
-
-
-def distributions(space: SearchSpace) -> dict:
-    """search.KEY distributions as Optuna's (randint's high is exclusive, as in Ray Tune)."""
-    optuna = _optuna()
-    d = optuna.distributions
-    out = {}
-    for key, name, args in space.distributions:
-        if name == "choice":
-            out[key] = d.CategoricalDistribution(list(args))
-        elif name == "randint":
-            out[key] = d.IntDistribution(args[0], args[1] - 1)
-        elif name == "quniform":
-            out[key] = d.FloatDistribution(args[0], args[0] + (args[1] - args[0]) // args[2] * args[2], step=args[2])
-        else:
-            out[key] = d.FloatDistribution(args[0], args[1], log=name == "loguniform")
-    return out
 
 
 def _readable(value, dist):
@@ -75,7 +59,7 @@ def suggest_batch(space: SearchSpace, seed: int, batch: int, n: int, history: li
     from ray.tune.search.optuna import OptunaSearch
 
     optuna = _optuna()
-    dists = distributions(space)
+    dists = optuna_distributions(space)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # constant_liar is "experimental" in some Optuna releases
         sampler = optuna.samplers.TPESampler(seed=batch_seed(seed, batch), constant_liar=True)
