@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 from helpers import tiny_experiment  # noqa: E402
 
 from ecg_ray.commands.main import main  # noqa: E402
-from ecg_ray.results.tracking import EXP_DIR, ROLE, TRIAL, sync  # noqa: E402
+from ecg_ray.results.tracking import EXP_DIR, ROLE, TRIAL, LiveRuns, sync  # noqa: E402
 
 
 def _free_port() -> int:
@@ -155,3 +155,19 @@ def test_without_the_extra_the_error_names_it_before_anything_runs(tmp_path, cap
     assert main(["tune", str(exp), "--mlflow", "sqlite:///x.db"]) == 2
     (line,) = capsys.readouterr().err.splitlines()
     assert "needs the mlflow extra: pip install -e '.[mlflow]'" in line and not (tmp_path / "results").exists()
+
+
+def test_epochs_are_logged_live_once_each_and_a_server_that_goes_away_stops_it_with_one_warning(server, capsys):
+    live = LiveRuns("/nowhere/live", server, "live")
+    for epoch, f1 in ((1, 0.25), (1, 0.25), (2, 0.5)):  # epoch 1 twice, as a resumed trial reports its restored epoch
+        live.epoch("t0000", {"lr": 0.001, "hidden_size": 128}, {"epoch": epoch, "val_macro_f1": f1, "val_loss": 1.0})
+    client = MlflowClient(server)
+    (parent,), children = _runs(client, "live", Path("/nowhere/live"))
+    run = children["t0000"]
+    assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val_macro_f1")] == [(1, 0.25), (2, 0.5)]
+    assert run.data.params["lr"] == "0.001" and run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    gone = LiveRuns("/nowhere/gone", f"http://127.0.0.1:{_free_port()}", "gone")
+    for epoch in (1, 2, 3):
+        gone.epoch("t0000", {"lr": 0.001}, {"epoch": epoch, "val_macro_f1": 0.1})
+    out = capsys.readouterr().out
+    assert out.count("stopped answering") == 1 and gone.failed

@@ -1,5 +1,6 @@
 """ecg-ray stop-node: one Ray instance stopped by its temp dir, a neighbour's left running."""
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -120,6 +121,8 @@ def test_a_process_named_only_by_its_open_log_is_found_with_its_children(tmp_pat
         assert processes(f"{tmp_path}/ray") == []  # a prefix of DIR is not DIR
         assert kill(f"{tmp_path}/ray2") == 2
         assert not any(p.is_running() for p in both)
-    finally:
-        for p in psutil.Process().children(recursive=True):
-            p.kill()
+    finally:  # only what this test started: the session's own Ray is a child of this process too
+        with contextlib.suppress(psutil.Error):
+            for p in [psutil.Process(agent.pid), *psutil.Process(agent.pid).children(recursive=True)]:
+                p.kill()
+        agent.wait()

@@ -12,6 +12,10 @@ needs a route to the server), from the same tables the report is built from:
   with `step = epoch`, tags for trial key, seed, fold (where there is one), data hash, git
   commit and status (finished, stopped by ASHA, failed, unfinished).
 
+During a run each epoch is logged as the driver sees it (LiveRuns, from ecg_ray's Tune
+callback), so MLflow shows the curves while the trials train; when the trials end, `sync`
+adds what a live write missed and the rest (statuses, the parent's numbers, artifacts).
+
 Runs are found again by the tags `ecg_ray.experiment_dir` and `ecg_ray.trial_key`, and only
 epochs MLflow does not hold yet are logged, so a resume, or a second sync, continues the same
 runs and never doubles them. A server that is down or refuses is a warning naming the URI;
@@ -162,3 +166,52 @@ def _log(client, exp_id, exp_path, record, runs, trials, hist, configs, report_d
     if (trials["status"].isin(["TERMINATED", "ERROR"])).all():
         client.set_terminated(pid, "FINISHED")
     return warnings
+
+
+class LiveRuns:
+    """Each epoch to its trial's child run as the driver sees it, for following a run in MLflow.
+
+    The first failure (a server that went down) is one warning and ends live logging for the
+    run; `sync` at the end catches up what was missed.
+    """
+
+    def __init__(self, exp_path: str, uri: str, experiment: str):
+        self.exp_path, self.uri, self.experiment = exp_path, uri, experiment
+        self.client = self.parent = None
+        self.children: dict[str, str] = {}
+        self.logged: dict[str, set[int]] = {}  # per trial, the epochs MLflow holds
+        self.failed = False
+
+    def epoch(self, trial_key: str, config: dict, result: dict) -> None:
+        if self.failed:
+            return
+        try:
+            with _quick_failures():
+                self._epoch(trial_key, config, result)
+        except Exception as err:  # the tuning goes on; the folder is the record
+            self.failed = True
+            why = " ".join(str(err).split())[:200]
+            print(f"[ecg-ray] warning: MLflow at {self.uri} stopped answering ({type(err).__name__}: {why}); epochs are "
+                  "no longer logged live there, and the end of the run tries once more", flush=True)
+
+    def _epoch(self, key: str, config: dict, result: dict) -> None:
+        from mlflow.entities import Metric, Param
+        from mlflow.tracking import MlflowClient
+
+        if self.client is None:
+            self.client = MlflowClient(tracking_uri=self.uri)
+            found = self.client.get_experiment_by_name(self.experiment)
+            self.exp_id = found.experiment_id if found else self.client.create_experiment(self.experiment)
+            self.parent = _one(self.client, self.exp_id, {ROLE: "experiment", EXP_DIR: self.exp_path}, self.experiment).info.run_id
+        if key not in self.children:
+            run = _one(self.client, self.exp_id, {ROLE: "trial", EXP_DIR: self.exp_path, TRIAL: key}, key, parent=self.parent)
+            self.children[key] = run.info.run_id
+            self.logged[key] = {m.step for m in self.client.get_metric_history(run.info.run_id, RANK_METRIC)}
+            if not run.data.params:
+                self.client.log_batch(run.info.run_id, params=[Param(k, str(config[k])) for k in CONFIG_COLUMNS if k in config])
+        step, now = int(result["epoch"]), int(time.time() * 1000)
+        if step in self.logged[key]:  # a resumed trial reports its restored epoch once more
+            return
+        metrics = [Metric(k, v, now, step) for k in EPOCH_COLUMNS[1:] + ["epoch_time_s"] if (v := _number(result.get(k))) is not None]
+        self.client.log_batch(self.children[key], metrics=metrics)
+        self.logged[key].add(step)

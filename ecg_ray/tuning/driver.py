@@ -48,6 +48,15 @@ from ecg_ray.tuning.trial import train_env, trial_driver
 TUNE_AUTO_LOGGERS_ENV = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"  # Tune's switch for the loggers it adds itself
 
 
+def _live_runs(cfg: ExperimentConfig, exp: ExperimentDir):
+    """Each epoch to MLflow as it comes, where the experiment asks for MLflow (None otherwise)."""
+    if not cfg.tracking.mlflow_uri:
+        return None
+    from ecg_ray.results.tracking import LiveRuns
+
+    return LiveRuns(exp.path, cfg.tracking.mlflow_uri, cfg.tracking.mlflow_experiment or cfg.name)
+
+
 def tune_search(trials: dict[str, TrialConfig], max_concurrent: int = 0) -> tuple[dict, BasicVariantGenerator]:
     """Tune's (param_space, search_alg) that run exactly `trials`, each once, under its trial key.
 
@@ -220,7 +229,8 @@ def build_tuner(cfg: ExperimentConfig, exp: ExperimentDir, data: PreparedData, s
             name=exp.name,
             storage_path=exp.storage_root,
             failure_config=ray.tune.FailureConfig(max_failures=cfg.max_failures),
-            callbacks=[*loggers, EpochPrinter(exp, num_samples, settings.reuse_workers, internals and internals.release_placement_group)],
+            callbacks=[*loggers, EpochPrinter(exp, num_samples, settings.reuse_workers, internals and internals.release_placement_group,
+                                              _live_runs(cfg, exp))],
             verbose=0,  # EpochPrinter says what happens, a line at a time
         ),
     )

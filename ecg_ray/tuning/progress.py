@@ -27,8 +27,9 @@ class EpochPrinter(ray.tune.Callback):
     actor that died later held, the next trial to need a slot frees). `release`: the fast path's
     release_placement_group; on the public path Ray Train's own cleaner frees each run's group."""
 
-    def __init__(self, exp: ExperimentDir, n_trials: int, reuse_workers: bool = False, release=None):
+    def __init__(self, exp: ExperimentDir, n_trials: int, reuse_workers: bool = False, release=None, live=None):
         self.exp = exp
+        self.live = live  # ecg_ray.results.tracking.LiveRuns where MLflow is asked for
         self.n_trials = n_trials  # this run's, all of them (Tune creates its trials as it goes)
         self.reuse_workers = reuse_workers
         self.release = release or (lambda trial_key, unless_owner_alive=False: None)
@@ -41,6 +42,8 @@ class EpochPrinter(ray.tune.Callback):
             self._persist_results(trial)
         c = trial.config
         self.exp.append_progress({"trial_id": c[TRIAL_KEY], "time": time.time(), **{k: result.get(k) for k in PROGRESS_KEYS}})
+        if self.live is not None:
+            self.live.epoch(c[TRIAL_KEY], c, result)
         print(
             f"[ecg-ray] {c[TRIAL_KEY]} lr={c.get('lr')} H={c.get('hidden_size')} dropout={c.get('dropout')} "
             f"{c.get('optimizer')} seed={c.get('seed')}: epoch {result.get('epoch')}/{c.get('epochs')} "
