@@ -58,7 +58,7 @@ def server(tmp_path_factory):
 def tuned(ray_local, server, tmp_path_factory):
     """A real run: three trials under ASHA (one stopped early), logged to the server by `ecg-ray tune --mlflow`."""
     work = tmp_path_factory.mktemp("mlflow_run")
-    exp = tiny_experiment(work, "tracked", work / "results", search={"lr": [0.003, 0.001, 0.0001], "epochs": 3},
+    exp = tiny_experiment(work, "tracked", work / "results", search={"lr": [0.003, 0.001, 0.0001], "epochs": 2},
                           scheduler={"name": "asha", "grace_period": 1, "reduction_factor": 3})
     assert main(["tune", str(exp), "--mlflow", server]) == 0
     return work / "results" / "tracked"

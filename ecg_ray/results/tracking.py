@@ -99,7 +99,7 @@ def sync(exp_dir: str, uri: str, experiment: str | None = None) -> list[str]:
                 client = MlflowClient(tracking_uri=uri)
                 found = client.get_experiment_by_name(name)
                 exp_id = found.experiment_id if found else client.create_experiment(name)
-            return _log(client, exp_id, exp.path, record, runs, trials, hist, configs, report_dir, best_model)
+                return _log(client, exp_id, exp.path, record, runs, trials, hist, configs, report_dir, best_model)
         except Exception as err:  # a server down, refusing, or a store it cannot write: the run goes on
             why = " ".join(str(err).split())[:300]
             return [f"MLflow at {uri} could not be written ({type(err).__name__}: {why}); nothing more was logged there. "
