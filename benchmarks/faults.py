@@ -1,10 +1,10 @@
 """Run every fault scenario against an uninterrupted baseline and print the fault table.
 
-Needs the test extra (psutil): pip install torch==2.13.0 -e '.[test]'
+Runs after the README's install command (psutil, which finds a Ray instance's processes, is a runtime dependency).
 
-    python benchmarks/faults.py            # about 7 minutes on 2 cores
+    python benchmarks/faults.py            # each scenario is one or two short runs of `ecg-ray tune`
 
-Faults: SIGKILL of a trial's Ray Train worker; SIGINT and SIGKILL of the driver
+Faults: SIGKILL of a trial's Ray Train worker or of its Tune actor; SIGINT and SIGKILL of the driver
 followed by `ecg-ray tune --resume`; loss of a worker node in a two-node local
 cluster; pickles planted in a copied experiment folder, then --resume and
 report; a second `tune` on a folder in use; a damaged result.json, then report.

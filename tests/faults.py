@@ -54,6 +54,9 @@ class Outcome:
         }
 
 
+EPOCHS = 3  # of every trial of the fault scenarios' experiment
+
+
 def write_experiment(folder: Path, name: str, **resources) -> Path:
     """The quick grid at half its records and 3 epochs, every epoch of every trial (scheduler: none), so
     tables can be compared."""
@@ -61,7 +64,7 @@ def write_experiment(folder: Path, name: str, **resources) -> Path:
     exp["name"] = name
     exp["storage_path"] = str(folder / "results")
     exp["scheduler"] = {"name": "none"}
-    exp["data"]["n_records"], exp["search"]["epochs"] = 400, 3  # a fault needs a run, not a long one
+    exp["data"]["n_records"], exp["search"]["epochs"] = 400, EPOCHS  # a fault needs a run, not a long one
     exp["resources"] = {**exp.get("resources", {}), **resources}
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(exp))
@@ -187,7 +190,7 @@ def stop_driver(work: Path, baseline: Path, sig: signal.Signals) -> Outcome:
 
     def second_trial_started():
         rs = results(exp_dir)
-        done = {r["trial_id"] for r in rs if r["epoch"] == 4}
+        done = {r["trial_id"] for r in rs if r["epoch"] == EPOCHS}
         return done and next((r for r in rs if r["trial_id"] not in done and r["epoch"] == 1), None)
 
     wait_for(second_trial_started, driver, what="the second trial's first epoch")
@@ -200,7 +203,7 @@ def stop_driver(work: Path, baseline: Path, sig: signal.Signals) -> Outcome:
     rc = Driver(["--resume", str(exp_dir)], work / f"{name}.log").wait()
     after = _finished_lines(exp_dir)
     rerun = sum(1 for t, n in before.items() if after.get(t, 0) != n)
-    affected = sum(1 for t, e in interrupted_epochs.items() if e < 4)
+    affected = sum(1 for t, e in interrupted_epochs.items() if e < EPOCHS)
     return Outcome(f"{sig.name} of the driver, then --resume", affected, 1, rerun,
                    rc == 0 and same_table(exp_dir, baseline), f"stop rc={rc_stop}, resume rc={rc}")
 
@@ -215,7 +218,7 @@ def lose_node(work: Path, baseline: Path) -> Outcome:
         exp = write_experiment(work, "lose_node")
         exp_dir = work / "results" / "lose_node"
         driver = Driver([str(exp)], work / "lose_node.log", address=cluster.address)
-        wait_for(lambda: next((r for r in results(exp_dir) if r["node_id"] == doomed and r["epoch"] < 4), None),
+        wait_for(lambda: next((r for r in results(exp_dir) if r["node_id"] == doomed and r["epoch"] < EPOCHS), None),
                  driver, what="an epoch on the worker node")
         cluster.kill_node("w1")
         rc = driver.wait()
@@ -275,7 +278,10 @@ def concurrent_run(work: Path, baseline: Path) -> Outcome:
     exp = write_experiment(work, "concurrent")
     exp_dir = work / "results" / "concurrent"
     first = Driver([str(exp)], work / "concurrent.log")
-    wait_for(lambda: next(iter(results(exp_dir)), None), first, what="a first epoch")
+    # Once the first holds the folder (its lock names it), it has a Ray to start and trials to run: seconds
+    # more than the second needs to reach the lock. (Waiting for its first epoch raced the end of a short run.)
+    lock = work / "results" / ".concurrent.lock"
+    wait_for(lambda: lock.is_file() and lock.read_text().strip(), first, what="the first run's lock")
     second = _cli("tune", str(exp), "--num-cpus", "4")
     refused = second.returncode == 2 and "is in use by another `ecg-ray tune`" in second.stderr
     rc = first.wait()
