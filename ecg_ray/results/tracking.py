@@ -77,7 +77,7 @@ def _number(value) -> float | None:
 
 def sync(exp_dir: str, uri: str, experiment: str | None = None) -> list[str]:
     """Log the experiment folder `exp_dir` to MLflow at `uri`. Returns warnings (a server that could not be
-    reached, a step it refused); never raises for the server's sake."""
+    reached or written); never raises for the server's sake."""
     require_mlflow()
     from mlflow.tracking import MlflowClient
 
@@ -99,7 +99,8 @@ def sync(exp_dir: str, uri: str, experiment: str | None = None) -> list[str]:
                 client = MlflowClient(tracking_uri=uri)
                 found = client.get_experiment_by_name(name)
                 exp_id = found.experiment_id if found else client.create_experiment(name)
-                return _log(client, exp_id, exp.path, record, runs, trials, hist, configs, report_dir, best_model)
+                _log(client, exp_id, exp.path, record, runs, trials, hist, configs, report_dir, best_model)
+                return []
         except Exception as err:  # a server down, refusing, or a store it cannot write: the run goes on
             why = " ".join(str(err).split())[:300]
             return [f"MLflow at {uri} could not be written ({type(err).__name__}: {why}); nothing more was logged there. "
@@ -116,10 +117,9 @@ def _one(client, exp_id: str, tags: dict[str, str], run_name: str, parent: str |
     return client.create_run(exp_id, run_name=run_name, tags={**tags, **extra})
 
 
-def _log(client, exp_id, exp_path, record, runs, trials, hist, configs, report_dir, best_model) -> list[str]:
+def _log(client, exp_id, exp_path, record, runs, trials, hist, configs, report_dir, best_model) -> None:
     from mlflow.entities import Metric, Param, RunTag
 
-    warnings: list[str] = []
     cfg = record.get("config", {})
     commit = next((r.get("git_commit") for r in reversed(runs) if r.get("git_commit")), None) or "unknown"
     parent = _one(client, exp_id, {ROLE: "experiment", EXP_DIR: exp_path}, cfg.get("name") or "experiment")
@@ -165,7 +165,6 @@ def _log(client, exp_id, exp_path, record, runs, trials, hist, configs, report_d
         client.log_artifact(pid, best_model)
     if (trials["status"].isin(["TERMINATED", "ERROR"])).all():
         client.set_terminated(pid, "FINISHED")
-    return warnings
 
 
 class LiveRuns:
