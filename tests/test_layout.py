@@ -5,6 +5,7 @@ imports Ray only inside a function is caught as surely as one that imports it at
 """
 
 import ast
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,17 @@ def test_the_integrations_are_edges_nothing_imports_unasked(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_git_ignores_no_source_file():
+    """A clean clone has every module: a .gitignore rule (such as `data/`, meant for a top-level data
+    folder) that also matches `ecg_ray/data/trust.py` would leave it out of every commit and fail the
+    clone's first import, while this checkout, which has the file, passes."""
+    root = PACKAGE.parent
+    if not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    sources = [str(p.relative_to(root)) for folder in ("ecg_ray", "tests", "benchmarks", "experiments", ".ci")
+               for p in sorted((root / folder).rglob("*")) if p.is_file() and "__pycache__" not in p.parts]
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", "--stdin"], cwd=root, input="\n".join(sources),
+                             capture_output=True, text=True).stdout.split()
+    assert ignored == []
