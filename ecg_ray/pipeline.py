@@ -5,9 +5,10 @@
     print(outcome.trials.head())              # ranked by best validation macro-F1
     print(outcome.best_model, outcome.written)
 
-Four steps: tune every trial on Ray (ecg_ray.tuning.driver.tune), export the best epoch's model,
-evaluate the top configs on the held-out test split where there is one, and write the tables,
-figures and HTML page (ecg_ray.results.report). The command line prints what comes back.
+Five steps: tune every trial on Ray (ecg_ray.tuning.driver.tune), export the best epoch's model,
+evaluate the top configs on the held-out test split where there is one, measure what each model
+shape costs (ecg_ray.results.cost), and write the tables, figures and HTML page
+(ecg_ray.results.report). The command line prints what comes back.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class Outcome:
     problems: list = field(default_factory=list)
     unfinished: int = 0
     errors: int = 0
-    timings: dict = field(default_factory=dict)  # seconds: "best_model" (with the test evaluation), "report"
+    timings: dict = field(default_factory=dict)  # seconds: "best_model" (with the test evaluation and the costs), "report"
     notes: list = field(default_factory=list)  # warnings for the console
 
     @property
@@ -88,6 +89,7 @@ def run_experiment(
         outcome.notes.append("the best epoch's checkpoint was not kept (or is damaged), so no best_model.pt was written")
     if cfg.data.has_test:
         outcome.test = evaluate_test(cfg, path, trials, outcome.notes)
+    measure_costs(cfg, path, trials)
     t1 = time.monotonic()
     # The run's own tables: what is readable, with any damage named (`ecg-ray report` is strict).
     outcome.trials, outcome.written, outcome.problems = write_report(path, formats=formats, allow_partial=True)
@@ -105,9 +107,59 @@ def evaluate_test(cfg: ExperimentConfig, path: str, trials, notes: list):
     from ecg_ray.data.prepare import prepare
     from ecg_ray.results.evaluate import evaluate_test as evaluate
 
-    table = evaluate(path, trials, prepare(cfg))
+    predictions: dict = {}
+    table = evaluate(path, trials, prepare(cfg), predictions=predictions)
     if table is None:
         notes.append("no test table: the test split is empty or no best-epoch checkpoint was kept")
         return None
-    ExperimentDir.parse(path).write_test_results(json.loads(table.to_json(orient="records")))
+    exp = ExperimentDir.parse(path)
+    exp.write_test_predictions(predictions)
+    exp.write_test_results(json.loads(table.to_json(orient="records")))
     return table
+
+
+def measure_costs(cfg: ExperimentConfig, path: str, trials) -> None:
+    """Parameters, MACs and inference latency of every model shape the trials used, into costs.json
+    (ecg_ray.results.cost): on CUDA where the trials ran on CUDA and this process has a GPU, else on
+    the CPU at a trial worker's thread count. Shapes measured before (a resumed run) are kept."""
+    from ecg_ray.config import TrialConfig
+    from ecg_ray.results.cost import SHAPE_KEYS, measure, shape_of
+    from ecg_ray.schema import CONFIG_COLUMNS
+
+    exp = ExperimentDir.parse(path)
+    old = exp.read_costs() or {}
+    configs = [TrialConfig.from_dict({k: _plain(row[k]) for k in CONFIG_COLUMNS}) for _, row in trials.iterrows()]
+    known = [{k: r[k] for k in SHAPE_KEYS} for r in old.get("rows", []) if old.get("repeats") == cfg.report.latency_repeats]
+    todo = [t for t in configs if shape_of(t, cfg.data.target_length) not in known]
+    if not todo:
+        return
+    device = "cuda" if _ran_on_cuda(exp) and _has_cuda() else "cpu"
+    if cfg.report.latency_repeats:
+        print(f"[ecg-ray] inference latency of {len({str(shape_of(t, cfg.data.target_length)) for t in todo})} model "
+              f"shape(s) on {device} (median of {cfg.report.latency_repeats}; report.latency_repeats)", flush=True)
+    rows = measure(todo, cfg.data.target_length, device, cfg.resources.cpus_per_worker, cfg.report.latency_repeats)
+    keep = [r for r in old.get("rows", []) if {k: r[k] for k in SHAPE_KEYS} in known]
+    exp.write_costs({"repeats": cfg.report.latency_repeats, "host": _host(), "rows": keep + rows})
+
+
+def _plain(value):
+    return value.item() if hasattr(value, "item") else value
+
+
+def _ran_on_cuda(exp: ExperimentDir) -> bool:
+    from ecg_ray.results.report import history
+
+    devices = history(exp, [])["device"].dropna()
+    return any(str(d).startswith("cuda") for d in devices)
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _host() -> str:
+    import socket
+
+    return socket.gethostname()

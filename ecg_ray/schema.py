@@ -47,10 +47,16 @@ STARTUP_PARTS = ("startup_train_s", "startup_import_s", "startup_data_s", "start
 # epoch's checkpoint (save + report), peak resident memory and peak GPU memory of the worker.
 TIMING_KEYS = ("startup_s", *STARTUP_PARTS, "startup_wait_s", "checkpoint_s", "peak_rss_mb", "peak_gpu_mb")
 
+# A model shape's inference latency (ms, median of repeated timings; ecg_ray.results.cost) at these batch
+# sizes, and the device it was timed on: they depend on the machine, not on the experiment.
+LATENCY_BATCHES = (1, 256)
+LATENCY_COLUMNS = [*(f"latency_b{b}_ms" for b in LATENCY_BATCHES), "latency_device"]
+
 # A trial's config as table columns, in TrialConfig's order.
 CONFIG_COLUMNS = [f.name for f in fields(TrialConfig)]
 # Columns that say where and how fast a trial ran; they differ between identical runs.
-RUN_COLUMNS = ["trial_id", "wall_time_s", "epoch_time_s", "node_id", "node_ids", "pid", "worker_pid", "device", "status", *TIMING_KEYS]
+RUN_COLUMNS = ["trial_id", "wall_time_s", "epoch_time_s", "node_id", "node_ids", "pid", "worker_pid", "device", "status", *TIMING_KEYS,
+               *LATENCY_COLUMNS]
 
 
 def confusion_columns() -> list[str]:

@@ -17,10 +17,12 @@ from ecg_ray.data.records import LABEL_NAMES, RecordSet
 
 def tiny_experiment(folder: Path, name: str, storage: Path, search: dict | None = None, data: dict | None = None,
                     resources: dict | None = None, scheduler: dict | None = None) -> Path:
-    """experiments/quick.yaml cut to a Ray run of seconds (120 records, 1 epoch, no scheduler), written
-    to folder/NAME.yaml; `search`, `data` and `resources` update those sections, `scheduler` replaces it."""
+    """experiments/quick.yaml cut to a Ray run of seconds (120 records, 1 epoch, no scheduler, no latency
+    timing), written to folder/NAME.yaml; `search`, `data` and `resources` update those sections,
+    `scheduler` replaces it."""
     exp = yaml.safe_load(Path("experiments/quick.yaml").read_text())
-    exp |= {"name": name, "storage_path": str(storage), "scheduler": scheduler or {"name": "none"}}
+    exp |= {"name": name, "storage_path": str(storage), "scheduler": scheduler or {"name": "none"},
+            "report": {"latency_repeats": 0}}
     exp["data"] |= {"n_records": 120, **(data or {})}
     exp["search"] |= {"epochs": 1, **(search or {})}
     exp["resources"] = {**exp.get("resources", {}), **(resources or {})}
@@ -106,3 +108,29 @@ def fake_trial(exp, trial_id, lr, f1s, losses=None, tail=""):
     losses = losses or [1.0] * len(f1s)
     lines = [json.dumps(fake_epoch(trial_id, e + 1, f, l)) for e, (f, l) in enumerate(zip(f1s, losses))]
     (d / "result.json").write_text("\n".join(lines) + "\n" + tail)
+    return d
+
+
+def fake_experiment(exp: Path, trials: list[tuple], data_hash: str = "feedc0ffee123456", split: dict | None = None,
+                    test_predictions: dict | None = None, costs: dict | None = None) -> Path:
+    """A finished experiment folder as `ecg-ray tune` leaves it, without running it: `trials` are
+    (key, params, f1 per epoch) with params updating fake_trial's; the record names `data_hash`,
+    data_splits.json `split` (default: 240 train / 80 val ids); test predictions and costs.json
+    when given."""
+    for key, params, f1s in trials:
+        d = fake_trial(exp, key, params.get("lr", 0.001), f1s)
+        path = d / "params.json"
+        path.write_text(json.dumps(json.loads(path.read_text()) | params | {"epochs": len(f1s), "trial_key": key}))
+    (exp / "trial_status.json").write_text(json.dumps({k: {"status": "TERMINATED", "last_epoch": len(f)} for k, _, f in trials}))
+    record = {"config": {"name": exp.name, "scheduler": {"name": "none"}}, "data_hash": data_hash,
+              "created": "2026-12-04T09:00:00+0000",
+              "data": {"source": "synthetic(n=400)", "fingerprint": "f" * 64, "skipped": [],
+                       "settings": {"source": "synthetic", "target_length": 9000, "sampling_rate": 300, "seed": 42}}}
+    (exp / "ecg_ray_experiment.json").write_text(json.dumps(record))
+    split = split or {"train": [f"r{i}" for i in range(240)], "val": [f"v{i}" for i in range(80)]}
+    (exp / "data_splits.json").write_text(json.dumps({"data_hash": data_hash, "ids": split}))
+    if test_predictions is not None:
+        (exp / "test_predictions.json").write_text(json.dumps(test_predictions))
+    if costs is not None:
+        (exp / "costs.json").write_text(json.dumps(costs))
+    return exp

@@ -374,3 +374,24 @@ def test_predict_reads_a_challenge_folder_without_labels_and_refuses_bad_records
     assert "B00003.mat is a MATLAB v7.3 (HDF5) file" in capsys.readouterr().err
     assert main(["predict", model, str(folder), "--on-bad-record", "skip"]) == 0
     assert "skipped record B00003" in capsys.readouterr().out
+
+
+def test_costs_are_measured_after_tuning_and_compare_pairs_two_real_runs(quick_run, tmp_path, capsys):
+    """The quick demo's costs.json (on this CPU, at a worker's one thread) reaches its configs table; a
+    second real experiment on the same data and split is paired with it by `ecg-ray compare`."""
+    costs = json.loads((quick_run / "costs.json").read_text())
+    assert costs["repeats"] == 5 and len(costs["rows"]) == 1  # two learning rates, one model shape
+    shape = costs["rows"][0]
+    assert shape["params"] == 448_452 and shape["macs_per_record"] == 19_161_584
+    assert 0 < shape["latency_b1_ms"] < shape["latency_b256_ms"] and shape["latency_device"].endswith("1 thread(s)")
+    configs = pd.read_csv(quick_run / "report" / "configs.csv")
+    assert configs["params"].tolist() == [448_452] * 2 and configs["epoch_time_s"].gt(0).all()
+    other = tiny_experiment(tmp_path, "other", tmp_path, search={"lr": [0.002, 0.0002], "epochs": 2},
+                            data={"n_records": 800})  # quick.yaml's data: the same records and split
+    assert main(["tune", str(other), "--format", "csv"]) == 0
+    assert main(["compare", str(quick_run), str(tmp_path / "other"), "--out", str(tmp_path / "cmp")]) == 0
+    pairs = pd.read_csv(tmp_path / "cmp" / "pairs.csv")
+    assert pairs["paired"].tolist() == [True] and pairs["shared_seeds"].astype(str).tolist() == ["42"]
+    best = pd.read_csv(tmp_path / "cmp" / "best.csv")
+    assert best["experiment"].tolist() == ["quick"] * 2 + ["other"] * 2
+    assert "quick vs other: the same data and split" in capsys.readouterr().out

@@ -133,7 +133,7 @@ def _run(cfg, args, resume: bool) -> int:
         total, checkpoints = ExperimentDir.parse(out.path).disk_usage()
         print(f"Disk: {total / 2**20:.1f} MiB in {out.path} ({checkpoints / 2**20:.1f} MiB of checkpoints: "
               "each trial keeps its best and its latest epoch)", flush=True)
-        print(f"After tuning: best model{' and test evaluation' if test is not None else ''} {out.timings['best_model']:.1f} s, "
+        print(f"After tuning: best model{', test evaluation' if test is not None else ''} and costs {out.timings['best_model']:.1f} s, "
               f"tables, figures and index.html {out.timings['report']:.1f} s", flush=True)
     if out.unfinished:
         print(f"ecg-ray: {out.unfinished} of {cfg.n_trials} trial(s) did not finish. "
@@ -184,6 +184,23 @@ def cmd_report(args) -> int:
         _warn(warnings)
         if not warnings:
             print(f"[ecg-ray] logged to MLflow at {args.mlflow}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from ecg_ray.results.compare import write_comparison
+    from ecg_ray.results.report import to_markdown
+
+    best, pairs, written, problems = write_comparison(args.experiment_dirs, args.out, args.format, args.allow_partial, args.top)
+    _warn(problems)
+    print(f"Best {args.top} config(s) of each experiment:\n")
+    shown = [c for c in best.columns if c not in ("val_challenge_f1_mean", "best_val_macro_f1_sd", "latency_device",
+                                                  "peak_rss_mb", "peak_gpu_mb")]
+    print(to_markdown(best[shown]))
+    for _, row in pairs.iterrows():
+        print(f"{row['a']} vs {row['b']}: {row['pairing']}")
+    print("\n" + to_markdown(pairs.drop(columns="pairing")))
+    print("Tables and page: " + ", ".join(written))
     return 0
 
 
@@ -375,6 +392,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "(sqlite:///studies.db), for optuna-dashboard; a second write replaces the study")
     r.add_argument("--optuna-study", metavar="NAME", help="the study's name (default: the experiment's name)")
     r.set_defaults(func=cmd_report)
+
+    cp = sub.add_parser("compare", help="two or more experiment folders side by side: best configs, costs, paired tests",
+                        description="Compare experiment folders (local or bucket URIs): each one's best configs with mean, "
+                        "CI and cost; paired tests where their data and split match; one self-contained HTML page.")
+    cp.add_argument("experiment_dirs", nargs="+", metavar="DIR", help="two or more experiment folders")
+    cp.add_argument("--out", required=True, help="the folder for best.*, pairs.*, learning_curves.png and index.html")
+    cp.add_argument("--format", nargs="+", default=["csv", "markdown", "latex"], choices=EXPORT_FORMATS, help="table formats")
+    cp.add_argument("--top", type=int, default=3, help="configs of each experiment in the best table (default 3)")
+    cp.add_argument("--allow-partial", action="store_true",
+                    help="compare what is readable when files are damaged (each is named); default: refuse")
+    cp.set_defaults(func=cmd_compare)
 
     rr = sub.add_parser("rerun", help="re-run one trial without Ray and check every epoch against the recorded metrics",
                         description="Rebuild a trial from its experiment folder with plain PyTorch and compare each epoch's "

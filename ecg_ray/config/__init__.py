@@ -19,7 +19,7 @@ from ecg_ray.config.experiment import CUBLAS_WORKSPACE, ExperimentConfig, RunSet
 from ecg_ray.config.loader import experiment_from_dict, load_experiment, with_data
 from ecg_ray.config.search import BATCH_KEY, SearchSpace
 from ecg_ray.config.sections import (
-    CONFIGS_KEY, SEARCH_KEYS, DataConfig, ResourcesConfig, SchedulerConfig, TrackingConfig, TrialConfig,
+    CONFIGS_KEY, SEARCH_KEYS, DataConfig, ReportConfig, ResourcesConfig, SchedulerConfig, TrackingConfig, TrialConfig,
 )
 
 __all__ = [
@@ -27,6 +27,6 @@ __all__ = [
     "DEFAULT_STORAGE", "DIFFICULTIES", "DISTRIBUTIONS", "EXPORT_FORMATS", "FAST_PATH", "LR_SCHEDULES", "NORMALIZE",
     "OPTIMIZER_NAMES", "PRECISIONS", "SCHEDULER_NAMES", "SEARCH_ALGORITHMS", "SEARCH_KEYS", "SOURCE_RULES",
     "TRAIN_CROPS", "Constraint", "DataConfig", "ExperimentConfig", "Interval", "Options", "ResourcesConfig", "Rule",
-    "RunSettings", "SchedulerConfig", "SearchSpace", "SourceRule", "TrackingConfig", "TrialConfig", "WorkerSpec", "experiment_from_dict",
+    "ReportConfig", "RunSettings", "SchedulerConfig", "SearchSpace", "SourceRule", "TrackingConfig", "TrialConfig", "WorkerSpec", "experiment_from_dict",
     "fail", "load_experiment", "validate", "with_data",
 ]

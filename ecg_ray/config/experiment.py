@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 from ecg_ray.config.constraints import DEFAULT_STORAGE, Interval, Rule, Validated, fail
 from ecg_ray.config.search import SearchSpace
-from ecg_ray.config.sections import DataConfig, ResourcesConfig, SchedulerConfig, TrackingConfig, TrialConfig
+from ecg_ray.config.sections import DataConfig, ReportConfig, ResourcesConfig, SchedulerConfig, TrackingConfig, TrialConfig
 
 def _folder_name(value: Any) -> bool:
     return isinstance(value, str) and bool(value) and "/" not in value and not value.startswith(".")
@@ -35,6 +35,7 @@ class ExperimentConfig(Validated):
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     storage_path: str = DEFAULT_STORAGE  # where experiment folders go: a local folder or s3://, gs://
     max_failures: int = 2  # per trial: restarts (by Tune) from the last checkpoint
     repeats: int = 1  # seeds per config: seed, seed + 1, ..., seed + repeats - 1 (or list search.seed)

@@ -14,10 +14,10 @@ import yaml
 
 from ecg_ray.config.constraints import NUMBER, Interval, fail
 from ecg_ray.config.experiment import ExperimentConfig
-from ecg_ray.config.sections import DataConfig, ResourcesConfig, SchedulerConfig, TrackingConfig, TrialConfig
+from ecg_ray.config.sections import DataConfig, ReportConfig, ResourcesConfig, SchedulerConfig, TrackingConfig, TrialConfig
 from ecg_ray.errors import ConfigError
 
-_SECTIONS = {"data": DataConfig, "scheduler": SchedulerConfig, "resources": ResourcesConfig, "tracking": TrackingConfig}
+_SECTIONS = {"data": DataConfig, "scheduler": SchedulerConfig, "resources": ResourcesConfig, "tracking": TrackingConfig, "report": ReportConfig}
 
 
 def _floats_from_strings(cls, raw: dict) -> dict:

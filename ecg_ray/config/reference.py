@@ -14,7 +14,7 @@ import inspect
 import sys
 
 from ecg_ray.config.experiment import ExperimentConfig
-from ecg_ray.config.sections import DataConfig, ResourcesConfig, SchedulerConfig, TrackingConfig, TrialConfig
+from ecg_ray.config.sections import DataConfig, ReportConfig, ResourcesConfig, SchedulerConfig, TrackingConfig, TrialConfig
 
 SECTIONS = [
     (ExperimentConfig, "", "The top level of an experiment file."),
@@ -26,8 +26,9 @@ SECTIONS = [
     (SchedulerConfig, "scheduler", "Early stopping of weak trials."),
     (ResourcesConfig, "resources", "What each trial holds and how it runs on Ray."),
     (TrackingConfig, "tracking", "Experiment tracking besides the folder (MLflow)."),
+    (ReportConfig, "report", "What `ecg-ray tune` measures for the report after its trials (costs)."),
 ]
-SECTION_FIELDS = {"data", "scheduler", "resources", "search", "tracking"}  # ExperimentConfig fields that are sections
+SECTION_FIELDS = {"data", "scheduler", "resources", "search", "tracking", "report"}  # ExperimentConfig fields that are sections
 
 
 def field_comments(cls) -> dict[str, str]:

@@ -286,6 +286,18 @@ class ResourcesConfig(Validated):
                  "ahead would hold the CPUs their workers need)", self.trials_ahead)
 
 
+@dataclass(frozen=True)
+class ReportConfig(Validated):
+    """What `ecg-ray tune` measures for the report after its trials (ecg_ray.results.cost)."""
+
+    # Timed forward passes (after a warm-up) whose median is each model shape's inference latency
+    # at batch 1 and 256, on the trials' device; 0: no latency (parameters and MACs are still counted).
+    latency_repeats: int = 5
+
+    PREFIX: ClassVar[str] = "report."
+    CONSTRAINTS: ClassVar[dict] = {"latency_repeats": Interval(int, 0, 1000)}
+
+
 def _tracking_uri(value: Any) -> bool:
     return value is None or (isinstance(value, str) and bool(value.strip()))
 

@@ -43,10 +43,13 @@ def bootstrap_ci(y: np.ndarray, pred: np.ndarray, samples: int = BOOTSTRAP_SAMPL
             "test_challenge_f1_ci_high": float(np.percentile(challenge, hi))}
 
 
-def evaluate_test(exp_dir: str, trials: pd.DataFrame, data, top: int = TOP_CONFIGS) -> pd.DataFrame | None:
+def evaluate_test(exp_dir: str, trials: pd.DataFrame, data, top: int = TOP_CONFIGS,
+                  predictions: dict | None = None) -> pd.DataFrame | None:
     """One row per trial of the top `top` configs: its best-val-epoch checkpoint on the test split.
 
-    `data` is the experiment's PreparedData; None when it has no test split.
+    `data` is the experiment's PreparedData; None when it has no test split. `predictions`, when
+    given, is filled with every test record's id and label and each trial's predicted class (what
+    `ecg-ray compare` resamples for its paired bootstrap).
     """
     from ecg_ray.results.predict import best_checkpoint, class_probabilities, model_from
     from ecg_ray.results.report import rank_configs
@@ -56,7 +59,7 @@ def evaluate_test(exp_dir: str, trials: pd.DataFrame, data, top: int = TOP_CONFI
         return None
     exp = ExperimentDir.parse(exp_dir)
     y = data.y["test"]
-    rows = []
+    rows, preds = [], {}
     for _, config in rank_configs(trials).head(top).iterrows():
         for trial_id in config["trial_ids"].split(","):
             trial = trials[trials["trial_id"] == trial_id].iloc[0]
@@ -67,6 +70,7 @@ def evaluate_test(exp_dir: str, trials: pd.DataFrame, data, top: int = TOP_CONFI
             x = split_array(data, trained, "test")  # at the trial's target_length
             pred = class_probabilities(model_from(saved), x, trained.batch_size, trained).argmax(1)
             m = classification_metrics(y, pred)
+            preds[trial_id] = [int(p) for p in pred]
             row = {"config_rank": int(config["rank"]), "trial_id": trial_id}
             row |= {k: trial[k] for k in CONFIG_COLUMNS} | {"best_val_epoch": int(saved["metrics"]["epoch"]), "n_test": len(y)}
             row |= {"test_macro_f1": m["macro_f1"], "test_challenge_f1": m["challenge_f1"], "test_acc": m["acc"]}
@@ -74,4 +78,6 @@ def evaluate_test(exp_dir: str, trials: pd.DataFrame, data, top: int = TOP_CONFI
             row |= {f"test_{p}_{k}": m[f"{p}_{k}"] for p in ("precision", "recall", "f1") for k in CLASS_KEYS}
             row |= dict(zip(confusion_columns(), (int(v) for r in m["confusion"] for v in r)))
             rows.append(row)
+    if predictions is not None and preds:
+        predictions |= {"ids": list(data.ids["test"]), "y": [int(v) for v in y], "pred": preds}
     return pd.DataFrame(rows) if rows else None

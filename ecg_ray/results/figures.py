@@ -5,6 +5,13 @@
     confusion_test.png      the same checkpoint on the held-out test split (when there is one)
     hyperparameters.png     best val macro-F1 by each hyperparameter that varies: every trial, mean and 95% CI
     per_class_f1.png        per-class val F1 of the top configs, mean ± sd over seeds
+    pareto.png              mean val macro-F1 against MACs, parameters and latency; the Pareto fronts marked
+    importance.png          each searched key's fANOVA importance (ecg_ray.results.importance)
+    parallel.png            parallel coordinates of the configs' searched values, coloured by their mean
+
+Wide searches stay readable: the hyperparameter panels wrap into rows of at most PANELS_PER_ROW
+(the most important keys first when importance is known), a key drawn from a range is a scatter
+over its values rather than one column per value.
 
 Each figure is drawn on its own `Figure` with the Agg canvas: no pyplot state, no display,
 safe in any thread. Files are written atomically.
@@ -26,6 +33,8 @@ from ecg_ray.storage import atomic_path
 
 DPI = 110
 TOP_CONFIGS = 5
+PANELS_PER_ROW = 5
+CATEGORIES = 8  # a numeric key with more values than this is drawn over its range
 
 
 def _save(fig: Figure, dest: Path) -> Path:
@@ -88,25 +97,134 @@ def cm_of(row) -> np.ndarray:
     return np.array([row[c] for c in confusion_columns()], dtype=np.int64).reshape(NUM_CLASSES, NUM_CLASSES)
 
 
-def by_hyperparameter(trials: pd.DataFrame, dest: Path) -> Path:
+def _value_text(v) -> str:
+    return f"{v:g}" if isinstance(v, (float, np.floating)) else str(v)
+
+
+def _is_range(values) -> bool:
+    numeric = all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)) for v in values)
+    return numeric and len(values) > CATEGORIES
+
+
+def _log_scale(values) -> bool:
+    v = np.asarray(values, dtype=np.float64)
+    return bool(v.min() > 0 and v.max() / v.min() >= 10)
+
+
+def by_hyperparameter(trials: pd.DataFrame, dest: Path, order: list[str] | None = None) -> Path:
     keys = varying_keys(trials) or ["lr"]
+    if order:
+        keys = [k for k in order if k in keys] + [k for k in keys if k not in order]
     metric = f"best_{RANK_METRIC}"
-    fig = Figure(figsize=(max(6.0, 3.2 * len(keys) + 0.6), 3.6))
-    axes = np.atleast_1d(fig.subplots(1, len(keys), sharey=True))
+    ncols = min(len(keys), PANELS_PER_ROW)
+    nrows = -(-len(keys) // ncols)
+    fig = Figure(figsize=(max(6.0, 3.0 * ncols + 0.6), 2.8 * nrows + 0.7))
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, sharey=True, squeeze=False)).ravel()
     for ax, key in zip(axes, keys):
         values = sorted(trials[key].unique(), key=lambda v: (isinstance(v, str), v))
-        for x, value in enumerate(values):
-            scores = trials.loc[trials[key] == value, metric].to_numpy()
-            jitter = np.linspace(-0.12, 0.12, len(scores)) if len(scores) > 1 else np.zeros(1)
-            ax.plot(x + jitter, scores, "o", color="0.6", ms=4, alpha=0.8)
-            mean, _, lo, hi = mean_sd_ci(scores)
-            yerr = None if np.isnan(lo) else [[mean - lo], [hi - mean]]
-            ax.errorbar(x + 0.3, mean, yerr=yerr, fmt="D", color="C0", ms=6, capsize=4)
-        ax.set_xticks(range(len(values)), [f"{v:g}" if isinstance(v, (float, np.floating)) else str(v) for v in values])
-        ax.set(xlabel=key, xlim=(-0.5, len(values) - 0.2))
+        if _is_range(values):
+            ax.plot(trials[key], trials[metric], "o", color="C0", ms=4, alpha=0.7)
+            if _log_scale(values):
+                ax.set_xscale("log")
+            ax.set(xlabel=key)
+        else:
+            for x, value in enumerate(values):
+                scores = trials.loc[trials[key] == value, metric].to_numpy()
+                jitter = np.linspace(-0.12, 0.12, len(scores)) if len(scores) > 1 else np.zeros(1)
+                ax.plot(x + jitter, scores, "o", color="0.6", ms=4, alpha=0.8)
+                mean, _, lo, hi = mean_sd_ci(scores)
+                yerr = None if np.isnan(lo) else [[mean - lo], [hi - mean]]
+                ax.errorbar(x + 0.3, mean, yerr=yerr, fmt="D", color="C0", ms=6, capsize=4)
+            ax.set_xticks(range(len(values)), [_value_text(v) for v in values], fontsize=8)
+            ax.set(xlabel=key, xlim=(-0.5, len(values) - 0.2))
         ax.grid(axis="y", alpha=0.3)
-    axes[0].set_ylabel("best val macro-F1")
-    fig.suptitle("Best val macro-F1 by hyperparameter: trials (grey), mean and 95% CI (blue)", fontsize=10)
+    for ax in axes[len(keys):]:
+        ax.set_visible(False)
+    for ax in axes[::ncols]:
+        ax.set_ylabel("best val macro-F1")
+    fig.suptitle("Best val macro-F1 by hyperparameter: trials (grey), mean and 95% CI (blue)"
+                 + ("; most important first" if order else ""), fontsize=10)
+    return _save(fig, dest)
+
+
+def pareto(configs: pd.DataFrame, dest: Path) -> Path | None:
+    """Mean val macro-F1 against each cost of FRONTS; None when no cost was measured."""
+    from ecg_ray.results.tradeoffs import FRONTS, SCORE, pareto_front
+
+    costs = [(col, label) for col, (_, label) in FRONTS.items() if configs[col].notna().any()]
+    if not costs:
+        return None
+    fig = Figure(figsize=(4.2 * len(costs) + 0.4, 3.8))
+    axes = np.atleast_1d(fig.subplots(1, len(costs), sharey=True))
+    for ax, (col, label) in zip(axes, costs):
+        known = configs[configs[col].notna()]
+        front = pareto_front(known[SCORE], known[col])
+        ax.plot(known[col], known[SCORE], "o", color="0.6", ms=5, label="config")
+        line = known[front].sort_values(col)
+        ax.plot(line[col], line[SCORE], "D-", color="C3", ms=6, label=f"Pareto front ({front.sum()})")
+        for _, row in line.iterrows():
+            ax.annotate(f"#{int(row['rank'])}", (row[col], row[SCORE]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        if _log_scale(known[col]):
+            ax.set_xscale("log")
+        ax.set(xlabel=label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    axes[0].set_ylabel("mean best val macro-F1")
+    fig.suptitle("Accuracy against cost: configs no other beats on both (red, #rank)", fontsize=10)
+    return _save(fig, dest)
+
+
+def importance_bars(table: pd.DataFrame, dest: Path) -> Path:
+    fig = Figure(figsize=(6.4, 0.35 * len(table) + 1.3))
+    ax = fig.subplots()
+    ax.barh(range(len(table)), table["importance"], color="C0")
+    ax.set_yticks(range(len(table)), table["key"], fontsize=8)
+    ax.invert_yaxis()
+    ax.set(xlabel="share of the variance of the mean val macro-F1 (fANOVA)", xlim=(0, 1),
+           title="Hyperparameter importance")
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, dest)
+
+
+def parallel(configs: pd.DataFrame, keys: list[str], dest: Path) -> Path | None:
+    """One line per config through an axis per key (and the score), coloured by its mean; None below two keys."""
+    from matplotlib import cm, colormaps, colors
+
+    from ecg_ray.results.tradeoffs import SCORE
+
+    if len(keys) < 2:
+        return None
+    axes_cols = [*keys, SCORE]
+    positions, ticks = {}, {}
+    for key in axes_cols:
+        values = configs[key]
+        uniques = sorted(values.unique(), key=lambda v: (isinstance(v, str), v))
+        if key != SCORE and not _is_range(uniques):
+            step = 1.0 / max(1, len(uniques) - 1)
+            where = {v: i * step for i, v in enumerate(uniques)} if len(uniques) > 1 else {uniques[0]: 0.5}
+            positions[key] = values.map(where).to_numpy(dtype=np.float64)
+            ticks[key] = [(where[v], _value_text(v)) for v in uniques]
+        else:
+            x = values.to_numpy(dtype=np.float64)
+            scale = np.log10 if key != SCORE and _log_scale(x) else (lambda a: a)
+            lo, hi = np.nanmin(scale(x)), np.nanmax(scale(x))
+            positions[key] = (scale(x) - lo) / (hi - lo) if hi > lo else np.full(len(x), 0.5)
+            ticks[key] = [(0.0, _value_text(float(np.nanmin(x)))), (1.0, _value_text(float(np.nanmax(x))))]
+    fig = Figure(figsize=(max(6.0, 1.3 * len(axes_cols) + 1.5), 4.2))
+    ax = fig.subplots()
+    score = configs[SCORE].to_numpy(dtype=np.float64)
+    norm = colors.Normalize(np.nanmin(score), np.nanmax(score) if np.nanmax(score) > np.nanmin(score) else np.nanmin(score) + 1e-9)
+    cmap = colormaps["viridis"]
+    for i in np.argsort(score, kind="stable"):  # the best drawn last, on top
+        ax.plot(range(len(axes_cols)), [positions[k][i] for k in axes_cols], color=cmap(norm(score[i])), lw=1.4, alpha=0.85)
+    for x, key in enumerate(axes_cols):
+        ax.axvline(x, color="0.3", lw=0.8)
+        for y, text in ticks[key]:
+            ax.text(x + 0.04, y, text, fontsize=7, va="center")
+    ax.set_xticks(range(len(axes_cols)), [*keys, "mean val macro-F1"], rotation=30, ha="right", fontsize=8)
+    ax.set(yticks=[], ylim=(-0.05, 1.05), xlim=(-0.2, len(axes_cols) - 0.6),
+           title="Configs by their searched values, coloured by mean best val macro-F1")
+    fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="mean best val macro-F1")
     return _save(fig, dest)
 
 
@@ -131,8 +249,9 @@ def per_class_f1(configs: pd.DataFrame, dest: Path, top: int = TOP_CONFIGS) -> P
 
 
 def draw_all(trials: pd.DataFrame, hist: pd.DataFrame, configs: pd.DataFrame, test: pd.DataFrame | None,
-             out_dir: Path) -> dict[str, Path]:
-    """Every figure of the report into out_dir; name -> file."""
+             out_dir: Path, importance: pd.DataFrame | None = None) -> dict[str, Path]:
+    """Every figure of the report into out_dir; name -> file. `configs` carries the cost columns
+    (ecg_ray.results.tradeoffs.with_costs); `importance` orders the hyperparameter panels."""
     out_dir = Path(out_dir)
     best = trials.iloc[0]
     best_epoch = hist[(hist["trial_id"] == best["trial_id"]) & (hist["epoch"] == best["best_epoch"])].iloc[0]
@@ -140,9 +259,21 @@ def draw_all(trials: pd.DataFrame, hist: pd.DataFrame, configs: pd.DataFrame, te
         "learning_curves": learning_curves(hist, trials, out_dir / "learning_curves.png"),
         "confusion_val": confusion(cm_of(best_epoch), f"Val: {best['trial_id']}, epoch {int(best['best_epoch'])}",
                                    out_dir / "confusion_val.png"),
-        "hyperparameters": by_hyperparameter(trials, out_dir / "hyperparameters.png"),
+        "hyperparameters": by_hyperparameter(trials, out_dir / "hyperparameters.png",
+                                             None if importance is None else list(importance["key"])),
         "per_class_f1": per_class_f1(configs, out_dir / "per_class_f1.png"),
     }
+    optional = {"pareto": lambda dest: pareto(configs, dest),
+                "importance": lambda dest: None if importance is None else importance_bars(importance, dest),
+                "parallel": lambda dest: parallel(configs, list(importance["key"]) if importance is not None
+                                                  else varying_keys(configs), dest)}
+    for name, draw in optional.items():
+        dest = out_dir / f"{name}.png"
+        drawn = draw(dest)
+        if drawn is not None:
+            out[name] = drawn
+        else:
+            dest.unlink(missing_ok=True)  # an older report's picture of what is no longer drawn
     if test is not None and len(test):
         same = test[test["trial_id"] == best["trial_id"]]  # the val figure's checkpoint, where it was evaluated
         first = (same if len(same) else test.sort_values(["config_rank", "seed"])).iloc[0]

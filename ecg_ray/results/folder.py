@@ -45,6 +45,8 @@ STATUS_FILE = "trial_status.json"
 PROGRESS_FILE = "progress.jsonl"
 RUNS_FILE = "runs.json"  # one entry per `ecg-ray tune` run: start, end, versions, cluster (the report's provenance)
 TEST_FILE = "test_results.json"  # the held-out test evaluation, one row per trial of the top configs
+TEST_PREDICTIONS = "test_predictions.json"  # that evaluation's prediction of every test record, per trial (`ecg-ray compare`)
+COSTS_FILE = "costs.json"  # parameters, MACs and inference latency per model shape (ecg_ray.results.cost)
 TRAIN_RUNS = "train_runs"
 REPORT_DIR = "report"
 CHECKPOINT_FILE = "trial_state.pt"  # inside each Ray Train checkpoint folder
@@ -449,6 +451,20 @@ class ExperimentDir:
 
     def write_test_results(self, rows: list[dict]) -> None:
         write_json(self.join(TEST_FILE), rows)
+
+    def read_test_predictions(self) -> dict | None:
+        """{"ids": [record id], "y": [label], "pred": {trial id: [class]}}; None when absent."""
+        return read_json(self.join(TEST_PREDICTIONS))
+
+    def write_test_predictions(self, predictions: dict) -> None:
+        write_json(self.join(TEST_PREDICTIONS), predictions)
+
+    def read_costs(self) -> dict | None:
+        """{"rows": [shape keys + cost columns], "host", "repeats"}; None when not measured yet."""
+        return read_json(self.join(COSTS_FILE))
+
+    def write_costs(self, costs: dict) -> None:
+        write_json(self.join(COSTS_FILE), costs)
 
     def read_splits(self) -> dict:
         """{"data_hash", "ids": {split: [record id]}} ({} when absent)."""

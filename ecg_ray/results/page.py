@@ -45,6 +45,13 @@ CAPTIONS = {
     "hyperparameters": "Best validation macro-F1 by each hyperparameter that varies: every trial (seeds and other "
                        "settings pooled), with the mean and its 95% t-interval.",
     "per_class_f1": "Per-class validation F1 at the best epoch of the top configs (mean ± sd over seeds).",
+    "pareto": "Mean best validation macro-F1 of every config against its multiply-accumulates per record, parameters "
+              "and inference latency at batch 1; red: the configs no other beats on both (#: config rank). Latency "
+              "depends on the machine it was timed on.",
+    "importance": "Each searched key's share of the variance of the configs' mean validation macro-F1 (fANOVA).",
+    "compare_curves": "Validation macro-F1 by epoch of each experiment's best config, the mean over its seeds.",
+    "parallel": "Every config as a line through its searched values (and its mean validation macro-F1), coloured by "
+                "that mean: the best are yellow.",
 }
 
 
@@ -125,9 +132,14 @@ def provenance(record: dict, splits: dict, runs: list[dict], hist: pd.DataFrame,
     return "".join(parts)
 
 
+SECTIONS = (("Configs over seeds", "configs"), ("Held-out test split", "test"), ("Cost and the Pareto front", "pareto"),
+            ("What mattered: hyperparameter importance", "importance"), ("Trials", "trials"))
+
+
 def render(name: str, summary: dict[str, pd.DataFrame], figures: dict[str, Path], provenance_html: str,
-           notes: list[str], problems: list[str]) -> str:
-    """The page: summary tables (configs, test, trials), figures, then provenance."""
+           notes: list[str], problems: list[str], section_notes: dict[str, str] | None = None) -> str:
+    """The page: summary tables (configs, test, Pareto, importance, trials), figures, then provenance.
+    `section_notes` says under a section's title what it is (or, without its table, why not)."""
     e = html.escape
     body = [f"<h1>ecg_ray report: {e(name)}</h1>",
             f'<p class="note">Ranked by best validation macro-F1 ({e(RANK_METRIC)}). Built by <code>ecg-ray report</code> '
@@ -136,12 +148,16 @@ def render(name: str, summary: dict[str, pd.DataFrame], figures: dict[str, Path]
     if problems:
         body.append(f'<p class="warn">{len(problems)} problem(s) reading the folder; these tables leave out what could '
                     "not be read:</p><ul>" + "".join(f'<li class="warn">{e(p)}</li>' for p in problems) + "</ul>")
-    for title, key in (("Configs over seeds", "configs"), ("Held-out test split", "test"), ("Trials", "trials")):
-        if key in summary:
+    section_notes = section_notes or {}
+    for title, key in SECTIONS:
+        if key in summary or key in section_notes:
             body.append(f"<h2>{title}</h2>")
             if notes and key == "configs":
                 body += [f'<p class="note">{e(n)}</p>' for n in notes]
-            body.append(table(summary[key], best_first=key != "test"))
+            if key in section_notes:
+                body.append(f'<p class="note">{e(section_notes[key])}</p>')
+            if key in summary and len(summary[key]):
+                body.append(table(summary[key], best_first=key in ("configs", "trials")))
     if figures:
         body.append("<h2>Figures</h2>")
         body += [figure(n, p) for n, p in figures.items()]

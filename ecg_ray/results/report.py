@@ -433,13 +433,31 @@ def seeds_note(configs: pd.DataFrame) -> str:
             "Set `repeats: 3` in the experiment file to rank configs by their mean over seeds.")
 
 
+CONSOLE_KEYS = 6  # config keys a terminal table shows; the files have every one
+
+
+def console_columns(columns: list[str], table: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """(columns a terminal shows: `columns`' metrics with the config keys that vary, at most
+    CONSOLE_KEYS of them; the varying keys left out). A key that does not vary is left out too
+    (it is in the experiment file); with none varying, the first of `columns`' keys stays."""
+    keys = varying_keys(table)
+    metrics = [c for c in columns if c in table.columns and c not in CONFIG_COLUMNS]
+    shown = keys[:CONSOLE_KEYS] or [c for c in columns if c in CONFIG_COLUMNS and c in table.columns][:1]
+    at = 1 if metrics[:1] == ["rank"] else 0
+    return metrics[:at] + shown + metrics[at:], keys[CONSOLE_KEYS:]
+
+
 def summary_text(trials: pd.DataFrame) -> str:
     """The ranked tables as a person reads them in a terminal: trials, then configs over seeds."""
-    text = to_markdown(trials[with_varying_knobs(SUMMARY_COLUMNS, trials)])
+    cols, hidden = console_columns(SUMMARY_COLUMNS, trials)
+    text = to_markdown(trials[cols])
+    if hidden:
+        text += (f"\n{len(hidden)} more varying key(s) in trials.csv and configs.csv: {', '.join(hidden)} "
+                 f"(the {CONSOLE_KEYS} first in config order are shown).\n")
     configs = rank_configs(trials)
     text += f"\n{seeds_note(configs)}\n"
     if (configs["n_seeds"] > 1).any():
-        text += "\n" + to_markdown(configs[with_varying_knobs(CONFIG_SUMMARY_COLUMNS, configs)])
+        text += "\n" + to_markdown(configs[console_columns(CONFIG_SUMMARY_COLUMNS, configs)[0]])
     return text
 
 
@@ -472,12 +490,16 @@ def write_report(exp_dir: str, out_dir: str | None = None, formats=DEFAULT_FORMA
             raise PartialReport(exp.path, problems)
         from ecg_ray.results import figures, page  # matplotlib: only once there is something to draw
         target = Path(out_dir) if out_dir is not None else Path(local.report_dir)
-        configs = rank_configs(trials)
         test = test_table(local, problems)
         record = _read_or_note(local.read_record, {}, problems)
         splits, runs = _read_or_note(local.read_splits, {}, problems), _read_or_note(local.read_runs, [], problems)
+        costs = _read_or_note(local.read_costs, None, problems)
+        configs, pareto, weights, analysis_notes = analyse(trials, hist, costs, record)
         notes = list(problems)  # every problem is known now: each table carries them all
         tables = {"trials": trials, "history": hist} | ({"test": test} if test is not None else {})
+        tables |= {"pareto": pareto} | ({"importance": weights} if weights is not None else {})
+        for stale in ([] if weights is not None else [ext for ext, _ in EXPORTERS.values()]):
+            (target / f"importance{stale}").unlink(missing_ok=True)  # an older report's table of what is not estimated
         written = [str(p) for p in export(tables, target, formats, notes)]
         # configs.tex is the paper's table (booktabs, mean ± sd, ties marked), not the generic LaTeX dump.
         written += [str(p) for p in export({"configs": configs}, target, [f for f in formats if f != "latex"], notes)
@@ -485,19 +507,37 @@ def write_report(exp_dir: str, out_dir: str | None = None, formats=DEFAULT_FORMA
         if "latex" in formats:
             atomic_write_text(target / "configs.tex", configs_to_latex(configs, notes))
             written.append(str(target / "configs.tex"))
-        pictures = figures.draw_all(trials, hist, configs, test, target)
+        pictures = figures.draw_all(trials, hist, configs, test, target, weights)
         written += [str(p) for p in pictures.values()]
-        summary = {"configs": configs[with_varying_knobs(CONFIG_SUMMARY_COLUMNS, configs)],
+        summary = {"configs": configs[with_varying_knobs(CONFIG_SUMMARY_COLUMNS + ["params", "macs_per_record", "latency_b1_ms"],
+                                                         configs)],
+                   "pareto": pareto,
                    "trials": trials[with_varying_knobs(SUMMARY_COLUMNS, trials)]}
+        if weights is not None:
+            summary["importance"] = weights.drop(columns="method")
         if test is not None:
             summary["test"] = test[with_varying_knobs(TEST_SUMMARY_COLUMNS, test)]
         how = page.provenance(record, splits, runs, hist, trials)
         name = record.get("config", {}).get("name") or Path(exp.path.rstrip("/")).name
-        atomic_write_text(target / "index.html", page.render(name, summary, pictures, how, [seeds_note(configs)], problems))
+        atomic_write_text(target / "index.html", page.render(name, summary, pictures, how, [seeds_note(configs)], problems,
+                                                             analysis_notes))
         written.append(str(target / "index.html"))
         if exp.is_uri and out_dir is None:
             written = exp.publish(written)
         return trials, written, problems
+
+
+def analyse(trials: pd.DataFrame, hist: pd.DataFrame, costs: dict | None, record: dict):
+    """(configs with their costs, the Pareto table, the importance table or None, a note per section):
+    what the report adds to the ranking (ecg_ray.results.tradeoffs, ecg_ray.results.importance)."""
+    from ecg_ray.results.importance import importance
+    from ecg_ray.results.tradeoffs import costs_note, pareto_table, with_costs
+
+    data_length = (record.get("data", {}).get("settings", {}) or {}).get("target_length") or 0
+    configs = with_costs(rank_configs(trials), hist, costs, data_length)
+    keys = varying_keys(configs)
+    weights, weights_note = importance(configs, keys)
+    return configs, pareto_table(configs, keys), weights, {"pareto": costs_note(costs, configs), "importance": weights_note}
 
 
 def _read_or_note(read, default, problems: list[str]):
