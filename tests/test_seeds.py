@@ -97,6 +97,15 @@ def test_the_tie_test_on_data_where_the_answer_is_known():
 
 
 @pytest.mark.ray
+def _test_split_labels(exp, ids):
+    """The labels of the test records `ids`, as the experiment's own data preparation gives them."""
+    from ecg_ray.data.prepare import prepare
+
+    data = prepare(load_experiment(exp.parent / "seeds.yaml"))
+    where = {rid: i for i, rid in enumerate(data.ids["test"])}
+    return [data.y["test"][where[rid]] for rid in ids]
+
+
 def test_a_real_two_seed_experiment_ranks_configs_and_matches_each_seed_alone(ray_local, tmp_path, capsys):
     from ecg_ray.commands.main import main
     from ecg_ray.data.prepare import prepare
@@ -120,7 +129,10 @@ def test_a_real_two_seed_experiment_ranks_configs_and_matches_each_seed_alone(ra
     (run,) = json.loads((exp / "runs.json").read_text())
     assert run["ended"] and run["wall_s"] > 0 and run["versions"]["ray"] == __import__("ray").__version__ and run["trials"] == 2
     page = (exp / "report" / "index.html").read_text()
-    assert page.count("<img ") == 5 and "confusion_test" in page and run["started"] in page
+    assert page.count("<img ") == 6 and "confusion_test" in page and "fig-pareto" in page and run["started"] in page
+    predictions = json.loads((exp / "test_predictions.json").read_text())  # what `ecg-ray compare` resamples
+    assert len(predictions["ids"]) == len(predictions["y"]) == 80 and sorted(map(len, predictions["pred"].values())) == [80, 80]
+    assert predictions["y"] == [int(v) for v in _test_split_labels(exp, predictions["ids"])]
     configs = pd.read_csv(exp / "report" / "configs.csv")
     assert configs[["n_seeds", "seeds", "tied_with_best"]].values.tolist() == [[2, "42,43", "best"]]
     trials = pd.read_csv(exp / "report" / "trials.csv")
