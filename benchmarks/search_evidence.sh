@@ -4,7 +4,7 @@
 #
 #   bash benchmarks/search_evidence.sh ../shared/data/cinc2017-sample [STORAGE]   # ~50 min on 2 CPU cores
 #
-# Needs only the README's install. Prints both repeats' configs tables (mean +- sd over seeds).
+# Needs only the README's install. Prints `ecg-ray compare` of both repeats (mean +- sd over seeds, paired by seed).
 set -euo pipefail
 sample=${1:?usage: search_evidence.sh CINC2017_FOLDER [STORAGE]}
 storage=${2:-${TMPDIR:-/tmp}/ecg_ray_search_evidence}
@@ -13,16 +13,8 @@ for search in grid extended; do
   ecg-ray tune "$here/search_evidence/$search.yaml" --data "$sample" --storage "$storage" --overwrite --format csv markdown
   ecg-ray repeat "$storage/evidence_$search" --top 2 --seeds 3 --overwrite --format csv markdown
 done
-for search in grid extended; do
-  echo "== $search: the top 2 configs at 3 seeds ($storage/evidence_${search}_top2x3/report/configs.md)"
-  python3 - "$storage/evidence_${search}_top2x3/report/configs.csv" <<'PY'
-import sys
-
-import pandas as pd
-
-c = pd.read_csv(sys.argv[1])
-cols = ["rank", "lr", "hidden_size", "dropout", "n_seeds", "best_val_macro_f1_mean", "best_val_macro_f1_sd",
-        "best_val_macro_f1_ci_low", "best_val_macro_f1_ci_high", "val_challenge_f1_mean"]
-print(c[cols].round(4).to_string(index=False))
-PY
-done
+# Both repeats ran on the same records and split, so `ecg-ray compare` pairs them by seed: each one's
+# top 2 configs with mean, CI and cost, the difference of their best configs with its paired t-test,
+# and one page (index.html) with their learning curves overlaid.
+ecg-ray compare "$storage/evidence_grid_top2x3" "$storage/evidence_extended_top2x3" --top 2 \
+  --out "$storage/evidence_compare" --format csv markdown latex

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
 from ecg_ray.results.tables import varying_keys
@@ -54,13 +55,28 @@ def learning_curves(hist: pd.DataFrame, trials: pd.DataFrame, dest: Path) -> Pat
     ax_f1, ax_loss = fig.subplots(1, 2)
     stopped = set(trials.loc[trials["early_stopped"], "trial_id"])
     best = trials["trial_id"].iloc[0]
+    # The other trials as one collection per panel and line style (one artist, not one per trial:
+    # a few hundred trials draw in a fraction of a second); the best trial on top.
+    grey = {(ax, dashed): [] for ax in (ax_f1, ax_loss) for dashed in (False, True)}
+    ends = {ax_f1: [], ax_loss: []}
     for trial_id, g in hist.groupby("trial_id", sort=True):
         g = g.sort_values("epoch")
-        style = {"color": "C3", "lw": 2.2, "zorder": 3} if trial_id == best else {"color": "0.55", "lw": 1, "alpha": 0.7}
         for ax, col in ((ax_f1, RANK_METRIC), (ax_loss, "val_loss")):
-            ax.plot(g["epoch"], g[col], ls="--" if trial_id in stopped else "-", **style)
+            xy = np.column_stack([g["epoch"].to_numpy(dtype=np.float64), g[col].to_numpy(dtype=np.float64)])
+            if trial_id == best:
+                ax.plot(xy[:, 0], xy[:, 1], ls="--" if trial_id in stopped else "-", color="C3", lw=2.2, zorder=3)
+            else:
+                grey[ax, trial_id in stopped].append(xy)
             if trial_id in stopped:
-                ax.plot(g["epoch"].iloc[-1], g[col].iloc[-1], "x", color="k", ms=7, mew=1.6, zorder=4)
+                ends[ax].append(xy[-1])
+    for (ax, dashed), lines in grey.items():
+        if lines:
+            ax.add_collection(LineCollection(lines, colors="0.55", linewidths=1, alpha=0.7, linestyles="--" if dashed else "-"))
+    for ax, points in ends.items():
+        if points:
+            pts = np.asarray(points)
+            ax.plot(pts[:, 0], pts[:, 1], "x", color="k", ms=7, mew=1.6, ls="none", zorder=4)
+        ax.autoscale_view()
     ax_f1.set(xlabel="epoch", ylabel="val macro-F1", title="Validation macro-F1")
     ax_loss.set(xlabel="epoch", ylabel="val loss (weighted cross-entropy)", title="Validation loss")
     handles = [ax_f1.plot([], [], color="C3", lw=2.2, label=f"best trial ({best})")[0],
@@ -209,20 +225,22 @@ def parallel(configs: pd.DataFrame, keys: list[str], dest: Path) -> Path | None:
             scale = np.log10 if key != SCORE and _log_scale(x) else (lambda a: a)
             lo, hi = np.nanmin(scale(x)), np.nanmax(scale(x))
             positions[key] = (scale(x) - lo) / (hi - lo) if hi > lo else np.full(len(x), 0.5)
-            ticks[key] = [(0.0, _value_text(float(np.nanmin(x)))), (1.0, _value_text(float(np.nanmax(x))))]
-    fig = Figure(figsize=(max(6.0, 1.3 * len(axes_cols) + 1.5), 4.2))
+            ticks[key] = [(0.0, f"{float(np.nanmin(x)):.3g}"), (1.0, f"{float(np.nanmax(x)):.3g}")]
+    fig = Figure(figsize=(min(15.0, max(6.0, 1.1 * len(axes_cols) + 2.0)), 4.6))
     ax = fig.subplots()
     score = configs[SCORE].to_numpy(dtype=np.float64)
     norm = colors.Normalize(np.nanmin(score), np.nanmax(score) if np.nanmax(score) > np.nanmin(score) else np.nanmin(score) + 1e-9)
     cmap = colormaps["viridis"]
-    for i in np.argsort(score, kind="stable"):  # the best drawn last, on top
-        ax.plot(range(len(axes_cols)), [positions[k][i] for k in axes_cols], color=cmap(norm(score[i])), lw=1.4, alpha=0.85)
+    order = np.argsort(score, kind="stable")  # the best drawn last, on top
+    xs = np.arange(len(axes_cols), dtype=np.float64)
+    lines = [np.column_stack([xs, [positions[k][i] for k in axes_cols]]) for i in order]
+    ax.add_collection(LineCollection(lines, colors=cmap(norm(score[order])), linewidths=1.4, alpha=0.85))
     for x, key in enumerate(axes_cols):
         ax.axvline(x, color="0.3", lw=0.8)
         for y, text in ticks[key]:
             ax.text(x + 0.04, y, text, fontsize=7, va="center")
     ax.set_xticks(range(len(axes_cols)), [*keys, "mean val macro-F1"], rotation=30, ha="right", fontsize=8)
-    ax.set(yticks=[], ylim=(-0.05, 1.05), xlim=(-0.2, len(axes_cols) - 0.6),
+    ax.set(yticks=[], ylim=(-0.05, 1.05), xlim=(-0.2, len(axes_cols) - 0.4),
            title="Configs by their searched values, coloured by mean best val macro-F1")
     fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="mean best val macro-F1")
     return _save(fig, dest)
