@@ -5,8 +5,9 @@
     print(outcome.trials.head())              # ranked by best validation macro-F1
     print(outcome.best_model, outcome.written)
 
-Five steps: tune every trial on Ray (ecg_ray.tuning.driver.tune), export the best epoch's model,
-evaluate the top configs on the held-out test split where there is one, measure what each model
+Six steps: tune every trial on Ray (ecg_ray.tuning.driver.tune), export the best epoch's model,
+evaluate the top configs on the held-out test split where there is one, predict each fold's
+records from the trial that held it out (a cross-validated experiment), measure what each model
 shape costs (ecg_ray.results.cost), and write the tables, figures and HTML page
 (ecg_ray.results.report). The command line prints what comes back.
 """
@@ -89,6 +90,8 @@ def run_experiment(
         outcome.notes.append("the best epoch's checkpoint was not kept (or is damaged), so no best_model.pt was written")
     if cfg.data.has_test:
         outcome.test = evaluate_test(cfg, path, trials, outcome.notes)
+    if cfg.data.folds:
+        out_of_fold(cfg, path, trials, outcome.notes)
     measure_costs(cfg, path, trials)
     t1 = time.monotonic()
     # The run's own tables: what is readable, with any damage named (`ecg-ray report` is strict).
@@ -116,6 +119,14 @@ def evaluate_test(cfg: ExperimentConfig, path: str, trials, notes: list):
     exp.write_test_predictions(predictions)
     exp.write_test_results(json.loads(table.to_json(orient="records")))
     return table
+
+
+def out_of_fold(cfg: ExperimentConfig, path: str, trials, notes: list) -> None:
+    """Each fold trial's best-val-epoch predictions on its own fold, into oof_predictions.json."""
+    from ecg_ray.data.prepare import prepare
+    from ecg_ray.results.evaluate import predict_folds
+
+    ExperimentDir.parse(path).write_oof(predict_folds(path, trials, prepare(cfg), notes))
 
 
 def measure_costs(cfg: ExperimentConfig, path: str, trials) -> None:

@@ -97,8 +97,9 @@ def cmd_repeat(args) -> int:
     _loopback_if_local(args)
     from ecg_ray.commands.repeat import repeat_config
 
-    cfg = repeat_config(args.experiment_dir, args.top, args.seeds, args.name, args.storage, args.trust_pickle)
-    print(f"[ecg-ray] the top {args.top} config(s) of {cfg.origin['experiment']} at seeds {cfg.seeds}: "
+    cfg = repeat_config(args.experiment_dir, args.top, args.seeds, args.name, args.storage, args.trust_pickle, args.folds)
+    print(f"[ecg-ray] the top {args.top} config(s) of {cfg.origin['experiment']} at seeds {cfg.seeds}"
+          + (f", {args.folds}-fold cross-validated" if args.folds else "") + ": "
           f"trials {', '.join(cfg.origin['trial_ids'])} there", flush=True)
     return _run(cfg, args, resume=False)
 
@@ -372,6 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("experiment_dir", help="the finished experiment folder (or its s3:// / gs:// URI)")
     rp.add_argument("--top", type=int, default=3, help="how many configs (default 3)")
     rp.add_argument("--seeds", type=int, default=3, help="seeds per config: the source's seed, +1, ... (default 3)")
+    rp.add_argument("--folds", type=int, help="cross-validate them on K stratified folds of the source's train and val "
+                    "records (default: the source's split)")
     rp.add_argument("--name", help="the new experiment's name (default: SOURCE_topKxN)")
     rp.add_argument("--storage", help="where the new experiment goes (default: beside the source)")
     rp.add_argument("--trust-pickle", action="append", default=[], metavar="FILE", help=TRUST_HELP)

@@ -39,7 +39,7 @@ def rerun(exp_dir: str, trial_id: str, trust_pickle: Sequence[str] = (), out=Non
     out = out or sys.stdout
     import torch
 
-    from ecg_ray.data.prepare import prepare
+    from ecg_ray.data.prepare import fold_view, prepare
     from ecg_ray.training.loop import build_trial, run_epoch
 
     exp = ExperimentDir.parse(exp_dir)
@@ -61,6 +61,7 @@ def rerun(exp_dir: str, trial_id: str, trust_pickle: Sequence[str] = (), out=Non
         print(f"[ecg-ray] {trial_id} ran on {', '.join(sorted(devices))}; a CPU re-run is bit-identical only to CPU runs",
               file=out, flush=True)
     torch.set_num_threads(int(record["settings"]["threads"]))  # CPU reductions depend on it
+    data = fold_view(data, trial.fold)  # a cross-validation trial's own train and val
     state = build_trial(trial, data.weights)
     print(f"[ecg-ray] re-running {trial_id} {trial} on CPU, data {data.data_hash}", file=out, flush=True)
     for rec in recorded:

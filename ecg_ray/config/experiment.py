@@ -56,6 +56,8 @@ class ExperimentConfig(Validated):
     def check_together(self) -> None:
         if self.repeats > 1 and "seed" in self.search:
             fail("repeats", "1 when search.seed lists the seeds (use one or the other)", self.repeats)
+        if "fold" in self.search:
+            fail("search.fold", "left out: data.folds: K runs every config on each of K folds", self.search["fold"])
         self.search_space.check(self.seed)  # every grid point now, not inside a trial an hour later
 
     @property
@@ -71,6 +73,8 @@ class ExperimentConfig(Validated):
         raw = dict(self.search)
         if self.repeats > 1:
             raw["seed"] = self.seeds  # derived, so the grid names each (config, seed) trial
+        if self.data.folds:
+            raw["fold"] = list(range(self.data.folds))  # last: the folds of a (config, seed) are neighbours
         return SearchSpace.from_raw(raw)
 
     def grid(self) -> list[TrialConfig]:

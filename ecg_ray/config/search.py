@@ -150,7 +150,7 @@ class SearchSpace:
 
     @staticmethod
     def _configs(listed: Any, raw: dict) -> tuple:
-        allowed = tuple(k for k in SEARCH_KEYS if k not in raw and k != "seed")
+        allowed = tuple(k for k in SEARCH_KEYS if k not in raw and k not in ("seed", "fold"))
         ok = isinstance(listed, list) and listed and all(
             isinstance(c, dict) and c and set(c) <= set(allowed) and not any(isinstance(v, (list, dict)) for v in c.values())
             for c in listed

@@ -31,6 +31,10 @@ class DataConfig(Validated):
     # kept in memory for train_crop: random, so one stray 10-million-sample file would take gigabytes.
     max_length: int = 60000
     val_fraction: float = 0.2  # of the records left after the test split, stratified by class and seeded
+    # 0: one train/val split (val_fraction). K >= 2: stratified K-fold cross-validation of the records
+    # left after the test split (with a given val file: train and val together), drawn once from the
+    # experiment's seed; each config and seed then runs K trials, fold k validating on the k-th part.
+    folds: int = 0
     test_fraction: float = 0.0  # a held-out test split, never used to select a config (0: none)
     on_bad_record: str = "error"  # error: stop before any trial, naming the record; skip: drop and list each
     cache_dir: str | None = None  # default: $ECG_RAY_CACHE or ~/.cache/ecg_ray
@@ -55,6 +59,8 @@ class DataConfig(Validated):
         "min_length": Interval(int, 1, 1_000_000),
         "max_length": Interval(int, 1, 100_000_000),
         "val_fraction": Interval(float, 0.0, 1.0, "neither"),
+        "folds": Rule("0 (a single train/val split) or a number of folds from 2 to 100",
+                      lambda v: isinstance(v, int) and not isinstance(v, bool) and (v == 0 or 2 <= v <= 100), invalid=1),
         "test_fraction": Interval(float, 0.0, 1.0, "left"),
         "on_bad_record": Options(("error", "skip")),
         "min_peak_to_peak": Interval(float, 0.0, 1e9),
@@ -149,6 +155,8 @@ class TrialConfig(Validated):
     compile: bool = False
     channels_last: bool = False
     seed: int = 42
+    # The cross-validation fold this trial validates on (set by data.folds, never by hand); null: the single split.
+    fold: int | None = None
 
     CONSTRAINTS: ClassVar[dict] = {
         "lr": Interval(float, 0.0, 1.0, "right"),
@@ -181,6 +189,8 @@ class TrialConfig(Validated):
         "compile": Options((False, True)),
         "channels_last": Options((False, True)),
         "seed": Interval(int, 0, 2**32 - 1),
+        "fold": Rule("null or a fold index from 0 (set by data.folds)",
+                     lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 100), invalid=-1),
     }
 
     def check_together(self) -> None:

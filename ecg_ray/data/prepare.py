@@ -199,9 +199,16 @@ def _shown(split: str) -> str:
 
 
 def split_records(splits: dict[str, RecordSet], cfg, seed: int) -> dict[str, RecordSet]:
-    """Stratified, seeded train/val(/test) split of a single set; a given train/val pair is kept."""
+    """Stratified, seeded train/val(/test) split of a single set; a given train/val pair is kept.
+
+    With `cfg.folds` K >= 2, the records left after the test split (or a given train/val pair
+    together) are cut into K stratified folds instead, `fold0` ... `fold<K-1>`: each record in one
+    (fold_view turns fold k into a trial's train and val).
+    """
     from sklearn.model_selection import train_test_split  # here: every trial's worker imports this module
 
+    if cfg.folds:
+        return _folds(splits, cfg, seed)
     if "all" not in splits:
         return splits
     rs, given = splits["all"], {k: v for k, v in splits.items() if k != "all"}  # a given test set stays as it is
@@ -221,6 +228,73 @@ def split_records(splits: dict[str, RecordSet], cfg, seed: int) -> dict[str, Rec
         ) from None
     out = {"train": np.sort(train), "val": np.sort(val), **out}
     return {name: rs.subset(index) for name, index in out.items()} | given
+
+
+FOLD = "fold"  # the splits of a cross-validated experiment: fold0, fold1, ...
+
+
+def fold_names(k: int) -> list[str]:
+    return [f"{FOLD}{i}" for i in range(k)]
+
+
+def _folds(splits: dict[str, RecordSet], cfg, seed: int) -> dict[str, RecordSet]:
+    from sklearn.model_selection import StratifiedKFold, train_test_split
+
+    given_test = {k: v for k, v in splits.items() if k == "test"}
+    if "all" in splits:
+        rs, out = splits["all"], {}
+        idx = np.arange(len(rs))
+        if cfg.test_fraction > 0:
+            try:
+                idx, test = train_test_split(idx, test_size=cfg.test_fraction, stratify=rs.labels, random_state=seed)
+            except ValueError as err:
+                raise DataError(f"{rs.source}: cannot split off a stratified test split of {len(rs)} records ({err}). "
+                                "Use more records or lower data.test_fraction.") from None
+            out["test"] = rs.subset(np.sort(test))
+        pool = rs.subset(np.sort(idx))
+    else:  # a given train/val pair: cross-validated together
+        pool, out = RecordSet.concat([splits["train"], splits["val"]]), {}
+    counts = pool.class_counts()
+    if counts.min() < cfg.folds:
+        smallest = LABEL_NAMES[int(counts.argmin())]
+        raise DataError(
+            f"{pool.source}: data.folds is {cfg.folds}, but class {smallest} has only {int(counts.min())} record(s) in the "
+            f"records cross-validated (class counts {dict(zip(LABEL_NAMES, counts.tolist()))}), so some fold would "
+            "validate on none of it. " + (f"Use data.folds of at most {int(counts.min())}, or more records." if counts.min() >= 2
+                                          else "Use more records: K-fold cross-validation needs at least 2 of each class."))
+    folds = StratifiedKFold(n_splits=cfg.folds, shuffle=True, random_state=seed % 2**32)
+    for name, (_, part) in zip(fold_names(cfg.folds), folds.split(np.zeros(len(pool)), pool.labels)):
+        out[name] = pool.subset(np.sort(part))
+    return out | given_test
+
+
+def fold_view(data: "PreparedData", fold: int | None) -> "PreparedData":
+    """What a trial of `fold` trains and validates on: every other fold (in fold order) as `train`,
+    fold `fold` as `val`, the test split as it is, class weights from that train part; `data`
+    itself for the single split (fold None). The data hash stays the whole data's."""
+    if fold is None:
+        return data
+    names = [s for s in fold_names(len([k for k in data.x if k.startswith(FOLD)]))]
+    if f"{FOLD}{fold}" not in data.x:
+        raise DataError(f"This trial validates on fold {fold}, but the data has {len(names)} fold(s) "
+                        f"({', '.join(names) or 'a single split'}): its experiment was made with other data.folds.")
+    rest = [n for n in names if n != f"{FOLD}{fold}"]
+
+    def pick(parts: dict | None, split: str):
+        if parts is None:
+            return None
+        return parts[f"{FOLD}{fold}"] if split == "val" else np.concatenate([parts[n] for n in rest])
+
+    x = {s: pick(data.x, s) for s in ("train", "val")} | ({"test": data.x["test"]} if "test" in data.x else {})
+    y = {s: pick(data.y, s) for s in ("train", "val")} | ({"test": data.y["test"]} if "test" in data.y else {})
+    ids = {"train": [r for n in rest for r in data.ids[n]], "val": list(data.ids[f"{FOLD}{fold}"])}
+    ids |= {"test": data.ids["test"]} if "test" in data.ids else {}
+    whole = lengths = None
+    if data.whole is not None:
+        whole = {s: pick(data.whole, s) for s in ("train", "val")} | ({"test": data.whole["test"]} if "test" in data.whole else {})
+        lengths = {s: pick(data.lengths, s) for s in ("train", "val")} | (
+            {"test": data.lengths["test"]} if "test" in data.lengths else {})
+    return PreparedData(x, y, ids, class_weights(y["train"]), data.data_hash, data.meta, whole, lengths)
 
 
 def content_hash(x: dict, y: dict, ids: dict) -> str:
@@ -283,7 +357,7 @@ def preparation_settings(exp) -> dict:
         **({"difficulty": d.difficulty} if d.source == "synthetic" else {}),
         "min_peak_to_peak": d.min_peak_to_peak, "max_abs_amplitude": d.max_abs_amplitude,
         "seed": exp.seed, "version": CACHE_VERSION,
-    } | ({"whole_records": True} if whole_records_needed(exp) else {})
+    } | ({"whole_records": True} if whole_records_needed(exp) else {}) | ({"folds": d.folds} if d.folds else {})
 
 
 def cache_dir(exp) -> Path:
@@ -360,8 +434,8 @@ def prepare(exp, use_cache: bool = True) -> PreparedData:
         lengths={"min": int(lengths.min()), "max": int(lengths.max()), "median": float(np.median(lengths)),
                  "padded": int((lengths < exp.data.target_length).sum()), "trimmed": int((lengths > exp.data.target_length).sum())},
     )
-    try:
-        weights = class_weights(y["train"])
+    try:  # with folds, of every record cross-validated (each fold's trials weigh their own train part)
+        weights = class_weights(y["train"] if "train" in y else np.concatenate([y[s] for s in y if s.startswith(FOLD)]))
     except DataError as err:
         raise DataError(f"{meta.source}: {err}") from None
     whole = lengths_by = None

@@ -30,14 +30,12 @@ import pandas as pd
 
 from ecg_ray.errors import ConfigError
 from ecg_ray.results.folder import DamagedFile, ExperimentDir
-from ecg_ray.results.stats import mean_sd_ci, paired_p_value
+from ecg_ray.results.stats import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, paired_p_value
 from ecg_ray.results.tables import varying_keys
 from ecg_ray.schema import RANK_METRIC
 from ecg_ray.storage import atomic_write_text
 
 TOP = 3
-BOOTSTRAP_SAMPLES = 1000
-BOOTSTRAP_SEED = 0
 SCORE = f"best_{RANK_METRIC}"
 FORMATS = ("csv", "markdown", "latex")
 
@@ -61,11 +59,13 @@ class Side:
     def best(self) -> pd.Series:
         return self.configs.iloc[0]
 
-    def seed_scores(self) -> dict[int, float]:
-        """seed -> best val macro-F1 of the best config's trials."""
+    def seed_scores(self) -> dict[tuple, float]:
+        """(seed, fold) -> best val macro-F1 of the best config's trials (fold None: the single split)."""
+        from ecg_ray.results.report import replicate
+
         ids = str(self.best["trial_ids"]).split(",")
         rows = self.trials[self.trials["trial_id"].isin(ids)]
-        return {int(s): float(v) for s, v in zip(rows["seed"], rows[SCORE])}
+        return {replicate(r): float(r[SCORE]) for _, r in rows.iterrows()}
 
     def best_test_trial(self) -> str | None:
         """The best config's trial (best seed first) whose test predictions were saved."""
@@ -95,7 +95,8 @@ def read_side(exp_dir: str, label: str, problems: list[str]) -> Side:
         trials, hist = build_report(local, own)
         record, splits = read(local.read_record, {}), read(local.read_splits, {})
         costs, predictions = read(local.read_costs, None), read(local.read_test_predictions, None)
-    configs = analyse(trials, hist, costs, record)[0]
+        oof = read(local.read_oof, None)
+    configs = analyse(trials, hist, costs, record, oof)[0]
     ids = (splits or {}).get("ids")
     split_hash = hashlib.sha256(json.dumps(ids, sort_keys=True).encode()).hexdigest()[:16] if ids else None
     folds = ((record.get("config") or {}).get("data") or {}).get("folds")
@@ -132,7 +133,7 @@ def best_table(sides: list[Side], top: int = TOP) -> pd.DataFrame:
         for _, row in side.configs.head(top).iterrows():
             out = {"experiment": side.label, "rank": int(row["rank"])}
             out |= {k: row[k] if k in row else math.nan for k in keys}
-            out |= {"n_seeds": int(row["n_seeds"]), f"{SCORE}_mean": row[f"{SCORE}_mean"], f"{SCORE}_sd": row[f"{SCORE}_sd"],
+            out |= {"n_seeds": int(row["n_seeds"]), "n_folds": int(row.get("n_folds", 0) or 0), f"{SCORE}_mean": row[f"{SCORE}_mean"], f"{SCORE}_sd": row[f"{SCORE}_sd"],
                     f"{SCORE}_ci_low": row[f"{SCORE}_ci_low"], f"{SCORE}_ci_high": row[f"{SCORE}_ci_high"],
                     "val_challenge_f1_mean": row["val_challenge_f1_mean"], "tied_with_best": row["tied_with_best"]}
             out |= {c: row.get(c) for c in CONFIG_COST_COLUMNS}
@@ -185,7 +186,8 @@ def pairs_table(sides: list[Side]) -> pd.DataFrame:
                    "mean_a": float(a.best[f"{SCORE}_mean"]), "mean_b": float(b.best[f"{SCORE}_mean"])}
             row["diff"] = row["mean_a"] - row["mean_b"]
             shared = sorted(set(sa) & set(sb)) if paired else []
-            row |= {"shared_seeds": ",".join(map(str, shared)),
+            row |= {"shared_seeds": ",".join(dict.fromkeys(str(seed) for seed, _ in shared)),
+                    "shared_pairs": len(shared),
                     "p_paired_by_seed": paired_p_value([sa[s] for s in shared], [sb[s] for s in shared]) if paired else math.nan}
             test = _aligned(a, b) if paired else None
             row |= paired_bootstrap(*test) if test else {"test_diff": math.nan, "test_diff_ci_low": math.nan,
@@ -211,7 +213,7 @@ def curves_figure(sides: list[Side], dest: Path) -> Path:
     for i, side in enumerate(sides):
         curve = _best_curve(side)
         ax.plot(curve["epoch"], curve[RANK_METRIC], "o-", color=f"C{i}", lw=2,
-                label=f"{side.label}: best config (mean over {int(side.best['n_seeds'])} seed(s))")
+                label=f"{side.label}: best config (mean over {int(side.best.get('n_trials', side.best['n_seeds']))} trial(s))")
     ax.set(xlabel="epoch", ylabel="val macro-F1", title="Learning curves of each experiment's best config")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)

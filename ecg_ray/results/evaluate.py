@@ -18,11 +18,10 @@ import pandas as pd
 
 from ecg_ray.config import TrialConfig
 from ecg_ray.results.folder import ExperimentDir
+from ecg_ray.results.stats import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED
 from ecg_ray.schema import CLASS_KEYS, CONFIG_COLUMNS, RANK_METRIC, confusion_columns
 
 TOP_CONFIGS = 3
-BOOTSTRAP_SAMPLES = 1000
-BOOTSTRAP_SEED = 0
 
 
 def bootstrap_ci(y: np.ndarray, pred: np.ndarray, samples: int = BOOTSTRAP_SAMPLES, seed: int = BOOTSTRAP_SEED) -> dict:
@@ -81,3 +80,31 @@ def evaluate_test(exp_dir: str, trials: pd.DataFrame, data, top: int = TOP_CONFI
     if predictions is not None and preds:
         predictions |= {"ids": list(data.ids["test"]), "y": [int(v) for v in y], "pred": preds}
     return pd.DataFrame(rows) if rows else None
+
+
+def predict_folds(exp_dir: str, trials: pd.DataFrame, data, notes: list[str] | None = None) -> dict:
+    """{"y": {record: label}, "pred": {trial id: {"ids": [...], "pred": [...]}}} of every fold trial
+    whose best-val-epoch checkpoint was kept (the others are named in `notes`)."""
+    from ecg_ray.config import TrialConfig
+    from ecg_ray.data.prepare import fold_view
+    from ecg_ray.results.predict import best_checkpoint, class_probabilities, model_from
+    from ecg_ray.training.loop import split_array
+
+    exp = ExperimentDir.parse(exp_dir)
+    labels, preds = {}, {}
+    for _, trial in trials.sort_values("trial_id").iterrows():
+        if trial.get("fold") is None or trial["fold"] != trial["fold"]:
+            continue
+        saved = best_checkpoint(exp, trial["trial_id"], int(trial["best_epoch"]), float(trial[f"best_{RANK_METRIC}"]), notes)
+        if saved is None:
+            if notes is not None:
+                notes.append(f"trial {trial['trial_id']}: its best epoch's checkpoint was not kept, so its fold has no "
+                             "out-of-fold predictions")
+            continue
+        trained = TrialConfig.from_dict(saved["trial"])
+        view = fold_view(data, trained.fold)
+        x = split_array(view, trained, "val")
+        pred = class_probabilities(model_from(saved), x, trained.batch_size, trained).argmax(1)
+        labels |= {rid: int(label) for rid, label in zip(view.ids["val"], view.y["val"])}
+        preds[trial["trial_id"]] = {"ids": list(view.ids["val"]), "pred": [int(p) for p in pred]}
+    return {"y": dict(sorted(labels.items())), "pred": preds}

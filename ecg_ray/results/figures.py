@@ -254,13 +254,14 @@ def per_class_f1(configs: pd.DataFrame, dest: Path, top: int = TOP_CONFIGS) -> P
     width = 0.8 / len(head)
     for i, (_, row) in enumerate(head.iterrows()):
         means = [row[f"val_f1_{k}_mean"] for k in CLASS_KEYS]
-        sds = [row[f"val_f1_{k}_sd"] if row["n_seeds"] > 1 else 0.0 for k in CLASS_KEYS]
+        sds = [row[f"val_f1_{k}_sd"] if row.get("n_trials", row["n_seeds"]) > 1 else 0.0 for k in CLASS_KEYS]
         ax.bar(np.arange(len(CLASS_KEYS)) + i * width - 0.4 + width / 2, means, width, yerr=sds, capsize=3,
                label=f"#{row['rank']}: {config_label(row, keys)}")
     ax.set_xticks(range(len(CLASS_KEYS)), CLASS_NAMES)
-    several = bool((head["n_seeds"] > 1).any())
+    several = bool((head["n_trials" if "n_trials" in head else "n_seeds"] > 1).any())
     ax.set(ylabel="val F1 at the best epoch", ylim=(0, 1),
-           title=f"Per-class val F1 of the top {len(head)} config(s)" + (" (mean ± sd over seeds)" if several else ""))
+           title=f"Per-class val F1 of the top {len(head)} config(s)"
+           + ((" (mean ± sd over folds and seeds)" if "n_folds" in head else " (mean ± sd over seeds)") if several else ""))
     ax.legend(fontsize=7, loc="upper right")
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, dest)

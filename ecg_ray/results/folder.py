@@ -46,6 +46,7 @@ PROGRESS_FILE = "progress.jsonl"
 RUNS_FILE = "runs.json"  # one entry per `ecg-ray tune` run: start, end, versions, cluster (the report's provenance)
 TEST_FILE = "test_results.json"  # the held-out test evaluation, one row per trial of the top configs
 TEST_PREDICTIONS = "test_predictions.json"  # that evaluation's prediction of every test record, per trial (`ecg-ray compare`)
+OOF_FILE = "oof_predictions.json"  # a cross-validated experiment's out-of-fold predictions (ecg_ray.results.oof)
 COSTS_FILE = "costs.json"  # parameters, MACs and inference latency per model shape (ecg_ray.results.cost)
 TRAIN_RUNS = "train_runs"
 REPORT_DIR = "report"
@@ -458,6 +459,13 @@ class ExperimentDir:
 
     def write_test_predictions(self, predictions: dict) -> None:
         write_json(self.join(TEST_PREDICTIONS), predictions)
+
+    def read_oof(self) -> dict | None:
+        """{"y": {record: label}, "pred": {trial id: {"ids", "pred"}}}; None without folds."""
+        return read_json(self.join(OOF_FILE))
+
+    def write_oof(self, oof: dict) -> None:
+        write_json(self.join(OOF_FILE), oof)
 
     def read_costs(self) -> dict | None:
         """{"rows": [shape keys + cost columns], "host", "repeats"}; None when not measured yet."""

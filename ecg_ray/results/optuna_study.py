@@ -66,7 +66,7 @@ def write_study(exp_dir: str, storage: str, study_name: str | None = None) -> tu
         else:
             st, value = state.COMPLETE, float(row[f"best_{RANK_METRIC}"])
         attrs = {"trial_key": str(row["trial_id"]), "seed": int(row["seed"]), f"best_{RANK_METRIC}": float(row[f"best_{RANK_METRIC}"])}
-        if "fold" in row and row["fold"] == row["fold"]:
+        if "fold" in row and row["fold"] is not None and row["fold"] == row["fold"]:
             attrs["fold"] = int(row["fold"])
         params = {k: _plain(row[k]) for k in dists}
         made.append(optuna.trial.create_trial(state=st, value=value, params=params, distributions=dists,

@@ -24,7 +24,7 @@ from ecg_ray.schema import (
     confusion_columns,
 )
 from ecg_ray.results.tables import (  # noqa: F401  (re-exported: the report's column names)
-    CONFIG_SUMMARY_COLUMNS, SUMMARY_COLUMNS, TEST_SUMMARY_COLUMNS, varying_keys, with_varying_knobs,
+    CONFIG_SUMMARY_COLUMNS, REPLICATE_KEYS, SUMMARY_COLUMNS, TEST_SUMMARY_COLUMNS, varying_keys, with_varying_knobs,
 )
 from ecg_ray.results.stats import ALPHA, holm, mean_sd_ci, paired_p_value
 from ecg_ray.storage import atomic_path, atomic_write_text
@@ -204,25 +204,38 @@ def rank_trials(hist: pd.DataFrame, status: dict | None = None, scheduler: str |
 SEED_METRICS = [f"best_{RANK_METRIC}", "val_challenge_f1", *(f"val_f1_{k}" for k in CLASS_KEYS)]
 
 
-def rank_configs(trials: pd.DataFrame) -> pd.DataFrame:
-    """One row per config (every trial key but the seed), ranked by mean best val macro-F1 over its seeds.
+def replicate(row) -> tuple:
+    """A trial's (seed, fold): what pairs it with the trials of another config (fold None: the single split)."""
+    fold = row.get("fold") if hasattr(row, "get") else None
+    return int(row["seed"]), (None if fold is None or fold != fold else int(fold))
 
-    Per metric in SEED_METRICS: mean, sd, 95% CI (NaN with one seed). `p_vs_best` is the
-    Holm-corrected paired t-test p-value against the best config over shared seeds, and
-    `tied_with_best` says "best", "yes" (indistinguishable at ALPHA), "no", or "n/a" (fewer
-    than two shared seeds: no test). See ecg_ray.results.stats.
+
+def rank_configs(trials: pd.DataFrame) -> pd.DataFrame:
+    """One row per config (every trial key but the seed and the fold), ranked by the mean best val
+    macro-F1 over its trials: its seeds, times its folds in a cross-validated experiment.
+
+    Per metric in SEED_METRICS: mean, sd, 95% CI over those trials (NaN with one). `p_vs_best`
+    is the Holm-corrected paired t-test p-value against the best config, paired by (seed,
+    fold), and `tied_with_best` says "best", "yes" (indistinguishable at ALPHA), "no", or "n/a"
+    (fewer than two shared pairs: no test). See ecg_ray.results.stats.
     """
-    keys = [c for c in CONFIG_COLUMNS if c != "seed"]
+    keys = [c for c in CONFIG_COLUMNS if c not in REPLICATE_KEYS]
+    has_folds = "fold" in trials and trials["fold"].notna().any()
     rows, scores = [], []
     for values, g in trials.groupby(keys, sort=False, dropna=False):
-        g = g.sort_values("seed")
-        row = dict(zip(keys, values)) | {"n_seeds": len(g), "seeds": ",".join(str(s) for s in g["seed"])}
+        g = g.assign(_pair=[replicate(r) for _, r in g.iterrows()])
+        g = g.sort_values("_pair", key=lambda pairs: pairs.map(lambda p: (p[0], -1 if p[1] is None else p[1])))
+        seeds = list(dict.fromkeys(int(s) for s in g["seed"]))
+        row = dict(zip(keys, values)) | {"n_seeds": len(seeds), "seeds": ",".join(map(str, seeds))}
+        if has_folds:
+            folds = sorted({p[1] for p in g["_pair"] if p[1] is not None})
+            row |= {"n_folds": len(folds), "folds": ",".join(map(str, folds)), "n_trials": len(g)}
         for m in SEED_METRICS:
             mean, sd, lo, hi = mean_sd_ci(g[m])
             row |= {f"{m}_mean": mean, f"{m}_sd": sd, f"{m}_ci_low": lo, f"{m}_ci_high": hi}
         row["trial_ids"] = ",".join(g["trial_id"])
         rows.append(row)
-        scores.append(dict(zip(g["seed"], g[f"best_{RANK_METRIC}"])))
+        scores.append(dict(zip(g["_pair"], g[f"best_{RANK_METRIC}"])))
     df = pd.DataFrame(rows)
     df["_scores"] = scores
     df = df.sort_values([f"best_{RANK_METRIC}_mean", *keys], ascending=[False] + [True] * len(keys), kind="stable")
@@ -328,11 +341,12 @@ def configs_to_latex(configs: pd.DataFrame, notes: list[str] = ()) -> str:
 
     keys = varying_keys(configs) or ["lr"]
     seeds = config_seeds(configs)
-    several = bool((configs["n_seeds"] > 1).any())
+    runs, k = runs_per_config(configs), config_folds(configs)
+    several = bool((runs > 1).any())
     m, c = f"best_{RANK_METRIC}", "val_challenge_f1"
 
     def cell(row, metric: str, bold: bool = False) -> str:
-        text = f"{row[f'{metric}_mean']:.3f}" + (f" $\\pm$ {row[f'{metric}_sd']:.3f}" if row["n_seeds"] > 1 else "")
+        text = f"{row[f'{metric}_mean']:.3f}" + (f" $\\pm$ {row[f'{metric}_sd']:.3f}" if runs[row.name] > 1 else "")
         return rf"\textbf{{{text}}}" if bold else text
 
     head = [esc(k) for k in keys] + ["$n$", "val macro-F1", "95\\% CI", "challenge F1"]
@@ -341,11 +355,18 @@ def configs_to_latex(configs: pd.DataFrame, notes: list[str] = ()) -> str:
     for _, row in configs.iterrows():
         best = row["tied_with_best"] == "best"
         mark = "$^\\dagger$" if row["tied_with_best"] == "yes" else ""
-        ci = f"[{row[f'{m}_ci_low']:.3f}, {row[f'{m}_ci_high']:.3f}]" if row["n_seeds"] > 1 else "--"
-        values = [esc(_fmt(row[k])) for k in keys] + [str(row["n_seeds"]), cell(row, m, best) + mark, ci, cell(row, c)]
+        ci = f"[{row[f'{m}_ci_low']:.3f}, {row[f'{m}_ci_high']:.3f}]" if runs[row.name] > 1 else "--"
+        values = [esc(_fmt(row[key])) for key in keys] + [str(runs[row.name]), cell(row, m, best) + mark, ci, cell(row, c)]
         lines.append(" & ".join(values) + r" \\")
     seeds_text = ", ".join(map(str, seeds))
-    if several:
+    if k:
+        caption = (f"Best validation macro-F1 and challenge F1 (mean F1 of N, A, O) per configuration by {k}-fold "
+                   f"cross-validation, mean $\\pm$ sd over the {k} folds" + (f" and seeds {seeds_text}" if len(seeds) > 1
+                                                                          else f" (seed {seeds_text})")
+                   + "; 95\\% CI: mean $\\pm$ $t_{0.975,n-1}\\,$sd$/\\sqrt{n}$ over the $n$ trials. Best mean in bold; "
+                   "$^\\dagger$: statistically indistinguishable from the best (two-sided paired $t$-test by seed and fold, "
+                   "Holm-corrected, $p \\geq 0.05$).")
+    elif several:
         caption = (f"Best validation macro-F1 and challenge F1 (mean F1 of N, A, O) per configuration, mean $\\pm$ sd "
                    f"over seeds {seeds_text}; 95\\% CI: mean $\\pm$ $t_{{0.975,n-1}}\\,$sd$/\\sqrt{{n}}$. Best mean "
                    "in bold; $^\\dagger$: statistically indistinguishable from the best (two-sided paired $t$-test by "
@@ -419,13 +440,28 @@ def export(tables: dict[str, pd.DataFrame], out_dir: str | os.PathLike, formats=
     return written
 
 
+def runs_per_config(configs: pd.DataFrame) -> pd.Series:
+    """The trials behind each config's mean: its seeds, times its folds when cross-validated."""
+    return configs["n_trials"] if "n_trials" in configs else configs["n_seeds"]
+
+
+def config_folds(configs: pd.DataFrame) -> int:
+    """K of a cross-validated configs table; 0 for the single split."""
+    return int(configs["n_folds"].max()) if "n_folds" in configs else 0
+
+
 def config_seeds(configs: pd.DataFrame) -> list[int]:
     """Every seed of a configs table (its `seeds` column lists each config's)."""
     return sorted({int(s) for row in configs["seeds"] for s in str(row).split(",")})
 
 
 def seeds_note(configs: pd.DataFrame) -> str:
-    """What the configs table is: a mean over seeds with a CI and a tie test, or single runs."""
+    """What the configs table is: a mean over seeds (and folds) with a CI and a tie test, or single runs."""
+    k = config_folds(configs)
+    if k:
+        return (f"{k}-fold cross-validation at seeds {config_seeds(configs)}: mean, sd and 95% t-interval of the best "
+                f"val macro-F1 over each config's {k} folds x seeds; tied_with_best: a paired t-test by (seed, fold) "
+                "against the best config, Holm-corrected, p >= 0.05.")
     if (configs["n_seeds"] > 1).any():
         return (f"Configs over seeds {config_seeds(configs)}: mean, sd and 95% t-interval of the best val macro-F1; "
                 "tied_with_best: a paired t-test by seed against the best config, Holm-corrected, p >= 0.05.")
@@ -456,7 +492,7 @@ def summary_text(trials: pd.DataFrame) -> str:
                  f"(the {CONSOLE_KEYS} first in config order are shown).\n")
     configs = rank_configs(trials)
     text += f"\n{seeds_note(configs)}\n"
-    if (configs["n_seeds"] > 1).any():
+    if (runs_per_config(configs) > 1).any():
         text += "\n" + to_markdown(configs[console_columns(CONFIG_SUMMARY_COLUMNS, configs)[0]])
     return text
 
@@ -494,7 +530,7 @@ def write_report(exp_dir: str, out_dir: str | None = None, formats=DEFAULT_FORMA
         record = _read_or_note(local.read_record, {}, problems)
         splits, runs = _read_or_note(local.read_splits, {}, problems), _read_or_note(local.read_runs, [], problems)
         costs = _read_or_note(local.read_costs, None, problems)
-        configs, pareto, weights, analysis_notes = analyse(trials, hist, costs, record)
+        configs, pareto, weights, analysis_notes = analyse(trials, hist, costs, record, _read_or_note(local.read_oof, None, problems))
         notes = list(problems)  # every problem is known now: each table carries them all
         tables = {"trials": trials, "history": hist} | ({"test": test} if test is not None else {})
         tables |= {"pareto": pareto} | ({"importance": weights} if weights is not None else {})
@@ -527,14 +563,20 @@ def write_report(exp_dir: str, out_dir: str | None = None, formats=DEFAULT_FORMA
         return trials, written, problems
 
 
-def analyse(trials: pd.DataFrame, hist: pd.DataFrame, costs: dict | None, record: dict):
-    """(configs with their costs, the Pareto table, the importance table or None, a note per section):
-    what the report adds to the ranking (ecg_ray.results.tradeoffs, ecg_ray.results.importance)."""
+def analyse(trials: pd.DataFrame, hist: pd.DataFrame, costs: dict | None, record: dict, oof: dict | None = None):
+    """(configs with their costs (and out-of-fold scores when cross-validated), the Pareto table, the
+    importance table or None, a note per section): what the report adds to the ranking
+    (ecg_ray.results.tradeoffs, ecg_ray.results.importance, ecg_ray.results.oof)."""
     from ecg_ray.results.importance import importance
     from ecg_ray.results.tradeoffs import costs_note, pareto_table, with_costs
 
     data_length = (record.get("data", {}).get("settings", {}) or {}).get("target_length") or 0
-    configs = with_costs(rank_configs(trials), hist, costs, data_length)
+    configs = rank_configs(trials)
+    if "n_folds" in configs:
+        from ecg_ray.results.oof import oof_columns
+
+        configs = oof_columns(configs, trials, oof)
+    configs = with_costs(configs, hist, costs, data_length)
     keys = varying_keys(configs)
     weights, weights_note = importance(configs, keys)
     return configs, pareto_table(configs, keys), weights, {"pareto": costs_note(costs, configs), "importance": weights_note}

@@ -18,6 +18,10 @@ import numpy as np
 
 CONFIDENCE = 0.95
 ALPHA = 0.05
+# Every bootstrap over records (the test split's CIs, the out-of-fold CIs, compare's paired
+# bootstrap): this many resamples from this seed, so a table is the same every time.
+BOOTSTRAP_SAMPLES = 1000
+BOOTSTRAP_SEED = 0
 
 
 def mean_sd_ci(values, confidence: float = CONFIDENCE) -> tuple[float, float, float, float]:

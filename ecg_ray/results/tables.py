@@ -14,20 +14,25 @@ SUMMARY_COLUMNS = [
 
 
 CONFIG_SUMMARY_COLUMNS = [
-    "rank", "lr", "hidden_size", "dropout", "optimizer", "n_seeds", f"best_{RANK_METRIC}_mean", f"best_{RANK_METRIC}_sd",
-    f"best_{RANK_METRIC}_ci_low", f"best_{RANK_METRIC}_ci_high", "val_challenge_f1_mean", "p_vs_best", "tied_with_best",
+    "rank", "lr", "hidden_size", "dropout", "optimizer", "n_seeds", "n_folds", f"best_{RANK_METRIC}_mean", f"best_{RANK_METRIC}_sd",
+    f"best_{RANK_METRIC}_ci_low", f"best_{RANK_METRIC}_ci_high", "val_challenge_f1_mean", "oof_macro_f1", "oof_macro_f1_ci_low",
+    "oof_macro_f1_ci_high", "p_vs_best", "tied_with_best",
 ]
 
 
 TEST_SUMMARY_COLUMNS = [
-    "config_rank", "trial_id", "lr", "hidden_size", "dropout", "optimizer", "seed", "best_val_epoch", "n_test",
+    "config_rank", "trial_id", "lr", "hidden_size", "dropout", "optimizer", "seed", "fold", "best_val_epoch", "n_test",
     "test_macro_f1", "test_macro_f1_ci_low", "test_macro_f1_ci_high", "test_challenge_f1",
 ]
 
 
+# What repeats a config rather than changing it: its seed and its cross-validation fold.
+REPLICATE_KEYS = ("seed", "fold")
+
+
 def varying_keys(table: pd.DataFrame) -> list[str]:
-    """The config keys (the seed aside) that take more than one value in a trials or configs table."""
-    return [c for c in CONFIG_COLUMNS if c != "seed" and c in table and table[c].nunique() > 1]
+    """The config keys (seed and fold aside) that take more than one value in a trials or configs table."""
+    return [c for c in CONFIG_COLUMNS if c not in REPLICATE_KEYS and c in table and table[c].nunique() > 1]
 
 
 def with_varying_knobs(columns: list[str], table: pd.DataFrame) -> list[str]:

@@ -86,7 +86,7 @@ def pareto_table(configs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     for col, (name, _) in FRONTS.items():
         out[f"pareto_{name}"] = pareto_front(out[SCORE], out[col])
     flags = [f"pareto_{name}" for name, _ in FRONTS.values()]
-    cols = ["rank", *keys, "n_seeds", SCORE, f"best_{RANK_METRIC}_ci_low", f"best_{RANK_METRIC}_ci_high",
+    cols = ["rank", *keys, "n_seeds", "n_folds", SCORE, f"best_{RANK_METRIC}_ci_low", f"best_{RANK_METRIC}_ci_high",
             *CONFIG_COST_COLUMNS, *flags]
     return out.loc[out[flags].any(axis=1), [c for c in cols if c in out]].reset_index(drop=True)
 

@@ -46,6 +46,7 @@ def train_loop_per_worker(config: dict) -> dict:
     import ray.train.torch
     import torch
 
+    from ecg_ray.data.prepare import fold_view
     from ecg_ray.training.loop import TrialStopped, build_trial, check_checkpoint, checkpoint, load_state_dict, read_checkpoint, run_epoch
 
     marks.append(time.time())
@@ -57,6 +58,7 @@ def train_loop_per_worker(config: dict) -> dict:
     marks.append(time.time())
     if data.data_hash != spec.data_hash:
         raise RuntimeError(f"data in the object store has hash {data.data_hash}, the experiment expects {spec.data_hash}")
+    data = fold_view(data, trial.fold)  # a cross-validation trial's train and val (the single split: data itself)
     device = ray.train.torch.get_device()  # the GPU Ray assigned (CUDA_VISIBLE_DEVICES), else the CPU
     if device.type == "cuda":
         torch.cuda.set_device(device)
