@@ -20,7 +20,8 @@ from ecg_ray.results.report import configs_to_latex, rank_configs, seeds_note
 
 
 def _cv(**data):
-    return experiment_from_dict({"data": {"n_records": 400, "folds": 4, **data}, "search": {"lr": [1e-3, 5e-4]}, "repeats": 2})
+    return experiment_from_dict({"data": {"n_records": 400, "folds": 4, **data}, "search": {"lr": [1e-3, 5e-4]}, "repeats": 2,
+                                 "scheduler": {"name": "none"}})
 
 
 def test_folds_are_stratified_disjoint_cover_the_pool_and_leave_the_test_split_out():
@@ -34,7 +35,8 @@ def test_folds_are_stratified_disjoint_cover_the_pool_and_leave_the_test_split_o
     assert (counts.max(0) - counts.min(0) <= 1).all()  # stratified: each class split as evenly as it can be
     again = prepare(_cv(test_fraction=0.2), use_cache=False)
     assert again.ids == data.ids and again.data_hash == data.data_hash  # drawn once from the seed
-    other = prepare(experiment_from_dict({"seed": 7, "data": {"n_records": 400, "folds": 4, "test_fraction": 0.2}}), use_cache=False)
+    other = prepare(experiment_from_dict({"seed": 7, "data": {"n_records": 400, "folds": 4, "test_fraction": 0.2},
+                                          "scheduler": {"name": "none"}}), use_cache=False)
     assert other.ids["fold0"] != data.ids["fold0"]
 
 
@@ -60,10 +62,38 @@ def test_each_config_and_seed_runs_once_per_fold_and_a_single_split_is_unchanged
         "ecg_ray.data.prepare", fromlist=["x"]).preparation_settings(single)  # cache keys and checkpoints as before
 
 
+def test_random_and_optuna_searches_run_each_draw_on_every_fold():
+    rnd = experiment_from_dict({"data": {"folds": 3}, "scheduler": {"name": "none"},
+                                "search": {"algorithm": "random", "num_samples": 2, "lr": {"loguniform": [1e-4, 1e-2]}}})
+    assert [t.fold for t in rnd.grid()] == [0, 1, 2, 0, 1, 2] and len({t.lr for t in rnd.grid()}) == 2
+    opt = experiment_from_dict({"data": {"folds": 3}, "scheduler": {"name": "none"}, "repeats": 2,
+                                "search": {"algorithm": "optuna", "num_samples": 4, "lr": {"loguniform": [1e-4, 1e-2]}}})
+    # Optuna is told a draw's mean over its combos (ecg_ray.tuning.optuna_search): here its 2 seeds x 3 folds.
+    assert [(c["seed"], c["fold"]) for c in opt.search_space.combos(opt.seed)] == [(s, f) for s in (42, 43) for f in range(3)]
+
+
+def test_repeat_folds_cross_validates_the_top_configs(tmp_path):
+    from helpers import fake_experiment
+
+    from ecg_ray.commands.repeat import repeat_config
+
+    exp = fake_experiment(tmp_path / "results" / "grid", [("t0000", {"lr": 1e-3}, [0.3, 0.5]), ("t0001", {"lr": 5e-4}, [0.2, 0.4])])
+    source = experiment_from_dict({"name": "grid", "storage_path": str(tmp_path / "results"), "search": {"lr": [1e-3, 5e-4]},
+                                   "data": {"n_records": 80}})
+    record = json.loads((exp / "ecg_ray_experiment.json").read_text()) | {"config": source.to_dict()}
+    (exp / "ecg_ray_experiment.json").write_text(json.dumps(record))
+    cfg = repeat_config(str(exp), top=1, seeds=2, folds=5)
+    assert cfg.data.folds == 5 and cfg.name == "grid_top1x2_cv5" and cfg.origin["folds"] == 5
+    assert [(t.lr, t.seed, t.fold) for t in cfg.grid()] == [(1e-3, s, f) for s in (42, 43) for f in range(5)]
+    with pytest.raises(ConfigError, match="--folds must be"):
+        repeat_config(str(exp), top=1, seeds=2, folds=1)
+
+
 @pytest.mark.parametrize("raw, error, words", [
     ({"data": {"folds": 1}}, ConfigError, "data.folds"),
     ({"data": {"folds": 101}}, ConfigError, "data.folds"),
     ({"data": {"folds": 2}, "search": {"fold": [0, 1]}}, ConfigError, "search.fold"),
+    ({"data": {"folds": 2}}, ConfigError, "scheduler.name"),  # the default scheduler, per-trial ASHA
 ])
 def test_bad_fold_settings_are_refused_naming_the_key(raw, error, words):
     with pytest.raises(error, match=words):
@@ -73,7 +103,7 @@ def test_bad_fold_settings_are_refused_naming_the_key(raw, error, words):
 def test_more_folds_than_the_smallest_class_has_records_is_refused_before_any_trial(tmp_path, capsys):
     exp = tmp_path / "many.yaml"
     exp.write_text(yaml.safe_dump({"name": "many", "storage_path": str(tmp_path), "data": {"n_records": 120, "folds": 20},
-                                   "search": {"lr": 1e-3, "epochs": 1}}))
+                                   "search": {"lr": 1e-3, "epochs": 1}, "scheduler": {"name": "none"}}))
     assert main(["tune", str(exp)]) == 2
     err = capsys.readouterr().err
     assert "data.folds is 20" in err and "Use data.folds of at most" in err
@@ -90,7 +120,7 @@ def test_a_given_val_file_is_cross_validated_together_with_the_train_file(tmp_pa
     train.assign(record=records.ids[:150]).to_parquet(tmp_path / "train.parquet")
     val.assign(record=records.ids[150:]).to_parquet(tmp_path / "val.parquet")
     cfg = experiment_from_dict({"data": {"source": "parquet", "path": str(tmp_path / "train.parquet"),
-                                         "val_path": str(tmp_path / "val.parquet"), "folds": 2}})
+                                         "val_path": str(tmp_path / "val.parquet"), "folds": 2}, "scheduler": {"name": "none"}})
     data = prepare(cfg, use_cache=False)
     assert sorted(data.x) == ["fold0", "fold1"] and sorted(data.ids["fold0"] + data.ids["fold1"]) == sorted(records.ids)
 

@@ -58,6 +58,9 @@ class ExperimentConfig(Validated):
             fail("repeats", "1 when search.seed lists the seeds (use one or the other)", self.repeats)
         if "fold" in self.search:
             fail("search.fold", "left out: data.folds: K runs every config on each of K folds", self.search["fold"])
+        if self.data.folds and self.scheduler.name != "none":
+            fail("scheduler.name", "none with data.folds (`scheduler: {name: none}`): per-trial ASHA would stop a "
+                 "config's folds one at a time, which biases its mean over folds", self.scheduler.name)
         self.search_space.check(self.seed)  # every grid point now, not inside a trial an hour later
 
     @property
