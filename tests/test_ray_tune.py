@@ -386,12 +386,12 @@ def test_costs_are_measured_after_tuning_and_compare_pairs_two_real_runs(quick_r
     assert 0 < shape["latency_b1_ms"] < shape["latency_b256_ms"] and shape["latency_device"].endswith("1 thread(s)")
     configs = pd.read_csv(quick_run / "report" / "configs.csv")
     assert configs["params"].tolist() == [448_452] * 2 and configs["epoch_time_s"].gt(0).all()
-    other = tiny_experiment(tmp_path, "other", tmp_path, search={"lr": [0.002, 0.0002], "epochs": 2},
+    other = tiny_experiment(tmp_path, "other", tmp_path, search={"lr": 0.002},
                             data={"n_records": 800})  # quick.yaml's data: the same records and split
     assert main(["tune", str(other), "--format", "csv"]) == 0
     assert main(["compare", str(quick_run), str(tmp_path / "other"), "--out", str(tmp_path / "cmp")]) == 0
     pairs = pd.read_csv(tmp_path / "cmp" / "pairs.csv")
     assert pairs["paired"].tolist() == [True] and pairs["shared_seeds"].astype(str).tolist() == ["42"]
     best = pd.read_csv(tmp_path / "cmp" / "best.csv")
-    assert best["experiment"].tolist() == ["quick"] * 2 + ["other"] * 2
+    assert best["experiment"].tolist() == ["quick"] * 2 + ["other"]
     assert "quick vs other: the same data and split" in capsys.readouterr().out

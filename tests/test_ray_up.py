@@ -165,6 +165,7 @@ def test_ray_up_submit_report_ray_down_over_ssh():
             # The quick grid at a fifth of its size (its 2 trials; the job's wall time is Ray's, not training).
             tiny = yaml.safe_load(Path("experiments/quick.yaml").read_text())
             tiny["data"]["n_records"], tiny["search"]["epochs"] = 160, 2
+            tiny["report"] = {"latency_repeats": 0}  # the costs are tested in test_ray_tune
             (root / "quick.yaml").write_text(yaml.safe_dump(tiny))  # outside the project: submit packs it by name
             job = _run(["ecg-ray", "submit", "--address", f"http://127.0.0.1:{ports['dashboard']}", str(root / "quick.yaml"),
                         "--storage", str(storage), "--overwrite"], log, 900, env)

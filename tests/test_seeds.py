@@ -113,7 +113,7 @@ def test_a_real_two_seed_experiment_ranks_configs_and_matches_each_seed_alone(ra
     from ecg_ray.training.loop import build_trial, run_epoch
 
     raw = yaml.safe_load(open("experiments/quick.yaml"))
-    raw.update(name="seeds", storage_path=str(tmp_path), repeats=2, scheduler={"name": "none"})
+    raw.update(name="seeds", storage_path=str(tmp_path), repeats=2, scheduler={"name": "none"}, report={"latency_repeats": 0})
     raw["data"].update(n_records=400, test_fraction=0.2)
     raw["search"].update(lr=[0.001], epochs=2)
     (tmp_path / "seeds.yaml").write_text(yaml.safe_dump(raw))
