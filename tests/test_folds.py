@@ -93,7 +93,7 @@ def test_repeat_folds_cross_validates_the_top_configs(tmp_path):
     ({"data": {"folds": 1}}, ConfigError, "data.folds"),
     ({"data": {"folds": 101}}, ConfigError, "data.folds"),
     ({"data": {"folds": 2}, "search": {"fold": [0, 1]}}, ConfigError, "search.fold"),
-    ({"data": {"folds": 2}}, ConfigError, "scheduler.name"),  # the default scheduler, per-trial ASHA
+    ({"data": {"folds": 2}, "scheduler": {"group": "trial"}}, ConfigError, "scheduler.group"),  # per-trial ASHA
 ])
 def test_bad_fold_settings_are_refused_naming_the_key(raw, error, words):
     with pytest.raises(error, match=words):

@@ -58,9 +58,9 @@ class ExperimentConfig(Validated):
             fail("repeats", "1 when search.seed lists the seeds (use one or the other)", self.repeats)
         if "fold" in self.search:
             fail("search.fold", "left out: data.folds: K runs every config on each of K folds", self.search["fold"])
-        if self.data.folds and self.scheduler.name != "none":
-            fail("scheduler.name", "none with data.folds (`scheduler: {name: none}`): per-trial ASHA would stop a "
-                 "config's folds one at a time, which biases its mean over folds", self.scheduler.name)
+        if self.data.folds and self.scheduler.name == "asha" and self.scheduler.group == "trial":
+            fail("scheduler.group", "config or auto with data.folds: per-trial ASHA would stop a config's folds one "
+                 "at a time, which biases its mean over folds", self.scheduler.group)
         self.search_space.check(self.seed)  # every grid point now, not inside a trial an hour later
 
     @property
@@ -87,6 +87,17 @@ class ExperimentConfig(Validated):
     def trials(self) -> dict[str, TrialConfig]:
         """Every grid point under its stable trial key (see SearchSpace.trials)."""
         return self.search_space.trials(self.seed)
+
+    @property
+    def replicates(self) -> int:
+        """The trials of each config: its seeds times its folds."""
+        return len(self.seeds) * max(1, self.data.folds)
+
+    @property
+    def groups_trials(self) -> bool:
+        """Whether ASHA decides per config (scheduler.group, auto: when a config has several trials)."""
+        group = self.scheduler.group
+        return self.scheduler.name == "asha" and (group == "config" or (group == "auto" and self.replicates > 1))
 
     @property
     def n_trials(self) -> int:

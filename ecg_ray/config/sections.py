@@ -222,10 +222,15 @@ class SchedulerConfig(Validated):
     name: str = "asha"  # asha: Ray Tune's ASHAScheduler by val macro-F1 per epoch; none: every trial runs to the end
     grace_period: int = 1  # epochs every trial runs before ASHA may stop it
     reduction_factor: int = 2  # ASHA keeps the top 1/reduction_factor at each rung
+    # What ASHA stops: config (its seeds and folds together, by their mean at each rung, the same
+    # decisions in any order: ecg_ray.results.rungs), trial (Ray Tune's ASHA, one trial at a time),
+    # or auto: config when a config has several trials (repeats, search.seed, data.folds), else trial.
+    group: str = "auto"
 
     PREFIX: ClassVar[str] = "scheduler."
     CONSTRAINTS: ClassVar[dict] = {
         "name": Options(SCHEDULER_NAMES),
+        "group": Options(("auto", "config", "trial")),
         "grace_period": Interval(int, 1, None),
         "reduction_factor": Interval(int, 2, None),
     }

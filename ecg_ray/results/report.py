@@ -153,6 +153,43 @@ def history(exp_dir: str | os.PathLike | ExperimentDir, problems: list[str] | No
     return df.sort_values(["trial_id", "epoch"], kind="stable").reset_index(drop=True)
 
 
+def _at_grouped_stops(exp: ExperimentDir, hist: pd.DataFrame, statuses: dict) -> pd.DataFrame:
+    """Under grouped ASHA, each stopped config's epochs up to the rung it was stopped at: what the
+    decision saw (a trial whose config waited for the configs before it may have trained on a little
+    longer, depending on timing). Every other history as it is."""
+    from ecg_ray.results.rungs import group_of, key_order, plan, rung_epochs
+
+    try:
+        cfg = _recorded_config(exp)
+    except (DamagedFile, ConfigError):
+        return hist  # named elsewhere; without the config no grouping is known
+    if cfg is None or not cfg.groups_trials or hist.empty:
+        return hist
+    group = {key: group_of({c: g[c].iloc[0] for c in CONFIG_COLUMNS if c in g}) for key, g in hist.groupby("trial_id")}
+    members: dict[str, list[str]] = {}
+    for key in sorted(group, key=key_order):
+        members.setdefault(group[key], []).append(key)
+    epochs = {group[k]: int(v) for k, v in hist.groupby("trial_id")["epochs"].max().items()}
+    scores = {k: dict(zip(g["epoch"].astype(int), g[RANK_METRIC].astype(float))) for k, g in hist.groupby("trial_id")}
+    failed = {k for k, st in statuses.items() if st.get("status") == "ERROR"}
+    rungs = rung_epochs(min(cfg.scheduler.grace_period, cfg.epochs), cfg.scheduler.reduction_factor, cfg.epochs)
+    stops = plan(list(members), members, scores, rungs, cfg.scheduler.reduction_factor, failed, cfg.replicates, epochs)
+    past = [stops.get(group[k], 10**9) < e for k, e in zip(hist["trial_id"], hist["epoch"])]
+    return hist[~np.asarray(past, dtype=bool)].reset_index(drop=True)
+
+
+def _recorded_config(exp: ExperimentDir):
+    """The experiment's config as recorded (read, never loaded: no data is touched); None without one
+    that names its scheduler.group."""
+    from ecg_ray.config import experiment_from_dict
+
+    record = read_json(exp.experiment_file)
+    if not record or "config" not in record or "group" not in (record["config"].get("scheduler") or {}):
+        return None  # none, or one made before grouped ASHA (its ASHA stopped trials one by one)
+    raw = record["config"]
+    return experiment_from_dict({**raw, "data": {**raw.get("data", {}), "trust_pickle": True}}, origin=exp.experiment_file)
+
+
 def rank_trials(hist: pd.DataFrame, status: dict | None = None, scheduler: str | None = None) -> pd.DataFrame:
     """One row per trial, ranked by best val macro-F1 (ties: lower val loss, then config order).
 
@@ -274,6 +311,7 @@ def build_report(exp_dir: str | os.PathLike | ExperimentDir, problems: list[str]
     except DamagedFile as err:
         problems.append(f"{err} Trial statuses are unknown: trials that ran every epoch count as finished")
     _unreported(exp, hist, statuses, problems)
+    hist = _at_grouped_stops(exp, hist, statuses)
     if hist.empty:
         raise ConfigError(f"{exp_dir} holds no finished epoch of any trial yet (no */result.json with metrics)."
                           + (f" Problems: {'; '.join(problems)}" if problems else ""))

@@ -37,7 +37,7 @@ from ecg_ray.environ import environ
 from ecg_ray.data.prepare import PreparedData, prepare
 from ecg_ray.errors import ConfigError, EcgRayError
 from ecg_ray.results.folder import EXPERIMENT_FILE, ExperimentDir, check_writable
-from ecg_ray.tuning.schedulers import build_scheduler
+from ecg_ray.tuning.schedulers import ConfigGroups, build_scheduler
 from ecg_ray.schema import RANK_METRIC, RANK_MODE, TRIAL_KEY
 from ecg_ray.tuning import fast_path
 from ecg_ray.tuning.progress import EpochPrinter
@@ -192,6 +192,22 @@ def searcher(cfg: ExperimentConfig, exp: ExperimentDir, trials: dict[str, TrialC
     return {}, BatchedOptuna(cfg.search_space, cfg.seed, exp, exp.recorded_trials(), finished_values(exp), rerun=list(trials))
 
 
+def config_groups(cfg: ExperimentConfig, exp: ExperimentDir, trials: dict[str, TrialConfig]) -> ConfigGroups | None:
+    """What grouped ASHA starts from (None where ASHA is per trial): every trial of the experiment
+    and, on a resume, what its finished trials reported (they do not run again)."""
+    if not cfg.groups_trials:
+        return None
+    from ecg_ray.results.report import history
+
+    known = {**exp.recorded_trials(), **trials}
+    hist = history(exp, [])
+    scores: dict[str, dict[int, float]] = {}
+    for key, epoch, value in zip(hist["trial_id"], hist["epoch"], hist[RANK_METRIC]):
+        scores.setdefault(str(key), {})[int(epoch)] = float(value)
+    failed = {k for k, st in exp.read_statuses().items() if st.get("status") == "ERROR" and k not in trials}
+    return ConfigGroups({k: {TRIAL_KEY: k, **dataclasses.asdict(t)} for k, t in known.items()}, cfg.replicates, scores, failed)
+
+
 def build_tuner(cfg: ExperimentConfig, exp: ExperimentDir, data: PreparedData, settings: RunSettings,
                 trials: dict[str, TrialConfig], num_samples: int, max_concurrent: int = 0, tensorboard: bool = False):
     """A Tuner that runs `trials` (a new experiment, or the unfinished trials of a resumed one), and
@@ -219,7 +235,7 @@ def build_tuner(cfg: ExperimentConfig, exp: ExperimentDir, data: PreparedData, s
             mode=RANK_MODE,
             search_alg=search,
             num_samples=num_samples,
-            scheduler=build_scheduler(cfg.scheduler, cfg.epochs),
+            scheduler=build_scheduler(cfg.scheduler, cfg.epochs, config_groups(cfg, exp, trials)),
             # A trial's Tune actor (its driver and Train's controller) runs the next trial once this
             # one ends: no new process, no second import of Ray Train (1.0-1.4 s per trial on 2
             # cores). Its worker is still new each trial; Tune starts a fresh actor after a failure.
