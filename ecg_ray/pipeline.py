@@ -29,7 +29,8 @@ class Outcome:
 
     path: the experiment folder. trials: every trial ranked (None when no epoch finished). test:
     the held-out test table (None without a test split). best_model: best_model.pt's path (None
-    when its checkpoint was not kept). written: the tables, figures and page. problems: damage the
+    when its checkpoint was not kept); best_members: its models (several: the best config's
+    trials as an ensemble, with best_trial_model.pt beside it). written: the tables, figures and page. problems: damage the
     report found and named. unfinished, errors: trials that did not end, and that failed for good.
     """
 
@@ -37,6 +38,7 @@ class Outcome:
     trials: object = None  # pandas.DataFrame
     test: object = None  # pandas.DataFrame
     best_model: str | None = None
+    best_members: int = 0  # best_model.pt's models: 1, or an ensemble's trials
     written: list = field(default_factory=list)
     problems: list = field(default_factory=list)
     unfinished: int = 0
@@ -85,7 +87,7 @@ def run_experiment(
     except EcgRayError:
         return outcome  # interrupted before any epoch finished
     t0 = time.monotonic()
-    outcome.best_model = export_best_model(path, trials, outcome.notes)
+    outcome.best_model, outcome.best_members = export_best_model(path, trials, outcome.notes)
     if outcome.best_model is None:
         outcome.notes.append("the best epoch's checkpoint was not kept (or is damaged), so no best_model.pt was written")
     if cfg.data.has_test:

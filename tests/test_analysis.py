@@ -15,7 +15,8 @@ from helpers import fake_experiment
 from ecg_ray.commands.main import main
 from ecg_ray.config import TrialConfig
 from ecg_ray.results import figures
-from ecg_ray.results.compare import paired_bootstrap, write_comparison
+from ecg_ray.results.compare import write_comparison
+from ecg_ray.results.stats import paired_bootstrap
 from ecg_ray.results.cost import measure, model_cost, shape_of
 from ecg_ray.results.importance import importance
 from ecg_ray.results.report import console_columns, summary_text, write_report

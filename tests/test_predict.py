@@ -87,7 +87,7 @@ def test_a_model_trained_at_another_length_and_precision_predicts_as_it_was_eval
     rs = _records()
     folder = write_challenge(tmp_path / "labelled", rs)
     got = predict(str(path), str(folder)).set_index("record").loc[rs.ids]
-    model, _ = load_model(str(path))
+    (model,), _ = load_model(str(path))
     expected = class_probabilities(model, pad_or_trim(rs.signals, 6000), trial.batch_size, trial)  # its centre 6000 samples, in bf16
     assert got["p_N"].tolist() == pytest.approx(expected[:, 0].tolist(), abs=1e-6)
 
@@ -131,3 +131,48 @@ def test_weights_that_do_not_fit_the_recorded_config_are_refused_in_one_line(mod
         assert main(["predict", str(tmp_path / f"{name}.pt"), "synthetic"]) == 2
         (line,) = capsys.readouterr().err.splitlines()
         assert f"{name}.pt: its weights do not fit the model its recorded trial config describes" in line
+
+
+def _ensemble_file(path, n=3):
+    """An ensemble best_model.pt of `n` small models (seeds 0..n-1) and the members' own files."""
+    from ecg_ray.results.predict import ENSEMBLE_FORMAT
+
+    settings = preparation_settings(load_experiment("experiments/quick.yaml"))
+    members, singles = [], []
+    for seed in range(n):
+        trial = TrialConfig(hidden_size=8, seed=seed)
+        state = build_trial(trial, [1.0, 1.0, 1.0, 1.0])
+        member = {"model": state.model.state_dict(), "trial": asdict(trial), "trial_id": f"t{seed:04d}", "epoch": 1,
+                  "metrics": {}}
+        members.append(member)
+        singles.append(path.parent / f"member{seed}.pt")
+        torch.save({"format": MODEL_FORMAT, **member, "data_settings": settings, "data_hash": "x", "versions": {}}, singles[-1])
+    torch.save({"format": ENSEMBLE_FORMAT, "members": members, "trial": members[0]["trial"], "trial_id": "t0000",
+                "data_settings": settings, "data_hash": "x", "versions": {}}, path)
+    return path, singles
+
+
+def test_an_ensemble_predicts_the_mean_of_its_members_probabilities_with_their_agreement(tmp_path):
+    """best_model.pt of a config with several trials: its probabilities are the mean of its members' own
+    (each member's file predicted alone), `agreement` is the share of members predicting the ensemble's class."""
+    import numpy as np
+
+    path, singles = _ensemble_file(tmp_path / "best_model.pt")
+    folder = write_challenge(tmp_path / "labelled", _records(6))
+    got = predict(str(path), str(folder)).set_index("record")
+    alone = [predict(str(s), str(folder)).set_index("record").loc[got.index] for s in singles]
+    cols = ["p_N", "p_A", "p_O", "p_noisy"]
+    assert np.allclose(got[cols].to_numpy(), np.mean([a[cols].to_numpy() for a in alone], axis=0), atol=1e-7)
+    votes = np.array([a["predicted"].to_numpy() for a in alone])
+    assert got["agreement"].tolist() == pytest.approx((votes == got["predicted"].to_numpy()).mean(axis=0).tolist())
+    assert "agreement" not in alone[0]  # a single model's table is as before
+
+
+def test_an_ensemble_with_a_damaged_member_is_refused(tmp_path, capsys):
+    path, _ = _ensemble_file(tmp_path / "best_model.pt", n=2)
+    saved = torch.load(path, weights_only=True)
+    saved["members"][1]["model"] = {"gru.weight_ih_l0": torch.zeros(2)}
+    torch.save(saved, path)
+    assert main(["predict", str(path), "synthetic"]) == 2
+    err = capsys.readouterr().err
+    assert "its weights do not fit the model" in err and err.count("\n") == 1

@@ -122,7 +122,14 @@ def test_a_real_two_seed_experiment_ranks_configs_and_matches_each_seed_alone(ra
     assert "Configs over seeds [42, 43]" in out and "Held-out test split (80 records" in out and "MiB of checkpoints" in out
     exp = tmp_path / "seeds"
     test = pd.read_csv(exp / "report" / "test.csv")
-    assert sorted(test["seed"]) == [42, 43] and (test["n_test"] == 80).all()
+    single, ensemble = test[test["model"] != "ensemble of 2"], test[test["model"] == "ensemble of 2"]
+    assert sorted(single["seed"]) == [42, 43] and (test["n_test"] == 80).all() and len(ensemble) == 1
+    assert single["model"].tolist() == ["best trial", "trial"] and ensemble["seed"].isna().all()
+    best_trial = single.iloc[0]
+    gain = ensemble.iloc[0]  # the paired bootstrap of the ensemble against the config's best trial
+    assert gain["ensemble_gain"] == pytest.approx(gain["test_macro_f1"] - best_trial["test_macro_f1"])
+    assert gain["ensemble_gain_ci_low"] <= gain["ensemble_gain"] <= gain["ensemble_gain_ci_high"]
+    assert "Best model: " in out and "the ensemble of the best config's 2 trials" in out
     assert ((test["test_macro_f1_ci_low"] <= test["test_macro_f1"]) & (test["test_macro_f1"] <= test["test_macro_f1_ci_high"])).all()
     assert (test[[c for c in test.columns if c.startswith("cm_")]].sum(axis=1) == 80).all()
     assert len(json.loads((exp / "data_splits.json").read_text())["ids"]["test"]) == 80
@@ -133,6 +140,7 @@ def test_a_real_two_seed_experiment_ranks_configs_and_matches_each_seed_alone(ra
     predictions = json.loads((exp / "test_predictions.json").read_text())  # what `ecg-ray compare` resamples
     assert len(predictions["ids"]) == len(predictions["y"]) == 80 and sorted(map(len, predictions["pred"].values())) == [80, 80]
     assert predictions["y"] == [int(v) for v in _test_split_labels(exp, predictions["ids"])]
+    _check_the_ensemble_model(exp, tmp_path, predictions, ensemble.iloc[0], best_trial)
     configs = pd.read_csv(exp / "report" / "configs.csv")
     assert configs[["n_seeds", "seeds", "tied_with_best"]].values.tolist() == [[2, "42,43", "best"]]
     trials = pd.read_csv(exp / "report" / "trials.csv")
@@ -148,6 +156,32 @@ def test_a_real_two_seed_experiment_ranks_configs_and_matches_each_seed_alone(ra
         state = build_trial(trial, data.weights)
         for r in sorted((r for r in records if r["config"]["seed"] == trial.seed), key=lambda r: r["epoch"]):
             assert {k: r[k] for k in EPOCH_COLUMNS} == {k: v for k, v in run_epoch(state, data, 32).items() if k in EPOCH_COLUMNS}
+
+
+def _check_the_ensemble_model(exp, tmp_path, predictions, ensemble_row, best_trial_row):
+    """best_model.pt is the config's two seeds as one model: `ecg-ray predict` on the test records gives
+    the test table's ensemble predictions (the mean of both seeds' probabilities) and each record's
+    agreement; best_trial_model.pt alone gives the best trial's."""
+    from ecg_ray.commands.main import main
+    from ecg_ray.data.prepare import prepare
+    from ecg_ray.results.predict import ENSEMBLE_FORMAT, MODEL_FORMAT, load_model
+
+    models, saved = load_model(str(exp / "best_model.pt"))
+    assert saved["format"] == ENSEMBLE_FORMAT and len(models) == 2
+    assert [m["trial_id"] for m in saved["members"]] == ensemble_row["members"].split(",")
+    assert saved["members"][0]["trial_id"] == best_trial_row["trial_id"]
+    assert load_model(str(exp / "best_trial_model.pt"))[1]["format"] == MODEL_FORMAT
+    data = prepare(load_experiment(exp.parent / "seeds.yaml"))
+    test = pd.DataFrame({"record": data.ids["test"], "signal": list(data.x["test"].astype(np.float64)), "label": data.y["test"]})
+    test.to_parquet(tmp_path / "test.parquet")
+    letters = ["N", "A", "O", "~"]
+    for model, expected in (("best_model.pt", predictions["ensemble"]["1"]), ("best_trial_model.pt",
+                                                                              predictions["pred"][best_trial_row["trial_id"]])):
+        assert main(["predict", str(exp / model), str(tmp_path / "test.parquet"), "--out", str(tmp_path / "p.csv")]) == 0
+        pred = pd.read_csv(tmp_path / "p.csv", keep_default_na=False).set_index("record").loc[predictions["ids"]]
+        assert pred["predicted"].tolist() == [letters[p] for p in expected]
+        assert ("agreement" in pred) == (model == "best_model.pt")
+    assert set(pred.index) == set(predictions["ids"])
 
 
 def test_configs_tex_is_the_papers_table():

@@ -130,7 +130,9 @@ def _run(cfg, args, resume: bool) -> int:
             print(to_markdown(test[with_varying_knobs(TEST_SUMMARY_COLUMNS, test)]))
         print("Tables and figures: " + ", ".join(str(p) for p in out.written))
         if out.best_model:
-            print(f"Best model: {out.best_model} (use it with `ecg-ray predict {out.best_model} INPUT`)")
+            kind = (f"the ensemble of the best config's {out.best_members} trials; its best trial alone: "
+                    f"{ExperimentDir.parse(out.path).best_trial_model}; ") if out.best_members > 1 else ""
+            print(f"Best model: {out.best_model} ({kind}use it with `ecg-ray predict {out.best_model} INPUT`)")
         total, checkpoints = ExperimentDir.parse(out.path).disk_usage()
         print(f"Disk: {total / 2**20:.1f} MiB in {out.path} ({checkpoints / 2**20:.1f} MiB of checkpoints: "
               "each trial keeps its best and its latest epoch)", flush=True)

@@ -25,12 +25,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from ecg_ray.errors import ConfigError
 from ecg_ray.results.folder import DamagedFile, ExperimentDir
-from ecg_ray.results.stats import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, paired_p_value
+from ecg_ray.results.stats import paired_bootstrap, paired_p_value
 from ecg_ray.results.tables import varying_keys
 from ecg_ray.schema import RANK_METRIC
 from ecg_ray.storage import atomic_write_text
@@ -139,27 +138,6 @@ def best_table(sides: list[Side], top: int = TOP) -> pd.DataFrame:
             out |= {c: row.get(c) for c in CONFIG_COST_COLUMNS}
             rows.append(out)
     return pd.DataFrame(rows)
-
-
-def paired_bootstrap(y, pred_a, pred_b, samples: int = BOOTSTRAP_SAMPLES, seed: int = BOOTSTRAP_SEED) -> dict:
-    """Test macro-F1 of a minus b on the same records, and a percentile 95% CI of that difference over
-    records resampled with replacement (the same resample for both: the pairing)."""
-    from ecg_ray.results.oof import class_f1
-
-    y, pred_a, pred_b = (np.asarray(v, dtype=np.int64) for v in (y, pred_a, pred_b))
-
-    def macro(idx, pred):
-        return float(class_f1(y[idx], pred[idx]).mean())  # sklearn's macro-F1 over the 4 labels, fast
-
-    every = np.arange(len(y))
-    rng = np.random.default_rng(seed)
-    diffs = []
-    for _ in range(samples):
-        i = rng.integers(0, len(y), len(y))
-        diffs.append(macro(i, pred_a) - macro(i, pred_b))
-    return {"test_diff": float(macro(every, pred_a) - macro(every, pred_b)),
-            "test_diff_ci_low": float(np.percentile(diffs, 2.5)), "test_diff_ci_high": float(np.percentile(diffs, 97.5)),
-            "n_test_records": int(len(y))}
 
 
 def _aligned(a: Side, b: Side):

@@ -13,12 +13,15 @@ table is the same every time).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
 from ecg_ray.config import TrialConfig
 from ecg_ray.results.folder import ExperimentDir
-from ecg_ray.results.stats import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED
+from ecg_ray.results.stats import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, class_f1, paired_bootstrap
+from ecg_ray.results.tables import REPLICATE_KEYS
 from ecg_ray.schema import CLASS_KEYS, CONFIG_COLUMNS, RANK_METRIC, confusion_columns
 
 TOP_CONFIGS = 3
@@ -26,14 +29,12 @@ TOP_CONFIGS = 3
 
 def bootstrap_ci(y: np.ndarray, pred: np.ndarray, samples: int = BOOTSTRAP_SAMPLES, seed: int = BOOTSTRAP_SEED) -> dict:
     """Percentile 95% CIs of macro-F1 and challenge F1 over records resampled with replacement."""
-    from sklearn.metrics import f1_score
-
+    y, pred = np.asarray(y, dtype=np.int64), np.asarray(pred, dtype=np.int64)
     rng = np.random.default_rng(seed)
-    labels = [0, 1, 2, 3]
     macro, challenge = [], []
     for _ in range(samples):
         i = rng.integers(0, len(y), len(y))
-        f1 = f1_score(y[i], pred[i], labels=labels, average=None, zero_division=0)
+        f1 = class_f1(y[i], pred[i])
         macro.append(f1.mean())
         challenge.append(f1[:3].mean())
     lo, hi = 2.5, 97.5
@@ -44,42 +45,66 @@ def bootstrap_ci(y: np.ndarray, pred: np.ndarray, samples: int = BOOTSTRAP_SAMPL
 
 def evaluate_test(exp_dir: str, trials: pd.DataFrame, data, top: int = TOP_CONFIGS,
                   predictions: dict | None = None) -> pd.DataFrame | None:
-    """One row per trial of the top `top` configs: its best-val-epoch checkpoint on the test split.
+    """One row per trial of the top `top` configs: its best-val-epoch checkpoint on the test split;
+    and for a config of several trials (seeds, folds), a row for their ensemble (the mean of their
+    class probabilities, as best_model.pt predicts) with its paired bootstrap against the config's
+    single best trial (its best by val macro-F1, the one best_trial_model.pt holds).
 
     `data` is the experiment's PreparedData; None when it has no test split. `predictions`, when
-    given, is filled with every test record's id and label and each trial's predicted class (what
-    `ecg-ray compare` resamples for its paired bootstrap).
+    given, is filled with every test record's id and label, each trial's predicted class (what
+    `ecg-ray compare` resamples for its paired bootstrap) and each ensemble's, by config rank.
     """
-    from ecg_ray.results.predict import best_checkpoint, class_probabilities, model_from
+    from ecg_ray.results.predict import best_checkpoint, class_probabilities, members_of, model_from
     from ecg_ray.results.report import rank_configs
-    from ecg_ray.training.loop import classification_metrics, split_array
+    from ecg_ray.training.loop import split_array
 
     if "test" not in data.x or not len(data.y["test"]):
         return None
     exp = ExperimentDir.parse(exp_dir)
     y = data.y["test"]
-    rows, preds = [], {}
+    rows, preds, ensembles = [], {}, {}
     for _, config in rank_configs(trials).head(top).iterrows():
-        for trial_id in config["trial_ids"].split(","):
-            trial = trials[trials["trial_id"] == trial_id].iloc[0]
+        probs = {}
+        for _, trial in members_of(trials, config).iterrows():
+            trial_id = trial["trial_id"]
             saved = best_checkpoint(exp, trial_id, int(trial["best_epoch"]), float(trial[f"best_{RANK_METRIC}"]))
             if saved is None:
                 continue  # its best epoch's checkpoint was not kept (the report says which are missing)
             trained = TrialConfig.from_dict(saved["trial"])
             x = split_array(data, trained, "test")  # at the trial's target_length
-            pred = class_probabilities(model_from(saved), x, trained.batch_size, trained).argmax(1)
-            m = classification_metrics(y, pred)
-            preds[trial_id] = [int(p) for p in pred]
-            row = {"config_rank": int(config["rank"]), "trial_id": trial_id}
-            row |= {k: trial[k] for k in CONFIG_COLUMNS} | {"best_val_epoch": int(saved["metrics"]["epoch"]), "n_test": len(y)}
-            row |= {"test_macro_f1": m["macro_f1"], "test_challenge_f1": m["challenge_f1"], "test_acc": m["acc"]}
-            row |= bootstrap_ci(y, pred)
-            row |= {f"test_{p}_{k}": m[f"{p}_{k}"] for p in ("precision", "recall", "f1") for k in CLASS_KEYS}
-            row |= dict(zip(confusion_columns(), (int(v) for r in m["confusion"] for v in r)))
+            probs[trial_id] = class_probabilities(model_from(saved), x, trained.batch_size, trained)
+            preds[trial_id] = [int(p) for p in probs[trial_id].argmax(1)]
+            row = {"config_rank": int(config["rank"]), "trial_id": trial_id, "model": "best trial" if len(probs) == 1 else "trial"}
+            row |= {k: trial[k] for k in CONFIG_COLUMNS} | {"best_val_epoch": int(saved["metrics"]["epoch"])}
+            rows.append(row | test_scores(y, probs[trial_id].argmax(1)))
+        if len(probs) > 1:
+            pred = np.mean(list(probs.values()), axis=0).argmax(1)
+            ensembles[str(int(config["rank"]))] = [int(p) for p in pred]
+            single = np.asarray(preds[next(iter(probs))])
+            gain = paired_bootstrap(y, pred, single)
+            row = {"config_rank": int(config["rank"]), "trial_id": "ensemble", "model": f"ensemble of {len(probs)}",
+                   "members": ",".join(probs)}
+            row |= {k: (math.nan if k in REPLICATE_KEYS else config[k]) for k in CONFIG_COLUMNS if k in config}
+            row |= {"best_val_epoch": math.nan} | test_scores(y, pred)
+            row |= {"ensemble_gain": gain["test_diff"], "ensemble_gain_ci_low": gain["test_diff_ci_low"],
+                    "ensemble_gain_ci_high": gain["test_diff_ci_high"]}
             rows.append(row)
     if predictions is not None and preds:
         predictions |= {"ids": list(data.ids["test"]), "y": [int(v) for v in y], "pred": preds}
+        predictions |= {"ensemble": ensembles} if ensembles else {}
     return pd.DataFrame(rows) if rows else None
+
+
+def test_scores(y: np.ndarray, pred: np.ndarray) -> dict:
+    """A test row's numbers: macro-F1, challenge F1 and accuracy with bootstrap CIs, per-class
+    precision, recall and F1, the confusion matrix."""
+    from ecg_ray.training.loop import classification_metrics
+
+    m = classification_metrics(y, pred)
+    row = {"n_test": len(y), "test_macro_f1": m["macro_f1"], "test_challenge_f1": m["challenge_f1"], "test_acc": m["acc"]}
+    row |= bootstrap_ci(y, pred)
+    row |= {f"test_{p}_{k}": m[f"{p}_{k}"] for p in ("precision", "recall", "f1") for k in CLASS_KEYS}
+    return row | dict(zip(confusion_columns(), (int(v) for r in m["confusion"] for v in r)))
 
 
 def predict_folds(exp_dir: str, trials: pd.DataFrame, data, notes: list[str] | None = None) -> dict:

@@ -51,7 +51,8 @@ COSTS_FILE = "costs.json"  # parameters, MACs and inference latency per model sh
 TRAIN_RUNS = "train_runs"
 REPORT_DIR = "report"
 CHECKPOINT_FILE = "trial_state.pt"  # inside each Ray Train checkpoint folder
-BEST_MODEL = "best_model.pt"  # the best trial's best epoch, for `ecg-ray predict`
+BEST_MODEL = "best_model.pt"  # the best config's model (its trials' ensemble when it has several), for `ecg-ray predict`
+BEST_TRIAL_MODEL = "best_trial_model.pt"  # beside an ensemble: the best config's single best trial
 TRIAL_PARAMS = "params.json"  # Tune's, in each trial folder
 TRIAL_RESULTS = "result.json"  # Tune's, one JSON line per reported epoch
 MIN_FREE_BYTES = 200 * 2**20
@@ -553,6 +554,10 @@ class ExperimentDir:
     def best_model(self) -> str:
         return self.join(BEST_MODEL)
 
+    @property
+    def best_trial_model(self) -> str:
+        return self.join(BEST_TRIAL_MODEL)
+
     def checkpoints(self, trial_key: str) -> list[str]:
         """The checkpoint files kept for one trial (its best epoch and its latest), local paths or URIs."""
         run = self.join(TRAIN_RUNS, trial_key)
@@ -599,6 +604,17 @@ class ExperimentDir:
         fs, key = uri_fs(path)
         with fs.open_output_stream(key) as out:
             out.write(data)
+
+    def remove_file(self, path: str) -> None:
+        """Delete one file of this folder, if it is there."""
+        if not is_uri(path):
+            Path(path).unlink(missing_ok=True)
+            return
+        import pyarrow.fs
+
+        fs, key = uri_fs(path)
+        if fs.get_file_info(key).type == pyarrow.fs.FileType.File:
+            fs.delete_file(key)
 
     def publish(self, local_files: list[str], subdir: str = REPORT_DIR) -> list[str]:
         """Copy local files into `subdir` of this (URI) folder; returns their URIs."""

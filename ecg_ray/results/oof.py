@@ -17,18 +17,10 @@ import math
 import numpy as np
 import pandas as pd
 
-from ecg_ray.results.stats import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED
+from ecg_ray.results.stats import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, class_f1
 from ecg_ray.schema import RANK_METRIC
 
 OOF_COLUMNS = ["oof_macro_f1", "oof_macro_f1_ci_low", "oof_macro_f1_ci_high", "oof_challenge_f1", "oof_records"]
-
-
-def class_f1(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    """Per-class F1 of 4 classes (0 where a class is neither true nor predicted, as sklearn's
-    zero_division=0), from the confusion matrix: fast enough for a thousand resamples per config."""
-    cm = np.bincount(4 * y + pred, minlength=16).reshape(4, 4)
-    tp, both = np.diag(cm).astype(np.float64), (cm.sum(0) + cm.sum(1)).astype(np.float64)
-    return np.divide(2 * tp, both, out=np.zeros(4), where=both > 0)
 
 
 def _scores(y: np.ndarray, preds: list[np.ndarray], idx: np.ndarray) -> tuple[float, float]:

@@ -2,9 +2,13 @@
 
     ecg-ray predict ~/ecg_ray_results/quick/best_model.pt /data/training2017 --out predictions.csv
 
-`best_model.pt` is the checkpoint of the best config's best seed at its best val epoch,
-with the trial config, the data preparation settings and hash, that epoch's metrics and
-the library versions; it loads with `torch.load(weights_only=True)`, no Ray needed.
+`best_model.pt` is the best config's model, with the trial config, the data preparation
+settings and hash, the metrics and the library versions; it loads with
+`torch.load(weights_only=True)`, no Ray needed. A config of one trial gives that trial's
+checkpoint at its best val epoch (format 1). A config of several trials (seeds, folds)
+gives their ensemble (format 2): every trial at its best val epoch, predicting the mean of
+their class probabilities, with the share of members that agree in `predict`'s output;
+`best_trial_model.pt` beside it is the config's single best trial alone (format 1).
 `predict` reads a challenge folder (REFERENCE.csv optional), one `.mat`/`.hea` record, a
 Parquet or a pickle file (`label` optional), checks every record as `tune` does, prepares
 it as the model's data was prepared, and gives record id, predicted class and the
@@ -26,7 +30,8 @@ from ecg_ray.results.folder import ExperimentDir
 from ecg_ray.data.records import RecordSet
 from ecg_ray.schema import CLASS_KEYS, CLASS_NAMES, LABEL_NAMES, RANK_METRIC
 
-MODEL_FORMAT = 1
+MODEL_FORMAT = 1  # one trial's model
+ENSEMBLE_FORMAT = 2  # a config's trials (seeds, folds), predicting the mean of their probabilities
 
 
 def best_checkpoint(exp: ExperimentDir, trial_id: str, epoch: int, value: float, notes: list[str] | None = None) -> dict | None:
@@ -84,9 +89,26 @@ def class_probabilities(model, x: np.ndarray, batch_size: int, trial=None) -> np
     return torch.softmax(infer(model, torch.from_numpy(x), batch_size, "cpu", trial), dim=1).numpy()
 
 
-def export_best_model(exp_dir: str, trials: pd.DataFrame, notes: list[str] | None = None) -> str | None:
-    """Write best_model.pt into the experiment folder; None when its checkpoint was not kept (or is
-    damaged: named in `notes`)."""
+def members_of(trials: pd.DataFrame, config: pd.Series) -> pd.DataFrame:
+    """A ranked config's trials (its seeds and folds), best val macro-F1 first (ties: the ranked
+    trials' order): the first is the config's single best trial."""
+    mine = trials[trials["trial_id"].isin(str(config["trial_ids"]).split(","))]
+    return mine.sort_values(f"best_{RANK_METRIC}", ascending=False, kind="stable")
+
+
+def _member(saved: dict, trial_id: str) -> dict:
+    return {"model": saved["model"], "trial": saved["trial"], "trial_id": str(trial_id),
+            "epoch": int(saved["metrics"]["epoch"]), "metrics": saved["metrics"]}
+
+
+def export_best_model(exp_dir: str, trials: pd.DataFrame, notes: list[str] | None = None) -> tuple[str | None, int]:
+    """Write best_model.pt into the experiment folder: (its path, its members); (None, 0) when no
+    checkpoint of the best config was kept (or each is damaged: named in `notes`).
+
+    A config of one trial gives that trial's best epoch (format 1). A config of several (seeds,
+    folds) gives their ensemble (format 2: every member at its best val epoch, predicting the mean
+    of their class probabilities), and best_trial_model.pt beside it holds its single best trial.
+    """
     import io
 
     import torch
@@ -94,32 +116,43 @@ def export_best_model(exp_dir: str, trials: pd.DataFrame, notes: list[str] | Non
     from ecg_ray.results.report import rank_configs
 
     exp = ExperimentDir.parse(exp_dir)
-    best_config = rank_configs(trials).iloc[0]
-    candidates = trials[trials["trial_id"].isin(best_config["trial_ids"].split(","))]
-    best = candidates.sort_values(f"best_{RANK_METRIC}", ascending=False, kind="stable").iloc[0]
-    saved = best_checkpoint(exp, best["trial_id"], int(best["best_epoch"]), float(best[f"best_{RANK_METRIC}"]), notes)
-    if saved is None:
-        return None
+    members = []
+    for _, trial in members_of(trials, rank_configs(trials).iloc[0]).iterrows():
+        saved = best_checkpoint(exp, trial["trial_id"], int(trial["best_epoch"]), float(trial[f"best_{RANK_METRIC}"]), notes)
+        if saved is not None:
+            members.append((trial["trial_id"], saved))
+        elif notes is not None and members:
+            notes.append(f"trial {trial['trial_id']}: its best epoch's checkpoint was not kept, so best_model.pt's "
+                         "ensemble leaves it out")
+    if not members:
+        return None, 0
+    best_id, best = members[0]
     model = {
         "format": MODEL_FORMAT,
-        "model": saved["model"],
-        "trial": saved["trial"],
-        "trial_id": str(best["trial_id"]),
-        "epoch": int(saved["metrics"]["epoch"]),
-        "metrics": saved["metrics"],
-        "data_settings": saved["data_settings"],
-        "data_hash": saved["data_hash"],
-        "versions": {"trained": saved["versions"], "exported": provenance.library_versions()},
+        **_member(best, best_id),
+        "data_settings": best["data_settings"],
+        "data_hash": best["data_hash"],
+        "versions": {"trained": best["versions"], "exported": provenance.library_versions()},
         "experiment": exp.path,
     }
-    buf = io.BytesIO()
-    torch.save(model, buf)
-    exp.write_bytes(exp.best_model, buf.getvalue())
-    return exp.best_model
+    files = {exp.best_model: model}
+    if len(members) > 1:
+        files[exp.best_trial_model] = model
+        files[exp.best_model] = {k: v for k, v in model.items() if k not in ("model", "metrics", "epoch")} | {
+            "format": ENSEMBLE_FORMAT, "members": [_member(saved, key) for key, saved in members],
+            "combine": "mean of the members' class probabilities"}
+    else:
+        exp.remove_file(exp.best_trial_model)  # an earlier run's, of another best config
+    for path, content in files.items():
+        buf = io.BytesIO()
+        torch.save(content, buf)
+        exp.write_bytes(path, buf.getvalue())
+    return exp.best_model, len(members)
 
 
-def load_model(path: str):
-    """(ECGModel in eval mode, the saved dict) from a best_model.pt, without running code from it."""
+def load_model(path: str) -> tuple[list, dict]:
+    """(its models in eval mode: one, or an ensemble's members; the saved dict) from a best_model.pt
+    or best_trial_model.pt, without running code from it."""
     import torch
 
     if not Path(path).is_file():
@@ -129,14 +162,23 @@ def load_model(path: str):
     except Exception as err:
         raise DataError(f"{path} is not a model file ecg_ray can load safely ({type(err).__name__}). "
                         "Pass the best_model.pt that `ecg-ray tune` wrote.") from None
-    if not isinstance(saved, dict) or saved.get("format") != MODEL_FORMAT or "model" not in saved:
-        raise DataError(f"{path} is not an ecg_ray best_model.pt (format {MODEL_FORMAT}).")
+    single = isinstance(saved, dict) and saved.get("format") == MODEL_FORMAT and "model" in saved
+    ensemble = (isinstance(saved, dict) and saved.get("format") == ENSEMBLE_FORMAT and isinstance(saved.get("members"), list)
+                and saved["members"] and all(isinstance(m, dict) and "model" in m for m in saved["members"]))
+    if not (single or ensemble):
+        raise DataError(f"{path} is not an ecg_ray best_model.pt (format {MODEL_FORMAT}, or {ENSEMBLE_FORMAT} for an "
+                        "ensemble).")
     try:
-        return model_from(saved), saved
+        return [model_from(m) for m in (saved["members"] if ensemble else [saved])], saved
     except (RuntimeError, KeyError, TypeError, ValueError) as err:  # load_state_dict's and TrialConfig's complaints
         why = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
         raise DataError(f"{path}: its weights do not fit the model its recorded trial config describes ({why}). The "
                         "file is damaged or was edited: pass the best_model.pt that `ecg-ray tune` wrote.") from None
+
+
+def member_probabilities(models: list, x: np.ndarray, trial: TrialConfig) -> np.ndarray:
+    """(members, n, 4): each model's class probabilities (the ensemble predicts their mean)."""
+    return np.stack([class_probabilities(m, x, trial.batch_size, trial) for m in models])
 
 
 def read_inputs(path: str, settings: dict, trust_pickle: Sequence[str] = ()) -> tuple[RecordSet, bool]:
@@ -176,7 +218,7 @@ def predict(model_path: str, input_path: str, trust_pickle: Sequence[str] = (), 
     from ecg_ray.data.prepare import check_records, pad_or_trim
     from ecg_ray.training.loop import trial_length
 
-    model, saved = load_model(model_path)
+    models, saved = load_model(model_path)
     settings = saved["data_settings"]
     records, known = read_inputs(input_path, settings, trust_pickle)
     cfg = DataConfig(min_length=settings["min_length"], on_bad_record=on_bad_record,
@@ -190,12 +232,15 @@ def predict(model_path: str, input_path: str, trust_pickle: Sequence[str] = (), 
         raise EcgRayError(f"No usable record in {input_path}" + (f" ({len(dropped)} skipped)" if dropped else "") + ".")
     trial = TrialConfig.from_dict(saved["trial"])
     x = pad_or_trim(rs.signals, trial_length(trial, settings))  # the centre window it trained on
-    probs = class_probabilities(model, x, trial.batch_size, trial)
+    each = member_probabilities(models, x, trial)
+    probs = each.mean(axis=0)
     pred = probs.argmax(1)
     out = pd.DataFrame({"record": rs.ids, "predicted": [LABEL_NAMES[i] for i in pred],
                         "predicted_class": [CLASS_NAMES[i] for i in pred]})
     for i, key in enumerate(CLASS_KEYS):
         out[f"p_{key}"] = probs[:, i]
+    if len(models) > 1:  # an ensemble: the share of its members whose own prediction is the ensemble's
+        out["agreement"] = (each.argmax(2) == pred).mean(axis=0)
     if known:
         out["label"] = [LABEL_NAMES[int(i)] for i in rs.labels]
     out.attrs["skipped"] = [{"record": record, "problem": problem} for _, record, problem in dropped]
