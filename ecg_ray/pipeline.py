@@ -59,6 +59,7 @@ def run_experiment(
     num_cpus: int | None = None,
     tensorboard: bool = False,
     formats=DEFAULT_EXPORT_FORMATS,
+    extend: bool = False,
 ) -> Outcome:
     """Tune `cfg` on Ray, then write the best model, the test evaluation and the report.
 
@@ -70,6 +71,8 @@ def run_experiment(
         num_cpus: CPUs of a new local Ray (default: all cores).
         tensorboard: Tune also writes TensorBoard event files.
         formats: the table formats to export (ecg_ray.config.EXPORT_FORMATS).
+        extend: `cfg` is an edited file for the experiment already in its folder: only the trials it
+            adds run, and the report covers all of them (`ecg-ray tune FILE --extend DIR`).
 
     Raises:
         ecg_ray.tuning.driver.ExperimentInterrupted: Ctrl-C or SIGTERM stopped it (resumable).
@@ -79,7 +82,7 @@ def run_experiment(
     from ecg_ray.results.report import ranked_trials, write_report
     from ecg_ray.tuning.driver import tune, unfinished_trials
 
-    path = tune(cfg, resume, overwrite, address, num_cpus, tensorboard)
+    path = tune(cfg, resume, overwrite, address, num_cpus, tensorboard, extend)
     outcome = Outcome(path)
     outcome.unfinished, outcome.errors = unfinished_trials(cfg)
     try:

@@ -232,7 +232,7 @@ def test_resume_refuses_different_data(quick_run, tmp_path, capsys):
     meta["config"]["data"]["n_records"] = 400  # the folder now claims other data than it was run on
     (copy / "ecg_ray_experiment.json").write_text(json.dumps(meta))
     assert main(["tune", "--resume", str(copy)]) == 2
-    assert "resume with the same data source and settings" in capsys.readouterr().err
+    assert "continue it (--resume, --extend) with the same data source and settings" in capsys.readouterr().err
 
 
 def test_resume_of_a_finished_experiment_reruns_nothing(quick_run):

@@ -65,6 +65,14 @@ def cmd_tune(args) -> int:
         raise EcgRayError(f"Pass an experiment file ({args.experiment}) or --resume {args.resume}, not both: a resume "
                           "runs the experiment its folder records, so the file would be ignored. To run the file, "
                           "drop --resume (with --overwrite or another --name to start a new folder).")
+    if args.extend and (args.resume or args.overwrite or args.storage or args.name):
+        given = [f for f, v in (("--resume", args.resume), ("--overwrite", args.overwrite), ("--storage", args.storage),
+                                ("--name", args.name)) if v]
+        raise EcgRayError(f"--extend {args.extend} names the folder to extend, so {' and '.join(given)} cannot be given with "
+                          "it (--resume continues a folder with its own file, --overwrite starts over; the folder says "
+                          "where results go).")
+    if args.extend and not args.experiment:
+        raise EcgRayError(f"--extend {args.extend} takes the edited experiment file: ecg-ray tune FILE --extend {args.extend}.")
     if args.resume:
         # The folder may have moved since: it is the source of truth for where results go. It
         # is not trusted to allow pickles: a copied folder could name one; that takes the flag.
@@ -73,6 +81,9 @@ def cmd_tune(args) -> int:
         if not args.experiment:
             raise EcgRayError("Pass an experiment file (e.g. experiments/quick.yaml) or --resume EXPERIMENT_DIR.")
         overrides = _data_overrides(args)
+        if args.extend:  # the folder, wherever it is now, is where the trials go
+            folder = ExperimentDir.parse(args.extend)
+            overrides |= {"storage_path": folder.storage_root, "name": folder.name}
         if args.storage:
             overrides["storage_path"] = args.storage
         if args.name:
@@ -80,7 +91,7 @@ def cmd_tune(args) -> int:
         if args.gpu is not None:
             overrides["resources.use_gpu"] = args.gpu
         cfg = _trusted(load_experiment(args.experiment, **overrides), args)
-    return _run(cfg, args, resume=bool(args.resume))
+    return _run(cfg, args, resume=bool(args.resume), extend=bool(args.extend))
 
 
 def _trusted(cfg, args):
@@ -104,7 +115,7 @@ def cmd_repeat(args) -> int:
     return _run(cfg, args, resume=False)
 
 
-def _run(cfg, args, resume: bool) -> int:
+def _run(cfg, args, resume: bool, extend: bool = False) -> int:
     """Run an experiment (ecg_ray.pipeline), then print its tables; the exit status says what is left to do."""
     from ecg_ray.pipeline import run_experiment
     from ecg_ray.results.folder import ExperimentDir
@@ -115,7 +126,7 @@ def _run(cfg, args, resume: bool) -> int:
     cfg = _with_mlflow(cfg, getattr(args, "mlflow", None))
     print(f"[ecg-ray] experiment {cfg.name}: {cfg.n_trials} trial(s) -> {ExperimentDir.for_config(cfg)}", flush=True)
     try:
-        out = run_experiment(cfg, resume, args.overwrite, args.address, args.num_cpus, args.tensorboard, args.format)
+        out = run_experiment(cfg, resume, args.overwrite, args.address, args.num_cpus, args.tensorboard, args.format, extend)
     except ExperimentInterrupted as stop:
         print(f"ecg-ray: {stop}", file=sys.stderr)
         return 130
@@ -364,6 +375,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--storage", help="storage path for results (local folder or s3://, gs:// URI); overrides storage_path")
     t.add_argument("--name", help="experiment name (folder under the storage path); overrides name")
     t.add_argument("--resume", metavar="EXPERIMENT_DIR", help="continue an interrupted experiment; finished trials are kept")
+    t.add_argument("--extend", metavar="EXPERIMENT_DIR", help="add the trials an edited experiment file adds (seeds, "
+                   "configs, draws, Optuna budget) to a finished or interrupted experiment; its finished trials are kept "
+                   "and the report covers all; an edit of its data, split, folds, scheduler or an existing config's "
+                   "knobs is refused")
     gpu = t.add_mutually_exclusive_group()
     gpu.add_argument("--gpu", dest="gpu", action="store_const", const=True, help="one GPU per trial (needed when GPU nodes are autoscaled from zero)")
     gpu.add_argument("--cpu", dest="gpu", action="store_const", const=False, help="CPU workers even where GPUs exist")

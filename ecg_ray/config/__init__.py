@@ -8,6 +8,7 @@ experiment file imports no torch, pandas, scikit-learn or Ray.
     search        the search space: grid, random draws, Optuna distributions, trial keys
     experiment    ExperimentConfig, and what crosses the Ray boundary (RunSettings, WorkerSpec)
     loader        YAML reading and command-line overrides
+    extension     which edits of an experiment file `ecg-ray tune --extend` accepts
 """
 
 from ecg_ray.config.constraints import (

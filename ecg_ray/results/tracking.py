@@ -92,14 +92,14 @@ def sync(exp_dir: str, uri: str, experiment: str | None = None) -> list[str]:
         record = local.read_record()
         runs = local.read_runs()
         report_dir = local.report_dir if os.path.isdir(local.report_dir) else None
-        best_model = local.best_model if os.path.isfile(local.best_model) else None
+        models = [p for p in (local.best_model, local.best_trial_model) if os.path.isfile(p)]
         name = experiment or record.get("config", {}).get("name") or os.path.basename(exp.path.rstrip("/"))
         try:
             with _quick_failures():
                 client = MlflowClient(tracking_uri=uri)
                 found = client.get_experiment_by_name(name)
                 exp_id = found.experiment_id if found else client.create_experiment(name)
-                _log(client, exp_id, exp.path, record, runs, trials, hist, configs, report_dir, best_model)
+                _log(client, exp_id, exp.path, record, runs, trials, hist, configs, report_dir, models)
                 return []
         except Exception as err:  # a server down, refusing, or a store it cannot write: the run goes on
             why = " ".join(str(err).split())[:300]
@@ -117,7 +117,7 @@ def _one(client, exp_id: str, tags: dict[str, str], run_name: str, parent: str |
     return client.create_run(exp_id, run_name=run_name, tags={**tags, **extra})
 
 
-def _log(client, exp_id, exp_path, record, runs, trials, hist, configs, report_dir, best_model) -> None:
+def _log(client, exp_id, exp_path, record, runs, trials, hist, configs, report_dir, models) -> None:
     from mlflow.entities import Metric, Param, RunTag
 
     cfg = record.get("config", {})
@@ -161,8 +161,8 @@ def _log(client, exp_id, exp_path, record, runs, trials, hist, configs, report_d
                                                       "best_config": str(best.get("trial_ids", ""))}.items()])
     if report_dir:
         client.log_artifacts(pid, report_dir, "report")
-    if best_model:
-        client.log_artifact(pid, best_model)
+    for model in models:  # best_model.pt, and beside an ensemble best_trial_model.pt
+        client.log_artifact(pid, model)
     if (trials["status"].isin(["TERMINATED", "ERROR"])).all():
         client.set_terminated(pid, "FINISHED")
 

@@ -31,7 +31,7 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCall
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from ecg_ray import provenance
-from ecg_ray.config import ExperimentConfig, RunSettings, TrialConfig
+from ecg_ray.config import ExperimentConfig, RunSettings, TrialConfig, experiment_from_dict
 from ecg_ray.data import trust
 from ecg_ray.environ import environ
 from ecg_ray.data.prepare import PreparedData, prepare
@@ -71,10 +71,13 @@ def tune_search(trials: dict[str, TrialConfig], max_concurrent: int = 0) -> tupl
 # --- the phases -----------------------------------------------------------------------------
 
 
-def preflight(cfg: ExperimentConfig, resume: bool, overwrite: bool) -> ExperimentDir:
-    """The folder's state agrees with --resume / --overwrite."""
+def preflight(cfg: ExperimentConfig, resume: bool, overwrite: bool, extend: bool = False) -> ExperimentDir:
+    """The folder's state agrees with --resume / --overwrite / --extend."""
     exp = ExperimentDir.for_config(cfg)
     exists = exp.exists()
+    if extend and not exists:
+        raise ConfigError(f"Nothing to extend: {exp} holds no {EXPERIMENT_FILE}. Run the file without --extend to start it.")
+    resume = resume or extend  # what follows holds for both: the folder is written to again
     if exists and not (resume or overwrite):
         raise ConfigError(
             f"The experiment folder {exp} already holds an experiment. Continue it with "
@@ -120,7 +123,7 @@ def prepare_data(cfg: ExperimentConfig, exp: ExperimentDir, resume: bool, overwr
         if recorded != data.data_hash:
             raise ConfigError(
                 f"{exp} was run on data {recorded} but the data now hashes to {data.data_hash}; "
-                "resume with the same data source and settings, or start a new experiment."
+                "continue it (--resume, --extend) with the same data source and settings, or start a new experiment."
             )
     return data
 
@@ -162,6 +165,8 @@ def pending_trials(cfg: ExperimentConfig, exp: ExperimentDir, resume: bool) -> d
             f"The trials of {exp} (its recorded grid or random draws) differ from those its experiment file gives "
             "now, so a resume would run other configs than it started. Start it again with --overwrite."
         )
+    if record.get("extended") and len(recorded) == len(trials):
+        trials = dict(zip(recorded, trials.values()))  # an extension's keys: the old trials kept theirs
     if recorded != list(trials):
         raise ConfigError(
             f"{exp} was written by an earlier ecg_ray (its trials have no recorded keys) or its grid no longer "
@@ -169,6 +174,47 @@ def pending_trials(cfg: ExperimentConfig, exp: ExperimentDir, resume: bool) -> d
         )
     finished = finished_values(exp)
     return {k: t for k, t in trials.items() if k not in finished}
+
+
+def extension_trials(cfg: ExperimentConfig, exp: ExperimentDir) -> tuple[dict[str, TrialConfig], dict[str, TrialConfig]]:
+    """(every trial of the extended experiment under its key, those to run: not finished) for
+    `ecg-ray tune FILE --extend DIR`; an edit that makes the folder's trials incomparable is refused
+    here, before any data is read (ecg_ray.config.extension)."""
+    from ecg_ray.config.extension import check_settings, keyed_trials
+
+    raw = exp.read_record()["config"]  # to compare with, nothing read through it (trust is the file's word)
+    check_settings(experiment_from_dict({**raw, "data": {**raw.get("data", {}), "trust_pickle": True}}, exp.experiment_file),
+                   cfg, str(exp))
+    old = exp.recorded_trials()
+    finished = finished_values(exp)
+    if cfg.search_space.adaptive:  # the study's suggestions so far; its sampler suggests the rest
+        return old, {k: t for k, t in old.items() if k not in finished}
+    trials = keyed_trials(old, cfg.grid(), str(exp))
+    return trials, {k: t for k, t in trials.items() if k not in finished}
+
+
+def extended_record(cfg: ExperimentConfig, exp: ExperimentDir, data: PreparedData, settings: RunSettings,
+                    trials: dict[str, TrialConfig]) -> dict:
+    """The experiment file of an extended experiment: the edited config and every trial under its
+    key, what it was created as and each extension."""
+    old = exp.read_record()
+    record = experiment_record(cfg, data, settings) | {"created": old.get("created")}
+    if not cfg.search_space.adaptive:
+        record |= {"grid": [dataclasses.asdict(t) for t in trials.values()], "trial_keys": list(trials)}
+    else:
+        record |= {"grid": old.get("grid", []), "trial_keys": old.get("trial_keys", [])}
+    extension = {"at": _now(), "trials_before": len(old.get("trial_keys", [])), "trials_after": cfg.n_trials}
+    return record | {"extended": [*old.get("extended", []), extension]}
+
+
+def check_split(exp: ExperimentDir, data: PreparedData) -> None:
+    """The data splits (or folds) an extension's new trials get are the ones the folder's trials had."""
+    recorded = exp.read_splits().get("ids", {})
+    if {k: list(v) for k, v in recorded.items()} != {k: list(v) for k, v in data.ids.items()}:
+        differ = sorted(k for k in set(recorded) | set(data.ids) if list(recorded.get(k, [])) != list(data.ids.get(k, [])))
+        raise ConfigError(f"Cannot extend {exp}: the data now splits into other records ({', '.join(differ)} differ from "
+                          f"{exp.splits_file}), so its trials and the new ones would not be comparable. Extend it with "
+                          "the data and split it was run on, or run the edited file as a new experiment (another --name).")
 
 
 def finished_values(exp: ExperimentDir) -> dict[str, float | None]:
@@ -341,6 +387,7 @@ def tune(
     address: str | None = None,
     num_cpus: int | None = None,
     tensorboard: bool = False,
+    extend: bool = False,
 ) -> str:
     """Check storage, prepare the data once, then start Ray and tune every grid point (the Ray
     part of ecg_ray.pipeline.run_experiment, which then writes the best model and the report).
@@ -351,21 +398,29 @@ def tune(
         overwrite: allowed to start over in an existing experiment folder.
         address, num_cpus: passed to init_ray (ignored when Ray is already initialised).
         tensorboard: Tune also writes TensorBoard event files (`ecg-ray tune --tensorboard`).
+        extend: `cfg` is an edited file for the experiment already in its folder: run only the trials
+            it adds (ecg_ray.config.extension says which edits are refused).
 
     Returns:
         The experiment folder (a local path or a URI).
     """
+    if extend and (resume or overwrite):
+        raise ConfigError("--extend runs an edited experiment file's new trials in an existing folder: pass it without "
+                          "--resume (which continues the folder's own file) and --overwrite (which starts over).")
     folder = ExperimentDir.for_config(cfg)
     made = check_writable(folder.storage_root)  # before anything else, and before the lock file is made there
     with folder.lock(made):  # one writer per experiment folder, from here to the end
         try:
-            exp = preflight(cfg, resume, overwrite)
+            exp = preflight(cfg, resume, overwrite, extend)
             path = fast_path.choose(cfg.resources.fast_path)  # a refused fast_path: true, before any data is read
-            trials = pending_trials(cfg, exp, resume)
-            data = prepare_data(cfg, exp, resume, overwrite)
+            keyed, trials = extension_trials(cfg, exp) if extend else (None, pending_trials(cfg, exp, resume))
+            data = prepare_data(cfg, exp, resume or extend, overwrite)
+            if extend:
+                check_split(exp, data)
             to_run = trials_to_run(cfg, exp, trials)
             if not to_run:
-                print(f"[ecg-ray] every trial of {exp} has finished; nothing to resume", flush=True)
+                print(f"[ecg-ray] every trial of {exp} has finished; nothing to "
+                      f"{'run: the file adds no trial to it' if extend else 'resume'}", flush=True)
                 return exp.path
             _wait_for_ray_to_stop()  # the last run's local Ray (a second run in this process)
             local = not (address or os.environ.get("RAY_ADDRESS")) and not ray.is_initialized()
@@ -373,14 +428,17 @@ def tune(
             init_ray(address, num_cpus, path.fast)  # only now: bad input never waits for a cluster
             settings = run_settings(cfg, data, local, path.fast)
         except KeyboardInterrupt:
-            raise ExperimentInterrupted(folder.path, started=resume) from None
+            raise ExperimentInterrupted(folder.path, started=resume or extend) from None
         slots, ahead = plan_concurrency(cfg, settings, local)
         if ahead:  # their placement groups wait for a free slot as long as other trials train
             # and a worker kept idle by its Tune actor would hold the slot an ahead trial waits for
             settings = dataclasses.replace(settings, train_env=train_env(cfg, True, local), reuse_workers=False)
-        if not resume:
+        if extend:  # from here a --resume continues the extended experiment
+            exp.write_record(extended_record(cfg, exp, data, settings, keyed), exp.read_splits())
+            print(f"[ecg-ray] extending {exp}: {len(finished_values(exp))} finished trial(s) kept, {to_run} to run", flush=True)
+        elif not resume:
             exp.write_record(experiment_record(cfg, data, settings), {"data_hash": data.data_hash, "ids": data.ids})
-        run = run_record(resume, to_run, address) | {"concurrent_trials": slots, "trials_ahead": ahead}
+        run = run_record(resume, to_run, address) | {"concurrent_trials": slots, "trials_ahead": ahead, "extend": extend}
         t0 = time.monotonic()
         exp.record_run(run)
         tuner = build_tuner(cfg, exp, data, settings, trials, to_run, slots + ahead, tensorboard)
