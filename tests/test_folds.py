@@ -182,6 +182,11 @@ def test_a_real_cross_validated_experiment(ray_local, tmp_path, capsys):
         y, p = [oof["y"][r] for r in pool], [pred[r] for r in pool]
         assert config["oof_macro_f1"] == pytest.approx(f1_score(y, p, labels=[0, 1, 2, 3], average="macro", zero_division=0))
         assert config["oof_macro_f1_ci_low"] <= config["oof_macro_f1"] <= config["oof_macro_f1_ci_high"]
+    from ecg_ray.results.predict import load_model
+
+    models, saved = load_model(str(exp / "best_model.pt"))  # the best config's folds as one model
+    assert len(models) == 2 and sorted(m["trial_id"] for m in saved["members"]) == sorted(configs["trial_ids"][0].split(","))
+    assert sorted(m["trial"]["fold"] for m in saved["members"]) == [0, 1] and (exp / "best_trial_model.pt").is_file()
     cfg = load_experiment(exp_file)
     data = prepare(cfg)
     records = [json.loads(line) for f in exp.glob("*/result.json") for line in f.read_text().splitlines() if line.strip()]
