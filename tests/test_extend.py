@@ -13,7 +13,7 @@ from ecg_ray.config import experiment_from_dict
 from ecg_ray.config.extension import check_settings, keyed_trials
 from ecg_ray.errors import ConfigError
 
-BASE = {"search": {"lr": [0.001], "epochs": 2}, "data": {"n_records": 120, "test_fraction": 0.2}}
+BASE = {"search": {"lr": [0.001], "epochs": 1}, "data": {"n_records": 120, "test_fraction": 0.2}}
 
 
 def _cfg(**edits):
@@ -48,7 +48,7 @@ def test_old_trials_keep_their_keys_and_new_ones_follow_in_the_files_order():
 
 
 @pytest.mark.parametrize("edit, named", [
-    ({"search.epochs": 4}, "search.epochs: 2 in the folder, 4 in the file"),
+    ({"search.epochs": 4}, "search.epochs: 1 in the folder, 4 in the file"),
     ({"search.lr": [0.0005]}, "search.lr: 0.001 in the folder, 0.0005 in the file"),
 ], ids=["epochs of an existing config", "a config dropped"])
 def test_a_trial_the_folder_holds_must_stay_among_the_files_naming_what_changed(edit, named):
@@ -164,3 +164,13 @@ def test_a_changed_split_is_refused_once_the_data_is_read(tmp_path, capsys):
     with pytest.raises(ConfigError, match=r"the data now splits into other records \(val differ"):
         check_split(exp, data)
     check_split(exp, replace(data, ids=moved))
+
+
+def test_a_folder_of_an_earlier_ecg_ray_without_trial_keys_is_refused(tmp_path, capsys):
+    from helpers import fake_experiment, tiny_experiment
+
+    fake_experiment(tmp_path / "old", [("t0000", {"lr": 0.001}, [0.2, 0.3])])
+    exp_file = tiny_experiment(tmp_path, "edited", tmp_path)
+    assert main(["tune", str(exp_file), "--extend", str(tmp_path / "old")]) == 2
+    err = capsys.readouterr().err
+    assert "written by an earlier ecg_ray (its trials have no recorded keys)" in err and err.count("\n") == 1

@@ -182,11 +182,14 @@ def extension_trials(cfg: ExperimentConfig, exp: ExperimentDir) -> tuple[dict[st
     here, before any data is read (ecg_ray.config.extension)."""
     from ecg_ray.config.extension import check_settings, keyed_trials
 
+    old = exp.recorded_trials()
+    finished = finished_values(exp)
+    if finished and not set(finished) <= set(old):
+        raise ConfigError(f"{exp} was written by an earlier ecg_ray (its trials have no recorded keys), so it cannot be "
+                          "extended safely. Run the edited file as a new experiment (another --name).")
     raw = exp.read_record()["config"]  # to compare with, nothing read through it (trust is the file's word)
     check_settings(experiment_from_dict({**raw, "data": {**raw.get("data", {}), "trust_pickle": True}}, exp.experiment_file),
                    cfg, str(exp))
-    old = exp.recorded_trials()
-    finished = finished_values(exp)
     if cfg.search_space.adaptive:  # the study's suggestions so far; its sampler suggests the rest
         return old, {k: t for k, t in old.items() if k not in finished}
     trials = keyed_trials(old, cfg.grid(), str(exp))
