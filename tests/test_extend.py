@@ -95,11 +95,11 @@ def _write(folder, name, storage, **edits):
 
 
 def _metrics(folder):
-    """What a paper reads: each (config, seed)'s best epoch and metrics, and each config's mean and CI."""
+    """What a paper reads: each (config, seed)'s best epoch and metrics, each config's rank and mean, the test table."""
     keys = ["lr", "seed"]
     trials = pd.read_csv(folder / "report" / "trials.csv")[keys + ["best_epoch", "best_val_macro_f1", "val_loss", "val_challenge_f1"]]
     configs = pd.read_csv(folder / "report" / "configs.csv")
-    configs = configs[["lr", "n_seeds", "best_val_macro_f1_mean", "best_val_macro_f1_sd", "best_val_macro_f1_ci_low"]]
+    configs = configs[["rank", "lr", "n_seeds", "best_val_macro_f1_mean", "val_challenge_f1_mean"]]
     test = pd.read_csv(folder / "report" / "test.csv")[["model", "lr", "seed", "test_macro_f1", "test_macro_f1_ci_low"]]
     return (trials.sort_values(keys).reset_index(drop=True), configs.sort_values("lr").reset_index(drop=True),
             test.sort_values(["model", "lr", "seed"]).reset_index(drop=True))
@@ -112,18 +112,19 @@ def test_extend_runs_only_the_new_trials_and_its_tables_equal_a_fresh_run_of_the
     exp = tmp_path / "study"
     (first,) = [p for p in exp.glob("*/result.json")]
     before = first.read_bytes()
-    edited = _write(tmp_path, "edited", tmp_path / "fresh", **{"search.lr": [0.001, 0.0005], "repeats": 2})
+    # A new config placed before the old one in the file: the kept trial keeps t0000, the new one is t0001.
+    edited = _write(tmp_path, "edited", tmp_path / "fresh", **{"search.lr": [0.0005, 0.001]})
     capsys.readouterr()
 
     assert main(["tune", str(edited), "--extend", str(exp)]) == 0
     out = capsys.readouterr().out
-    assert f"extending {exp}: 1 finished trial(s) kept, 3 to run" in out
+    assert f"extending {exp}: 1 finished trial(s) kept, 1 to run" in out
     runs = json.loads((exp / "runs.json").read_text())
-    assert [(r["trials"], r["extend"]) for r in runs[-1:]] == [(3, True)] and len(runs) == 2
-    assert len(list(exp.glob("*/result.json"))) == 4 and first.read_bytes() == before  # the kept trial was not run again
+    assert [(r["trials"], r["extend"]) for r in runs[-1:]] == [(1, True)] and len(runs) == 2
+    assert len(list(exp.glob("*/result.json"))) == 2 and first.read_bytes() == before  # the kept trial was not run again
     record = json.loads((exp / "ecg_ray_experiment.json").read_text())
-    assert record["trial_keys"] == ["t0000", "t0001", "t0002", "t0003"] and len(record["extended"]) == 1
-    assert record["config"]["repeats"] == 2 and record["config"]["name"] == "study"
+    assert record["trial_keys"] == ["t0001", "t0000"] and len(record["extended"]) == 1  # in the file's order
+    assert [g["lr"] for g in record["grid"]] == [0.0005, 0.001] and record["config"]["name"] == "study"
 
     assert main(["tune", str(edited)]) == 0  # the edited file, fresh, in its own folder
     for extended, fresh in zip(_metrics(exp), _metrics(tmp_path / "fresh" / "edited")):
