@@ -72,6 +72,49 @@ def test_only_one_module_uses_rays_private_names():
     assert users[INTERNALS], "the check finds nothing even where the private names are"
 
 
+# Ray's environment variables that its documentation tells users to set, though Ray reads them in
+# private modules only: usage statistics (docs.ray.io, "Usage Stats Collection").
+DOCUMENTED_ENV = {"RAY_USAGE_STATS_ENABLED"}
+
+
+def _private_ray_literals() -> set[str]:
+    """The string literals Ray's source holds only in private modules (a path part starting with _)."""
+    import re
+
+    import ray
+
+    root = Path(ray.__file__).parent
+    where: dict[str, set[bool]] = {}
+    for f in root.rglob("*.py"):
+        parts = f.relative_to(root.parent).parts
+        private = any(p.startswith("_") and not p.startswith("__") for p in parts)
+        for literal in set(re.findall(r"""["']([A-Za-z_][A-Za-z0-9_]+)["']""", f.read_text(errors="ignore"))):
+            where.setdefault(literal, set()).add(private)
+    return {literal for literal, kinds in where.items() if kinds == {True}}
+
+
+def test_rays_private_settings_are_only_in_the_internals_module():
+    """Ray's private knobs by name (environment variables Ray defines only in its private modules, such
+    as Train's RAY_TRAIN_HEALTH_CHECK_INTERVAL_S) and its internal actors (ray.get_actor of a name only
+    Ray's internals use) live in the internals module too, where they are used only on a tested Ray."""
+    private = _private_ray_literals()
+    found = {}
+    for name, path in MODULES.items():
+        if name == INTERNALS:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            env = isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith(("RAY_", "TUNE_"))
+            actor = (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get_actor"
+                     and node.args and isinstance(node.args[0], ast.Constant))
+            literal = node.value if env else node.args[0].value if actor else None
+            if literal in private and literal not in DOCUMENTED_ENV:
+                found.setdefault(name, []).append(literal)
+    assert found == {}
+    internals = ast.parse(MODULES[INTERNALS].read_text())
+    assert {n.value for n in ast.walk(internals) if isinstance(n, ast.Constant) and isinstance(n.value, str)} & private, \
+        "the check finds nothing even where the private settings are"
+
+
 def test_no_module_imports_the_internals_at_its_top():
     """The fast path's module is imported only where it runs (inside a function), so a Ray release
     that moved one of its names breaks the fast path alone, never `ecg-ray tune` as a whole."""

@@ -6,7 +6,8 @@ from ecg_ray.config import load_experiment
 from ecg_ray.errors import ConfigError
 from ecg_ray.results.folder import ExperimentDir
 from ecg_ray.results.report import build_report
-from ecg_ray.tuning.trial import AHEAD_WAIT_S, WORKER_START_TIMEOUT_ENV, train_env
+from ecg_ray.tuning import fast_path
+from ecg_ray.tuning.trial import AHEAD_WAIT_S, train_env
 from ecg_ray.tuning.resources import starts_ahead, trials_ahead
 from helpers import tiny_experiment, tune_in_subprocess
 
@@ -22,6 +23,8 @@ from helpers import tiny_experiment, tune_in_subprocess
     ({"resources.cpus_per_trial_driver": 0.5}, True, 8, 0),  # drivers started ahead would hold the workers' CPUs
 ])
 def test_who_starts_trials_ahead(overrides, local, spare, expected):
+    from ecg_ray.tuning._ray_internals import WORKER_START_TIMEOUT_ENV  # Train's knob: a private name
+
     cfg = load_experiment("experiments/quick.yaml", **overrides)
     assert trials_ahead(cfg, 4, local, spare) == expected
     # A trial started ahead waits for its slot as long as others train, not resources.worker_start_timeout_s;
@@ -30,6 +33,16 @@ def test_who_starts_trials_ahead(overrides, local, spare, expected):
     assert timeout == (AHEAD_WAIT_S if expected else cfg.resources.worker_start_timeout_s)
     assert starts_ahead(cfg, local) == (local and not any(k in overrides for k in (
         "resources.max_concurrent_trials", "resources.cpus_per_trial_driver")) and overrides.get("resources.trials_ahead") != 0)
+
+
+def test_on_an_untested_ray_trains_with_rays_defaults_and_starts_no_trial_ahead(monkeypatch):
+    """Train's environment knobs are private names: only on a tested Ray are they set; elsewhere Ray's
+    defaults hold, and no trial starts ahead (Train could not be told to wait for its slot)."""
+    cfg = load_experiment("experiments/quick.yaml", **{"resources.trials_ahead": 2})
+    assert train_env(cfg, True, True) and starts_ahead(cfg, True)
+    monkeypatch.setattr(fast_path, "TESTED_RAY", ("0.0.1",))
+    assert fast_path.internals() is None
+    assert train_env(cfg, True, True) == {} and not starts_ahead(cfg, True) and trials_ahead(cfg, 4, True, 8) == 0
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -49,6 +62,8 @@ def test_a_trial_started_ahead_waits_for_the_slot_and_reports_the_wait(tmp_path)
     exp_file = tiny_experiment(tmp_path, "ahead", tmp_path, search={"lr": [0.001, 0.0005]},
                                data={"cache_dir": str(tmp_path / "cache")},
                                resources={"trials_ahead": 1})  # 'auto' starts none here: no CPU is idle
+    from ecg_ray.tuning._ray_internals import WORKER_START_TIMEOUT_ENV
+
     tune_in_subprocess(exp_file, num_cpus=1)
     exp = ExperimentDir(str(tmp_path / "ahead"))
     (record,) = exp.read_runs()

@@ -258,6 +258,7 @@ class ResourcesConfig(Validated):
     # Tune driver and Train controller start while other trials train, and their worker takes the
     # next free slot, so a slot does not wait for a whole trial start-up. auto: one per CPU that the
     # training trials leave idle (a GPU node), at most one per slot; none where every CPU trains.
+    # Only on a Ray this project is tested with (Train is told to wait for the slot by a private knob).
     trials_ahead: int | str = "auto"
     # On a local Ray without trials started ahead, a Tune actor keeps its trial's Train worker (the
     # process and its slot) when the trial finishes cleanly, and runs its next trial there: no new
@@ -270,7 +271,8 @@ class ResourcesConfig(Validated):
     # on a tested Ray, else the public one; a line at the start says which.
     fast_path: str | bool = "auto"
     # How long Ray Train waits for a trial's worker to start before it retries (Ray's default,
-    # 60 s, is too short on a loaded machine, where start-up alone can take that long).
+    # 60 s, is too short on a loaded machine, where start-up alone can take that long). A private
+    # knob of Ray Train: set on a Ray this project is tested with, Ray's own wait elsewhere.
     worker_start_timeout_s: float = 600.0
     # Extra custom resources per worker, e.g. {"a10g": 1} to pin trials to one node type.
     custom_resources_per_worker: dict = field(default_factory=dict)

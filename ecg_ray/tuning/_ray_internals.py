@@ -552,3 +552,60 @@ class ReusingController(TrainController):
     """Ray Train's controller with a ReusingWorkerGroup."""
 
     worker_group_cls = ReusingWorkerGroup
+
+
+# --- Ray's private settings: Train's environment knobs, its autoscaling actor, a stats field -------
+# Used on both paths, but only where this module imports (a tested Ray: ecg_ray.tuning.fast_path.
+# internals); elsewhere Ray's defaults hold. The knobs are read by Ray Train's internals
+# (ray/train/v2/_internal/constants.py) where fit() is called (the trial driver), which copies them
+# to its controller. How long Train waits for its worker's placement group before it gives it up
+# and asks again:
+WORKER_START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
+# How often the controller polls its worker, which is also how soon it sees a report and the
+# end of the run: Ray's 2 s made every trial's first report and its end wait up to 2 s more.
+HEALTH_CHECK_ENV, HEALTH_CHECK_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", 0.2
+# An actor per run that watches for node drains (spot preemption); a local Ray is never drained.
+PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+# Ray Train's Prometheus metrics of each run; the report has its own.
+METRICS_ENV = "RAY_TRAIN_METRICS_ENABLED"
+# In the worker: Train's patch of print(), which would prefix every line the loop prints.
+WORKER_QUIET_ENV = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
+# Ray Train's autoscaling coordinator: a detached actor of its own name and namespace.
+COORDINATOR = "AutoscalingCoordinator"
+
+
+def train_env(worker_start_timeout_s: float, local: bool) -> dict:
+    """The knobs above for each trial's Train run: its wait for a worker, a faster poll, no metrics,
+    and on a local Ray no preemption watcher."""
+    env = {WORKER_START_TIMEOUT_ENV: str(worker_start_timeout_s), HEALTH_CHECK_ENV: str(HEALTH_CHECK_S), METRICS_ENV: "0"}
+    if local:
+        env[PREEMPTION_WATCHER_ENV] = "0"
+    return env
+
+
+def release_autoscaling_coordinator() -> None:
+    """End Train's autoscaling coordinator and clear its standing resource request.
+
+    Each Train run asks that actor for its worker's resources. The request can outlive the run
+    by minutes, and the detached actor itself lives on the node of the first trial, so that node
+    is never idle (ray-project/ray#58481). The next Train run creates a fresh coordinator.
+    """
+    import ray.autoscaler.sdk
+
+    try:
+        coordinator = ray.get_actor(COORDINATOR, namespace=COORDINATOR)
+    except ValueError:
+        return  # no Train run asked for resources through it
+    ray.kill(coordinator, no_restart=True)
+    ray.autoscaler.sdk.request_resources(bundles=[])
+
+
+def placement_group_wait_s() -> float:
+    """Seconds this worker's placement group waited to be placed, from the GCS's placement-group
+    stats (a field of ray.util.placement_group_table's answer that Ray does not document); 0.0
+    where there is none."""
+    pg = ray.util.get_current_placement_group()
+    if pg is None:
+        return 0.0
+    stats = ray.util.placement_group_table(pg).get("stats") or {}
+    return max(0.0, float(stats.get("end_to_end_creation_latency_ms", 0.0)) / 1000)

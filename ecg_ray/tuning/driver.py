@@ -25,7 +25,6 @@ import threading
 import time
 
 import ray
-import ray.autoscaler.sdk
 import ray.tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
 from ray.tune.search.basic_variant import BasicVariantGenerator
@@ -484,20 +483,14 @@ class ExperimentInterrupted(EcgRayError):
 
 
 def _release_autoscaler_requests() -> None:
-    """Let the autoscaler remove idle GPU nodes as soon as the experiment ends.
-
-    Each Train run asks Ray's AutoscalingCoordinator actor for its worker's resources.
-    That request can outlive the run by minutes, and the detached actor itself lives
-    on the node of the first trial, so that node is never idle (ray-project/ray#58481).
-    Ending the actor and clearing the standing request lets idle nodes go; the next
-    Train run creates a fresh coordinator.
-    """
-    try:
-        coordinator = ray.get_actor("AutoscalingCoordinator", namespace="AutoscalingCoordinator")
-    except ValueError:
-        return  # no Train run asked for resources through it
-    ray.kill(coordinator, no_restart=True)
-    ray.autoscaler.sdk.request_resources(bundles=[])
+    """Let the autoscaler remove idle GPU nodes as soon as the experiment ends: Ray Train's
+    autoscaling coordinator keeps the node of the first trial busy and its resource request
+    standing (ray-project/ray#58481); on a tested Ray it is ended here
+    (ecg_ray.tuning._ray_internals.release_autoscaling_coordinator), elsewhere the autoscaler
+    waits for Ray to let them go."""
+    internals = fast_path.internals()
+    if internals is not None:
+        internals.release_autoscaling_coordinator()
 
 
 def _record_statuses(grid, exp: ExperimentDir) -> None:

@@ -42,14 +42,7 @@ def choose(setting: str | bool) -> TrialPath:
     version = ray.__version__
     if setting is False:
         return TrialPath(False, f"trials on Ray's public API (Ray {version}; resources.fast_path: false)")
-    problem = None
-    if version not in TESTED_RAY:
-        problem = f"the fast path is tested on Ray {', '.join(TESTED_RAY)}, not {version}"
-    else:
-        try:
-            importlib.import_module("ecg_ray.tuning._ray_internals")
-        except ImportError as err:  # a private name moved
-            problem = f"this Ray {version} lacks a private name the fast path uses ({err})"
+    problem = _load()[1]
     if problem is None:
         return TrialPath(True, f"trials on the fast path (Ray {version}, tested)")
     if setting is True:
@@ -58,3 +51,24 @@ def choose(setting: str | bool) -> TrialPath:
             f"tested, Ray's public API elsewhere) or false, or install ray=={TESTED_RAY[-1]}."
         )
     return TrialPath(False, f"trials on Ray's public API ({problem}; resources.fast_path: auto)")
+
+
+def internals():
+    """ecg_ray.tuning._ray_internals on a tested Ray whose private names it finds, else None.
+
+    Besides the fast path it holds Ray's private settings that both paths use where they are
+    trusted (Train's environment knobs, its autoscaling actor, a placement-group stats field): a
+    private name is used only on a release it was tested with, and elsewhere Ray's defaults hold.
+    """
+    return _load()[0]
+
+
+def _load():
+    """(the internals module, None) on a tested Ray where it imports; (None, why not) elsewhere."""
+    version = ray.__version__
+    if version not in TESTED_RAY:
+        return None, f"the fast path is tested on Ray {', '.join(TESTED_RAY)}, not {version}"
+    try:
+        return importlib.import_module("ecg_ray.tuning._ray_internals"), None
+    except ImportError as err:  # a private name moved
+        return None, f"this Ray {version} lacks a private name the fast path uses ({err})"

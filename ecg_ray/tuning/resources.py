@@ -11,6 +11,7 @@ import ray
 from ecg_ray.config import ExperimentConfig, RunSettings
 from ecg_ray.data.prepare import PreparedData
 from ecg_ray.errors import ConfigError
+from ecg_ray.tuning import fast_path
 from ecg_ray.tuning.trial import train_env
 
 def resolve_use_gpu(cfg: ExperimentConfig) -> bool:
@@ -128,9 +129,11 @@ def trials_ahead(cfg: ExperimentConfig, slots: int, local: bool, spare_cpus: flo
 
 
 def starts_ahead(cfg: ExperimentConfig, local: bool) -> bool:
-    """Whether this run may start trials ahead of a free slot (see trials_ahead)."""
+    """Whether this run may start trials ahead of a free slot (see trials_ahead): only where Train
+    can be told to wait for the slot (ecg_ray.tuning.trial.train_env: a tested Ray)."""
     r = cfg.resources
-    return local and not r.max_concurrent_trials and r.cpus_per_trial_driver == 0 and r.trials_ahead != 0
+    return (local and not r.max_concurrent_trials and r.cpus_per_trial_driver == 0 and r.trials_ahead != 0
+            and fast_path.internals() is not None)
 
 
 def check_placeable(worker: dict, driver: dict, local: bool) -> None:

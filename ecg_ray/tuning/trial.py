@@ -28,39 +28,29 @@ from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 from ecg_ray.config import CUBLAS_WORKSPACE, ExperimentConfig, RunSettings, TrialConfig, WorkerSpec
 from ecg_ray.results.folder import ExperimentDir
 from ecg_ray.schema import RANK_METRIC, RANK_MODE, TRIAL_KEY
+from ecg_ray.tuning import fast_path
 from ecg_ray.tuning.worker import SPEC_KEY, train_loop_per_worker
 
 QUIET_ENV = {
     "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
-    "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
     "RAY_USAGE_STATS_ENABLED": "0",
 }
-
-# Ray Train reads these environment variables where fit() is called (the trial driver) and copies
-# them to its controller. How long Train waits for its worker's placement group before it gives it
-# up and asks again:
-WORKER_START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
 AHEAD_WAIT_S = 7 * 86400.0  # a trial started ahead waits for a slot as long as other trials run
-# How often the controller polls its worker, which is also how soon it sees a report and the
-# end of the run: Ray's 2 s made every trial's first report and its end wait up to 2 s more.
-HEALTH_CHECK_ENV, HEALTH_CHECK_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", 0.2
-# An actor per run that watches for node drains (spot preemption); a local Ray is never drained.
-PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
-# Ray Train's Prometheus metrics of each run; the report has its own.
-METRICS_ENV = "RAY_TRAIN_METRICS_ENABLED"
 
 
 def train_env(cfg: ExperimentConfig, ahead: bool, local: bool) -> dict:
-    """Ray Train's settings for each trial's run. `ahead`: some trials start before a slot is free
-    (ecg_ray.tuning.driver.trials_ahead > 0), and their placement group waits for one as long as a trial
-    runs: Train's wait for it, which would otherwise end in a retry with a traceback after
-    resources.worker_start_timeout_s, is then at least AHEAD_WAIT_S. Without trials started
-    ahead it is resources.worker_start_timeout_s, as configured."""
+    """Ray Train's settings for each trial's run (Train reads them where fit() is called), on a
+    tested Ray: its private knobs are in ecg_ray.tuning._ray_internals; elsewhere ({}) Ray's
+    defaults hold. `ahead`: some trials start before a slot is free (ecg_ray.tuning.driver.trials_ahead
+    > 0), and their placement group waits for one as long as a trial runs: Train's wait for it, which
+    would otherwise end in a retry with a traceback after resources.worker_start_timeout_s, is then
+    at least AHEAD_WAIT_S. Without trials started ahead it is resources.worker_start_timeout_s, as
+    configured."""
+    internals = fast_path.internals()
+    if internals is None:
+        return {}
     timeout = max(cfg.resources.worker_start_timeout_s, AHEAD_WAIT_S) if ahead else cfg.resources.worker_start_timeout_s
-    env = {WORKER_START_TIMEOUT_ENV: str(timeout), HEALTH_CHECK_ENV: str(HEALTH_CHECK_S), METRICS_ENV: "0"}
-    if local:
-        env[PREEMPTION_WATCHER_ENV] = "0"
-    return env
+    return internals.train_env(timeout, local)
 
 
 def run_config(key: str, exp: ExperimentDir, callbacks: list) -> ray.train.RunConfig:
@@ -86,9 +76,15 @@ def run_config(key: str, exp: ExperimentDir, callbacks: list) -> ray.train.RunCo
         checkpoint_config=ray.train.CheckpointConfig(
             num_to_keep=1, checkpoint_score_attribute=RANK_METRIC, checkpoint_score_order=RANK_MODE
         ),
-        worker_runtime_env={"env_vars": {"CUBLAS_WORKSPACE_CONFIG": CUBLAS_WORKSPACE, **QUIET_ENV}},
+        worker_runtime_env={"env_vars": {"CUBLAS_WORKSPACE_CONFIG": CUBLAS_WORKSPACE, **QUIET_ENV, **_worker_quiet_env()}},
         **optional,
     )
+
+
+def _worker_quiet_env() -> dict:
+    """Train's private switch for its print() patch in the worker, on a tested Ray."""
+    internals = fast_path.internals()
+    return internals.WORKER_QUIET_ENV if internals else {}
 
 
 def trial_driver(config: dict, data_box: list, exp: ExperimentDir, settings: RunSettings) -> None:

@@ -25,6 +25,7 @@ import ray.train
 from ecg_ray.config import CUBLAS_WORKSPACE, TrialConfig, WorkerSpec
 from ecg_ray.results.folder import CHECKPOINT_FILE
 from ecg_ray.schema import STARTUP_PARTS
+from ecg_ray.tuning import fast_path
 
 SPEC_KEY = "spec"  # the one key of train_loop_config: a WorkerSpec
 REUSABLE = "reusable"  # the key of what train_loop_per_worker returns: may its process run another trial
@@ -122,12 +123,9 @@ def train_loop_per_worker(config: dict) -> dict:
 
 def slot_wait_s() -> float:
     """Seconds this worker's placement group waited to be placed (for a free slot), from Ray's
-    placement-group stats; 0.0 where Ray does not say."""
-    pg = ray.util.get_current_placement_group()
-    if pg is None:
-        return 0.0
-    stats = ray.util.placement_group_table(pg).get("stats") or {}
-    return max(0.0, float(stats.get("end_to_end_creation_latency_ms", 0.0)) / 1000)
+    placement-group stats on a tested Ray (ecg_ray.tuning._ray_internals); 0.0 where Ray does not say."""
+    internals = fast_path.internals()
+    return internals.placement_group_wait_s() if internals else 0.0
 
 
 def reset_peak_memory(device) -> None:
