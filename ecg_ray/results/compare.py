@@ -68,10 +68,11 @@ class Side:
 
     def best_test_trial(self) -> str | None:
         """The best config's trial (best seed first) whose test predictions were saved."""
+        from ecg_ray.results.predict import members_of
+
         if not self.predictions:
             return None
-        ids = str(self.best["trial_ids"]).split(",")
-        for trial_id in self.trials.loc[self.trials["trial_id"].isin(ids), "trial_id"]:  # trials are ranked
+        for trial_id in members_of(self.trials, self.best)["trial_id"]:
             if trial_id in self.predictions.get("pred", {}):
                 return trial_id
         return None

@@ -54,7 +54,7 @@ def evaluate_test(exp_dir: str, trials: pd.DataFrame, data, top: int = TOP_CONFI
     given, is filled with every test record's id and label, each trial's predicted class (what
     `ecg-ray compare` resamples for its paired bootstrap) and each ensemble's, by config rank.
     """
-    from ecg_ray.results.predict import best_checkpoint, class_probabilities, members_of, model_from
+    from ecg_ray.results.predict import class_probabilities, kept_members, model_from
     from ecg_ray.results.report import rank_configs
     from ecg_ray.training.loop import split_array
 
@@ -65,23 +65,20 @@ def evaluate_test(exp_dir: str, trials: pd.DataFrame, data, top: int = TOP_CONFI
     rows, preds, ensembles = [], {}, {}
     for _, config in rank_configs(trials).head(top).iterrows():
         probs = {}
-        for _, trial in members_of(trials, config).iterrows():
+        for trial, saved in kept_members(exp, trials, config):  # a missing checkpoint: the report names it
             trial_id = trial["trial_id"]
-            saved = best_checkpoint(exp, trial_id, int(trial["best_epoch"]), float(trial[f"best_{RANK_METRIC}"]))
-            if saved is None:
-                continue  # its best epoch's checkpoint was not kept (the report says which are missing)
             trained = TrialConfig.from_dict(saved["trial"])
             x = split_array(data, trained, "test")  # at the trial's target_length
             probs[trial_id] = class_probabilities(model_from(saved), x, trained.batch_size, trained)
-            preds[trial_id] = [int(p) for p in probs[trial_id].argmax(1)]
+            pred = probs[trial_id].argmax(1)
+            preds[trial_id] = [int(p) for p in pred]
             row = {"config_rank": int(config["rank"]), "trial_id": trial_id, "model": "best trial" if len(probs) == 1 else "trial"}
             row |= {k: trial[k] for k in CONFIG_COLUMNS} | {"best_val_epoch": int(saved["metrics"]["epoch"])}
-            rows.append(row | test_scores(y, probs[trial_id].argmax(1)))
+            rows.append(row | test_scores(y, pred))
         if len(probs) > 1:
             pred = np.mean(list(probs.values()), axis=0).argmax(1)
             ensembles[str(int(config["rank"]))] = [int(p) for p in pred]
-            single = np.asarray(preds[next(iter(probs))])
-            gain = paired_bootstrap(y, pred, single)
+            gain = paired_bootstrap(y, pred, preds[next(iter(probs))])  # against the config's best trial
             row = {"config_rank": int(config["rank"]), "trial_id": "ensemble", "model": f"ensemble of {len(probs)}",
                    "members": ",".join(probs)}
             row |= {k: (math.nan if k in REPLICATE_KEYS else config[k]) for k in CONFIG_COLUMNS if k in config}

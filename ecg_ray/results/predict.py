@@ -96,6 +96,20 @@ def members_of(trials: pd.DataFrame, config: pd.Series) -> pd.DataFrame:
     return mine.sort_values(f"best_{RANK_METRIC}", ascending=False, kind="stable")
 
 
+def kept_members(exp: ExperimentDir, trials: pd.DataFrame, config: pd.Series, notes: list[str] | None = None):
+    """(trial row, checkpoint) of each of a ranked config's trials, best first (members_of), whose
+    best-epoch checkpoint was kept and reads safely; with `notes`, each one left out is named there
+    when the config has others."""
+    members = members_of(trials, config)
+    for _, trial in members.iterrows():
+        saved = best_checkpoint(exp, trial["trial_id"], int(trial["best_epoch"]), float(trial[f"best_{RANK_METRIC}"]), notes)
+        if saved is not None:
+            yield trial, saved
+        elif notes is not None and len(members) > 1:
+            notes.append(f"trial {trial['trial_id']}: its best epoch's checkpoint was not kept, so the ensemble of its "
+                         "config leaves it out")
+
+
 def _member(saved: dict, trial_id: str) -> dict:
     return {"model": saved["model"], "trial": saved["trial"], "trial_id": str(trial_id),
             "epoch": int(saved["metrics"]["epoch"]), "metrics": saved["metrics"]}
@@ -116,14 +130,7 @@ def export_best_model(exp_dir: str, trials: pd.DataFrame, notes: list[str] | Non
     from ecg_ray.results.report import rank_configs
 
     exp = ExperimentDir.parse(exp_dir)
-    members = []
-    for _, trial in members_of(trials, rank_configs(trials).iloc[0]).iterrows():
-        saved = best_checkpoint(exp, trial["trial_id"], int(trial["best_epoch"]), float(trial[f"best_{RANK_METRIC}"]), notes)
-        if saved is not None:
-            members.append((trial["trial_id"], saved))
-        elif notes is not None and members:
-            notes.append(f"trial {trial['trial_id']}: its best epoch's checkpoint was not kept, so best_model.pt's "
-                         "ensemble leaves it out")
+    members = [(trial["trial_id"], saved) for trial, saved in kept_members(exp, trials, rank_configs(trials).iloc[0], notes)]
     if not members:
         return None, 0
     best_id, best = members[0]
