@@ -60,15 +60,14 @@ def check_settings(old: ExperimentConfig, new: ExperimentConfig, where: str) -> 
 def keyed_trials(old: dict[str, TrialConfig], new: list[TrialConfig], where: str) -> dict[str, TrialConfig]:
     """The edited file's trials under their keys: a trial the folder holds keeps its key, a new one
     takes the next free key, in the file's order. Every trial of `old` must be among `new`."""
-    keys = {trial: key for key, trial in old.items()}
-    missing = [(key, trial) for key, trial in old.items() if trial not in set(new)]
+    keys, present = {trial: key for key, trial in old.items()}, set(new)
+    missing = [(key, trial) for key, trial in old.items() if trial not in present]
     if missing:
         key, trial = missing[0]
         _refuse(where, [f"its trial {key} ({_describe(trial)}) is not among the file's trials{_nearest(trial, new)}"] +
                 ([f"and {len(missing) - 1} more"] if len(missing) > 1 else []),
                 "An extension keeps every trial the folder holds and only adds new ones.")
-    out, taken = {}, {int(k[1:]) for k in old if k[1:].isdigit()}
-    following = max(taken, default=-1) + 1
+    out, following = {}, max((int(k[1:]) for k in old if k[1:].isdigit()), default=-1) + 1
     for trial in new:
         if trial in keys:
             out[keys[trial]] = trial
