@@ -36,6 +36,15 @@ QUIET_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
 }
 AHEAD_WAIT_S = 7 * 86400.0  # a trial started ahead waits for a slot as long as other trials run
+# Tune runs the next trial in this trial's actor (reuse_actors) once this trial's thread has ended,
+# and waits TUNE_FUNCTION_THREAD_TIMEOUT_S for that (Tune's documented setting, 2 s by default; read
+# in this process when the actor is reset). The thread ends when fit() returns, after Train's
+# controller has seen the run end and shut its worker down: with Ray's defaults (a 2 s health-check
+# poll) or on a loaded machine that takes longer than 2 s, and then Tune errors the next trial
+# ("Could not re-use actor") without telling its search algorithm, whose slot is never freed: the
+# experiment stops progressing. The join returns as soon as the thread ends, so the longer wait
+# costs nothing.
+THREAD_END_ENV = {"TUNE_FUNCTION_THREAD_TIMEOUT_S": "120"}
 
 
 def train_env(cfg: ExperimentConfig, ahead: bool, local: bool) -> dict:
@@ -90,7 +99,7 @@ def _worker_quiet_env() -> dict:
 def trial_driver(config: dict, data_box: list, exp: ExperimentDir, settings: RunSettings) -> None:
     """Tune trainable: run this grid point as a one-worker Ray Train run and forward its reports."""
     started = time.time()
-    os.environ.update(settings.train_env)
+    os.environ.update({**THREAD_END_ENV, **settings.train_env})
     config = dict(config)
     key = config.pop(TRIAL_KEY)
     spec = WorkerSpec(
