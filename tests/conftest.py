@@ -70,7 +70,6 @@ ASHA_IN_TURN = {
 }
 ASHA_VARIANTS = {  # the resources each variant runs with
     "kept": {"reuse_workers": True},  # the fast path where this Ray has it (auto), workers kept across trials
-    "fresh": {"reuse_workers": False},  # the same, a fresh worker per trial
     # Ray's public API, with Ray's defaults (as on a release this project has not tested: none of Ray's
     # private settings; the lowest Ray pyproject.toml accepts runs it so in .ci/lowest-ray)
     "public": {"fast_path": False},

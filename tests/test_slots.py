@@ -28,8 +28,11 @@ def _numbers(exp: ExperimentDir):
 @fast_path_only()
 def test_trials_in_turn_run_in_one_kept_worker_with_the_numbers_of_fresh_ones(asha_in_turn):
     """conftest.ASHA_IN_TURN: four trials one after another on one Tune actor; ASHA stops each while its
-    worker runs: after its last epoch, or, the last (lr 0.0001, SGD), mid-way."""
-    (kept, _), (fresh, _) = asha_in_turn("kept"), asha_in_turn("fresh")
+    worker runs: after its last epoch, or, the last (lr 0.0001, SGD), mid-way. The fresh workers are
+    the same grid's on Ray's public API (a new worker per trial), which test_fast_path also runs; the
+    fast path without kept workers runs wherever trials start ahead or a cluster has an autoscaler
+    (test_trials_ahead, test_autoscaler)."""
+    (kept, _), (fresh, _) = asha_in_turn("kept"), asha_in_turn("public")
     kept_progress, fresh_progress = kept.read_progress(), fresh.read_progress()
     assert kept.read_record()["settings"]["reuse_workers"] is True
     assert fresh.read_record()["settings"]["reuse_workers"] is False
