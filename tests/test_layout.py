@@ -115,6 +115,28 @@ def test_rays_private_settings_are_only_in_the_internals_module():
         "the check finds nothing even where the private settings are"
 
 
+GATE = "ecg_ray.tuning.fast_path"  # the one module that reaches the internals, with what holds without them
+
+
+def test_only_the_gate_reaches_the_internals():
+    """Every use of Ray's private names goes through ecg_ray.tuning.fast_path, which gives each one's
+    fallback on an untested Ray: no other module imports the internals module or names it in code."""
+    short = INTERNALS.rsplit(".", 1)[1]
+    users = set()
+    for name, path in MODULES.items():
+        if name in (INTERNALS, GATE):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            named = (isinstance(node, ast.Name) and node.id == short) or (isinstance(node, ast.Attribute) and node.attr == short)
+            imported = isinstance(node, (ast.Import, ast.ImportFrom)) and any(
+                short in n for n in [alias.name for alias in node.names] + [getattr(node, "module", None) or ""])
+            literal = isinstance(node, ast.Constant) and node.value == INTERNALS
+            if named or imported or literal:
+                users.add(name)
+    assert users == set()
+    assert INTERNALS in MODULES[GATE].read_text(), "the check finds nothing even where the internals are reached"
+
+
 def test_no_module_imports_the_internals_at_its_top():
     """The fast path's module is imported only where it runs (inside a function), so a Ray release
     that moved one of its names breaks the fast path alone, never `ecg-ray tune` as a whole."""

@@ -261,12 +261,8 @@ def build_tuner(cfg: ExperimentConfig, exp: ExperimentDir, data: PreparedData, s
     """A Tuner that runs `trials` (a new experiment, or the unfinished trials of a resumed one), and
     for an Optuna search what its searcher suggests, `num_samples` trials in all. `tensorboard`:
     Tune also writes TensorBoard event files in each trial's folder (see only_our_loggers)."""
-    internals = None
-    if settings.fast_path:
-        from ecg_ray.tuning import _ray_internals as internals
-
-        if settings.autoscaler:
-            internals.prestart_train_services()
+    if settings.fast_path and settings.autoscaler:
+        fast_path.prestart_train_services()
     data_ref = ray.put(data)  # once per experiment; every trial on every node reads this object
     trainable = ray.tune.with_resources(
         ray.tune.with_parameters(trial_driver, data_box=[data_ref], exp=exp, settings=settings),
@@ -293,7 +289,7 @@ def build_tuner(cfg: ExperimentConfig, exp: ExperimentDir, data: PreparedData, s
             name=exp.name,
             storage_path=exp.storage_root,
             failure_config=ray.tune.FailureConfig(max_failures=cfg.max_failures),
-            callbacks=[*loggers, EpochPrinter(exp, num_samples, settings.reuse_workers, internals and internals.release_placement_group,
+            callbacks=[*loggers, EpochPrinter(exp, num_samples, settings.reuse_workers, fast_path.placement_group_release() if settings.fast_path else None,
                                               _live_runs(cfg, exp))],
             verbose=0,  # EpochPrinter says what happens, a line at a time
         ),
@@ -488,9 +484,7 @@ def _release_autoscaler_requests() -> None:
     standing (ray-project/ray#58481); on a tested Ray it is ended here
     (ecg_ray.tuning._ray_internals.release_autoscaling_coordinator), elsewhere the autoscaler
     waits for Ray to let them go."""
-    internals = fast_path.internals()
-    if internals is not None:
-        internals.release_autoscaling_coordinator()
+    fast_path.release_autoscaling_coordinator()
 
 
 def _record_statuses(grid, exp: ExperimentDir) -> None:

@@ -14,6 +14,7 @@ import time
 import ray
 
 from ecg_ray.errors import EcgRayError
+from ecg_ray.tuning import fast_path
 from ecg_ray.tuning.progress import _report_imports
 from ecg_ray.tuning.trial import QUIET_ENV
 
@@ -71,9 +72,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, fast: bool
                 # the driver, not by Train's State-API cleaner), and it cost 0.8-1.8 s of the start on
                 # 2 cores. To watch a local run in it, start Ray yourself and pass --address auto.
                 if fast:
-                    from ecg_ray.tuning import _ray_internals
-
-                    _ray_internals.start_local_ray(num_cpus or os.cpu_count())
+                    fast_path.start_local_ray(num_cpus or os.cpu_count())
                 else:  # the dashboard's State API serves Train's placement-group cleaner; loopback only
                     ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=True,
                              dashboard_host="127.0.0.1")

@@ -133,7 +133,7 @@ def starts_ahead(cfg: ExperimentConfig, local: bool) -> bool:
     can be told to wait for the slot (ecg_ray.tuning.trial.train_env: a tested Ray)."""
     r = cfg.resources
     return (local and not r.max_concurrent_trials and r.cpus_per_trial_driver == 0 and r.trials_ahead != 0
-            and fast_path.internals() is not None)
+            and fast_path.trusted())
 
 
 def check_placeable(worker: dict, driver: dict, local: bool) -> None:

@@ -55,11 +55,8 @@ def train_env(cfg: ExperimentConfig, ahead: bool, local: bool) -> dict:
     would otherwise end in a retry with a traceback after resources.worker_start_timeout_s, is then
     at least AHEAD_WAIT_S. Without trials started ahead it is resources.worker_start_timeout_s, as
     configured."""
-    internals = fast_path.internals()
-    if internals is None:
-        return {}
     timeout = max(cfg.resources.worker_start_timeout_s, AHEAD_WAIT_S) if ahead else cfg.resources.worker_start_timeout_s
-    return internals.train_env(timeout, local)
+    return fast_path.train_env(timeout, local)
 
 
 def run_config(key: str, exp: ExperimentDir, callbacks: list) -> ray.train.RunConfig:
@@ -85,15 +82,9 @@ def run_config(key: str, exp: ExperimentDir, callbacks: list) -> ray.train.RunCo
         checkpoint_config=ray.train.CheckpointConfig(
             num_to_keep=1, checkpoint_score_attribute=RANK_METRIC, checkpoint_score_order=RANK_MODE
         ),
-        worker_runtime_env={"env_vars": {"CUBLAS_WORKSPACE_CONFIG": CUBLAS_WORKSPACE, **QUIET_ENV, **_worker_quiet_env()}},
+        worker_runtime_env={"env_vars": {"CUBLAS_WORKSPACE_CONFIG": CUBLAS_WORKSPACE, **QUIET_ENV, **fast_path.worker_quiet_env()}},
         **optional,
     )
-
-
-def _worker_quiet_env() -> dict:
-    """Train's private switch for its print() patch in the worker, on a tested Ray."""
-    internals = fast_path.internals()
-    return internals.WORKER_QUIET_ENV if internals else {}
 
 
 def trial_driver(config: dict, data_box: list, exp: ExperimentDir, settings: RunSettings) -> None:
@@ -118,12 +109,8 @@ def trial_driver(config: dict, data_box: list, exp: ExperimentDir, settings: Run
         ),
     )
     if settings.fast_path:
-        from ecg_ray.tuning import _ray_internals
-
-        trainer = _ray_internals.TrialTrainer(
-            train_loop_per_worker, autoscaler=settings.autoscaler, reuse_worker=settings.reuse_workers,
-            run_config=run_config(key, exp, [_ray_internals.TuneReport()]), **run,
-        )
+        trainer = fast_path.trial_trainer(train_loop_per_worker, settings.autoscaler, settings.reuse_workers,
+                                          lambda callbacks: run_config(key, exp, callbacks), **run)
     else:
         from ray.tune.integration.ray_train import TuneReportCallback
 

@@ -124,8 +124,7 @@ def train_loop_per_worker(config: dict) -> dict:
 def slot_wait_s() -> float:
     """Seconds this worker's placement group waited to be placed (for a free slot), from Ray's
     placement-group stats on a tested Ray (ecg_ray.tuning._ray_internals); 0.0 where Ray does not say."""
-    internals = fast_path.internals()
-    return internals.placement_group_wait_s() if internals else 0.0
+    return fast_path.placement_group_wait_s()
 
 
 def reset_peak_memory(device) -> None:
