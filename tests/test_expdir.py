@@ -81,21 +81,32 @@ def test_statuses_merge_and_progress_appends_locally(exp):
         assert [json.loads(l)["epoch"] for l in progress.read_text().splitlines()] == [1, 2]
 
 
-def test_local_view_leaves_checkpoints_and_old_tables_behind(exp):
+def test_a_loaded_state_reads_records_and_trial_files_once_never_checkpoints_or_tables(exp):
+    from ecg_ray import storage
+    from ecg_ray.results.state import FolderState
+
     root = _local(exp)
-    for rel in ("t_a/params.json", "t_a/result.json", "train_runs/t_a/checkpoint_0/trial_state.pt", "report/trials.csv"):
+    for rel in ("t_a/params.json", "t_a/result.json", "train_runs/t_a/checkpoint_0/trial_state.pt", "report/trials.csv",
+                "trial_status.json", "experiment_state-x.json"):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text("{}\n")
-    with exp.local_view() as local:
-        assert not local.is_uri
-        files = {str(p.relative_to(local.path)) for p in Path(local.path).rglob("*") if p.is_file()}
-        if exp.is_uri:
-            assert files == {"t_a/params.json", "t_a/result.json"}
-            assert [t.folder for t in local.trials()] == ["t_a"]
-        else:
-            assert local == exp
-    if exp.is_uri:
-        assert not os.path.exists(local.path)  # the temporary copy is gone
+    storage.READS.clear()
+    state = FolderState.load(exp)
+    assert sorted(storage.READS) == sorted(exp.join(rel) for rel in ("t_a/params.json", "t_a/result.json", "trial_status.json"))
+    assert [t.folder for t in state.trials()] == ["t_a"] and state.read_statuses() == {}
+    state.update_statuses({"t_a": {"status": "TERMINATED"}})  # written through, answered from memory
+    assert state.read_statuses() == {"t_a": {"status": "TERMINATED"}} and set(storage.READS.values()) == {1}
+    assert ExperimentDir(exp.path).read_statuses() == {"t_a": {"status": "TERMINATED"}}  # in storage too
+
+
+def test_a_state_ships_to_ray_as_the_plain_folder(exp):
+    import pickle
+
+    from ecg_ray.results.state import FolderState
+
+    exp.update_statuses({"t1": {"status": "TERMINATED"}})
+    shipped = pickle.loads(pickle.dumps(FolderState.load(exp)))
+    assert type(shipped) is ExperimentDir and shipped.path == exp.path
 
 
 def test_trials_reads_whole_lines_only(tmp_path):
@@ -109,11 +120,12 @@ def test_trials_reads_whole_lines_only(tmp_path):
     assert trial.damaged == (f"{folder / 'result.json'}, line 3: cut off or not JSON ('{{\"epoch\": 3, \"val_ma'); that line was skipped",)
 
 
-def test_publish_copies_files_into_a_uri_folder(tmp_path):
-    exp = ExperimentDir.parse(f"file://{tmp_path}/e")
+def test_copy_to_puts_files_into_a_uri_folder(tmp_path):
+    from ecg_ray import storage
+
     table = tmp_path / "trials.csv"
     table.write_text("a,b\n1,2\n")
-    assert exp.publish([str(table)]) == [f"file://{tmp_path}/e/report/trials.csv"]
+    assert storage.copy_to([str(table)], f"file://{tmp_path}/e/report") == [f"file://{tmp_path}/e/report/trials.csv"]
     assert (tmp_path / "e" / "report" / "trials.csv").read_text() == "a,b\n1,2\n"
 
 

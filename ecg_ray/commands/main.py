@@ -60,7 +60,9 @@ def cmd_tune(args) -> int:
     _loopback_if_local(args)  # before anything imports Ray
     from ecg_ray.config import load_experiment
     from ecg_ray.results.folder import ExperimentDir
+    from ecg_ray.results.state import FolderState
 
+    state = None
     if args.resume and args.experiment:
         raise EcgRayError(f"Pass an experiment file ({args.experiment}) or --resume {args.resume}, not both: a resume "
                           "runs the experiment its folder records, so the file would be ignored. To run the file, "
@@ -76,7 +78,8 @@ def cmd_tune(args) -> int:
     if args.resume:
         # The folder may have moved since: it is the source of truth for where results go. It
         # is not trusted to allow pickles: a copied folder could name one; that takes the flag.
-        cfg = ExperimentDir.parse(args.resume).read_config(trust_pickle=args.trust_pickle)
+        state = FolderState.load(ExperimentDir.parse(args.resume))  # read once: the driver goes on from this state
+        cfg = state.read_config(trust_pickle=args.trust_pickle)
     else:
         if not args.experiment:
             raise EcgRayError("Pass an experiment file (e.g. experiments/quick.yaml) or --resume EXPERIMENT_DIR.")
@@ -91,7 +94,7 @@ def cmd_tune(args) -> int:
         if args.gpu is not None:
             overrides["resources.use_gpu"] = args.gpu
         cfg = _trusted(load_experiment(args.experiment, **overrides), args)
-    return _run(cfg, args, resume=bool(args.resume), extend=bool(args.extend))
+    return _run(cfg, args, resume=bool(args.resume), extend=bool(args.extend), state=state)
 
 
 def _trusted(cfg, args):
@@ -115,7 +118,7 @@ def cmd_repeat(args) -> int:
     return _run(cfg, args, resume=False)
 
 
-def _run(cfg, args, resume: bool, extend: bool = False) -> int:
+def _run(cfg, args, resume: bool, extend: bool = False, state=None) -> int:
     """Run an experiment (ecg_ray.pipeline), then print its tables; the exit status says what is left to do."""
     from ecg_ray.pipeline import run_experiment
     from ecg_ray.results.folder import ExperimentDir
@@ -126,7 +129,8 @@ def _run(cfg, args, resume: bool, extend: bool = False) -> int:
     cfg = _with_mlflow(cfg, getattr(args, "mlflow", None))
     print(f"[ecg-ray] experiment {cfg.name}: {cfg.n_trials} trial(s) -> {ExperimentDir.for_config(cfg)}", flush=True)
     try:
-        out = run_experiment(cfg, resume, args.overwrite, args.address, args.num_cpus, args.tensorboard, args.format, extend)
+        out = run_experiment(cfg, resume, args.overwrite, args.address, args.num_cpus, args.tensorboard, args.format, extend,
+                             state)
     except ExperimentInterrupted as stop:
         print(f"ecg-ray: {stop}", file=sys.stderr)
         return 130
@@ -182,19 +186,22 @@ def cmd_report(args) -> int:
         from ecg_ray.results.tracking import require_mlflow
 
         require_mlflow()
-    trials, written, problems = write_report(args.experiment_dir, args.out, args.format, args.allow_partial)
+    from ecg_ray.results.report import read_results
+
+    results = read_results(args.experiment_dir)  # the folder read once (a bucket's downloaded once) for every step below
+    trials, written, problems = write_report(results, args.out, args.format, args.allow_partial)
     _warn(problems)
     print(summary_text(trials))
     print("Tables and figures: " + ", ".join(str(p) for p in written))
     if args.optuna_storage:
         from ecg_ray.results.optuna_study import write_study
 
-        name, n = write_study(args.experiment_dir, args.optuna_storage, args.optuna_study)
+        name, n = write_study(results, args.optuna_storage, args.optuna_study)
         print(f"[ecg-ray] Optuna study {name!r} ({n} trials) in {args.optuna_storage}: optuna-dashboard {args.optuna_storage}")
     if args.mlflow:
         from ecg_ray.results.tracking import sync
 
-        warnings = sync(args.experiment_dir, args.mlflow, args.mlflow_experiment)
+        warnings = sync(results, args.mlflow, args.mlflow_experiment)
         _warn(warnings)
         if not warnings:
             print(f"[ecg-ray] logged to MLflow at {args.mlflow}")

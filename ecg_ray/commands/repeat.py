@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from ecg_ray.config import ExperimentConfig, experiment_from_dict
 from ecg_ray.errors import ConfigError, EcgRayError
 from ecg_ray.results.folder import ExperimentDir
+from ecg_ray.results.state import FolderState
 from ecg_ray.schema import CONFIG_COLUMNS, RANK_METRIC
 
 
@@ -36,12 +37,11 @@ def repeat_config(exp_dir: str, top: int, seeds: int, name: str | None = None, s
         raise ConfigError(f"--top and --seeds must be at least 1. Got --top {top} --seeds {seeds} instead.")
     if folds is not None and not 2 <= folds <= 100:
         raise ConfigError(f"--folds must be a number of folds from 2 to 100. Got {folds} instead.")
-    src = ExperimentDir.parse(exp_dir)
+    src = FolderState.load(ExperimentDir.parse(exp_dir))  # read once (a bucket's folder downloaded once)
     cfg = src.read_config(trust_pickle=trust_pickle)
     record = src.read_record()
     problems: list[str] = []
-    with src.local_view() as local:
-        trials, _ = build_report(local, problems)
+    trials, _ = build_report(src, problems)
     if problems:
         raise EcgRayError(f"{src} is damaged, so its ranking cannot be trusted: " + "; ".join(problems))
     ranked = rank_configs(trials).head(top)

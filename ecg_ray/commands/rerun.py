@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from ecg_ray.errors import ConfigError, EcgRayError
 from ecg_ray.results.folder import ExperimentDir
+from ecg_ray.results.state import FolderState
 from ecg_ray.schema import CONFUSION, EPOCH_COLUMNS, confusion_columns
 
 
@@ -23,8 +24,7 @@ def recorded_epochs(exp: ExperimentDir, trial_id: str) -> list[dict]:
     from ecg_ray.results.report import history
 
     problems: list[str] = []
-    with exp.local_view() as local:
-        hist = history(local, problems)
+    hist = history(exp, problems)
     if problems:
         raise EcgRayError(f"{exp}: cannot compare against damaged records: " + "; ".join(problems))
     rows = hist[hist["trial_id"] == trial_id].sort_values("epoch")
@@ -42,7 +42,7 @@ def rerun(exp_dir: str, trial_id: str, trust_pickle: Sequence[str] = (), out=Non
     from ecg_ray.data.prepare import fold_view, prepare
     from ecg_ray.training.loop import build_trial, run_epoch
 
-    exp = ExperimentDir.parse(exp_dir)
+    exp = FolderState.load(ExperimentDir.parse(exp_dir))  # read once: the record, the config and the history
     record = exp.read_record()
     cfg = exp.read_config(trust_pickle=trust_pickle)
     trials = exp.recorded_trials()

@@ -22,6 +22,7 @@ import hashlib
 import json
 import math
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from ecg_ray.results.folder import DamagedFile, ExperimentDir
 from ecg_ray.results.stats import paired_bootstrap, paired_p_value
 from ecg_ray.results.tables import varying_keys
 from ecg_ray.schema import RANK_METRIC
+from ecg_ray import storage
 from ecg_ray.storage import atomic_write_text
 
 TOP = 3
@@ -81,7 +83,9 @@ class Side:
 def read_side(exp_dir: str, label: str, problems: list[str]) -> Side:
     from ecg_ray.results.report import analyse, build_report
 
-    exp = ExperimentDir.parse(exp_dir)
+    from ecg_ray.results.state import FolderState
+
+    exp = FolderState.load(ExperimentDir.parse(exp_dir))  # one read of the folder (one download of a bucket's)
     own: list[str] = []
 
     def read(fn, default):
@@ -91,11 +95,10 @@ def read_side(exp_dir: str, label: str, problems: list[str]) -> Side:
             own.append(f"{err} The comparison leaves it out")
             return default
 
-    with exp.local_view() as local:
-        trials, hist = build_report(local, own)
-        record, splits = read(local.read_record, {}), read(local.read_splits, {})
-        costs, predictions = read(local.read_costs, None), read(local.read_test_predictions, None)
-        oof = read(local.read_oof, None)
+    trials, hist = build_report(exp, own)
+    record, splits = read(exp.read_record, {}), read(exp.read_splits, {})
+    costs, predictions = read(exp.read_costs, None), read(exp.read_test_predictions, None)
+    oof = read(exp.read_oof, None)
     configs = analyse(trials, hist, costs, record, oof)[0]
     ids = (splits or {}).get("ids")
     split_hash = hashlib.sha256(json.dumps(ids, sort_keys=True).encode()).hexdigest()[:16] if ids else None
@@ -233,7 +236,7 @@ def write_comparison(dirs: list[str], out_dir: str, formats=FORMATS, allow_parti
 
     A damaged folder raises PartialReport before anything is written, unless `allow_partial`.
     """
-    from ecg_ray.results.report import PartialReport, export
+    from ecg_ray.results.report import PartialReport
 
     if len(dirs) < 2:
         raise ConfigError(f"ecg-ray compare needs two or more experiment folders; got {len(dirs)}.")
@@ -247,11 +250,20 @@ def write_comparison(dirs: list[str], out_dir: str, formats=FORMATS, allow_parti
     if problems and not allow_partial:
         raise PartialReport(", ".join(dirs), problems)
     best, pairs = best_table(sides, top), pairs_table(sides)
-    target = Path(out_dir)
+    if storage.is_uri(out_dir):  # drawn here, then copied into the bucket
+        with tempfile.TemporaryDirectory(prefix="ecg_ray_compare_") as tmp:
+            written = _write(sides, best, pairs, Path(tmp), formats, problems)
+            return best, pairs, storage.copy_to(written, str(out_dir)), problems
+    return best, pairs, _write(sides, best, pairs, Path(out_dir), formats, problems), problems
+
+
+def _write(sides: list[Side], best: pd.DataFrame, pairs: pd.DataFrame, target: Path, formats, problems: list[str]) -> list[str]:
+    from ecg_ray.results.report import export
+
     written = [str(p) for p in export({"best": best, "pairs": pairs}, target, formats, problems)]
     curves = curves_figure(sides, target / "learning_curves.png")
     written.append(str(curves))
     atomic_write_text(target / "index.html", render(sides, best, pairs, curves, problems))
     written.append(str(target / "index.html"))
-    return best, pairs, written, problems
+    return written
 

@@ -19,7 +19,6 @@ import numpy as np
 import pandas as pd
 
 from ecg_ray.config import TrialConfig
-from ecg_ray.results.folder import ExperimentDir
 from ecg_ray.results.stats import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, class_f1, paired_bootstrap
 from ecg_ray.results.tables import REPLICATE_KEYS
 from ecg_ray.schema import CLASS_KEYS, CONFIG_COLUMNS, RANK_METRIC, confusion_columns
@@ -43,9 +42,9 @@ def bootstrap_ci(y: np.ndarray, pred: np.ndarray, samples: int = BOOTSTRAP_SAMPL
             "test_challenge_f1_ci_high": float(np.percentile(challenge, hi))}
 
 
-def evaluate_test(exp_dir: str, trials: pd.DataFrame, data, top: int = TOP_CONFIGS,
-                  predictions: dict | None = None) -> pd.DataFrame | None:
-    """One row per trial of the top `top` configs: its best-val-epoch checkpoint on the test split;
+def evaluate_test(results, data, top: int = TOP_CONFIGS, predictions: dict | None = None) -> pd.DataFrame | None:
+    """One row per trial of the top `top` configs of `results` (ecg_ray.results.results.Results): its
+    best-val-epoch checkpoint on the test split;
     and for a config of several trials (seeds, folds), a row for their ensemble (the mean of their
     class probabilities, as best_model.pt predicts) with its paired bootstrap against the config's
     single best trial (its best by val macro-F1, the one best_trial_model.pt holds).
@@ -60,12 +59,12 @@ def evaluate_test(exp_dir: str, trials: pd.DataFrame, data, top: int = TOP_CONFI
 
     if "test" not in data.x or not len(data.y["test"]):
         return None
-    exp = ExperimentDir.parse(exp_dir)
+    trials = results.trials
     y = data.y["test"]
     rows, preds, ensembles = [], {}, {}
     for _, config in rank_configs(trials).head(top).iterrows():
         probs = {}
-        for trial, saved in kept_members(exp, trials, config):  # a missing checkpoint: the report names it
+        for trial, saved in kept_members(results, config):  # a missing checkpoint: the report names it
             trial_id = trial["trial_id"]
             trained = TrialConfig.from_dict(saved["trial"])
             x = split_array(data, trained, "test")  # at the trial's target_length
@@ -104,20 +103,19 @@ def test_scores(y: np.ndarray, pred: np.ndarray) -> dict:
     return row | dict(zip(confusion_columns(), (int(v) for r in m["confusion"] for v in r)))
 
 
-def predict_folds(exp_dir: str, trials: pd.DataFrame, data, notes: list[str] | None = None) -> dict:
+def predict_folds(results, data, notes: list[str] | None = None) -> dict:
     """{"y": {record: label}, "pred": {trial id: {"ids": [...], "pred": [...]}}} of every fold trial
     whose best-val-epoch checkpoint was kept (the others are named in `notes`)."""
     from ecg_ray.config import TrialConfig
     from ecg_ray.data.prepare import fold_view
-    from ecg_ray.results.predict import best_checkpoint, class_probabilities, model_from
+    from ecg_ray.results.predict import class_probabilities, model_from
     from ecg_ray.training.loop import split_array
 
-    exp = ExperimentDir.parse(exp_dir)
     labels, preds = {}, {}
-    for _, trial in trials.sort_values("trial_id").iterrows():
+    for _, trial in results.trials.sort_values("trial_id").iterrows():
         if trial.get("fold") is None or trial["fold"] != trial["fold"]:
             continue
-        saved = best_checkpoint(exp, trial["trial_id"], int(trial["best_epoch"]), float(trial[f"best_{RANK_METRIC}"]), notes)
+        saved = results.checkpoint(trial["trial_id"], int(trial["best_epoch"]), float(trial[f"best_{RANK_METRIC}"]), notes)
         if saved is None:
             if notes is not None:
                 notes.append(f"trial {trial['trial_id']}: its best epoch's checkpoint was not kept, so its fold has no "

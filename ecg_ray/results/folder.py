@@ -37,7 +37,7 @@ from typing import Iterator
 
 from ecg_ray.config import ExperimentConfig, TrialConfig, experiment_from_dict
 from ecg_ray.errors import ConfigError
-from ecg_ray.storage import atomic_write_json
+from ecg_ray import storage
 
 EXPERIMENT_FILE = "ecg_ray_experiment.json"
 SPLITS_FILE = "data_splits.json"
@@ -48,6 +48,8 @@ TEST_FILE = "test_results.json"  # the held-out test evaluation, one row per tri
 TEST_PREDICTIONS = "test_predictions.json"  # that evaluation's prediction of every test record, per trial (`ecg-ray compare`)
 OOF_FILE = "oof_predictions.json"  # a cross-validated experiment's out-of-fold predictions (ecg_ray.results.oof)
 COSTS_FILE = "costs.json"  # parameters, MACs and inference latency per model shape (ecg_ray.results.cost)
+# ecg_ray's own records at the folder's top: what a FolderState loads (Tune's own state files are not read)
+RECORD_FILES = (EXPERIMENT_FILE, SPLITS_FILE, STATUS_FILE, RUNS_FILE, TEST_FILE, TEST_PREDICTIONS, OOF_FILE, COSTS_FILE)
 TRAIN_RUNS = "train_runs"
 REPORT_DIR = "report"
 CHECKPOINT_FILE = "trial_state.pt"  # inside each Ray Train checkpoint folder
@@ -58,22 +60,11 @@ TRIAL_RESULTS = "result.json"  # Tune's, one JSON line per reported epoch
 MIN_FREE_BYTES = 200 * 2**20
 
 
-# --- paths: local or URI --------------------------------------------------------------------
+# --- paths and files: ecg_ray.storage's, named here for the folder ---------------------------
 
-
-def is_uri(path: str) -> bool:
-    """True for bucket URIs (s3://, gs://, file://), False for local paths."""
-    return "://" in str(path)
-
-
-# The storage URIs Ray Train and ecg_ray both read and write (pyarrow's filesystems; hdfs:// needs a
-# Hadoop client on every node, so it is left out rather than failing an hour in).
-STORAGE_SCHEMES = ("s3", "gs", "gcs", "file")
-
-
-def uri_scheme(path: str) -> str:
-    """The scheme of a URI (`s3`), '' for a local path."""
-    return str(path).partition("://")[0] if is_uri(path) else ""
+STORAGE_SCHEMES = storage.SCHEMES
+is_uri, uri_scheme, expand, join, uri_fs = storage.is_uri, storage.scheme, storage.expand, storage.join, storage.uri_fs
+remove_tree = storage.remove_tree
 
 
 def check_scheme(path: str, what: str) -> None:
@@ -84,44 +75,23 @@ def check_scheme(path: str, what: str) -> None:
                           f"{', '.join(s + '://' for s in STORAGE_SCHEMES)}, not {scheme}://.")
 
 
-def expand(path: str) -> str:
-    """A local path made absolute with ~ expanded; a URI without its trailing '/'."""
-    if is_uri(path):
-        return path.rstrip("/")
-    return str(Path(os.path.expanduser(path)).resolve())
-
-
-def join(base: str, *parts: str) -> str:
-    """Join a local path or a URI."""
-    if is_uri(base):
-        return "/".join([base.rstrip("/"), *parts])
-    return str(Path(base, *parts))
-
-
-def uri_fs(uri: str):
-    """(pyarrow filesystem, path inside it) for a bucket URI."""
-    import pyarrow.fs
-
-    return pyarrow.fs.FileSystem.from_uri(uri)
-
-
-def _dumps(obj) -> str:
-    return json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"
-
-
 def write_json(path: str, obj) -> None:
     """Write JSON to a local path (atomically) or a bucket URI (one PUT, also all-or-nothing)."""
-    if not is_uri(path):
-        atomic_write_json(path, obj)
-        return
-    fs, key = uri_fs(path)
-    fs.create_dir(key.rsplit("/", 1)[0], recursive=True)  # a no-op on object stores
-    with fs.open_output_stream(key) as out:
-        out.write(_dumps(obj).encode())
+    storage.write_bytes(path, storage.dumps(obj).encode())
 
 
 class DamagedFile(ConfigError):
     """A file of an experiment folder that exists but cannot be read."""
+
+
+def parse_json(text: bytes | None, path: str):
+    """JSON of a file's bytes (None for a file that is absent); DamagedFile, naming it, when not JSON."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise DamagedFile(f"{path} is damaged: not valid JSON ({err}).") from None
 
 
 def read_json(path: str):
@@ -129,35 +99,17 @@ def read_json(path: str):
 
     Raises DamagedFile, naming the file, when it is not valid JSON.
     """
-    if not is_uri(path):
-        if not os.path.isfile(path):
-            return None
-        with open(path, "rb") as f:
-            text = f.read()
-    else:
-        import pyarrow.fs
-
-        fs, key = uri_fs(path)
-        if fs.get_file_info(key).type != pyarrow.fs.FileType.File:
-            return None
-        with fs.open_input_stream(key) as src:
-            text = src.read()
-    try:
-        return json.loads(text)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise DamagedFile(f"{path} is damaged: not valid JSON ({err}).") from None
+    return parse_json(storage.read_optional(path), path)
 
 
-def read_jsonl(path: Path, problems: list[str]) -> list[tuple[int, dict]]:
-    """(line number, object) for each whole line of a local JSON-lines file.
+def parse_jsonl(text: bytes, path: str, problems: list[str]) -> list[tuple[int, dict]]:
+    """(line number, object) for each whole line of a JSON-lines file's bytes.
 
     A line that is not valid JSON (the last line of a killed run may be cut off) is skipped
     and named in `problems`.
     """
     rows = []
-    if not path.is_file():
-        return rows
-    for lineno, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+    for lineno, line in enumerate(text.decode(errors="replace").splitlines(), 1):
         line = line.strip()
         if not line:
             continue
@@ -166,15 +118,6 @@ def read_jsonl(path: Path, problems: list[str]) -> list[tuple[int, dict]]:
         except json.JSONDecodeError:
             problems.append(f"{path}, line {lineno}: cut off or not JSON ({line[:60]!r}); that line was skipped")
     return rows
-
-
-def remove_tree(path: str) -> None:
-    """Delete a folder, local or under a bucket URI."""
-    if not is_uri(path):
-        shutil.rmtree(path, ignore_errors=True)
-        return
-    fs, key = uri_fs(path)
-    fs.delete_dir(key)
 
 
 def check_writable(path: str, min_free_bytes: int = MIN_FREE_BYTES) -> list[Path]:
@@ -229,10 +172,11 @@ class TrialFiles:
     params: dict
     results: list[tuple[int, dict]]
     damaged: tuple[str, ...] = ()
+    results_size: int | None = None  # result.json's bytes; None when it is missing
 
     @property
     def results_file(self) -> str:
-        return os.path.join(self.path, TRIAL_RESULTS)
+        return join(self.path, TRIAL_RESULTS)
 
 
 @dataclass(frozen=True)
@@ -366,14 +310,22 @@ class ExperimentDir:
                     folder.rmdir()
 
     # --- the experiment record -----------------------------------------------------------
+    # Every JSON record is read through _read_json and written through _write_json: a FolderState
+    # (ecg_ray.results.state) answers them from what it read once.
+
+    def _read_json(self, name: str):
+        return read_json(self.join(name))
+
+    def _write_json(self, name: str, obj) -> None:
+        write_json(self.join(name), obj)
 
     def exists(self) -> bool:
         """Whether an experiment was started here (its experiment file exists)."""
-        return read_json(self.experiment_file) is not None
+        return self._read_json(EXPERIMENT_FILE) is not None
 
     def read_record(self) -> dict:
         """The experiment file: config, grid, data hash, data metadata, settings."""
-        recorded = read_json(self.experiment_file)
+        recorded = self._read_json(EXPERIMENT_FILE)
         if recorded is None:
             raise ConfigError(
                 f"{self.path} is not an ecg_ray experiment folder: {EXPERIMENT_FILE} is missing. "
@@ -386,8 +338,8 @@ class ExperimentDir:
 
     def write_record(self, record: dict, splits: dict) -> None:
         """Write the experiment file and the split record ids, before any trial starts."""
-        write_json(self.experiment_file, record)
-        write_json(self.splits_file, splits)
+        self._write_json(EXPERIMENT_FILE, record)
+        self._write_json(SPLITS_FILE, splits)
 
     def recorded_trials(self) -> dict:
         """Trial key -> TrialConfig of every trial the experiment file records (for an Optuna
@@ -399,7 +351,7 @@ class ExperimentDir:
         """Record the trials (key -> TrialConfig) in the experiment file: an Optuna search adds each batch."""
         record = self.read_record()
         record["trial_keys"], record["grid"] = list(trials), [dataclasses.asdict(t) for t in trials.values()]
-        write_json(self.experiment_file, record)
+        self._write_json(EXPERIMENT_FILE, record)
 
     def read_config(self, trust_pickle: Sequence[str] = ()):
         """The ExperimentConfig recorded here, with storage and name taken from where the folder is now.
@@ -425,9 +377,18 @@ class ExperimentDir:
             print(f"[ecg-ray] warning: {warning}", file=sys.stderr, flush=True)
         return config(bool(trust_pickle))  # True only when every pickle it reads is named
 
+    def recorded_config(self):
+        """The experiment's config as recorded (read, never loaded: no data is touched, no pickle
+        trusted); None without one that names its scheduler.group (made before grouped ASHA)."""
+        record = self._read_json(EXPERIMENT_FILE)
+        if not record or "config" not in record or "group" not in (record["config"].get("scheduler") or {}):
+            return None
+        raw = record["config"]
+        return experiment_from_dict({**raw, "data": {**raw.get("data", {}), "trust_pickle": True}}, origin=self.experiment_file)
+
     def scheduler_name(self) -> str | None:
         """The scheduler the experiment ran with, or None when the experiment file is absent."""
-        recorded = read_json(self.experiment_file)
+        recorded = self._read_json(EXPERIMENT_FILE)
         if not recorded:
             return None
         return ((recorded.get("config") or {}).get("scheduler") or {}).get("name", "asha")  # absent: the default
@@ -436,7 +397,7 @@ class ExperimentDir:
 
     def read_runs(self) -> list[dict]:
         """The runs of this experiment, oldest first ([] when none was recorded)."""
-        return read_json(self.join(RUNS_FILE)) or []
+        return self._read_json(RUNS_FILE) or []
 
     def record_run(self, run: dict) -> None:
         """Add a run, or update the last one when `run` has the same "started" (its end)."""
@@ -445,48 +406,48 @@ class ExperimentDir:
             runs[-1] = run
         else:
             runs.append(run)
-        write_json(self.join(RUNS_FILE), runs)
+        self._write_json(RUNS_FILE, runs)
 
     def read_test_results(self) -> list[dict] | None:
         """The test evaluation's rows; None when the experiment has no test evaluation."""
-        return read_json(self.join(TEST_FILE))
+        return self._read_json(TEST_FILE)
 
     def write_test_results(self, rows: list[dict]) -> None:
-        write_json(self.join(TEST_FILE), rows)
+        self._write_json(TEST_FILE, rows)
 
     def read_test_predictions(self) -> dict | None:
         """{"ids": [record id], "y": [label], "pred": {trial id: [class]}}; None when absent."""
-        return read_json(self.join(TEST_PREDICTIONS))
+        return self._read_json(TEST_PREDICTIONS)
 
     def write_test_predictions(self, predictions: dict) -> None:
-        write_json(self.join(TEST_PREDICTIONS), predictions)
+        self._write_json(TEST_PREDICTIONS, predictions)
 
     def read_oof(self) -> dict | None:
         """{"y": {record: label}, "pred": {trial id: {"ids", "pred"}}}; None without folds."""
-        return read_json(self.join(OOF_FILE))
+        return self._read_json(OOF_FILE)
 
     def write_oof(self, oof: dict) -> None:
-        write_json(self.join(OOF_FILE), oof)
+        self._write_json(OOF_FILE, oof)
 
     def read_costs(self) -> dict | None:
         """{"rows": [shape keys + cost columns], "host", "repeats"}; None when not measured yet."""
-        return read_json(self.join(COSTS_FILE))
+        return self._read_json(COSTS_FILE)
 
     def write_costs(self, costs: dict) -> None:
-        write_json(self.join(COSTS_FILE), costs)
+        self._write_json(COSTS_FILE, costs)
 
     def read_splits(self) -> dict:
         """{"data_hash", "ids": {split: [record id]}} ({} when absent)."""
-        return read_json(self.splits_file) or {}
+        return self._read_json(SPLITS_FILE) or {}
 
     def read_statuses(self) -> dict:
         """trial id -> {"status", "last_epoch"} from trial_status.json ({} when absent)."""
-        return read_json(self.status_file) or {}
+        return self._read_json(STATUS_FILE) or {}
 
     def update_statuses(self, changes: dict[str, dict]) -> None:
         """Merge trial id -> {"status", "last_epoch"} into trial_status.json; other trials are kept."""
         old = self.read_statuses()
-        write_json(self.status_file, old | {k: {**old.get(k, {}), **v} for k, v in changes.items()})
+        self._write_json(STATUS_FILE, old | {k: {**old.get(k, {}), **v} for k, v in changes.items()})
 
     def append_progress(self, line: dict) -> None:
         """One line per finished epoch (`tail -f` it). Local folders only: an object store has no append."""
@@ -505,50 +466,20 @@ class ExperimentDir:
     def remove(self) -> None:
         remove_tree(self.path)
 
-    # --- reading it back ------------------------------------------------------------------
+    # --- the trials Tune wrote --------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def local_view(self) -> Iterator["ExperimentDir"]:
-        """This folder as a local one: itself, or for a URI a temporary copy without checkpoints."""
-        if not self.is_uri:
-            yield self
-            return
-        import pyarrow.fs
-
-        fs, root = uri_fs(self.path)
-        if fs.get_file_info(root).type != pyarrow.fs.FileType.Directory:
-            raise ConfigError(f"Experiment folder {self.path} does not exist. Pass the folder `ecg-ray tune` printed.")
-        with tempfile.TemporaryDirectory(prefix="ecg_ray_report_") as tmp:
-            for info in fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=True)):
-                rel = info.path[len(root) :].lstrip("/")
-                if info.type != pyarrow.fs.FileType.File or rel.startswith((f"{TRAIN_RUNS}/", f"{REPORT_DIR}/")):
-                    continue  # checkpoints and old tables are not needed for the tables
-                dest = Path(tmp, rel)
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                with fs.open_input_stream(info.path) as src:
-                    dest.write_bytes(src.read())
-            yield ExperimentDir(tmp)
+    def listing(self) -> dict[str, int]:
+        """Relative path -> size of every file of the folder but its checkpoints and tables (one listing)."""
+        return storage.files(self.path, skip=(f"{TRAIN_RUNS}/", f"{REPORT_DIR}/"))
 
     def trials(self, problems: list[str] | None = None) -> list[TrialFiles]:
-        """Every readable Tune trial folder of a local experiment folder, sorted by folder name.
+        """Every readable Tune trial folder, sorted by folder name (each file read once).
 
         A folder whose params.json cannot be read is skipped and named in `problems`.
         """
-        if self.is_uri:
-            raise ValueError(f"{self.path} is a URI; read it through local_view()")
-        problems = [] if problems is None else problems
-        out = []
-        for params_file in sorted(Path(self.path).glob(f"*/{TRIAL_PARAMS}")):
-            folder = params_file.parent
-            try:
-                params = read_json(str(params_file))
-            except DamagedFile as err:
-                problems.append(f"{err} The trial folder {folder.name} was skipped")
-                continue
-            damaged: list[str] = []
-            results = read_jsonl(folder / TRIAL_RESULTS, damaged)
-            out.append(TrialFiles(folder.name, str(folder), params, results, tuple(damaged)))
-        return out
+        listing = self.listing()
+        wanted = [rel for rel in listing if is_trial_file(rel)]
+        return trial_files(self, {rel: storage.read_optional(self.join(rel)) for rel in wanted}, problems)
 
     @property
     def best_model(self) -> str:
@@ -561,69 +492,50 @@ class ExperimentDir:
     def checkpoints(self, trial_key: str) -> list[str]:
         """The checkpoint files kept for one trial (its best epoch and its latest), local paths or URIs."""
         run = self.join(TRAIN_RUNS, trial_key)
-        if not self.is_uri:
-            return sorted(str(p) for p in Path(run).glob(f"checkpoint_*/{CHECKPOINT_FILE}"))
-        import pyarrow.fs
-
-        fs, root = uri_fs(run)
-        if fs.get_file_info(root).type != pyarrow.fs.FileType.Directory:
-            return []
-        infos = fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=True))
-        return sorted(f"{self.path}/{TRAIN_RUNS}/{trial_key}/{i.path[len(root):].lstrip('/')}" for i in infos
-                      if i.path.endswith("/" + CHECKPOINT_FILE) and "/checkpoint_" in i.path)
+        return sorted(join(run, rel) for rel in storage.files(run)
+                      if rel.startswith("checkpoint_") and rel.endswith("/" + CHECKPOINT_FILE) and rel.count("/") == 1)
 
     def disk_usage(self) -> tuple[int, int]:
         """(bytes in the whole folder, bytes in its Train runs: the checkpoints)."""
-        if not self.is_uri:
-            sizes = [(str(p), p.stat().st_size) for p in Path(self.path).rglob("*") if p.is_file()]
-        else:
-            import pyarrow.fs
-
-            fs, root = uri_fs(self.path)
-            sizes = [(i.path, i.size) for i in fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=True))
-                     if i.type == pyarrow.fs.FileType.File]
-        runs = f"/{TRAIN_RUNS}/"
-        return sum(s for _, s in sizes), sum(s for p, s in sizes if runs in p)
+        sizes = storage.files(self.path)
+        return sum(sizes.values()), sum(s for rel, s in sizes.items() if rel.startswith(f"{TRAIN_RUNS}/"))
 
     def read_bytes(self, path: str) -> bytes:
         """A file of this folder, local path or URI."""
-        if not is_uri(path):
-            return Path(path).read_bytes()
-        fs, key = uri_fs(path)
-        with fs.open_input_stream(key) as src:
-            return src.read()
+        return storage.read_bytes(path)
 
     def write_bytes(self, path: str, data: bytes) -> None:
         """Write a file of this folder whole (atomically on local disk, one PUT on a bucket)."""
-        if not is_uri(path):
-            from ecg_ray.storage import atomic_path
-
-            with atomic_path(path) as tmp:
-                tmp.write_bytes(data)
-            return
-        fs, key = uri_fs(path)
-        with fs.open_output_stream(key) as out:
-            out.write(data)
+        storage.write_bytes(path, data)
 
     def remove_file(self, path: str) -> None:
         """Delete one file of this folder, if it is there."""
-        if not is_uri(path):
-            Path(path).unlink(missing_ok=True)
-            return
-        import pyarrow.fs
+        storage.remove_file(path)
 
-        fs, key = uri_fs(path)
-        if fs.get_file_info(key).type == pyarrow.fs.FileType.File:
-            fs.delete_file(key)
 
-    def publish(self, local_files: list[str], subdir: str = REPORT_DIR) -> list[str]:
-        """Copy local files into `subdir` of this (URI) folder; returns their URIs."""
-        fs, root = uri_fs(self.path)
-        fs.create_dir(f"{root}/{subdir}", recursive=True)
-        out = []
-        for path in local_files:
-            name = Path(path).name
-            with fs.open_output_stream(f"{root}/{subdir}/{name}") as dst:
-                dst.write(Path(path).read_bytes())
-            out.append(self.join(subdir, name))
-        return out
+def is_trial_file(rel: str) -> bool:
+    """Whether a relative path is a Tune trial folder's params.json or result.json."""
+    parts = rel.split("/")
+    return len(parts) == 2 and parts[1] in (TRIAL_PARAMS, TRIAL_RESULTS) and parts[0] not in (TRAIN_RUNS, REPORT_DIR)
+
+
+def trial_files(exp: ExperimentDir, contents: dict[str, bytes | None], problems: list[str] | None) -> list[TrialFiles]:
+    """TrialFiles of every trial folder from its files' bytes (relative path -> bytes, None: missing)."""
+    problems = [] if problems is None else problems
+    out = []
+    for rel in sorted(r for r in contents if r.endswith("/" + TRIAL_PARAMS)):
+        name = rel.split("/")[0]
+        folder = exp.join(name)
+        try:
+            params = parse_json(contents[rel], join(folder, TRIAL_PARAMS))
+        except DamagedFile as err:
+            problems.append(f"{err} The trial folder {name} was skipped")
+            continue
+        if not isinstance(params, dict):
+            problems.append(f"{join(folder, TRIAL_PARAMS)} is damaged: not a JSON object. The trial folder {name} was skipped")
+            continue
+        damaged: list[str] = []
+        text = contents.get(f"{name}/{TRIAL_RESULTS}")
+        results = parse_jsonl(text, join(folder, TRIAL_RESULTS), damaged) if text is not None else []
+        out.append(TrialFiles(name, folder, params, results, tuple(damaged), None if text is None else len(text)))
+    return out

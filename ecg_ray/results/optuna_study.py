@@ -20,22 +20,23 @@ from ecg_ray.errors import ConfigError
 from ecg_ray.schema import RANK_METRIC
 
 
-def write_study(exp_dir: str, storage: str, study_name: str | None = None) -> tuple[str, int]:
-    """Write the folder's trials as an Optuna study in `storage` (an Optuna RDB URL). Returns (study name, trials)."""
+def write_study(source, storage: str, study_name: str | None = None) -> tuple[str, int]:
+    """Write an experiment's trials as an Optuna study in `storage` (an Optuna RDB URL): `source` is
+    the Results a command holds (ecg_ray.results.results) or a folder, read once here. Returns
+    (study name, trials)."""
     import logging
 
     import optuna
 
     from ecg_ray.config import experiment_from_dict
     from ecg_ray.config.search import optuna_distributions
-    from ecg_ray.results.folder import ExperimentDir
-    from ecg_ray.results.report import build_report
+    from ecg_ray.results.report import read_results
+    from ecg_ray.results.results import Results
 
     optuna.logging.set_verbosity(logging.WARNING)
-    exp = ExperimentDir.parse(exp_dir)
-    with exp.local_view() as local:
-        trials, hist = build_report(local)
-        record = local.read_record()
+    results = source if isinstance(source, Results) else read_results(source)
+    exp, trials, hist = results.state, results.trials, results.hist
+    record = exp.read_record()
     cfg = experiment_from_dict({**record["config"], "data": {**record["config"].get("data", {}), "trust_pickle": True}},
                                origin=exp.experiment_file)  # read, never loaded: no data is touched here
     space = cfg.search_space

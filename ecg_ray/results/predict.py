@@ -26,47 +26,14 @@ import pandas as pd
 from ecg_ray import provenance
 from ecg_ray.config import DataConfig, TrialConfig
 from ecg_ray.errors import DataError, EcgRayError
-from ecg_ray.results.folder import ExperimentDir
+from ecg_ray import storage
+from ecg_ray.results.folder import ExperimentDir, check_scheme
+from ecg_ray.results.results import best_checkpoint, read_kept_checkpoint  # noqa: F401  (named here too: predict's API)
 from ecg_ray.data.records import RecordSet
 from ecg_ray.schema import CLASS_KEYS, CLASS_NAMES, LABEL_NAMES, RANK_METRIC
 
 MODEL_FORMAT = 1  # one trial's model
 ENSEMBLE_FORMAT = 2  # a config's trials (seeds, folds), predicting the mean of their probabilities
-
-
-def best_checkpoint(exp: ExperimentDir, trial_id: str, epoch: int, value: float, notes: list[str] | None = None) -> dict | None:
-    """The kept checkpoint of `trial_id` at its best epoch, or None.
-
-    The tables call the first epoch reaching the best val macro-F1 the best; Ray keeps one
-    checkpoint by that score and may keep a later epoch that ties it. Then that epoch is
-    used: same val macro-F1, its `metrics["epoch"]` says which. A checkpoint that cannot be
-    read safely (truncated by a full disk, or holding more than tensors) is left out and
-    named in `notes`, never fatal to the tables.
-    """
-    kept = []
-    for path in exp.checkpoints(trial_id):
-        saved = read_kept_checkpoint(exp, path, notes)
-        if saved is not None:
-            kept.append(saved)
-    exact = [s for s in kept if s.get("metrics", {}).get("epoch") == epoch]
-    tied = sorted((s for s in kept if s.get("metrics", {}).get(RANK_METRIC) == value), key=lambda s: s["metrics"]["epoch"])
-    return (exact or tied or [None])[0]
-
-
-def read_kept_checkpoint(exp: ExperimentDir, path: str, notes: list[str] | None = None) -> dict | None:
-    """One checkpoint file as a dict, or None (named in `notes`) when it is damaged or unsafe."""
-    import io
-
-    from ecg_ray.training.loop import read_checkpoint
-
-    try:
-        saved = read_checkpoint(io.BytesIO(exp.read_bytes(path)))
-    except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError, ValueError for bad files
-        why = (str(err).strip().splitlines() or [""])[0][:160]
-        if notes is not None:
-            notes.append(f"checkpoint {path} is damaged or unsafe to load ({type(err).__name__}: {why}); left out")
-        return None
-    return saved if isinstance(saved, dict) else None
 
 
 def model_from(saved: dict):
@@ -96,13 +63,13 @@ def members_of(trials: pd.DataFrame, config: pd.Series) -> pd.DataFrame:
     return mine.sort_values(f"best_{RANK_METRIC}", ascending=False, kind="stable")
 
 
-def kept_members(exp: ExperimentDir, trials: pd.DataFrame, config: pd.Series, notes: list[str] | None = None):
+def kept_members(results, config: pd.Series, notes: list[str] | None = None):
     """(trial row, checkpoint) of each of a ranked config's trials, best first (members_of), whose
     best-epoch checkpoint was kept and reads safely; with `notes`, each one left out is named there
     when the config has others."""
-    members = members_of(trials, config)
+    members = members_of(results.trials, config)
     for _, trial in members.iterrows():
-        saved = best_checkpoint(exp, trial["trial_id"], int(trial["best_epoch"]), float(trial[f"best_{RANK_METRIC}"]), notes)
+        saved = results.checkpoint(trial["trial_id"], int(trial["best_epoch"]), float(trial[f"best_{RANK_METRIC}"]), notes)
         if saved is not None:
             yield trial, saved
         elif notes is not None and len(members) > 1:
@@ -115,8 +82,9 @@ def _member(saved: dict, trial_id: str) -> dict:
             "epoch": int(saved["metrics"]["epoch"]), "metrics": saved["metrics"]}
 
 
-def export_best_model(exp_dir: str, trials: pd.DataFrame, notes: list[str] | None = None) -> tuple[str | None, int]:
-    """Write best_model.pt into the experiment folder: (its path, its members); (None, 0) when no
+def export_best_model(results, notes: list[str] | None = None) -> tuple[str | None, int]:
+    """Write best_model.pt into the experiment folder of `results` (ecg_ray.results.results.Results):
+    (its path, its members); (None, 0) when no
     checkpoint of the best config was kept (or each is damaged: named in `notes`).
 
     A config of one trial gives that trial's best epoch (format 1). A config of several (seeds,
@@ -129,8 +97,8 @@ def export_best_model(exp_dir: str, trials: pd.DataFrame, notes: list[str] | Non
 
     from ecg_ray.results.report import rank_configs
 
-    exp = ExperimentDir.parse(exp_dir)
-    members = [(trial["trial_id"], saved) for trial, saved in kept_members(exp, trials, rank_configs(trials).iloc[0], notes)]
+    exp = results.state
+    members = [(trial["trial_id"], saved) for trial, saved in kept_members(results, rank_configs(results.trials).iloc[0], notes)]
     if not members:
         return None, 0
     best_id, best = members[0]
@@ -159,13 +127,17 @@ def export_best_model(exp_dir: str, trials: pd.DataFrame, notes: list[str] | Non
 
 def load_model(path: str) -> tuple[list, dict]:
     """(its models in eval mode: one, or an ensemble's members; the saved dict) from a best_model.pt
-    or best_trial_model.pt, without running code from it."""
+    or best_trial_model.pt (a local path or a URI), without running code from it."""
+    import io
+
     import torch
 
-    if not Path(path).is_file():
+    check_scheme(path, "The model file")
+    data = storage.read_optional(storage.expand(path))
+    if data is None:
         raise DataError(f"Model file {path} does not exist. Pass the best_model.pt of an experiment folder.")
     try:
-        saved = torch.load(path, weights_only=True, map_location="cpu")
+        saved = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
     except Exception as err:
         raise DataError(f"{path} is not a model file ecg_ray can load safely ({type(err).__name__}). "
                         "Pass the best_model.pt that `ecg-ray tune` wrote.") from None

@@ -18,7 +18,10 @@ import pandas as pd
 
 from ecg_ray.config import DEFAULT_EXPORT_FORMATS
 from ecg_ray.errors import ConfigError, EcgRayError
-from ecg_ray.results.folder import TRIAL_PARAMS, TRIAL_RESULTS, DamagedFile, ExperimentDir, read_json
+from ecg_ray import storage
+from ecg_ray.results.folder import DamagedFile, ExperimentDir, TrialFiles
+from ecg_ray.results.results import Results
+from ecg_ray.results.state import FolderState
 from ecg_ray.schema import (
     CLASS_KEYS, CONFIG_COLUMNS, CONFUSION, EPOCH_COLUMNS, NUM_CLASSES, RANK_METRIC, RUN_COLUMNS, TIMING_KEYS, TRIAL_KEY,
     confusion_columns,
@@ -30,8 +33,9 @@ from ecg_ray.results.stats import ALPHA, holm, mean_sd_ci, paired_p_value
 from ecg_ray.storage import atomic_path, atomic_write_text
 
 
-def _as_dir(exp_dir) -> ExperimentDir:
-    return exp_dir if isinstance(exp_dir, ExperimentDir) else ExperimentDir.parse(exp_dir)
+def _as_dir(exp_dir) -> FolderState:
+    """The folder read once (a FolderState as it is; a path, URI or ExperimentDir loaded)."""
+    return FolderState.load(exp_dir if isinstance(exp_dir, ExperimentDir) else ExperimentDir.parse(exp_dir))
 
 
 def _epoch_results(folder, problems: list[str]) -> list[dict]:
@@ -62,24 +66,20 @@ def _finite(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _unreported(exp: ExperimentDir, hist: pd.DataFrame, statuses: dict, problems: list[str]) -> None:
+def _unreported(exp: ExperimentDir, folders: list[TrialFiles], hist: pd.DataFrame, statuses: dict,
+                problems: list[str]) -> None:
     """Name each trial trial_status.json records epochs of that the result files lack (an emptied
     or deleted result.json would otherwise drop a finished trial from every table without a word)."""
     have = hist.groupby("trial_id")["epoch"].max().to_dict() if not hist.empty else {}
-    folders: dict[str, list[str]] = {}
-    for params_file in sorted(Path(exp.path).glob(f"*/{TRIAL_PARAMS}")):
-        try:
-            key = read_json(str(params_file)).get(TRIAL_KEY)
-        except DamagedFile:
-            continue  # named already by ExperimentDir.trials
-        folders.setdefault(key, []).append(str(params_file.parent / TRIAL_RESULTS))
+    files: dict[str, list[TrialFiles]] = {}
+    for folder in folders:
+        files.setdefault(folder.params.get(TRIAL_KEY), []).append(folder)
     for key, st in sorted(statuses.items()):
         recorded = int(st.get("last_epoch") or 0)
         if recorded <= have.get(key, 0):
             continue
-        files = folders.get(key, [])
-        state = "; ".join(f"{f} is {'empty' if os.path.isfile(f) and os.path.getsize(f) == 0 else 'missing' if not os.path.isfile(f) else 'short'}"
-                          for f in files) or f"no Tune trial folder of {key} is left"
+        state = "; ".join(f"{f.results_file} is {'missing' if f.results_size is None else 'empty' if f.results_size == 0 else 'short'}"
+                          for f in files.get(key, [])) or f"no Tune trial folder of {key} is left"
         if key not in have:
             problems.append(f"trial {key} is damaged: {exp.status_file} records {recorded} epoch(s) ({st.get('status')}) "
                             f"but {state}; it is left out of every table")
@@ -88,7 +88,7 @@ def _unreported(exp: ExperimentDir, hist: pd.DataFrame, statuses: dict, problems
                             f"hold {have[key]} ({state}); the tables show those {have[key]}")
 
 
-def _runs_by_trial(exp: ExperimentDir, problems: list[str]) -> dict[str, list[tuple[dict, list[dict]]]]:
+def _runs_by_trial(folders: list[TrialFiles], problems: list[str]) -> dict[str, list[tuple[dict, list[dict]]]]:
     """trial key -> [(params, epoch results)] of each Tune run of that trial, in the order they ran.
 
     A resumed trial ran in two Tune runs, so it has two Tune folders under one trial key.
@@ -96,7 +96,7 @@ def _runs_by_trial(exp: ExperimentDir, problems: list[str]) -> dict[str, list[tu
     epoch of it is missing (the cut-off line of a killed run, re-run by the resume).
     """
     runs: dict[str, list[tuple[float, object, list[dict]]]] = {}
-    for folder in exp.trials(problems):
+    for folder in folders:
         results = _epoch_results(folder, problems)
         if results or folder.damaged:
             key = folder.params.get(TRIAL_KEY) or (results[0].get("trial_id") if results else folder.folder)
@@ -117,14 +117,20 @@ def _runs_by_trial(exp: ExperimentDir, problems: list[str]) -> dict[str, list[tu
 
 
 def history(exp_dir: str | os.PathLike | ExperimentDir, problems: list[str] | None = None) -> pd.DataFrame:
-    """Every epoch of every trial of a local folder, one row each (the last report wins if an epoch was re-run).
+    """Every epoch of every trial of a folder (a path, a URI, or a FolderState already read), one row
+    each (the last report wins if an epoch was re-run).
 
     time_total_s runs on across the Tune runs of a resumed trial. What could not be read
     is named in `problems`.
     """
     problems = [] if problems is None else problems
+    return history_of(_as_dir(exp_dir).trials(problems), problems)
+
+
+def history_of(folders: list[TrialFiles], problems: list[str]) -> pd.DataFrame:
+    """The history (see `history`) of Tune trial folders already read."""
     frames = []
-    for key, runs in _runs_by_trial(_as_dir(exp_dir), problems).items():
+    for key, runs in _runs_by_trial(folders, problems).items():
         by_epoch: dict[int, tuple[dict, dict, float]] = {}
         offset = 0.0
         for params, results in runs:
@@ -160,7 +166,7 @@ def _at_grouped_stops(exp: ExperimentDir, hist: pd.DataFrame, statuses: dict) ->
     from ecg_ray.results.rungs import group_of, key_order, plan, rung_epochs
 
     try:
-        cfg = _recorded_config(exp)
+        cfg = exp.recorded_config()
     except (DamagedFile, ConfigError):
         return hist  # named elsewhere; without the config no grouping is known
     if cfg is None or not cfg.groups_trials or hist.empty:
@@ -176,18 +182,6 @@ def _at_grouped_stops(exp: ExperimentDir, hist: pd.DataFrame, statuses: dict) ->
     stops = plan(list(members), members, scores, rungs, cfg.scheduler.reduction_factor, failed, cfg.replicates, epochs)
     past = [stops.get(group[k], 10**9) < e for k, e in zip(hist["trial_id"], hist["epoch"])]
     return hist[~np.asarray(past, dtype=bool)].reset_index(drop=True)
-
-
-def _recorded_config(exp: ExperimentDir):
-    """The experiment's config as recorded (read, never loaded: no data is touched); None without one
-    that names its scheduler.group."""
-    from ecg_ray.config import experiment_from_dict
-
-    record = read_json(exp.experiment_file)
-    if not record or "config" not in record or "group" not in (record["config"].get("scheduler") or {}):
-        return None  # none, or one made before grouped ASHA (its ASHA stopped trials one by one)
-    raw = record["config"]
-    return experiment_from_dict({**raw, "data": {**raw.get("data", {}), "trust_pickle": True}}, origin=exp.experiment_file)
 
 
 def rank_trials(hist: pd.DataFrame, status: dict | None = None, scheduler: str | None = None) -> pd.DataFrame:
@@ -289,28 +283,37 @@ def rank_configs(trials: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+def read_results(folder) -> Results:
+    """What `folder` (a path, a URI, an ExperimentDir, or the FolderState a command holds) left, read
+    once and ranked. Raises ConfigError when no epoch of any trial has finished."""
+    state = _as_dir(folder)
+    problems: list[str] = []
+    trials, hist = build_report(state, problems)
+    return Results(state, trials, hist, problems)
+
+
 def ranked_trials(exp_dir: str, problems: list[str]) -> pd.DataFrame:
-    """The ranked trials table of a local folder or bucket URI, writing nothing (damage named in `problems`)."""
-    with _as_dir(exp_dir).local_view() as local:
-        return build_report(local, problems)[0]
+    """The ranked trials table of a folder or bucket URI, writing nothing (damage named in `problems`)."""
+    return build_report(exp_dir, problems)[0]
 
 
 def build_report(exp_dir: str | os.PathLike | ExperimentDir, problems: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(ranked trials, per-epoch history) of a local experiment folder.
+    """(ranked trials, per-epoch history) of an experiment folder (a path, a URI, or a FolderState).
 
     Files that could not be read, and what was skipped because of them, are named in `problems`.
     """
     problems = [] if problems is None else problems
     exp = _as_dir(exp_dir)
-    if not os.path.isdir(exp.path):
+    if not exp.found:
         raise ConfigError(f"Experiment folder {exp_dir} does not exist. Pass the folder `ecg-ray tune` printed.")
-    hist = history(exp, problems)
+    folders = exp.trials(problems)
+    hist = history_of(folders, problems)
     statuses, scheduler = {}, None
     try:
         statuses = exp.read_statuses()
     except DamagedFile as err:
         problems.append(f"{err} Trial statuses are unknown: trials that ran every epoch count as finished")
-    _unreported(exp, hist, statuses, problems)
+    _unreported(exp, folders, hist, statuses, problems)
     hist = _at_grouped_stops(exp, hist, statuses)
     if hist.empty:
         raise ConfigError(f"{exp_dir} holds no finished epoch of any trial yet (no */result.json with metrics)."
@@ -548,57 +551,72 @@ class PartialReport(EcgRayError):
         self.problems = problems
 
 
-def write_report(exp_dir: str, out_dir: str | None = None, formats=DEFAULT_FORMATS,
+def write_report(source, out_dir: str | None = None, formats=DEFAULT_FORMATS,
                  allow_partial: bool = False) -> tuple[pd.DataFrame, list[str], list[str]]:
-    """Build and export the tables, figures and index.html of an experiment (local folder or bucket URI).
+    """Build and export the tables, figures and index.html of an experiment.
 
-    The default output folder is <exp_dir>/report, in the bucket too for a URI. A damaged
-    folder raises PartialReport before anything is written, unless `allow_partial`.
-    Returns the ranked trials table, the files written, and the problems found.
+    `source`: the Results a run already holds (ecg_ray.results.results), or a folder (a local
+    path, a URI, an ExperimentDir) read once here. The default output folder is <folder>/report,
+    in the bucket too for a URI; `out_dir` may be a URI as well. A damaged folder raises
+    PartialReport before anything is written, unless `allow_partial`. Returns the ranked trials
+    table, the files written, and the problems found.
     """
-    exp = _as_dir(exp_dir)
-    problems: list[str] = []
-    with exp.local_view() as local:
-        trials, hist = build_report(local, problems)
-        if problems and not allow_partial:
-            raise PartialReport(exp.path, problems)
-        from ecg_ray.results import figures, page  # matplotlib: only once there is something to draw
-        target = Path(out_dir) if out_dir is not None else Path(local.report_dir)
-        test = test_table(local, problems)
-        record = _read_or_note(local.read_record, {}, problems)
-        splits, runs = _read_or_note(local.read_splits, {}, problems), _read_or_note(local.read_runs, [], problems)
-        costs = _read_or_note(local.read_costs, None, problems)
-        configs, pareto, weights, analysis_notes = analyse(trials, hist, costs, record, _read_or_note(local.read_oof, None, problems))
-        notes = list(problems)  # every problem is known now: each table carries them all
-        tables = {"trials": trials, "history": hist} | ({"test": test} if test is not None else {})
-        tables |= {"pareto": pareto} | ({"importance": weights} if weights is not None else {})
-        for stale in ([] if weights is not None else [ext for ext, _ in EXPORTERS.values()]):
-            (target / f"importance{stale}").unlink(missing_ok=True)  # an older report's table of what is not estimated
-        written = [str(p) for p in export(tables, target, formats, notes)]
-        # configs.tex is the paper's table (booktabs, mean ± sd, ties marked), not the generic LaTeX dump.
-        written += [str(p) for p in export({"configs": configs}, target, [f for f in formats if f != "latex"], notes)
-                    if p.name != PROBLEMS_FILE]
-        if "latex" in formats:
-            atomic_write_text(target / "configs.tex", configs_to_latex(configs, notes))
-            written.append(str(target / "configs.tex"))
-        pictures = figures.draw_all(trials, hist, configs, test, target, weights)
-        written += [str(p) for p in pictures.values()]
-        summary = {"configs": configs[with_varying_knobs(CONFIG_SUMMARY_COLUMNS + ["params", "macs_per_record", "latency_b1_ms"],
-                                                         configs)],
-                   "pareto": pareto,
-                   "trials": trials[with_varying_knobs(SUMMARY_COLUMNS, trials)]}
-        if weights is not None:
-            summary["importance"] = weights.drop(columns="method")
-        if test is not None:
-            summary["test"] = test[with_varying_knobs(TEST_SUMMARY_COLUMNS, test)]
-        how = page.provenance(record, splits, runs, hist, trials)
-        name = record.get("config", {}).get("name") or Path(exp.path.rstrip("/")).name
-        atomic_write_text(target / "index.html", page.render(name, summary, pictures, how, [seeds_note(configs)], problems,
-                                                             analysis_notes))
-        written.append(str(target / "index.html"))
-        if exp.is_uri and out_dir is None:
-            written = exp.publish(written)
-        return trials, written, problems
+    results = source if isinstance(source, Results) else read_results(source)
+    exp, trials, hist = results.state, results.trials, results.hist
+    problems = list(results.problems)
+    if problems and not allow_partial:
+        raise PartialReport(exp.path, problems)
+    dest = str(out_dir) if out_dir is not None else exp.report_dir
+    if storage.is_uri(dest):  # drawn here, then copied into the bucket
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="ecg_ray_report_") as tmp:
+            written = _write_tables(exp, trials, hist, problems, Path(tmp), formats)
+            stale = [f"importance{ext}" for ext, _ in EXPORTERS.values()] if not any("importance" in Path(w).name for w in written) else []
+            for name in stale:
+                storage.remove_file(storage.join(dest, name))
+            return trials, storage.copy_to(written, dest), problems
+    return trials, _write_tables(exp, trials, hist, problems, Path(dest), formats), problems
+
+
+def _write_tables(exp: FolderState, trials: pd.DataFrame, hist: pd.DataFrame, problems: list[str], target: Path,
+                  formats) -> list[str]:
+    """Write the report's files into the local folder `target`; returns their paths."""
+    from ecg_ray.results import figures, page  # matplotlib: only once there is something to draw
+
+    test = test_table(exp, problems)
+    record = _read_or_note(exp.read_record, {}, problems)
+    splits, runs = _read_or_note(exp.read_splits, {}, problems), _read_or_note(exp.read_runs, [], problems)
+    costs = _read_or_note(exp.read_costs, None, problems)
+    configs, pareto, weights, analysis_notes = analyse(trials, hist, costs, record, _read_or_note(exp.read_oof, None, problems))
+    notes = list(problems)  # every problem is known now: each table carries them all
+    tables = {"trials": trials, "history": hist} | ({"test": test} if test is not None else {})
+    tables |= {"pareto": pareto} | ({"importance": weights} if weights is not None else {})
+    for stale in ([] if weights is not None else [ext for ext, _ in EXPORTERS.values()]):
+        (target / f"importance{stale}").unlink(missing_ok=True)  # an older report's table of what is not estimated
+    written = [str(p) for p in export(tables, target, formats, notes)]
+    # configs.tex is the paper's table (booktabs, mean ± sd, ties marked), not the generic LaTeX dump.
+    written += [str(p) for p in export({"configs": configs}, target, [f for f in formats if f != "latex"], notes)
+                if p.name != PROBLEMS_FILE]
+    if "latex" in formats:
+        atomic_write_text(target / "configs.tex", configs_to_latex(configs, notes))
+        written.append(str(target / "configs.tex"))
+    pictures = figures.draw_all(trials, hist, configs, test, target, weights)
+    written += [str(p) for p in pictures.values()]
+    summary = {"configs": configs[with_varying_knobs(CONFIG_SUMMARY_COLUMNS + ["params", "macs_per_record", "latency_b1_ms"],
+                                                     configs)],
+               "pareto": pareto,
+               "trials": trials[with_varying_knobs(SUMMARY_COLUMNS, trials)]}
+    if weights is not None:
+        summary["importance"] = weights.drop(columns="method")
+    if test is not None:
+        summary["test"] = test[with_varying_knobs(TEST_SUMMARY_COLUMNS, test)]
+    how = page.provenance(record, splits, runs, hist, trials)
+    name = record.get("config", {}).get("name") or exp.name
+    atomic_write_text(target / "index.html", page.render(name, summary, pictures, how, [seeds_note(configs)], problems,
+                                                         analysis_notes))
+    written.append(str(target / "index.html"))
+    return written
 
 
 def analyse(trials: pd.DataFrame, hist: pd.DataFrame, costs: dict | None, record: dict, oof: dict | None = None):

@@ -75,25 +75,26 @@ def _number(value) -> float | None:
     return float(value)
 
 
-def sync(exp_dir: str, uri: str, experiment: str | None = None) -> list[str]:
-    """Log the experiment folder `exp_dir` to MLflow at `uri`. Returns warnings (a server that could not be
-    reached or written); never raises for the server's sake."""
+def sync(source, uri: str, experiment: str | None = None) -> list[str]:
+    """Log an experiment to MLflow at `uri`: `source` is the Results a run holds
+    (ecg_ray.results.results) or a folder (path or URI) read once here. Returns warnings (a server
+    that could not be reached or written); never raises for the server's sake."""
     require_mlflow()
+    import tempfile
+
     from mlflow.tracking import MlflowClient
 
-    from ecg_ray.results.folder import ExperimentDir
-    from ecg_ray.results.report import build_report, rank_configs
+    from ecg_ray.results.report import rank_configs, read_results
+    from ecg_ray.results.results import Results
 
-    exp = ExperimentDir.parse(exp_dir)
-    with exp.local_view() as local:
-        problems: list[str] = []
-        trials, hist = build_report(local, problems)
-        configs = rank_configs(trials)
-        record = local.read_record()
-        runs = local.read_runs()
-        report_dir = local.report_dir if os.path.isdir(local.report_dir) else None
-        models = [p for p in (local.best_model, local.best_trial_model) if os.path.isfile(p)]
-        name = experiment or record.get("config", {}).get("name") or os.path.basename(exp.path.rstrip("/"))
+    results = source if isinstance(source, Results) else read_results(source)
+    exp, trials, hist = results.state, results.trials, results.hist
+    configs = rank_configs(trials)
+    record = exp.read_record()
+    runs = exp.read_runs()
+    name = experiment or record.get("config", {}).get("name") or exp.name
+    with tempfile.TemporaryDirectory(prefix="ecg_ray_mlflow_") as tmp:
+        report_dir, models = _local_artifacts(exp, tmp)
         try:
             with _quick_failures():
                 client = MlflowClient(tracking_uri=uri)
@@ -105,6 +106,30 @@ def sync(exp_dir: str, uri: str, experiment: str | None = None) -> list[str]:
             why = " ".join(str(err).split())[:300]
             return [f"MLflow at {uri} could not be written ({type(err).__name__}: {why}); nothing more was logged there. "
                     f"The experiment folder is the record: `ecg-ray report {exp.path} --mlflow {uri}` logs it later"]
+
+
+def _local_artifacts(exp, tmp: str) -> tuple[str | None, list[str]]:
+    """(the report folder, the model files) as local paths for MLflow's uploads: the folder's own, or
+    for a bucket copies under `tmp` (ecg_ray.storage.local_copy's rule: MLflow logs local files)."""
+    from ecg_ray import storage
+
+    if not exp.is_uri:
+        return (exp.report_dir if os.path.isdir(exp.report_dir) else None,
+                [p for p in (exp.best_model, exp.best_trial_model) if os.path.isfile(p)])
+    report = storage.files(exp.report_dir)
+    for rel in report:
+        dest = os.path.join(tmp, "report", rel)
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        with open(dest, "wb") as f:
+            f.write(storage.read_bytes(storage.join(exp.report_dir, rel)))
+    models = []
+    for model in (exp.best_model, exp.best_trial_model):
+        data = storage.read_optional(model)
+        if data is not None:
+            models.append(os.path.join(tmp, storage.basename(model)))
+            with open(models[-1], "wb") as f:
+                f.write(data)
+    return (os.path.join(tmp, "report") if report else None), models
 
 
 def _one(client, exp_id: str, tags: dict[str, str], run_name: str, parent: str | None = None):

@@ -36,6 +36,7 @@ from ecg_ray.environ import environ
 from ecg_ray.data.prepare import PreparedData, prepare
 from ecg_ray.errors import ConfigError, EcgRayError
 from ecg_ray.results.folder import EXPERIMENT_FILE, ExperimentDir, check_writable
+from ecg_ray.results.state import FolderState
 from ecg_ray.tuning.schedulers import ConfigGroups, build_scheduler
 from ecg_ray.schema import RANK_METRIC, RANK_MODE, TRIAL_KEY
 from ecg_ray.tuning import fast_path
@@ -70,9 +71,12 @@ def tune_search(trials: dict[str, TrialConfig], max_concurrent: int = 0) -> tupl
 # --- the phases -----------------------------------------------------------------------------
 
 
-def preflight(cfg: ExperimentConfig, resume: bool, overwrite: bool, extend: bool = False) -> ExperimentDir:
-    """The folder's state agrees with --resume / --overwrite / --extend."""
-    exp = ExperimentDir.for_config(cfg)
+def preflight(cfg: ExperimentConfig, resume: bool, overwrite: bool, extend: bool = False,
+              state: FolderState | None = None) -> FolderState:
+    """The folder, read once (or `state`, already read by the command), agrees with --resume /
+    --overwrite / --extend; every later phase reads it from the state returned."""
+    exp = state if state is not None and state.path == ExperimentDir.for_config(cfg).path else \
+        FolderState.load(ExperimentDir.for_config(cfg))
     exists = exp.exists()
     if extend and not exists:
         raise ConfigError(f"Nothing to extend: {exp} holds no {EXPERIMENT_FILE}. Run the file without --extend to start it.")
@@ -265,7 +269,7 @@ def build_tuner(cfg: ExperimentConfig, exp: ExperimentDir, data: PreparedData, s
         fast_path.prestart_train_services()
     data_ref = ray.put(data)  # once per experiment; every trial on every node reads this object
     trainable = ray.tune.with_resources(
-        ray.tune.with_parameters(trial_driver, data_box=[data_ref], exp=exp, settings=settings),
+        ray.tune.with_parameters(trial_driver, data_box=[data_ref], exp=exp.folder, settings=settings),
         driver_resources(cfg),
     )
     space, search = searcher(cfg, exp, trials, max_concurrent)
@@ -386,7 +390,8 @@ def tune(
     num_cpus: int | None = None,
     tensorboard: bool = False,
     extend: bool = False,
-) -> str:
+    state: FolderState | None = None,
+) -> "Tuned":
     """Check storage, prepare the data once, then start Ray and tune every grid point (the Ray
     part of ecg_ray.pipeline.run_experiment, which then writes the best model and the report).
 
@@ -398,9 +403,11 @@ def tune(
         tensorboard: Tune also writes TensorBoard event files (`ecg-ray tune --tensorboard`).
         extend: `cfg` is an edited file for the experiment already in its folder: run only the trials
             it adds (ecg_ray.config.extension says which edits are refused).
+        state: the folder as the command already read it (a resume reads its config from it).
 
     Returns:
-        The experiment folder (a local path or a URI).
+        Tuned: the folder's state after the run (read once, then kept current by every write of
+        this run) and the data prepared for it.
     """
     if extend and (resume or overwrite):
         raise ConfigError("--extend runs an edited experiment file's new trials in an existing folder: pass it without "
@@ -409,7 +416,7 @@ def tune(
     made = check_writable(folder.storage_root)  # before anything else, and before the lock file is made there
     with folder.lock(made):  # one writer per experiment folder, from here to the end
         try:
-            exp = preflight(cfg, resume, overwrite, extend)
+            exp = preflight(cfg, resume, overwrite, extend, state)
             path = fast_path.choose(cfg.resources.fast_path)  # a refused fast_path: true, before any data is read
             keyed, trials = extension_trials(cfg, exp) if extend else (None, pending_trials(cfg, exp, resume))
             data = prepare_data(cfg, exp, resume or extend, overwrite)
@@ -419,7 +426,7 @@ def tune(
             if not to_run:
                 print(f"[ecg-ray] every trial of {exp} has finished; nothing to "
                       f"{'run: the file adds no trial to it' if extend else 'resume'}", flush=True)
-                return exp.path
+                return Tuned(exp, data)
             _wait_for_ray_to_stop()  # the last run's local Ray (a second run in this process)
             local = not (address or os.environ.get("RAY_ADDRESS")) and not ray.is_initialized()
             print(f"[ecg-ray] {path.why}", flush=True)
@@ -444,10 +451,27 @@ def tune(
             grid = tuner.fit()
         exp.record_run(run | {"ended": _now(), "wall_s": round(time.monotonic() - t0, 3),
                               "interrupted": interrupted.is_set()})
-        path = finish(grid, exp, interrupted.is_set())
+        finish(grid, exp, interrupted.is_set())
         if local:  # this command started Ray and needs it no more: it stops while the report is written
             _stop_ray_in_background()
-        return path
+        return Tuned(exp, data)
+
+
+@dataclasses.dataclass
+class Tuned:
+    """What `tune` hands to the phases after it: the folder's state after the run and the prepared data."""
+
+    state: FolderState
+    data: PreparedData
+
+    @property
+    def path(self) -> str:
+        return self.state.path
+
+    def unfinished(self, n_trials: int) -> tuple[int, int]:
+        """(trials that have not ended, trials that ended in an error) according to the trial statuses."""
+        ended = [v["status"] for v in self.state.read_statuses().values() if v["status"] in ("TERMINATED", "ERROR")]
+        return n_trials - len(ended), ended.count("ERROR")
 
 
 def _now() -> str:
@@ -498,10 +522,3 @@ def _record_statuses(grid, exp: ExperimentDir) -> None:
         r.config[TRIAL_KEY]: {"status": "ERROR" if r.error else "TERMINATED", "last_epoch": (r.metrics or {}).get("epoch")}
         for r in grid
     })
-
-
-def unfinished_trials(cfg: ExperimentConfig) -> tuple[int, int]:
-    """(trials that have not ended, trials that ended in an error) according to trial_status.json."""
-    status = ExperimentDir.for_config(cfg).read_statuses()
-    ended = [v["status"] for v in status.values() if v["status"] in ("TERMINATED", "ERROR")]
-    return cfg.n_trials - len(ended), ended.count("ERROR")
