@@ -17,6 +17,10 @@ experiment folder (costs.json), so the report reads them and stays a pure functi
   no gradient, the trial's precision) of 1 and 256 records, after a warm-up, on the device the
   trials ran on where this process has it (a CUDA device with synchronised timing; else the CPU at
   the trial worker's thread count). They depend on the machine: `latency_device` says which.
+  Each batch size is timed `report.latency_repeats` times at most, and no longer than
+  LATENCY_BUDGET_S once it has one timing: 256 records on one CPU thread take about a second a
+  pass, where a first-call overhead of milliseconds needs no warm-up pass, so that pass is the
+  timing (it was 2 + 5 passes, 7 s of the quick demo's 9 s after tuning).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from ecg_ray.schema import LATENCY_BATCHES, LATENCY_COLUMNS
 SHAPE_KEYS = ("hidden_size", "gru_layers", "bidirectional", "conv_channels", "n_fft", "hop_length", "normalize",
               "target_length", "precision", "channels_last")
 WARMUP = 2
+LATENCY_BUDGET_S = 0.5  # per batch size: timing stops once this much was spent on timed passes
 COST_COLUMNS = ["params", "macs_per_record", *LATENCY_COLUMNS]
 
 
@@ -39,6 +44,16 @@ def shape_of(trial: TrialConfig, data_length: int) -> dict:
     """The shape keys of a trial, its target_length resolved to samples (0 is the data's length)."""
     values = asdict(trial)
     return {k: values[k] for k in SHAPE_KEYS} | {"target_length": trial.target_length or int(data_length)}
+
+
+def warm_up() -> None:
+    """Pay FlopCounterMode's one-time start (about 1.6 s of a CPU: torch's dispatch machinery loads
+    on first use) now: the driver does it while the last trials train (ecg_ray.tuning.progress)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False):
+        torch.zeros(2, 2) @ torch.zeros(2, 2)
 
 
 def model_cost(shape: dict) -> dict:
@@ -53,8 +68,11 @@ def model_cost(shape: dict) -> dict:
     return {"params": model.num_parameters(), "macs_per_record": counter.get_total_flops() // 2}
 
 
-def latency(shape: dict, device: str = "cpu", repeats: int = 5, batches=LATENCY_BATCHES) -> dict:
-    """{"latency_b<N>_ms"}: median milliseconds of `repeats` forward passes of N records on `device`."""
+def latency(shape: dict, device: str = "cpu", repeats: int = 5, batches=LATENCY_BATCHES,
+            budget_s: float = LATENCY_BUDGET_S) -> dict:
+    """{"latency_b<N>_ms"}: median milliseconds of up to `repeats` forward passes of N records on
+    `device`, after up to WARMUP warm-up passes; a pass slower than `budget_s` is itself a timing
+    (no warm-up matters at that scale), and timing stops once the timed passes took `budget_s`."""
     import torch
 
     from ecg_ray.training.loop import autocast
@@ -65,15 +83,21 @@ def latency(shape: dict, device: str = "cpu", repeats: int = 5, batches=LATENCY_
     out = {}
     for batch in batches:
         x = torch.zeros(batch, shape["target_length"], device=dev)
-        timings = []
+        timings: list[float] = []
+        warm = 0
         with torch.no_grad(), autocast(dev, trial):
-            for i in range(WARMUP + repeats):
+            while len(timings) < repeats:
                 _sync(dev)
                 t0 = time.perf_counter()
                 model(x)
                 _sync(dev)
-                if i >= WARMUP:
-                    timings.append((time.perf_counter() - t0) * 1000.0)
+                took = time.perf_counter() - t0
+                if warm < WARMUP and took < budget_s:
+                    warm += 1
+                    continue
+                timings.append(took * 1000.0)
+                if sum(timings) >= budget_s * 1000.0:
+                    break
         out[f"latency_b{batch}_ms"] = statistics.median(timings)
     return out
 

@@ -80,7 +80,8 @@ class EpochPrinter(ray.tune.Callback):
         if ended and len(self.ended) + running >= self.n_trials and self.warming is None:
             # No trial is left to start, so the slot this one held stays idle: import what the
             # report needs (torch for best_model.pt, matplotlib for the figures: 1.5 s of a CPU
-            # on 2 cores) now, while the last trials train, not after them.
+            # on 2 cores) and start the costs' FlopCounterMode (1.6 s) now, while the last trials
+            # train, not after them.
             self.warming = threading.Thread(target=_import_report_modules, name="report-imports")
             self.warming.start()
             _report_imports.append(self.warming)  # Ray is not shut down under it
@@ -105,9 +106,10 @@ class EpochPrinter(ray.tune.Callback):
                                                             "ended": time.time()}})
 
 
-REPORT_MODULES = ("torch", "ecg_ray.results.figures")  # what the report imports that the run did not
+REPORT_MODULES = ("torch", "ecg_ray.results.figures", "ecg_ray.results.cost")  # what the report imports that the run did not
 
 
 def _import_report_modules() -> None:
     for name in REPORT_MODULES:
         importlib.import_module(name)
+    importlib.import_module("ecg_ray.results.cost").warm_up()  # the costs' FlopCounterMode, started before it is timed
