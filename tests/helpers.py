@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -45,6 +46,54 @@ def tune_in_subprocess(exp_file: Path, num_cpus: int, untested_ray: bool = False
                          capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     return run.stdout
+
+
+@contextlib.contextmanager
+def mlflow_server(root: Path):
+    """`mlflow server` on 127.0.0.1 (SQLite backend, local artifact root) while the block runs; yields its URI."""
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = open(root / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                             "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--default-artifact-root", str(root / "artifacts"),
+                             "--workers", "1"], stdout=log, stderr=subprocess.STDOUT)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    try:
+        while True:
+            try:
+                urllib.request.urlopen(f"{uri}/health", timeout=2).read()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}") from None
+                time.sleep(0.5)
+        yield uri
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        log.close()
+
+
+def read_table(location: str) -> pd.DataFrame:
+    """A CSV table of an experiment folder, local or in a bucket (through ecg_ray's storage layer)."""
+    import io
+
+    from ecg_ray import storage
+
+    return pd.read_csv(io.BytesIO(storage.read_bytes(str(location))))
+
+
+def read_json(location: str):
+    """A JSON file of an experiment folder, local or in a bucket."""
+    from ecg_ray import storage
+
+    return json.loads(storage.read_bytes(str(location)))
 
 
 def write_challenge(folder: Path, records: RecordSet, fs: int = 300) -> Path:

@@ -12,9 +12,10 @@ Layout of an experiment folder (storage_path/name):
     train_runs/<trial id>/    the Ray Train run of that trial: checkpoints (trial_state.pt), resumable
     report/                   ranked tables (ecg_ray.results.report)
 
-A folder is a local path or a bucket URI (s3://, gs://, file://); URIs are read
-and written through pyarrow.fs, imported only when a URI is used. No other
-module spells a file name of this layout or tells a path from a URI.
+A folder is a local path or a bucket URI (s3://, gs://, file://): every read and
+write goes through ecg_ray.storage, the one layer that tells them apart. No other
+module spells a file name of this layout. A command reads a folder once, as an
+ecg_ray.results.state.FolderState, and passes that along.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ MIN_FREE_BYTES = 200 * 2**20
 # --- paths and files: ecg_ray.storage's, named here for the folder ---------------------------
 
 STORAGE_SCHEMES = storage.SCHEMES
-is_uri, uri_scheme, expand, join, uri_fs = storage.is_uri, storage.scheme, storage.expand, storage.join, storage.uri_fs
+is_uri, uri_scheme, expand, join = storage.is_uri, storage.scheme, storage.expand, storage.join
 remove_tree = storage.remove_tree
 
 
