@@ -57,12 +57,12 @@ class Outcome:
 EPOCHS = 3  # of every trial of the fault scenarios' experiment
 
 
-def write_experiment(folder: Path, name: str, **resources) -> Path:
+def write_experiment(folder: Path, name: str, storage_path: str | None = None, **resources) -> Path:
     """The quick grid at half its records and 3 epochs, every epoch of every trial (scheduler: none), so
-    tables can be compared."""
+    tables can be compared; its results in folder/results, or under `storage_path` (a bucket)."""
     exp = yaml.safe_load((ROOT / "experiments" / "quick.yaml").read_text())
     exp["name"] = name
-    exp["storage_path"] = str(folder / "results")
+    exp["storage_path"] = storage_path or str(folder / "results")
     exp["scheduler"] = {"name": "none"}
     exp["data"]["n_records"], exp["search"]["epochs"] = 400, EPOCHS  # a fault needs a run, not a long one
     exp["resources"] = {**exp.get("resources", {}), **resources}
@@ -208,27 +208,56 @@ def stop_driver(work: Path, baseline: Path, sig: signal.Signals) -> Outcome:
                    rc == 0 and same_table(exp_dir, baseline), f"stop rc={rc_stop}, resume rc={rc}")
 
 
-def lose_node(work: Path, baseline: Path) -> Outcome:
-    """Two-node cluster; kill every process of the worker node while a trial trains there."""
+def lose_node(work: Path, baseline: Path, bucket: str | None = None) -> Outcome:
+    """Two-node cluster; kill every process of the worker node while a trial trains there.
+
+    With `bucket` (a URI) the results live there and nowhere else, as on a cluster whose nodes share
+    no disk (each node of LocalCluster has its own temp dir, HOME and TMPDIR): the lost trial resumes
+    on the other node from the checkpoint in the bucket. The moment to kill is read from the bucket
+    too: a checkpoint whose epoch ran on the doomed node."""
+    from ecg_ray import storage
+
     cluster = LocalCluster()
     try:
         cluster.start_head(num_cpus=2)
         cluster.add_node("w1", 2, {"doomed": 1})
         doomed = next(n["NodeID"] for n in cluster.nodes_info() if "doomed" in n["Resources"])
-        exp = write_experiment(work, "lose_node")
-        exp_dir = work / "results" / "lose_node"
+        exp = write_experiment(work, "lose_node", bucket)
+        exp_dir = storage.join(bucket, "lose_node") if bucket else str(work / "results" / "lose_node")
         driver = Driver([str(exp)], work / "lose_node.log", address=cluster.address)
-        wait_for(lambda: next((r for r in results(exp_dir) if r["node_id"] == doomed and r["epoch"] < EPOCHS), None),
-                 driver, what="an epoch on the worker node")
+        if bucket:
+            wait_for(lambda: _epoch_on(exp_dir, doomed), driver, what="a checkpoint of an epoch on the worker node")
+        else:
+            wait_for(lambda: next((r for r in results(Path(exp_dir)) if r["node_id"] == doomed and r["epoch"] < EPOCHS), None),
+                     driver, what="an epoch on the worker node")
         cluster.kill_node("w1")
         rc = driver.wait()
-        rs = results(exp_dir)
-        affected = {r["trial_id"] for r in rs if r["node_id"] == doomed}
-        moved = {r["trial_id"] for r in rs if r["trial_id"] in affected and r["node_id"] != doomed}
+        history = build_report(exp_dir)[1]
+        affected = set(history.loc[history["node_id"] == doomed, "trial_id"])
+        moved = set(history.loc[history["trial_id"].isin(affected) & (history["node_id"] != doomed), "trial_id"])
         return Outcome("loss of a worker node (all its processes killed)", len(affected), len(moved), 0,
                        rc == 0 and same_table(exp_dir, baseline) and moved == affected, f"rc={rc}")
     finally:
         cluster.stop()
+
+
+def _epoch_on(exp_dir: str, node_id: str) -> dict | None:
+    """The metrics of a checkpoint in the bucket whose epoch (not the last) ran on `node_id`, if any."""
+    import io
+
+    from ecg_ray import storage
+    from ecg_ray.training.loop import read_checkpoint
+
+    runs = storage.join(exp_dir, "train_runs")
+    for rel in storage.files(runs):
+        if rel.endswith("/" + CHECKPOINT_FILE):
+            try:
+                metrics = read_checkpoint(io.BytesIO(storage.read_bytes(storage.join(runs, rel))))["metrics"]
+            except Exception:  # noqa: BLE001  (an object being written right now)
+                continue
+            if metrics.get("node_id") == node_id and metrics["epoch"] < EPOCHS:
+                return metrics
+    return None
 
 
 class _Payload:

@@ -1,8 +1,10 @@
 """A real multi-node Ray cluster on this machine: `ray start --head` plus `ray start --address` nodes.
 
-Every node gets its own short --temp-dir under one root folder; `stop()` kills
-exactly the processes that name that root, found as `ecg-ray stop-node` finds them
-(never `ray stop`, which would also stop any other Ray on the machine).
+Every node gets its own short --temp-dir under one root folder, and its own HOME, TMPDIR and
+ecg_ray cache below it: as on a cluster, nodes share no disk, so what they share must go
+through the experiment's storage (a bucket). `stop()` kills exactly the processes that name
+that root, found as `ecg-ray stop-node` finds them (never `ray stop`, which would also stop
+any other Ray on the machine).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import warnings
 from contextlib import contextmanager
@@ -41,6 +44,9 @@ def listened_on(port: int) -> bool:
         return False
 
 
+# The `ray` of this Python, not a shim that looks for its installation under $HOME.
+RAY = os.path.join(os.path.dirname(sys.executable), "ray") if os.path.isfile(os.path.join(os.path.dirname(sys.executable), "ray")) else "ray"
+
 ENV = {
     "RAY_AUTH_MODE": "disabled",  # a token from an earlier local ray.init() would lock the CLI out
     "RAY_USAGE_STATS_ENABLED": "0",
@@ -64,10 +70,12 @@ def _log_errors(temp: str, lines: int = 12) -> str:
 class LocalCluster:
     """Start with `LocalCluster().start_head(...)`, add nodes with `add_node`, end with `stop`."""
 
-    def __init__(self):
+    def __init__(self, own_disks: bool = True):
         # Short paths: Ray's Unix sockets live under the temp dir and are limited to ~107 chars.
         self.root = tempfile.mkdtemp(prefix="ecgr", dir="/tmp")
-        self.env = {**os.environ, **ENV}
+        self.own_disks = own_disks  # each node its own HOME, TMPDIR and ecg_ray cache
+        # This Python's scripts first: a pyenv shim looks for its installation under $HOME, and a node's HOME is its own.
+        self.env = {**os.environ, **ENV, "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])}
         self.port = free_port()
         self.dashboard_port = free_port()
         self.nodes: list[str] = []
@@ -92,9 +100,13 @@ class LocalCluster:
         temp = os.path.join(self.root, name)
         for attempt in (1, 2):
             os.makedirs(temp)
-            cmd = ["ray", "start", f"--temp-dir={temp}", "--disable-usage-stats", f"--object-store-memory={500 * 2**20}",
+            own = {key: os.path.join(temp, sub) for key, sub in (("HOME", "home"), ("TMPDIR", "tmp"), ("ECG_RAY_CACHE", "cache"))
+                   if self.own_disks}
+            for folder in own.values():
+                os.makedirs(folder)
+            cmd = [RAY, "start", f"--temp-dir={temp}", "--disable-usage-stats", f"--object-store-memory={500 * 2**20}",
                    f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}", *args]
-            out = subprocess.run(cmd, env={**self.env, **(extra_env or {})}, capture_output=True, text=True, timeout=120)
+            out = subprocess.run(cmd, env={**self.env, **own, **(extra_env or {})}, capture_output=True, text=True, timeout=120)
             if out.returncode == 0:
                 self.nodes.append(name)
                 self.ports[name] = [int(a.split("=")[1]) for a in cmd if re.fullmatch(r"--[a-z-]*port=\d+", a)]
@@ -164,7 +176,7 @@ class LocalCluster:
     def job_submit(self, working_dir: str | None, entrypoint: list[str], timeout: float = 900) -> subprocess.CompletedProcess:
         """`ray job submit`; working_dir None uploads nothing (the entrypoint then names absolute paths)."""
         upload = ["--working-dir", working_dir] if working_dir else []
-        cmd = ["ray", "job", "submit", "--address", self.dashboard, *upload, "--", *entrypoint]
+        cmd = [RAY, "job", "submit", "--address", self.dashboard, *upload, "--", *entrypoint]
         return subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=timeout)
 
     def stop(self) -> None:

@@ -69,7 +69,7 @@ def _worker_nodes(cluster) -> list[dict]:
 
 
 def test_autoscaler_adds_gpu_type_nodes_for_trials_and_removes_them(tmp_path):
-    cluster = LocalCluster()
+    cluster = LocalCluster(own_disks=False)  # its nodes are started by Ray's fake provider, from the head's environment
     try:
         path = tmp_path / "fake.yaml"
         path.write_text(yaml.safe_dump(fake_config(Path("cluster.yaml"), cluster.address)))

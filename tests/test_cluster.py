@@ -1,21 +1,24 @@
-"""A real multi-node local cluster (`ray start`) runs the quick grid submitted with `ray job submit`."""
+"""A real multi-node local cluster (`ray start`) runs the quick grid submitted with `ray job submit`.
 
-import json
+As on AWS or KubeRay, the nodes share no disk (each has its own temp dir, HOME and TMPDIR) and the
+experiment's results live in a bucket (the session's S3 server) where one runs, else in a folder."""
+
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import yaml
 
+from ecg_ray import storage
+from helpers import read_json, read_table
 from localcluster import LocalCluster
 
 pytestmark = pytest.mark.cluster
 
 
-def write_experiment(folder: Path, storage: Path, **changes) -> Path:
+def write_experiment(folder: Path, storage_path: str, **changes) -> Path:
     """experiments/quick.yaml, with trials pinned to the stand-in GPU node type and the given changes."""
     exp = yaml.safe_load(Path("experiments/quick.yaml").read_text())
-    exp["storage_path"] = str(storage)
+    exp["storage_path"] = str(storage_path)
     exp.setdefault("resources", {})["custom_resources_per_worker"] = {"gpu_node": 1}
     for dotted, value in changes.items():
         node = exp
@@ -30,7 +33,7 @@ def write_experiment(folder: Path, storage: Path, **changes) -> Path:
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def cluster(s3_server):  # after the S3 server: the nodes hold the bucket's settings
     c = LocalCluster()
     try:
         # Like cluster.yaml: a head with no CPUs (runs no trial) and GPU-type worker nodes,
@@ -45,12 +48,12 @@ def cluster():
 
 
 @pytest.fixture(scope="module")
-def submitted(cluster, tmp_path_factory):
+def submitted(cluster, s3_server, tmp_path_factory):
     work = tmp_path_factory.mktemp("job")
-    storage = tmp_path_factory.mktemp("results")
-    write_experiment(work, storage, name="quick")
+    results = s3_server.uri("cluster") if s3_server else str(tmp_path_factory.mktemp("results"))
+    write_experiment(work, results, name="quick")
     proc = cluster.job_submit(str(work), ["ecg-ray", "tune", "cluster_quick.yaml"])
-    return proc, storage / "quick"
+    return proc, storage.join(results, "quick")
 
 
 def test_job_succeeds(submitted):
@@ -62,7 +65,7 @@ def test_job_succeeds(submitted):
 
 def test_trials_ran_on_both_worker_nodes_never_the_head(submitted, cluster):
     _, exp = submitted
-    hist = pd.read_csv(exp / "report" / "history.csv")
+    hist = read_table(storage.join(exp, "report", "history.csv"))
     nodes = {n["NodeID"]: n for n in cluster.nodes_info()}
     used = set(hist["node_id"])
     assert len(used) == 2
@@ -72,10 +75,11 @@ def test_trials_ran_on_both_worker_nodes_never_the_head(submitted, cluster):
 
 def test_exported_tables_are_complete(submitted):
     _, exp = submitted
-    trials = pd.read_csv(exp / "report" / "trials.csv")
+    trials = read_table(storage.join(exp, "report", "trials.csv"))
     assert len(trials) == 2 and trials["best_val_macro_f1"].is_monotonic_decreasing
     assert trials["data_hash"].nunique() == 1
-    assert trials["data_hash"].iloc[0] == json.loads((exp / "ecg_ray_experiment.json").read_text())["data_hash"]
+    assert trials["data_hash"].iloc[0] == read_json(storage.join(exp, "ecg_ray_experiment.json"))["data_hash"]
+    written = storage.files(storage.join(exp, "report"))
     for name in ("trials", "history"):
         for ext in ("csv", "md", "json"):
-            assert (exp / "report" / f"{name}.{ext}").stat().st_size > 0
+            assert written[f"{name}.{ext}"] > 0

@@ -1,17 +1,18 @@
 """`ecg-ray tune FILE --extend DIR`: a finished experiment takes more seeds, configs and draws from an
 edited file; its finished trials are kept, and what would make them incomparable is refused by name."""
 
-import json
 from dataclasses import replace
 
 import pandas as pd
 import pytest
 import yaml
 
+from ecg_ray import storage
 from ecg_ray.commands.main import main
 from ecg_ray.config import experiment_from_dict
 from ecg_ray.config.extension import check_settings, keyed_trials
 from ecg_ray.errors import ConfigError
+from helpers import read_json, read_table
 
 BASE = {"search": {"lr": [0.001], "epochs": 1}, "data": {"n_records": 120, "test_fraction": 0.2}}
 
@@ -82,10 +83,10 @@ def test_extend_is_refused_with_resume_overwrite_or_without_a_folder(tmp_path, c
     assert not (tmp_path / "small").exists()
 
 
-def _write(folder, name, storage, **edits):
+def _write(folder, name, storage_path, **edits):
     from helpers import tiny_experiment
 
-    path = tiny_experiment(folder, name, storage, search=BASE["search"], data=BASE["data"] | {"cache_dir": str(folder / "cache")})
+    path = tiny_experiment(folder, name, storage_path, search=BASE["search"], data=BASE["data"] | {"cache_dir": str(folder / "cache")})
     raw = yaml.safe_load(path.read_text())
     for key, value in edits.items():
         section, _, leaf = key.rpartition(".")
@@ -97,32 +98,38 @@ def _write(folder, name, storage, **edits):
 def _metrics(folder):
     """What a paper reads: each (config, seed)'s best epoch and metrics, each config's rank and mean, the test table."""
     keys = ["lr", "seed"]
-    trials = pd.read_csv(folder / "report" / "trials.csv")[keys + ["best_epoch", "best_val_macro_f1", "val_loss", "val_challenge_f1"]]
-    configs = pd.read_csv(folder / "report" / "configs.csv")
+    report = storage.join(str(folder), "report")
+    trials = read_table(storage.join(report, "trials.csv"))[keys + ["best_epoch", "best_val_macro_f1", "val_loss", "val_challenge_f1"]]
+    configs = read_table(storage.join(report, "configs.csv"))
     configs = configs[["rank", "lr", "n_seeds", "best_val_macro_f1_mean", "val_challenge_f1_mean"]]
-    test = pd.read_csv(folder / "report" / "test.csv")[["model", "lr", "seed", "test_macro_f1", "test_macro_f1_ci_low"]]
+    test = read_table(storage.join(report, "test.csv"))[["model", "lr", "seed", "test_macro_f1", "test_macro_f1_ci_low"]]
     return (trials.sort_values(keys).reset_index(drop=True), configs.sort_values("lr").reset_index(drop=True),
             test.sort_values(["model", "lr", "seed"]).reset_index(drop=True))
 
 
+def _result_files(exp: str) -> list[str]:
+    return [storage.join(exp, rel) for rel in storage.files(exp) if rel.count("/") == 1 and rel.endswith("/result.json")]
+
+
 @pytest.mark.ray
-def test_extend_runs_only_the_new_trials_and_its_tables_equal_a_fresh_run_of_the_edited_file(ray_local, tmp_path, capsys):
-    original = _write(tmp_path, "study", tmp_path)
+def test_extend_runs_only_the_new_trials_and_its_tables_equal_a_fresh_run_of_the_edited_file(ray_local, storage_root, tmp_path, capsys):
+    """In the bucket where the S3 server runs (a cluster's results), the fresh run in a local folder."""
+    original = _write(tmp_path, "study", storage_root)
     assert main(["tune", str(original)]) == 0
-    exp = tmp_path / "study"
-    (first,) = [p for p in exp.glob("*/result.json")]
-    before = first.read_bytes()
+    exp = storage.join(storage_root, "study")
+    (first,) = _result_files(exp)
+    before = storage.read_bytes(first)
     # A new config placed before the old one in the file: the kept trial keeps t0000, the new one is t0001.
     edited = _write(tmp_path, "edited", tmp_path / "fresh", **{"search.lr": [0.0005, 0.001]})
     capsys.readouterr()
 
-    assert main(["tune", str(edited), "--extend", str(exp)]) == 0
+    assert main(["tune", str(edited), "--extend", exp]) == 0
     out = capsys.readouterr().out
     assert f"extending {exp}: 1 finished trial(s) kept, 1 to run" in out
-    runs = json.loads((exp / "runs.json").read_text())
+    runs = read_json(storage.join(exp, "runs.json"))
     assert [(r["trials"], r["extend"]) for r in runs[-1:]] == [(1, True)] and len(runs) == 2
-    assert len(list(exp.glob("*/result.json"))) == 2 and first.read_bytes() == before  # the kept trial was not run again
-    record = json.loads((exp / "ecg_ray_experiment.json").read_text())
+    assert len(_result_files(exp)) == 2 and storage.read_bytes(first) == before  # the kept trial was not run again
+    record = read_json(storage.join(exp, "ecg_ray_experiment.json"))
     assert record["trial_keys"] == ["t0001", "t0000"] and len(record["extended"]) == 1  # in the file's order
     assert [g["lr"] for g in record["grid"]] == [0.0005, 0.001] and record["config"]["name"] == "study"
 
@@ -130,19 +137,19 @@ def test_extend_runs_only_the_new_trials_and_its_tables_equal_a_fresh_run_of_the
     for extended, fresh in zip(_metrics(exp), _metrics(tmp_path / "fresh" / "edited")):
         pd.testing.assert_frame_equal(extended, fresh)
 
-    assert main(["tune", "--resume", str(exp)]) == 0  # the extended folder resumes as itself: nothing left to run
+    assert main(["tune", "--resume", exp]) == 0  # the extended folder resumes as itself: nothing left to run
     assert "every trial of" in capsys.readouterr().out
-    assert main(["tune", str(edited), "--extend", str(exp)]) == 0
+    assert main(["tune", str(edited), "--extend", exp]) == 0
     assert "nothing to run: the file adds no trial to it" in capsys.readouterr().out
 
     changed = _write(tmp_path, "changed", tmp_path, **{"search.lr": [0.001, 0.0005], "data.val_fraction": 0.3})
-    assert main(["tune", str(changed), "--extend", str(exp)]) == 2
+    assert main(["tune", str(changed), "--extend", exp]) == 2
     err = capsys.readouterr().err
     assert "data.val_fraction: 0.2 in the folder, 0.3 in the file" in err and err.count("\n") == 1
-    assert json.loads((exp / "ecg_ray_experiment.json").read_text()) == record  # a refused extension writes nothing
+    assert read_json(storage.join(exp, "ecg_ray_experiment.json")) == record  # a refused extension writes nothing
 
     other_data = _write(tmp_path, "other", tmp_path, **{"search.lr": [0.001, 0.0005], "data.difficulty": "realistic"})
-    assert main(["tune", str(other_data), "--extend", str(exp)]) == 2
+    assert main(["tune", str(other_data), "--extend", exp]) == 2
     assert "data.difficulty: 'easy' in the folder, 'realistic' in the file" in capsys.readouterr().err
 
 

@@ -44,8 +44,9 @@ def test_stopped_driver_resumes_without_rerunning_finished_trials(work, baseline
     assert f"stop rc={expected_stop_rc}," in outcome.detail
 
 
-def test_lost_node_trials_continue_elsewhere(work, baseline):
-    _check(faults.lose_node(work, baseline))
+def test_lost_node_trials_continue_elsewhere(work, baseline, s3_server):
+    """The results in the bucket (where the S3 server runs) and nowhere else: the nodes share no disk."""
+    _check(faults.lose_node(work, baseline, s3_server.uri("lose_node") if s3_server else None))
 
 
 def test_planted_pickles_are_never_loaded(work, baseline):

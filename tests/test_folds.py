@@ -152,29 +152,37 @@ def test_configs_are_means_over_folds_and_seeds_tested_paired_by_seed_and_fold()
     assert "3-fold cross-validation" in tex and "paired $t$-test by seed and fold" in tex
 
 
-def test_a_real_cross_validated_experiment(ray_local, tmp_path, capsys):
-    """2 folds x 2 learning rates on Ray: every fold trial equals that fold run alone, bit for bit; the
-    tables aggregate over folds; the out-of-fold metrics equal a recomputation from the saved predictions."""
+def test_a_real_cross_validated_experiment(ray_local, storage_root, tmp_path, capsys):
+    """2 folds x 2 learning rates with a test split on Ray, in the bucket where the S3 server runs: every
+    fold trial equals that fold run alone, bit for bit; the tables aggregate over folds; the
+    out-of-fold metrics equal a recomputation from the saved predictions; the command read each file
+    of the folder at most once."""
     import torch
 
+    from ecg_ray import storage
     from ecg_ray.schema import EPOCH_COLUMNS
     from ecg_ray.training.loop import build_trial, run_epoch
-    from helpers import tiny_experiment
+    from helpers import read_json, read_table, tiny_experiment
 
-    exp_file = tiny_experiment(tmp_path, "cv", tmp_path, search={"lr": [0.001, 0.0005]}, data={"n_records": 160, "folds": 2})
+    exp_file = tiny_experiment(tmp_path, "cv", storage_root, search={"lr": [0.001, 0.0005]},
+                               data={"n_records": 200, "folds": 2, "test_fraction": 0.2})
+    storage.READS.clear()
     assert main(["tune", str(exp_file), "--format", "csv", "latex"]) == 0
+    read_twice = {loc: n for loc, n in storage.READS.items() if n > 1}
+    assert storage.READS and not read_twice, read_twice  # the read budget: each file once per command
     assert "2-fold cross-validation" in capsys.readouterr().out
-    exp = tmp_path / "cv"
-    trials = pd.read_csv(exp / "report" / "trials.csv")
+    exp = storage.join(storage_root, "cv")
+    trials = read_table(storage.join(exp, "report", "trials.csv"))
     assert sorted(zip(trials["lr"], trials["fold"])) == [(0.0005, 0), (0.0005, 1), (0.001, 0), (0.001, 1)]
-    splits = json.loads((exp / "data_splits.json").read_text())
-    assert sorted(splits["ids"]) == ["fold0", "fold1"]
-    configs = pd.read_csv(exp / "report" / "configs.csv")
+    splits = read_json(storage.join(exp, "data_splits.json"))
+    assert sorted(splits["ids"]) == ["fold0", "fold1", "test"]
+    configs = read_table(storage.join(exp, "report", "configs.csv"))
     assert configs["n_folds"].tolist() == [2, 2] and configs["n_trials"].tolist() == [2, 2]
-    assert "2-fold cross-validation" in (exp / "report" / "configs.tex").read_text()
-    oof = json.loads((exp / "oof_predictions.json").read_text())
+    assert "2-fold cross-validation" in storage.read_bytes(storage.join(exp, "report", "configs.tex")).decode()
+    assert len(read_table(storage.join(exp, "report", "test.csv"))) > 0
+    oof = read_json(storage.join(exp, "oof_predictions.json"))
     pool = sorted(splits["ids"]["fold0"] + splits["ids"]["fold1"])
-    assert sorted(oof["y"]) == pool
+    assert sorted(oof["y"]) == pool and not set(pool) & set(splits["ids"]["test"])
     for _, config in configs.iterrows():
         ids = config["trial_ids"].split(",")
         pred = {r: p for t in ids for r, p in zip(oof["pred"][t]["ids"], oof["pred"][t]["pred"])}
@@ -184,12 +192,13 @@ def test_a_real_cross_validated_experiment(ray_local, tmp_path, capsys):
         assert config["oof_macro_f1_ci_low"] <= config["oof_macro_f1"] <= config["oof_macro_f1_ci_high"]
     from ecg_ray.results.predict import load_model
 
-    models, saved = load_model(str(exp / "best_model.pt"))  # the best config's folds as one model
+    models, saved = load_model(storage.join(exp, "best_model.pt"))  # the best config's folds as one model
     assert len(models) == 2 and sorted(m["trial_id"] for m in saved["members"]) == sorted(configs["trial_ids"][0].split(","))
-    assert sorted(m["trial"]["fold"] for m in saved["members"]) == [0, 1] and (exp / "best_trial_model.pt").is_file()
+    assert sorted(m["trial"]["fold"] for m in saved["members"]) == [0, 1] and storage.is_file(storage.join(exp, "best_trial_model.pt"))
     cfg = load_experiment(exp_file)
     data = prepare(cfg)
-    records = [json.loads(line) for f in exp.glob("*/result.json") for line in f.read_text().splitlines() if line.strip()]
+    records = [json.loads(line) for rel in storage.files(exp) if rel.count("/") == 1 and rel.endswith("/result.json")
+               for line in storage.read_bytes(storage.join(exp, rel)).decode().splitlines() if line.strip()]
     torch.set_num_threads(1)
     for trial in cfg.grid():
         view = fold_view(data, trial.fold)
