@@ -3,8 +3,8 @@
     python -c "from ecg_ray.storage import read_bytes; print(len(read_bytes('s3://bucket/results/quick/best_model.pt')))"
 
 A location is a local path or a URI (s3://, gs://, gcs://, file://); an S3-compatible
-server is s3:// with the standard AWS_ENDPOINT_URL (and AWS_ACCESS_KEY_ID,
-AWS_SECRET_ACCESS_KEY), which pyarrow honours. URIs go through pyarrow.fs, imported only
+server is s3:// with the standard AWS_ENDPOINT_URL (and the usual AWS access-key
+variables), which pyarrow honours. URIs go through pyarrow.fs, imported only
 when a URI is used. Every function here takes either; no other module tells a path from
 a URI. Writes are whole or absent: local files through a temporary name and a rename,
 objects through one PUT.
