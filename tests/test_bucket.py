@@ -90,6 +90,10 @@ def lab(s3, tmp_path_factory):
     rc, pid = ecg_ray(["tune", str(local_file), "--num-cpus", "2"], work / "local.log", work / "reads_local.log")
     assert rc == 0, (work / "local.log").read_text()[-3000:]
     logged["tune"] = (work / "reads_local.log", pid)
+    # A resume of the finished folder: nothing to run, every record, trial file and kept best epoch read again, once.
+    rc, pid = ecg_ray(["tune", "--resume", str(work / "results" / "lab")], work / "local.log", work / "reads_local_resume.log")
+    assert rc == 0, (work / "local.log").read_text()[-3000:]
+    logged["tune --resume (local, finished)"] = (work / "reads_local_resume.log", pid)
 
     def a_trial_finished():
         statuses = storage.read_optional(storage.join(bucket, "trial_status.json"))
@@ -132,6 +136,8 @@ def test_each_command_reads_each_file_of_the_folder_once(lab):
         assert not twice, f"{command} read these more than once: {twice}"
     resume_reads = reads(*logged["tune --resume"])
     assert storage.join(bucket, "ecg_ray_experiment.json") in resume_reads  # it did read the bucket, once
+    local = reads(*logged["tune --resume (local, finished)"])
+    assert sum(loc.endswith("/result.json") for loc in local) == 4 and sum(loc.endswith("trial_state.pt") for loc in local) >= 2
 
 
 def test_report_predict_rerun_and_compare_take_the_bucket(lab, tmp_path, capsys):

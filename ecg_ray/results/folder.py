@@ -301,7 +301,7 @@ class ExperimentDir:
             yield
         finally:
             os.ftruncate(fd, 0)  # released cleanly: nothing stale to report next time
-            unused = not self.is_uri and not self.exists()  # a bucket's lock lives in the cache: kept
+            unused = not self.is_uri and not storage.is_file(self.experiment_file)  # a stat, not a read; a bucket's lock lives in the cache: kept
             if unused:
                 path.unlink(missing_ok=True)
             fcntl.flock(fd, fcntl.LOCK_UN)
