@@ -58,6 +58,28 @@ def test_tensorboard_files_only_when_asked(quick_run, ray_local, tmp_path):
     assert "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS" not in os.environ
 
 
+def test_the_report_imports_start_when_the_last_trials_begin_their_last_epoch(tmp_path, capsys):
+    """Every trial running at once (the quick demo): the imports start when one begins its last epoch,
+    not only once one has ended, so the phases after tuning find them done."""
+    from types import SimpleNamespace
+
+    from ecg_ray.results.folder import ExperimentDir
+    from ecg_ray.tuning.progress import EpochPrinter
+
+    def trial(key):
+        return SimpleNamespace(config={"trial_key": key, "epochs": 4}, status="RUNNING", metric_analysis={},
+                               local_path=str(tmp_path / "staged" / key))
+
+    printer = EpochPrinter(ExperimentDir.parse(str(tmp_path)), n_trials=2)
+    t = [trial("t0000"), trial("t0001")]
+    printer.on_trial_result(0, t, t[0], {"epoch": 2})
+    assert printer.warming is None  # two epochs still to go
+    printer.on_trial_result(0, t, t[0], {"epoch": 3})  # its last epoch starts, and no trial is left to start
+    assert printer.warming is not None
+    printer.warming.join(timeout=120)
+    assert "epoch 3/4" in capsys.readouterr().out
+
+
 @fast_path_only()
 def test_a_trial_is_two_processes_with_no_synchronisation_actor(quick_run, ray_local):
     """Each trial ran as its Tune actor (with Train's controller) and its Ray Train worker; Train's

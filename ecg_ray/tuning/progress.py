@@ -44,6 +44,8 @@ class EpochPrinter(ray.tune.Callback):
         self.exp.append_progress({"trial_id": c[TRIAL_KEY], "time": time.time(), **{k: result.get(k) for k in PROGRESS_KEYS}})
         if self.live is not None:
             self.live.epoch(c[TRIAL_KEY], c, result)
+        if result.get("epoch") == (c.get("epochs") or 0) - 1:  # its last epoch starts: the run nears its end
+            self._warm_up_if_all_started(trials, trial)
         print(
             f"[ecg-ray] {c[TRIAL_KEY]} lr={c.get('lr')} H={c.get('hidden_size')} dropout={c.get('dropout')} "
             f"{c.get('optimizer')} seed={c.get('seed')}: epoch {result.get('epoch')}/{c.get('epochs')} "
@@ -77,11 +79,16 @@ class EpochPrinter(ray.tune.Callback):
         running = sum(t.status == "RUNNING" for t in trials if t is not trial)
         print(f"[ecg-ray] {key} {how}; best {RANK_METRIC} {best if best is not None else float('nan'):.4f}. "
               f"Trials: {len(self.ended)} of {self.n_trials} ended, {running} running", flush=True)
-        if ended and len(self.ended) + running >= self.n_trials and self.warming is None:
-            # No trial is left to start, so the slot this one held stays idle: import what the
-            # report needs (torch for best_model.pt, matplotlib for the figures: 1.5 s of a CPU
-            # on 2 cores) and start the costs' FlopCounterMode (1.6 s) now, while the last trials
-            # train, not after them.
+        if ended:
+            self._warm_up_if_all_started(trials, trial)
+
+    def _warm_up_if_all_started(self, trials, trial) -> None:
+        """Once no trial is left to start and the run nears its end (a trial ended, or one starts its
+        last epoch), import what the report needs (torch for best_model.pt, matplotlib for the
+        figures: 1.5 s of a CPU on 2 cores) and start the costs' FlopCounterMode (1.6 s), while the
+        last trials train, not after them."""
+        running = sum(t.status == "RUNNING" for t in trials if t is not trial) + (trial.config[TRIAL_KEY] not in self.ended)
+        if self.warming is None and len(self.ended) + running >= self.n_trials:
             self.warming = threading.Thread(target=_import_report_modules, name="report-imports")
             self.warming.start()
             _report_imports.append(self.warming)  # Ray is not shut down under it
