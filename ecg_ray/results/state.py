@@ -38,7 +38,7 @@ class FolderState(ExperimentDir):
         exp = exp if isinstance(exp, ExperimentDir) else ExperimentDir.parse(exp)
         listing = exp.listing()
         wanted = [rel for rel in listing if rel in RECORD_FILES or is_trial_file(rel)]
-        return cls(exp.path, {rel: storage.read_bytes(exp.join(rel)) for rel in wanted},
+        return cls(exp.path, dict(zip(wanted, storage.read_many([exp.join(rel) for rel in wanted]))),
                    found=bool(listing) or storage.is_dir(exp.path))
 
     @property
