@@ -144,6 +144,12 @@ def test_report_predict_rerun_and_compare_take_the_bucket(lab, tmp_path, capsys)
     local, bucket, work, _ = lab
     assert main(["report", bucket, "--format", "csv"]) == 0
     assert "s3://ecg/lab/lab/report/trials.csv" in capsys.readouterr().out
+    tables_out = storage.join(bucket.rsplit("/", 1)[0], "paper_tables")
+    assert main(["report", local, "--out", tables_out, "--format", "csv", "latex"]) == 0  # a local folder's tables into the bucket
+    written = storage.files(tables_out)
+    assert {"trials.csv", "configs.csv", "configs.tex", "index.html"} <= set(written)
+    pd.testing.assert_frame_equal(read_table(storage.join(tables_out, "configs.csv")),
+                                  read_table(os.path.join(local, "report", "configs.csv")))
 
     records = tmp_path / "records.parquet"
     assert main(["data", "convert", "synthetic", str(records), "--experiment", str(work / "local" / "lab.yaml")]) == 0
