@@ -254,6 +254,21 @@ def copy_to(local_files: list[str], folder: str) -> list[str]:
     return out
 
 
+def write_folder(folder: str, draw, stale: tuple[str, ...] = ()) -> list[str]:
+    """Run `draw(local_dir) -> [local files]` and return where the files are: `folder` itself when it
+    is local, else a temporary folder whose files are then copied into `folder` (a bucket), where
+    the names in `stale` are removed when none of them was drawn this time (an older run's files of
+    what this run did not draw)."""
+    if not is_uri(folder):
+        return draw(Path(folder))
+    with tempfile.TemporaryDirectory(prefix="ecg_ray_draw_") as tmp:
+        written = draw(Path(tmp))
+        if not {Path(w).name for w in written} & set(stale):
+            for name in stale:
+                remove_file(join(folder, name))
+        return copy_to(written, folder)
+
+
 def remove_file(location: str) -> None:
     """Delete one file, if it is there."""
     if not is_uri(location):

@@ -22,7 +22,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -250,11 +249,8 @@ def write_comparison(dirs: list[str], out_dir: str, formats=FORMATS, allow_parti
     if problems and not allow_partial:
         raise PartialReport(", ".join(dirs), problems)
     best, pairs = best_table(sides, top), pairs_table(sides)
-    if storage.is_uri(out_dir):  # drawn here, then copied into the bucket
-        with tempfile.TemporaryDirectory(prefix="ecg_ray_compare_") as tmp:
-            written = _write(sides, best, pairs, Path(tmp), formats, problems)
-            return best, pairs, storage.copy_to(written, str(out_dir)), problems
-    return best, pairs, _write(sides, best, pairs, Path(out_dir), formats, problems), problems
+    written = storage.write_folder(str(out_dir), lambda target: _write(sides, best, pairs, target, formats, problems))
+    return best, pairs, written, problems
 
 
 def _write(sides: list[Side], best: pd.DataFrame, pairs: pd.DataFrame, target: Path, formats, problems: list[str]) -> list[str]:

@@ -567,16 +567,9 @@ def write_report(source, out_dir: str | None = None, formats=DEFAULT_FORMATS,
     if problems and not allow_partial:
         raise PartialReport(exp.path, problems)
     dest = str(out_dir) if out_dir is not None else exp.report_dir
-    if storage.is_uri(dest):  # drawn here, then copied into the bucket
-        import tempfile
-
-        with tempfile.TemporaryDirectory(prefix="ecg_ray_report_") as tmp:
-            written = _write_tables(exp, trials, hist, problems, Path(tmp), formats)
-            stale = [f"importance{ext}" for ext, _ in EXPORTERS.values()] if not any("importance" in Path(w).name for w in written) else []
-            for name in stale:
-                storage.remove_file(storage.join(dest, name))
-            return trials, storage.copy_to(written, dest), problems
-    return trials, _write_tables(exp, trials, hist, problems, Path(dest), formats), problems
+    written = storage.write_folder(dest, lambda target: _write_tables(exp, trials, hist, problems, target, formats),
+                                   stale=tuple(f"importance{ext}" for ext, _ in EXPORTERS.values()))
+    return trials, written, problems
 
 
 def _write_tables(exp: FolderState, trials: pd.DataFrame, hist: pd.DataFrame, problems: list[str], target: Path,
