@@ -226,7 +226,14 @@ def lose_node(work: Path, baseline: Path, bucket: str | None = None) -> Outcome:
         exp_dir = storage.join(bucket, "lose_node") if bucket else str(work / "results" / "lose_node")
         driver = Driver([str(exp)], work / "lose_node.log", address=cluster.address)
         if bucket:
-            wait_for(lambda: _epoch_on(exp_dir, doomed), driver, what="a checkpoint of an epoch on the worker node")
+            # The checkpoint reaches the bucket before its result reaches the driver: kill between the two
+            # and Tune never knew the epoch ran there (it reruns it elsewhere, and nothing was affected).
+            # So wait for the driver's own line of that epoch too.
+            hit = wait_for(lambda: _epoch_on(exp_dir, doomed), driver, what="a checkpoint of an epoch on the worker node")
+            line = f"[ecg-ray] {hit['trial_id']} "
+            wait_for(lambda: any(l.startswith(line) and f": epoch {hit['epoch']}/" in l
+                                 for l in Path(driver.log.name).read_text(errors="replace").splitlines()),
+                     driver, what=f"the driver's line of {hit['trial_id']} epoch {hit['epoch']}")
         else:
             wait_for(lambda: next((r for r in results(Path(exp_dir)) if r["node_id"] == doomed and r["epoch"] < EPOCHS), None),
                      driver, what="an epoch on the worker node")
@@ -242,7 +249,7 @@ def lose_node(work: Path, baseline: Path, bucket: str | None = None) -> Outcome:
 
 
 def _epoch_on(exp_dir: str, node_id: str) -> dict | None:
-    """The metrics of a checkpoint in the bucket whose epoch (not the last) ran on `node_id`, if any."""
+    """The metrics (and trial) of a checkpoint in the bucket whose epoch (not the last) ran on `node_id`, if any."""
     import io
 
     from ecg_ray import storage
@@ -256,7 +263,7 @@ def _epoch_on(exp_dir: str, node_id: str) -> dict | None:
             except Exception:  # noqa: BLE001  (an object being written right now)
                 continue
             if metrics.get("node_id") == node_id and metrics["epoch"] < EPOCHS:
-                return metrics
+                return {**metrics, "trial_id": rel.split("/")[0]}
     return None
 
 
