@@ -289,3 +289,12 @@ def remove_tree(location: str) -> None:
     fs, key = uri_fs(location)
     with contextlib.suppress(FileNotFoundError):
         fs.delete_dir(key)
+
+
+def local_sqlite_file(url: str) -> Path | None:
+    """The file of a `sqlite:///PATH` URL (an Optuna or MLflow store on this machine); None for any other URL
+    or an in-memory database."""
+    head = "sqlite:///"
+    if not str(url).startswith(head) or str(url) == head or ":memory:" in str(url):
+        return None
+    return Path(str(url)[len(head):])  # sqlite:///rel.db is relative, sqlite:////abs.db absolute

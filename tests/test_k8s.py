@@ -112,3 +112,57 @@ def test_a_bad_experiment_file_is_refused_before_any_manifest(tmp_path, capsys, 
     assert main(["k8s", "experiments/bad.yaml"]) == 2
     out, err = capsys.readouterr()
     assert out == "" and "bad.yaml: The 'lr' parameter must be a float" in err
+
+
+HOSTILE = ["s3://b/x; rm -rf / #", "s3://b/x\nfoo: bar", "s3://b/x\r\nkind: Pod", "not a uri", "s3://b/x' #",
+           "s3://b/../x", "file:///tmp/x", "s3://b/x: y", "s3://b/{x}", "s3://b/x`id`", "s3://b/$(id)", "s3:// b/x"]
+
+
+@pytest.mark.parametrize("option", ["--storage", "--source", "--name"])
+@pytest.mark.parametrize("value", HOSTILE, ids=range(len(HOSTILE)))
+def test_a_hostile_value_is_refused_in_one_line_and_nothing_is_printed(option, value, capsys):
+    value = value + ".zip" if option == "--source" else value
+    assert main(["k8s", "experiments/quick.yaml", option, value]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1 and option in err and repr(value) in err
+
+
+def _printed(capsys, *args: str) -> str:
+    assert main(["k8s", "experiments/quick.yaml", *args]) == 0
+    return capsys.readouterr().out
+
+
+def test_any_value_gives_one_document_with_that_value_or_a_refusal(capsys, request):
+    """Random values over an alphabet of YAML's and the shell's special characters: each is refused, or the
+    output is one YAML document (valid against the CRD where ../shared has it) that carries it exactly."""
+    import random
+
+    schema = request.getfixturevalue("rayjob_schema") if CRD.is_file() else None
+    rng = random.Random(42)
+    alphabet = "ab9._~=+@,%/-" * 4 + ":#;'\"`$ {}[]|>&*!?\n\t\\"  # plain characters more often, so some pass
+    accepted = 0
+    for _ in range(150):
+        path = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 8)))
+        storage, source = f"s3://lab/{path}", f"https://example.org/{path}.zip"
+        code = main(["k8s", "experiments/quick.yaml", "--storage", storage, "--source", source])
+        out, err = capsys.readouterr()
+        if code != 0:
+            assert code == 2 and out == "" and len(err.splitlines()) == 1
+            continue
+        accepted += 1
+        (doc,) = list(yaml.safe_load_all(out))
+        if schema:
+            _validate(doc, schema)
+        argv = shlex.split(doc["spec"]["entrypoint"])
+        assert argv[argv.index("--storage") + 1] == storage and len(argv) == 8
+        assert yaml.safe_load(doc["spec"]["runtimeEnvYAML"])["working_dir"] == source
+    assert accepted >= 10  # the plain values among them went through
+
+
+def test_odd_but_valid_values_are_kept_exactly(capsys):
+    storage, source = "s3://my.bucket/a=b+c@d,e%20f~g/x-y_z", "gs://lab-src/rel/v1.2/ecg_ray-src.zip"
+    doc = yaml.safe_load(_printed(capsys, "--storage", storage, "--source", source, "--name", "lab-1"))
+    assert doc["metadata"]["name"] == "lab-1"
+    argv = shlex.split(doc["spec"]["entrypoint"])
+    assert argv[-2:] == ["--storage", storage]
+    assert yaml.safe_load(doc["spec"]["runtimeEnvYAML"]) == {"working_dir": source, "pip": runtime_requirements()}

@@ -95,3 +95,49 @@ def test_optuna_dashboard_serves_the_study(tmp_path):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_another_study_of_that_name_is_refused_before_anything_is_written(tmp_path, capsys):
+    """A hand-made study and another experiment's study of the same name: refused (named with its trial count),
+    no report written, the study untouched; --optuna-study writes beside it and --optuna-replace replaces it."""
+    exp = _folder(tmp_path, {"lr": [0.001, 0.0005, 0.003]})
+    other = _folder(tmp_path / "other", {"lr": [0.001, 0.0005, 0.003]})
+    url = f"sqlite:///{tmp_path}/studies.db"
+    mine = optuna.create_study(study_name="studied", storage=url)
+    mine.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    assert main(["report", str(exp), "--optuna-storage", url]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "a study 'studied' with 2 trial(s) is already there (not written by ecg_ray" in line and "--optuna-replace" in line
+    assert not (exp / "report").exists() and len(optuna.load_study(study_name="studied", storage=url).trials) == 2
+
+    assert main(["report", str(exp), "--optuna-storage", url, "--optuna-study", "studied-ecg"]) == 0
+    assert main(["report", str(other), "--optuna-storage", url, "--optuna-study", "studied-ecg"]) == 2
+    assert f"(the experiment in {exp})" in capsys.readouterr().err
+    assert main(["report", str(exp), "--optuna-storage", url, "--optuna-study", "studied-ecg"]) == 0  # its own: replaced
+
+    assert main(["report", str(exp), "--optuna-storage", url, "--optuna-replace"]) == 0
+    study = optuna.load_study(study_name="studied", storage=url)
+    assert len(study.trials) == 3 and study.user_attrs["ecg_ray_experiment"] == str(exp)
+    assert sorted(optuna.get_all_study_names(url)) == ["studied", "studied-ecg"]
+
+
+def test_a_read_only_sqlite_file_is_one_line_with_the_fix(tmp_path, capsys):
+    import os
+
+    exp = _folder(tmp_path, {"lr": [0.001, 0.0005, 0.003]})
+    db = tmp_path / "ro" / "studies.db"
+    db.parent.mkdir()
+    url = f"sqlite:///{db}"
+    optuna.create_study(study_name="elsewhere", storage=url)
+    db.chmod(0o444)
+    db.parent.chmod(0o555)
+    try:
+        code = main(["report", str(exp), "--optuna-storage", url])
+        err = capsys.readouterr().err
+        if os.geteuid() == 0:  # root writes anyway: then it must have worked
+            assert code == 0, err
+        else:
+            (line,) = err.splitlines()
+            assert code == 2 and "is not writable" in line and not (exp / "report").exists()
+    finally:
+        db.parent.chmod(0o755)

@@ -232,3 +232,38 @@ def test_the_cut_off_line_of_a_run_that_was_resumed_is_not_damage(tmp_path):
     trials, hist = build_report(exp, problems)
     assert problems == [] and hist["epoch"].tolist() == [1, 2, 3, 4] and trials.iloc[0]["best_val_macro_f1"] == 0.6
     assert hist["time_total_s"].tolist() == [3.0, 6.0, 6.0 + 9.0, 6.0 + 12.0]  # wall time runs on across the resume
+
+
+LRS = [1e-4, 2e-4, 3e-4, 5e-4, 7e-4, 1e-3, 2e-3, 3e-3]
+SHAPES = {  # every shape of finished results the report can meet: (key, params, val macro-F1 per epoch)
+    "all tie (every model calls every record Normal)": [(f"t{i:04d}", {"lr": lr}, [0.1842]) for i, lr in enumerate(LRS)],
+    "all tie, two keys, two epochs": [(f"t{i:04d}", {"lr": lr, "hidden_size": [128, 256][i % 2]}, [0.1842, 0.1842])
+                                      for i, lr in enumerate(LRS)],
+    "all tie over two seeds (CIs of zero width)": [(f"t{i:04d}", {"lr": LRS[i // 2], "seed": 42 + i % 2}, [0.25])
+                                                   for i in range(16)],
+    "all zero": [(f"t{i:04d}", {"lr": lr}, [0.0, 0.0]) for i, lr in enumerate(LRS)],
+    "one trial": [("t0000", {}, [0.3])],
+    "two tied trials": [("t0000", {"lr": 1e-3}, [0.3]), ("t0001", {"lr": 1e-4}, [0.3])],
+    "all perfect": [(f"t{i:04d}", {"lr": lr}, [1.0]) for i, lr in enumerate(LRS)],
+    "one differs by a hair": [(f"t{i:04d}", {"lr": lr}, [0.5 + (1e-12 if i == 3 else 0)]) for i, lr in enumerate(LRS)],
+}
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_every_shape_of_results_keeps_its_tables_and_names_what_cannot_be_computed(shape, tmp_path, capsys):
+    """Degenerate results never cost the report: the tables, figures and page are written, and an analysis
+    that has nothing to work on says so in one line (a run whose trials all tie lost its report)."""
+    from helpers import fake_experiment
+
+    exp = fake_experiment(tmp_path / "shaped", SHAPES[shape], costs=None)
+    trials, written, problems = write_report(exp)
+    assert problems == [] and len(trials) == len(SHAPES[shape])
+    names = {Path(p).name for p in written}
+    assert {"trials.csv", "configs.csv", "history.csv", "pareto.csv", "index.html", "learning_curves.png"} <= names
+    page = (exp / "report" / "index.html").read_text()
+    scores = {f for _, _, f1s in SHAPES[shape] for f in f1s[-1:]}
+    if len(SHAPES[shape]) >= 8 and len(scores) == 1:
+        line = "Importance: every config scored the same"
+        assert line in page and "importance.csv" not in names
+        (said,) = [l for l in capsys.readouterr().out.splitlines() if line in l]
+        assert said.startswith("[ecg-ray] report: ")

@@ -189,6 +189,10 @@ def cmd_report(args) -> int:
     from ecg_ray.results.report import read_results
 
     results = read_results(args.experiment_dir)  # the folder read once (a bucket's downloaded once) for every step below
+    if args.optuna_storage:  # refused before any table is written: nobody's study is replaced
+        from ecg_ray.results.optuna_study import claim
+
+        claim(results, args.optuna_storage, args.optuna_study, args.optuna_replace)
     trials, written, problems = write_report(results, args.out, args.format, args.allow_partial)
     _warn(problems)
     print(summary_text(trials))
@@ -196,7 +200,7 @@ def cmd_report(args) -> int:
     if args.optuna_storage:
         from ecg_ray.results.optuna_study import write_study
 
-        name, n = write_study(results, args.optuna_storage, args.optuna_study)
+        name, n = write_study(results, args.optuna_storage, args.optuna_study, args.optuna_replace)
         print(f"[ecg-ray] Optuna study {name!r} ({n} trials) in {args.optuna_storage}: optuna-dashboard {args.optuna_storage}")
     if args.mlflow:
         from ecg_ray.results.tracking import sync
@@ -416,8 +420,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "second time: only what is new is logged); needs the mlflow extra")
     r.add_argument("--mlflow-experiment", metavar="NAME", help="the MLflow experiment (default: the experiment's name)")
     r.add_argument("--optuna-storage", metavar="URL", help="also write the trials as an Optuna study to this RDB URL "
-                   "(sqlite:///studies.db), for optuna-dashboard; a second write replaces the study")
+                   "(sqlite:///studies.db), for optuna-dashboard; a second write replaces this experiment's study, "
+                   "and a study of that name that is not this experiment's is refused")
     r.add_argument("--optuna-study", metavar="NAME", help="the study's name (default: the experiment's name)")
+    r.add_argument("--optuna-replace", action="store_true",
+                   help="replace a study of that name even where it is not this experiment's (another's, a hand-made one)")
     r.set_defaults(func=cmd_report)
 
     cp = sub.add_parser("compare", help="two or more experiment folders side by side: best configs, costs, paired tests",

@@ -13,7 +13,9 @@ by default), which for a 16-point grid is one or two configs; fANOVA uses every 
 categorical and numeric keys alike, and is Optuna's default. Distributions are read off the
 table: strings, booleans and numeric keys with at most GRID_VALUES values (grid axes) are
 categorical; wider numeric draws are ranges (log-scaled when positive over a decade or more).
-With fewer than MIN_CONFIGS configs no importance is estimated: the report says so instead.
+With fewer than MIN_CONFIGS configs, or configs that all scored the same (nothing to explain: a
+first short run where every model calls every record Normal), no importance is estimated: the
+report says so in one line instead.
 """
 
 from __future__ import annotations
@@ -59,6 +61,10 @@ def importance(configs: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame | N
     if len(scored) < MIN_CONFIGS:
         return None, (f"Importance needs at least {MIN_CONFIGS} configs with a score; this experiment has {len(scored)}, "
                       "so none is estimated (fANOVA's forest would fit noise).")
+    scores = scored[SCORE].astype(float)
+    if scores.nunique() == 1:  # fANOVA divides by the variance: a forest of constant trees has none
+        return None, (f"Importance: every config scored the same (mean best val macro-F1 {scores.iloc[0]:.4f}), so no key "
+                      "explains any variance and none is estimated.")
     import logging
 
     import optuna
@@ -69,7 +75,10 @@ def importance(configs: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame | N
     study.add_trials([optuna.trial.create_trial(params={k: _plain(row[k]) for k in keys}, distributions=dists,
                                                 value=float(row[SCORE])) for _, row in scored.iterrows()])
     evaluator = optuna.importance.FanovaImportanceEvaluator(n_trees=TREES, max_depth=DEPTH, seed=SEED)
-    shares = optuna.importance.get_param_importances(study, evaluator=evaluator, normalize=True)
+    try:
+        shares = optuna.importance.get_param_importances(study, evaluator=evaluator, normalize=True)
+    except (RuntimeError, ValueError, ZeroDivisionError) as err:  # a shape of scores the forest cannot fit
+        return None, f"Importance: fANOVA could not be fitted to these {len(scored)} configs ({' '.join(str(err).split())})."
     table = pd.DataFrame({"key": list(shares), "importance": [float(v) for v in shares.values()]})
     table = table.sort_values(["importance", "key"], ascending=[False, True], kind="stable").reset_index(drop=True)
     table.insert(0, "rank", np.arange(1, len(table) + 1))

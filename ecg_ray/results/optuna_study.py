@@ -9,23 +9,67 @@ axes and explicit configs as categorical distributions, drawn keys with their ow
 validation macro-F1 as the value (direction: maximize, the ranking's), every epoch's val
 macro-F1 as an intermediate value, its state (complete; pruned where ASHA stopped it; fail
 where it failed; running where it has not ended), and its key, seed and fold as user
-attributes. A second write replaces the study, never doubles it. optuna is imported here only.
+attributes. The study is marked as this experiment's (its folder in the user attribute
+`ecg_ray_experiment`): a second write of the same experiment replaces it, never doubles it, and
+a study of that name that is not this experiment's (hand-made, another experiment's) is refused,
+named with its trial count, before anything is written, unless `replace` (`--optuna-replace`)
+says so; `--optuna-study NAME` writes beside it. optuna is imported here only.
 """
 
 from __future__ import annotations
 
 import math
+import os
 
 from ecg_ray.errors import ConfigError
 from ecg_ray.schema import RANK_METRIC
 
 
-def write_study(source, storage: str, study_name: str | None = None) -> tuple[str, int]:
-    """Write an experiment's trials as an Optuna study in `storage` (an Optuna RDB URL): `source` is
-    the Results a command holds (ecg_ray.results.results) or a folder, read once here. Returns
-    (study name, trials)."""
+MARK = "ecg_ray_experiment"  # the study's user attribute: the experiment folder that wrote it
+
+
+def _optuna_error(storage: str, err: Exception, verb: str = "open") -> ConfigError:
+    why = " ".join(str(err).split())
+    why = why.split(" [SQL:")[0][:160]  # SQLAlchemy appends the statement and a link
+    return ConfigError(f"--optuna-storage {storage}: Optuna cannot {verb} it ({type(err).__name__}: {why}). Pass "
+                       "an RDB URL Optuna can write, such as sqlite:///studies.db in a writable folder.")
+
+
+def claim(results, storage: str, study_name: str | None = None, replace: bool = False) -> str:
+    """The study name to write `results` to in `storage`, after checking that writing there replaces
+    nobody else's study: a study of that name must be absent or marked as this experiment's, or
+    `replace` given. Opens the storage (a ConfigError says why it cannot be). Writes nothing."""
     import logging
 
+    import optuna
+
+    from ecg_ray.storage import local_sqlite_file
+
+    optuna.logging.set_verbosity(logging.WARNING)
+    name = study_name or results.state.read_record()["config"]["name"]
+    db = local_sqlite_file(storage)
+    if db is not None and (db.exists() and not os.access(db, os.W_OK) or not os.access(db.parent, os.W_OK)):
+        raise ConfigError(f"--optuna-storage {storage}: {db if db.exists() else db.parent} is not writable; "
+                          "pass a SQLite file in a folder you can write.")
+    try:
+        existing = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:  # no such study: nothing to replace
+        return name
+    except Exception as err:  # noqa: BLE001  (a URL Optuna cannot open: any of SQLAlchemy's errors)
+        raise _optuna_error(storage, err) from None
+    owner = existing.user_attrs.get(MARK, existing.user_attrs.get("experiment_dir"))  # the latter: studies before the mark
+    if owner == results.state.path or replace:
+        return name
+    n = len(existing.get_trials(deepcopy=False))
+    whose = f"the experiment in {owner}" if owner else "not written by ecg_ray for this experiment"
+    raise ConfigError(f"--optuna-storage {storage}: a study {name!r} with {n} trial(s) is already there ({whose}); "
+                      "nothing was replaced. Pass --optuna-study NEW_NAME to write beside it, or --optuna-replace to replace it.")
+
+
+def write_study(source, storage: str, study_name: str | None = None, replace: bool = False) -> tuple[str, int]:
+    """Write an experiment's trials as an Optuna study in `storage` (an Optuna RDB URL): `source` is
+    the Results a command holds (ecg_ray.results.results) or a folder, read once here. Replaces only
+    this experiment's own study, or any with `replace` (see `claim`). Returns (study name, trials)."""
     import optuna
 
     from ecg_ray.config import experiment_from_dict
@@ -33,26 +77,14 @@ def write_study(source, storage: str, study_name: str | None = None) -> tuple[st
     from ecg_ray.results.report import read_results
     from ecg_ray.results.results import Results
 
-    optuna.logging.set_verbosity(logging.WARNING)
     results = source if isinstance(source, Results) else read_results(source)
+    name = claim(results, storage, study_name, replace)
     exp, trials, hist = results.state, results.trials, results.hist
     record = exp.read_record()
     cfg = experiment_from_dict({**record["config"], "data": {**record["config"].get("data", {}), "trust_pickle": True}},
                                origin=exp.experiment_file)  # read, never loaded: no data is touched here
     space = cfg.search_space
     dists = optuna_distributions(space, grid_axes=True)
-    name = study_name or cfg.name
-    try:
-        optuna.delete_study(study_name=name, storage=storage)  # replaced, never doubled
-    except KeyError:
-        pass
-    except Exception as err:  # a URL Optuna cannot open
-        raise ConfigError(f"--optuna-storage {storage}: Optuna cannot open it ({type(err).__name__}: "
-                          f"{' '.join(str(err).split())[:200]}). Pass an RDB URL such as sqlite:///studies.db.") from None
-    study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
-    study.set_user_attr("experiment_dir", exp.path)
-    study.set_user_attr("metric", RANK_METRIC)
-    study.set_user_attr("search_algorithm", space.algorithm)
     state = optuna.trial.TrialState
     made = []
     for _, row in trials.sort_values("trial_id").iterrows():
@@ -72,7 +104,20 @@ def write_study(source, storage: str, study_name: str | None = None) -> tuple[st
         params = {k: _plain(row[k]) for k in dists}
         made.append(optuna.trial.create_trial(state=st, value=value, params=params, distributions=dists,
                                               intermediate_values=steps, user_attrs=attrs))
-    study.add_trials(made)
+    try:
+        try:
+            optuna.delete_study(study_name=name, storage=storage)  # replaced, never doubled (claim said it may be)
+        except KeyError:
+            pass
+        study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+        for key, value in ((MARK, exp.path), ("experiment_dir", exp.path), ("metric", RANK_METRIC),
+                           ("search_algorithm", space.algorithm)):
+            study.set_user_attr(key, value)
+        study.add_trials(made)
+    except ConfigError:
+        raise
+    except Exception as err:  # noqa: BLE001  (SQLAlchemy's errors: a read-only file, a full disk)
+        raise _optuna_error(storage, err, "write to") from None
     return name, len(made)
 
 

@@ -582,6 +582,10 @@ def _write_tables(exp: FolderState, trials: pd.DataFrame, hist: pd.DataFrame, pr
     splits, runs = _read_or_note(exp.read_splits, {}, problems), _read_or_note(exp.read_runs, [], problems)
     costs = _read_or_note(exp.read_costs, None, problems)
     configs, pareto, weights, analysis_notes = analyse(trials, hist, costs, record, _read_or_note(exp.read_oof, None, problems))
+    from ecg_ray.results.importance import MIN_CONFIGS
+
+    if weights is None and len(configs) >= MIN_CONFIGS:  # enough configs, yet no estimate: the shape of the scores says why
+        print(f"[ecg-ray] report: {analysis_notes['importance']}", flush=True)
     notes = list(problems)  # every problem is known now: each table carries them all
     tables = {"trials": trials, "history": hist} | ({"test": test} if test is not None else {})
     tables |= {"pareto": pareto} | ({"importance": weights} if weights is not None else {})
