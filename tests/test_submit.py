@@ -77,9 +77,30 @@ def test_a_symlink_out_of_the_project_is_refused_and_nothing_is_staged(project, 
     (tmp_path / "keys-folder" / "id.py").write_text("SECRET\n")
     (project / link).symlink_to(tmp_path / target)
     before = _stages()
-    with pytest.raises(ConfigError, match=f"{link} is a symlink that points (outside the working dir|nowhere)") as refused:
+    with pytest.raises(ConfigError, match=f"{link} -> \\S+ points (outside the working dir|nowhere)") as refused:
         stage_upload(str(project), "experiments/quick.yaml")
     assert "SECRET" not in str(refused.value) and _stages() == before
+
+
+def test_links_to_files_inside_the_project_that_submit_does_not_upload_are_all_refused_by_name(project):
+    """`ecg_ray/keylink.py -> ../.ssh/id_rsa` stays in the project, yet reaches a file outside the allow-list:
+    refused, with every other such link, and nothing is staged."""
+    (project / ".ssh").mkdir(exist_ok=True)
+    (project / ".ssh" / "id_rsa").write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nSECRET\n")
+    (project / ".aws").mkdir(exist_ok=True)
+    (project / ".aws" / "credentials").write_text("[default]\naws_secret_access_key = SECRET\n")
+    (project / "ecg_ray" / "keylink.py").symlink_to("../.ssh/id_rsa")
+    (project / "experiments" / "creds.yaml").symlink_to("../.aws/credentials")
+    (project / "ecg_ray" / "dotaws").symlink_to("../.aws")  # a linked folder reaching what is not uploaded
+    before = _stages()
+    with pytest.raises(ConfigError) as refused:
+        stage_upload(str(project), "experiments/quick.yaml")
+    message = str(refused.value)
+    assert "3 link(s)" in message and "Nothing was uploaded" in message and "SECRET" not in message
+    for link, target in [("ecg_ray/keylink.py", ".ssh/id_rsa"), ("experiments/creds.yaml", ".aws/credentials"),
+                         ("ecg_ray/dotaws", ".aws/")]:
+        assert f"{link} -> " in message and f"points to {target}, which submit does not upload" in message
+    assert _stages() == before
 
 
 def test_a_symlink_inside_the_project_uploads_the_file_it_names(project):

@@ -29,45 +29,81 @@ ALLOWED = (("ecg_ray", ("*.py",)), ("experiments", ("*.yaml", "*.yml")), ("pypro
 NEVER = ("__pycache__", ".git")
 
 
-def _files(root: Path, rel: str, patterns=("*",)) -> list[str]:
+def _files(root: Path, rel: str, patterns=("*",), refused: list | None = None) -> list[str]:
     """Files under root/rel (a file or a folder) matching patterns, as paths relative to root.
 
-    Never follows a link out of the project: a symlink whose target lies outside `root`
-    (`ecg_ray/keylink.py -> ~/.ssh/id_rsa`) is refused by name; one inside is uploaded as the
-    file it points to, and a linked folder is not descended into (its real place is listed).
+    A symlink is listed only where `_link_ok` allows it; every other link is added to `refused`
+    (raised at once without that list), and a linked folder is never descended into.
     """
+    refused = [] if refused is None else refused
     path = root / rel
     if path.is_symlink() or path.is_file():
-        _inside(root, path)
-        return [rel]
+        return [rel] if _link_ok(root, path, refused) else []
     found = []
     for folder, dirs, names in os.walk(path):  # followlinks=False
         here = Path(folder)
-        dirs[:] = sorted(d for d in dirs if d not in NEVER and not _linked_folder(root, here / d))
+        dirs[:] = sorted(d for d in dirs if d not in NEVER and not _linked_folder(root, here / d, refused))
         for name in names:
             f = here / name
             if any(fnmatch.fnmatch(name, pattern) for pattern in patterns) and (f.is_symlink() or f.is_file()):
-                _inside(root, f)
-                found.append(str(f.relative_to(root)))
+                if _link_ok(root, f, refused):
+                    found.append(str(f.relative_to(root)))
     return sorted(found)
 
 
-def _linked_folder(root: Path, d: Path) -> bool:
-    if d.is_symlink():
-        _inside(root, d)
+def allow_listed(rel: str) -> bool:
+    """Whether `rel` (a path relative to the project) is one of the files ALLOWED uploads."""
+    parts = Path(rel).parts
+    if not parts or set(parts) & set(NEVER):
+        return False
+    for top, patterns in ALLOWED:
+        if parts[0] == top and (len(parts) == 1 or any(fnmatch.fnmatch(parts[-1], pt) for pt in patterns)):
+            return True
+    return False
+
+
+def _linked_folder(root: Path, d: Path, refused: list) -> bool:
+    """A linked folder is never descended into: one to an allow-listed folder of the project is listed
+    at its real place; any other is refused by name."""
+    if not d.is_symlink():
+        return False
+    target = d.resolve()
+    inside = target.is_dir() and target.is_relative_to(root)
+    if not inside or not (target.relative_to(root).parts[:1] and target.relative_to(root).parts[0] in {t for t, _ in ALLOWED}
+                          and not set(target.relative_to(root).parts) & set(NEVER)):
+        refused.append(_why(root, d, "points outside the working dir" if target.exists() and not inside else
+                            "points nowhere" if not target.exists() else
+                            f"points to {target.relative_to(root)}/, which submit does not upload"))
+    return True
+
+
+def _link_ok(root: Path, path: Path, refused: list) -> bool:
+    """A plain file, or a symlink whose target is itself inside the project and allow-listed; any other
+    link (`ecg_ray/keylink.py -> ../.ssh/id_rsa`: a target in the project, but not one submit uploads;
+    a target outside; a dangling one) is refused by name."""
+    if not path.is_symlink():
+        return True
+    target = path.resolve()
+    if not target.exists():
+        refused.append(_why(root, path, "points nowhere"))
+    elif not target.is_relative_to(root):
+        refused.append(_why(root, path, "points outside the working dir"))
+    elif not allow_listed(str(target.relative_to(root))):
+        refused.append(_why(root, path, f"points to {target.relative_to(root)}, which submit does not upload"))
+    else:
         return True
     return False
 
 
-def _inside(root: Path, path: Path) -> None:
-    """Refuse a symlink that leaves the project; a dangling one too."""
-    if not path.is_symlink():
-        return
-    target = path.resolve()
-    if not target.is_relative_to(root) or not target.exists():
-        where = "points outside the working dir" if target.exists() else "points nowhere"
-        raise ConfigError(f"{path.relative_to(root)} is a symlink that {where} ({os.readlink(path)}): submit never uploads what "
-                          f"a link reaches beyond {root}. Remove the link, or copy the file into the project and --include it.")
+def _why(root: Path, path: Path, what: str) -> str:
+    return f"{path.relative_to(root)} -> {os.readlink(path)} {what}"
+
+
+def _refuse(root: Path, refused: list[str]) -> None:
+    if refused:
+        raise ConfigError(f"submit never uploads what a link reaches beyond the allow-list, and {len(refused)} link(s) in {root} "
+                          f"do: {'; '.join(refused)}. Nothing was uploaded. Remove the link(s), or copy the file into the "
+                          "project and --include it.")
 
 
 def check_experiment(path: Path) -> None:
@@ -97,13 +133,19 @@ def stage_upload(working_dir: str, experiment: str, include: list[str] = ()) -> 
         raise ConfigError(f"Experiment file {experiment} does not exist (looked in {root}).")
     check_experiment(exp_abs)
     rel_exp = str(exp_abs.relative_to(root)) if exp_abs.is_relative_to(root) else exp_abs.name
-    files = [f for rel, patterns in ALLOWED if (root / rel).exists() for f in _files(root, rel, patterns)]
+    refused: list[str] = []
+    files = [f for rel, patterns in ALLOWED if (root / rel).exists() or (root / rel).is_symlink()
+             for f in _files(root, rel, patterns, refused)]
     for extra in include:
         given = root / extra
         path = given.resolve()
         if not path.exists() or not path.is_relative_to(root):
             raise ConfigError(f"--include {extra}: no such file or folder inside the working dir {root}.")
-        files += _files(root, str(given.relative_to(root)) if given.is_relative_to(root) else str(path.relative_to(root)))
+        if given.is_symlink():
+            raise ConfigError(f"--include {extra} is a symlink ({os.readlink(given)}); include the file it points to by its "
+                              "own path. Nothing was uploaded.")
+        files += _files(root, str(path.relative_to(root)), ("*",), refused)
+    _refuse(root, refused)
     stage = Path(tempfile.mkdtemp(prefix="ecg_ray_submit_"))
     for rel in sorted(set(files)):
         (stage / rel).parent.mkdir(parents=True, exist_ok=True)
