@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -60,6 +62,19 @@ def test_split_with_test_fraction():
     cfg = load_experiment(None, **{"data.test_fraction": 0.1}).data
     out = split_records({"all": _records()}, cfg, seed=0)
     assert [len(out[k]) for k in ("train", "val", "test")] == [140, 40, 20]
+
+
+def test_val_and_test_fractions_are_shares_of_all_records_as_the_docs_say():
+    """One meaning, said the same way in the reference, the guide and the code: 1000 records at val 0.2 and
+    test 0.275 give val 200 (not 0.2 of the 725 left after the test split)."""
+    cfg = load_experiment(None, **{"data.val_fraction": 0.2, "data.test_fraction": 0.275}).data
+    out = split_records({"all": _records(1000)}, cfg, seed=0)
+    assert {k: len(v) for k, v in out.items()} == {"train": 525, "val": 200, "test": 275}
+    root = Path(__file__).resolve().parents[1]
+    reference = (root / "docs" / "configuration.md").read_text()
+    (val_row,) = [l for l in reference.splitlines() if l.startswith("| `data.val_fraction`")]
+    assert "share of all records" in val_row and "left after the test split" not in val_row
+    assert "`val_fraction` (0.2: the val split's share of all records)" in (root / "docs" / "guide.md").read_text()
 
 
 def test_given_train_val_pair_is_kept():

@@ -170,8 +170,13 @@ def test_a_real_cross_validated_experiment(ray_local, storage_root, tmp_path, ca
     assert main(["tune", str(exp_file), "--format", "csv", "latex"]) == 0
     read_twice = {loc: n for loc, n in storage.READS.items() if n > 1}
     assert storage.READS and not read_twice, read_twice  # the read budget: each file once per command
-    assert "2-fold cross-validation" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "2-fold cross-validation" in out
+    assert " fold=0: epoch 1/" in out and " fold=1: epoch 1/" in out  # the progress lines say which fold
+    assert "| 42.0000 |" not in out and "| 42 |" in out  # seeds, folds and epochs read as whole numbers in the test table
     exp = storage.join(storage_root, "cv")
+    page = storage.read_bytes(storage.join(exp, "report", "index.html")).decode()
+    assert "<h2>Configs over folds and seeds</h2>" in page and "Configs over seeds<" not in page
     trials = read_table(storage.join(exp, "report", "trials.csv"))
     assert sorted(zip(trials["lr"], trials["fold"])) == [(0.0005, 0), (0.0005, 1), (0.001, 0), (0.001, 1)]
     splits = read_json(storage.join(exp, "data_splits.json"))

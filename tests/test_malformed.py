@@ -91,6 +91,56 @@ CASES = {
 }
 
 
+def _finished(t: Path) -> str:
+    """A finished experiment folder (two trials), as `ecg-ray tune` leaves it."""
+    from helpers import fake_experiment
+
+    return str(fake_experiment(t / "results" / "done", [("t0000", {"lr": 1e-3}, [0.3]), ("t0001", {"lr": 1e-4}, [0.2])]))
+
+
+def _foreign_study(t: Path) -> str:
+    """An Optuna storage holding a hand-made study named as the experiment `_finished` makes."""
+    import logging
+
+    import optuna
+
+    optuna.logging.set_verbosity(logging.WARNING)  # its own lines on stderr are not the command's
+    url = f"sqlite:///{t / 'studies.db'}"
+    optuna.create_study(study_name="done", storage=url).optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=1)
+    return url
+
+
+CASES |= {
+    # every command's options, before any data is prepared and before Ray starts
+    "tune: --num-cpus 0": _tune("experiments/quick.yaml", "--num-cpus", "0"),
+    "tune: --num-cpus -1": _tune("experiments/quick.yaml", "--num-cpus", "-1"),
+    "tune: --num-cpus 100000": _tune("experiments/quick.yaml", "--num-cpus", "100000"),
+    "tune: --mlflow notaurl://x": _tune("experiments/quick.yaml", "--mlflow", "notaurl://x"),
+    "tune: --mlflow a file store": lambda t: ["tune", "experiments/quick.yaml", "--mlflow", f"file://{t}/mlruns", "--storage", str(t / "out")],
+    "tune: tracking.mlflow_uri a file store": lambda t: ["tune", _write(t / "x.yaml", f"tracking:\n  mlflow_uri: file://{t}/mlruns\n"),
+                                                         "--storage", str(t / "out")],
+    "repeat: --seeds 0": lambda t: ["repeat", _finished(t), "--seeds", "0"],
+    "repeat: --folds 1": lambda t: ["repeat", _finished(t), "--folds", "1"],
+    "repeat: --num-cpus 0": lambda t: ["repeat", _finished(t), "--num-cpus", "0"],
+    "compare: --top 0": lambda t: ["compare", _finished(t), _finished(t / "b"), "--out", str(t / "cmp"), "--top", "0"],
+    "compare: a report/ folder": lambda t: ["compare", _finished(t) + "/report", _finished(t / "b"), "--out", str(t / "cmp")],
+    "report: a storage folder": lambda t: _finished(t) and ["report", str(t / "results")],
+    "report: --out on a read-only file system": lambda t: ["report", _finished(t), "--out", "/sys/ecg_ray_report"],
+    "report: --optuna-storage with another study of that name": lambda t: ["report", _finished(t), "--optuna-storage",
+                                                                          _foreign_study(t)],
+    "report: --mlflow a file store": lambda t: ["report", _finished(t), "--mlflow", f"file://{t}/mlruns"],
+    "k8s: --storage ends the line": lambda t: ["k8s", "experiments/quick.yaml", "--storage", "s3://b/x; rm -rf / #"],
+    "k8s: --source with a line break": lambda t: ["k8s", "experiments/quick.yaml", "--source", "s3://b/x\nkind: Pod.zip"],
+    "k8s: --source not a URI": lambda t: ["k8s", "experiments/quick.yaml", "--source", "not a uri"],
+    "k8s: --name not a name": lambda t: ["k8s", "experiments/quick.yaml", "--name", "My Job"],
+    "k8s: --gpus 0": lambda t: ["k8s", "experiments/quick.yaml", "--gpus", "0"],
+    "k8s: --out in a read-only file system": lambda t: ["k8s", "experiments/quick.yaml", "--out", "/sys/rayjob.yaml"],
+    "stop-node: --grace-period -1": lambda t: (t / "ray").mkdir() or ["stop-node", "--temp-dir", str(t / "ray"), "--grace-period", "-1"],
+    "data check: --target-length 5": lambda t: ["data", "check", "synthetic", "--target-length", "5"],
+    "data convert: --sampling-rate 0": lambda t: ["data", "convert", "synthetic", str(t / "out.parquet"), "--sampling-rate", "0"],
+}
+
+
 def _listing(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*")}
 

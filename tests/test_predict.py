@@ -176,3 +176,31 @@ def test_an_ensemble_with_a_damaged_member_is_refused(tmp_path, capsys):
     assert main(["predict", str(path), "synthetic"]) == 2
     err = capsys.readouterr().err
     assert "its weights do not fit the model" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda s: s.pop("data_settings"), "lacks 'data_settings', which every ecg_ray model file holds"),
+    (lambda s: s["data_settings"].pop("min_length"), "lacks 'data_settings.min_length'"),
+    (lambda s: s.pop("trial"), "lacks 'trial'"),
+    (lambda s: s["trial"].update(no_such_knob=3), "the trial config it records is not one this ecg_ray knows"),
+], ids=["no data settings", "no min_length", "no trial", "an unknown trial key"])
+def test_a_model_file_missing_a_key_or_with_an_unknown_one_says_which(model, tmp_path, capsys, edit, message):
+    """Not a raw KeyError, and an unknown trial key is not blamed on the weights."""
+    saved = torch.load(model, weights_only=True)
+    bad = {**saved, "trial": dict(saved["trial"]), "data_settings": dict(saved["data_settings"])}
+    edit(bad)
+    torch.save(bad, tmp_path / "edited.pt")
+    assert main(["predict", str(tmp_path / "edited.pt"), "synthetic"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert message in line and "weights do not fit" not in line and "Traceback" not in line
+
+
+def test_predicts_bad_record_advice_names_its_own_option(model, tmp_path, capsys):
+    """A record shorter than the model's min_length: the advice is predict's --on-bad-record, not a data: key."""
+    rs = _records(3)
+    rs.signals[1] = rs.signals[1][:500]
+    folder = write_challenge(tmp_path / "short", rs)
+    assert main(["predict", model, str(folder)]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "the model's min_length" in line and "pass --on-bad-record skip" in line
+    assert "data.min_length" not in line and "under `data:`" not in line

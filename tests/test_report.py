@@ -63,8 +63,36 @@ def test_a_re_run_epoch_counts_once(tmp_path):
 def test_empty_or_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         build_report(tmp_path / "nope")
-    with pytest.raises(ConfigError, match="no finished epoch"):
+    with pytest.raises(ConfigError, match="is not an experiment folder: it holds no ecg_ray_experiment.json"):
         build_report(tmp_path)
+    (tmp_path / "ecg_ray_experiment.json").write_text(json.dumps({"config": {"name": "x"}}))
+    with pytest.raises(ConfigError, match="no finished epoch"):  # started, nothing finished yet
+        build_report(tmp_path)
+
+
+@pytest.mark.parametrize("command", ["report", "compare", "extend"])
+@pytest.mark.parametrize("what", ["report/", "storage folder", "data folder"])
+def test_a_folder_that_is_not_an_experiment_says_what_it_is(command, what, tmp_path, capsys):
+    from helpers import fake_experiment
+
+    from ecg_ray.commands.main import main
+
+    exp = fake_experiment(tmp_path / "store" / "e1", [("t0000", {"lr": 1e-3}, [0.3])])
+    write_report(exp)
+    data = tmp_path / "training2017"
+    data.mkdir()
+    (data / "A00001.hea").write_text("A00001 1 300 9000\n")
+    (data / "REFERENCE.csv").write_text("A00001,N\n")
+    given = {"report/": exp / "report", "storage folder": tmp_path / "store", "data folder": data}[what]
+    argv = {"report": ["report", str(given)], "compare": ["compare", str(given), str(exp), "--out", str(tmp_path / "cmp")],
+            "extend": ["tune", "experiments/quick.yaml", "--extend", str(given)]}[command]
+    assert main(argv) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    expected = {"report/": f"this is the report/ of the experiment folder {exp}; pass {exp}",
+                "storage folder": f"holding 1 experiment folder(s) ({exp}); pass one of them",
+                "data folder": "it holds ECG records (a data folder); pass it to `ecg-ray tune --data`"}[what]
+    assert "not an experiment folder" in line and expected in line
+    assert not (tmp_path / "cmp").exists()
 
 
 @pytest.mark.parametrize("fmt", sorted(EXPORTERS))
@@ -267,3 +295,26 @@ def test_every_shape_of_results_keeps_its_tables_and_names_what_cannot_be_comput
         assert line in page and "importance.csv" not in names
         (said,) = [l for l in capsys.readouterr().out.splitlines() if line in l]
         assert said.startswith("[ecg-ray] report: ")
+
+
+def test_whole_numbers_read_as_whole_numbers_where_a_row_has_none():
+    """An ensemble's row has no seed, fold or epoch: the column turns float, and must not print 42.0000."""
+    df = pd.DataFrame({"trial_id": ["t0000", "ensemble"], "seed": [42.0, float("nan")], "fold": [1.0, float("nan")],
+                       "best_val_epoch": [15.0, float("nan")], "test_macro_f1": [0.5, 0.25]})
+    md = to_markdown(df)
+    assert "| t0000 | 42 | 1 | 15 | 0.5000 |" in md and "| ensemble |  |  |  | 0.2500 |" in md
+    from ecg_ray.results.report import to_latex
+
+    assert "t0000 & 42 & 1 & 15 & 0.5000" in to_latex(df)
+
+
+def test_the_test_confusion_matrix_is_of_the_model_best_model_pt_ships():
+    from ecg_ray.results.figures import shipped_test_row
+
+    rows = pd.DataFrame({"config_rank": [1, 1, 1, 2], "trial_id": ["t0001", "t0003", "ensemble", "t0000"],
+                         "model": ["trial", "trial", "ensemble of 2", "best trial"], "seed": [42, 43, None, 42],
+                         "best_val_epoch": [3, 4, None, 2]})
+    row, title = shipped_test_row(rows, "t0001")
+    assert row["trial_id"] == "ensemble" and "best_model.pt, the ensemble of 2" in title
+    row, title = shipped_test_row(rows[rows["trial_id"] != "ensemble"], "t0001")
+    assert row["trial_id"] == "t0001" and title == "Test: t0001, epoch 3"

@@ -343,7 +343,7 @@ def cmd_data_convert(args) -> int:
 
 
 MLFLOW_HELP = ("also log the experiment to MLflow at this tracking URI (a server such as http://127.0.0.1:5000, "
-               "sqlite:///mlflow.db or file:///path): a parent run and a run per trial, from the driver; needs the "
+               "or sqlite:///mlflow.db): a parent run and a run per trial, from the driver; needs the "
                "mlflow extra (default: tracking.mlflow_uri of the experiment file)")
 
 
@@ -517,15 +517,58 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _option_rules() -> dict:
+    """Each command-line value's rule, in the experiment file's words (ecg_ray.config.constraints): checked
+    by `check_options` before any data is prepared and before Ray starts."""
+    from ecg_ray.config.constraints import Rule
+    from ecg_ray.config.sections import MLFLOW_URI, DataConfig, mlflow_uri_ok
+
+    cores = os.cpu_count() or 1
+    def whole(lo, hi=None):
+        return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= lo and (hi is None or v <= hi)
+    return {
+        "num_cpus": Rule(f"a whole number of CPUs for a new local Ray, 1 to {4 * cores} (at most 4 per core of this "
+                         f"machine's {cores}; a cluster's CPUs are its nodes')", whole(1, 4 * cores)),
+        "mlflow": Rule(MLFLOW_URI, mlflow_uri_ok),
+        "top": Rule("a whole number of configs, at least 1", whole(1)),
+        "seeds": Rule("a whole number of seeds per config, 1 to 100", whole(1, 100)),
+        "folds": Rule("a whole number of folds, 2 to 20", whole(2, 20)),
+        "gpus": Rule("a whole number of GPU worker pods, 1 to 1000", whole(1, 1000)),
+        "grace_period": Rule("a number of seconds from 0 to 3600", lambda v: isinstance(v, (int, float)) and 0 <= v <= 3600),
+    } | {key: DataConfig.CONSTRAINTS[key] for key in ("target_length", "sampling_rate", "min_length", "max_length")}
+
+
+def check_options(args) -> None:
+    """Every command-line value the command was given, against its rule; a ConfigError in the file's words
+    ("The '--num-cpus' parameter must be ...") before anything is read or started."""
+    from ecg_ray.config.constraints import validate
+
+    for key, rule in _option_rules().items():
+        value = getattr(args, key, None)
+        if value is not None:
+            validate("--" + key.replace("_", "-"), value, rule)
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as done:  # --help, or a usage mistake (one line said already)
         return done.code if isinstance(done.code, int) else 2
     try:
+        check_options(args)
         return args.func(args)
     except EcgRayError as err:
         print(f"ecg-ray: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        import errno
+
+        if err.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        # A read-only output folder (or file system): what could not be written, and the fix.
+        print(f"ecg-ray: error: cannot write {err.filename or 'a file'}: {err.strerror or 'permission denied'}. Pass an "
+              "output folder you can write (--out, --storage), or make that one writable; files are written whole or "
+              "not at all.", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ecg-ray: interrupted; files are written whole or not at all, so nothing is half-written.", file=sys.stderr)

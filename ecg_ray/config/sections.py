@@ -3,6 +3,8 @@ scheduler and the resources. Each field declares its constraint (ecg_ray.config.
 
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
@@ -30,12 +32,14 @@ class DataConfig(Validated):
     # Longer records are bad records (200 s at 300 Hz; CinC 2017 ends at 18,286): a whole record is
     # kept in memory for train_crop: random, so one stray 10-million-sample file would take gigabytes.
     max_length: int = 60000
-    val_fraction: float = 0.2  # of the records left after the test split, stratified by class and seeded
+    # The val split's share of all records, as test_fraction is the test split's (train gets the rest: 1 -
+    # val_fraction - test_fraction); both stratified by class and seeded. 8528 records at 0.2 and 0.275: val 1706.
+    val_fraction: float = 0.2
     # 0: one train/val split (val_fraction). K >= 2: stratified K-fold cross-validation of the records
     # left after the test split (with a given val file: train and val together), drawn once from the
     # experiment's seed; each config and seed then runs K trials, fold k validating on the k-th part.
     folds: int = 0
-    test_fraction: float = 0.0  # a held-out test split, never used to select a config (0: none)
+    test_fraction: float = 0.0  # a held-out test split's share of all records, never used to select a config (0: none)
     on_bad_record: str = "error"  # error: stop before any trial, naming the record; skip: drop and list each
     cache_dir: str | None = None  # default: $ECG_RAY_CACHE or ~/.cache/ecg_ray
     # Records outside these amplitude limits (ADC units, 1000 per mV) are bad records:
@@ -315,22 +319,44 @@ class ReportConfig(Validated):
     CONSTRAINTS: ClassVar[dict] = {"latency_repeats": Interval(int, 0, 1000)}
 
 
-def _tracking_uri(value: Any) -> bool:
+def _tracking_name(value: Any) -> bool:
     return value is None or (isinstance(value, str) and bool(value.strip()))
+
+
+# What the MLflow the extra installs (3.x) takes as a tracking URI: a server or a database. Its file store
+# (file:///path, a plain folder) is refused by MLflow itself ("maintenance mode") unless the user opts in
+# with MLFLOW_ALLOW_FILE_STORE=true, as MLflow's message says; then file:// is accepted here too.
+MLFLOW_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "databricks")
+MLFLOW_URI = ("an MLflow tracking URI: a server (http://127.0.0.1:5000) or a database (sqlite:///mlflow.db, "
+              "postgresql://...); file:///path only with MLFLOW_ALLOW_FILE_STORE=true, as MLflow 3 refuses its file "
+              "store otherwise")
+
+
+def mlflow_uri_ok(value: Any) -> bool:
+    if value is None:
+        return True
+    if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value):
+        return False
+    from ecg_ray.storage import scheme
+
+    kind = scheme(value).split("+")[0]  # postgresql+psycopg2
+    allowed = MLFLOW_SCHEMES + (("file",) if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() == "true" else ())
+    return kind in allowed and len(value) > len(kind) + 3
 
 
 @dataclass(frozen=True)
 class TrackingConfig(Validated):
     """Where runs are also logged besides the experiment folder (which stays the record)."""
 
-    # An MLflow tracking server (http://host:5000), a database (sqlite:///mlflow.db) or a folder
-    # (file:///path); null: no MLflow. Logged from the driver only, so on a cluster a server the
-    # head can reach (a local path is the head's disk). Needs the `mlflow` extra.
+    # An MLflow tracking server (http://host:5000) or a database (sqlite:///mlflow.db); a folder
+    # (file:///path) only with MLFLOW_ALLOW_FILE_STORE=true (MLflow 3 refuses its file store otherwise);
+    # null: no MLflow. Logged from the driver only, so on a cluster a server the head can reach (a
+    # local path is the head's disk). Needs the `mlflow` extra.
     mlflow_uri: str | None = None
     mlflow_experiment: str | None = None  # the MLflow experiment; null: the experiment's name
 
     PREFIX: ClassVar[str] = "tracking."
     CONSTRAINTS: ClassVar[dict] = {
-        "mlflow_uri": Rule("an MLflow tracking URI (http://host:5000, sqlite:///mlflow.db, file:///path) or null", _tracking_uri, invalid=""),
-        "mlflow_experiment": Rule("an MLflow experiment name or null", _tracking_uri, invalid=""),
+        "mlflow_uri": Rule(MLFLOW_URI + "; or null", mlflow_uri_ok, invalid=""),
+        "mlflow_experiment": Rule("an MLflow experiment name or null", _tracking_name, invalid=""),
     }

@@ -114,14 +114,17 @@ class PreparedData:
 
     def describe(self) -> str:
         parts = []
+        total = sum(len(y) for y in self.y.values())
         for split in self.x:
             counts = np.bincount(self.y[split], minlength=NUM_CLASSES)
-            parts.append(f"{split}: {len(self.y[split])} (" + " ".join(f"{n}={c}" for n, c in zip(LABEL_NAMES, counts)) + ")")
+            parts.append(f"{split}: {len(self.y[split])} = {len(self.y[split]) / max(total, 1):.1%} of {total} ("
+                         + " ".join(f"{n}={c}" for n, c in zip(LABEL_NAMES, counts)) + ")")
         return f"data {self.data_hash} from {self.meta.source}: " + "; ".join(parts)
 
 
-def _amplitude_problem(where: str, sig: np.ndarray, cfg) -> str | None:
-    """A dead (flat) signal or one no ECG reaches, in ADC units at 1000 per mV; None when plausible."""
+def _amplitude_problem(where: str, sig: np.ndarray, cfg, fixed: bool = False) -> str | None:
+    """A dead (flat) signal or one no ECG reaches, in ADC units at 1000 per mV; None when plausible.
+    `fixed`: the limits are a model's (predict), which the user cannot change."""
     lo, hi = float(np.min(sig)), float(np.max(sig))
     if hi - lo < cfg.min_peak_to_peak:
         return (f"{where} is flat: {hi - lo:g} ADC units from its lowest to its highest sample, below "
@@ -131,15 +134,20 @@ def _amplitude_problem(where: str, sig: np.ndarray, cfg) -> str | None:
     if peak > cfg.max_abs_amplitude:
         return (f"{where} reaches {peak:g} ADC units ({peak / 1000:g} mV), beyond data.max_abs_amplitude="
                 f"{cfg.max_abs_amplitude:g}: not a plausible ECG (a wrong gain, or a file read in the wrong format). "
-                "Check the file, or raise data.max_abs_amplitude if the amplitude is real")
+                "Check the file" + ("" if fixed else ", or raise data.max_abs_amplitude if the amplitude is real"))
     return None
 
 
-def check_records(splits: dict[str, RecordSet], cfg) -> tuple[dict[str, RecordSet], list[tuple[str, str, str]]]:
+def check_records(splits: dict[str, RecordSet], cfg, skip_option: str | None = None
+                  ) -> tuple[dict[str, RecordSet], list[tuple[str, str, str]]]:
     """Find bad records; raise DataError, or with on_bad_record=skip drop them.
 
-    Returns the cleaned splits and (split, record, problem) for every dropped record.
+    Returns the cleaned splits and (split, record, problem) for every dropped record. The limits are
+    the experiment's `data:` keys, and the advice names them; with `skip_option` (predict's
+    `--on-bad-record skip`) they are a model's, fixed, and the advice names that option instead.
     """
+    fixed = skip_option is not None
+    limit = (lambda key: f"the model's {key} ({{}}, from its training data)") if fixed else (lambda key: f"data.{key}={{}}")
     bad: list[tuple[str, str, str]] = []
     seen: dict[str, str] = {}
     contents: dict[bytes, tuple[str, str]] = {}  # signal digest -> (split, record): catches copies under new ids
@@ -166,13 +174,14 @@ def check_records(splits: dict[str, RecordSet], cfg) -> tuple[dict[str, RecordSe
             elif not np.isfinite(sig).all():
                 problem = f"{where} contains NaN or inf (first at sample {int(np.flatnonzero(~np.isfinite(sig))[0])}). Repair or remove the record"
             elif len(sig) < cfg.min_length:
-                problem = f"{where} has {len(sig)} samples, fewer than data.min_length={cfg.min_length}. Remove it or lower data.min_length"
+                problem = (f"{where} has {len(sig)} samples, fewer than {limit('min_length').format(cfg.min_length)}. Remove it"
+                           + ("" if fixed else " or lower data.min_length"))
             elif len(sig) > cfg.max_length:
                 problem = (f"{where} has {len(sig)} samples ({len(sig) / cfg.sampling_rate:.0f} s at {cfg.sampling_rate} Hz), more "
-                           f"than data.max_length={cfg.max_length} (CinC 2017 records end at 18,286). Remove it, or raise "
-                           "data.max_length if the record is real")
+                           f"than {limit('max_length').format(cfg.max_length)} (CinC 2017 records end at 18,286). Remove it"
+                           + ("" if fixed else ", or raise data.max_length if the record is real"))
             else:
-                problem = _amplitude_problem(where, sig, cfg)
+                problem = _amplitude_problem(where, sig, cfg, fixed)
             if problem:
                 bad.append((split, rec, problem))
             dup_in_split.add(rec)
@@ -182,7 +191,8 @@ def check_records(splits: dict[str, RecordSet], cfg) -> tuple[dict[str, RecordSe
         more = f" (and {len(bad) - MAX_LISTED_PROBLEMS} more)" if len(bad) > MAX_LISTED_PROBLEMS else ""
         raise DataError(
             f"{len(bad)} bad record(s) in the input: {listed}{more}. "
-            "To go on without them, set `on_bad_record: skip` under `data:`: bad records are then dropped and listed."
+            f"To go on without them, {f'pass {skip_option}' if fixed else 'set `on_bad_record: skip` under `data:`'}: "
+            "bad records are then dropped and listed."
         )
     drop = {(s, r) for s, r, _ in bad}
     cleaned = {}
@@ -219,7 +229,7 @@ def split_records(splits: dict[str, RecordSet], cfg, seed: int) -> dict[str, Rec
         if cfg.test_fraction > 0:
             idx, test = train_test_split(idx, test_size=cfg.test_fraction, stratify=rs.labels[idx], random_state=seed)
             out["test"] = np.sort(test)
-        val_size = cfg.val_fraction / (1.0 - cfg.test_fraction)
+        val_size = cfg.val_fraction / (1.0 - cfg.test_fraction)  # val_fraction is a share of all records, as test_fraction
         train, val = train_test_split(idx, test_size=val_size, stratify=rs.labels[idx], random_state=seed)
     except ValueError as err:
         raise DataError(

@@ -2,7 +2,8 @@
 
     learning_curves.png     val macro-F1 and val loss by epoch, every trial; ASHA-stopped ones marked
     confusion_val.png       the best config's best trial at its best val epoch
-    confusion_test.png      the same checkpoint on the held-out test split (when there is one)
+    confusion_test.png      the model best_model.pt ships (the best config's ensemble, or that checkpoint)
+                            on the held-out test split (when there is one)
     hyperparameters.png     best val macro-F1 by each hyperparameter that varies: every trial, mean and 95% CI
     per_class_f1.png        per-class val F1 of the top configs, mean ± sd over seeds
     pareto.png              mean val macro-F1 against MACs, parameters and latency; the Pareto fronts marked
@@ -79,8 +80,10 @@ def learning_curves(hist: pd.DataFrame, trials: pd.DataFrame, dest: Path) -> Pat
         ax.autoscale_view()
     ax_f1.set(xlabel="epoch", ylabel="val macro-F1", title="Validation macro-F1")
     ax_loss.set(xlabel="epoch", ylabel="val loss (weighted cross-entropy)", title="Validation loss")
-    handles = [ax_f1.plot([], [], color="C3", lw=2.2, label=f"best trial ({best})")[0],
-               ax_f1.plot([], [], color="0.55", label="other trials")[0]]
+    fold = trials["fold"].iloc[0] if "fold" in trials else None
+    folds = fold is not None and fold == fold  # cross-validated: each line is one fold of a config at a seed
+    handles = [ax_f1.plot([], [], color="C3", lw=2.2, label=f"best trial ({best}" + (f", fold {int(fold)})" if folds else ")"))[0],
+               ax_f1.plot([], [], color="0.55", label="other trials (a config's fold at a seed each)" if folds else "other trials")[0]]
     if stopped:
         handles.append(ax_f1.plot([], [], "x--", color="k", label=f"stopped by ASHA ({len(stopped)})")[0])
     ax_f1.legend(handles=handles, loc="lower right", fontsize=8)
@@ -294,8 +297,18 @@ def draw_all(trials: pd.DataFrame, hist: pd.DataFrame, configs: pd.DataFrame, te
         else:
             dest.unlink(missing_ok=True)  # an older report's picture of what is no longer drawn
     if test is not None and len(test):
-        same = test[test["trial_id"] == best["trial_id"]]  # the val figure's checkpoint, where it was evaluated
-        first = (same if len(same) else test.sort_values(["config_rank", "seed"])).iloc[0]
-        out["confusion_test"] = confusion(cm_of(first), f"Test: {first['trial_id']}, epoch {int(first['best_val_epoch'])}",
-                                          out_dir / "confusion_test.png")
+        row, title = shipped_test_row(test, best["trial_id"])
+        out["confusion_test"] = confusion(cm_of(row), title, out_dir / "confusion_test.png")
     return out
+
+
+def shipped_test_row(test: pd.DataFrame, best_trial: str) -> tuple[pd.Series, str]:
+    """(the test row of the model best_model.pt ships, a title for it): the best config's ensemble where
+    that config has several trials (seeds, folds), else the best trial's checkpoint (the val figure's)."""
+    shipped = test[(test["trial_id"] == "ensemble") & (test["config_rank"] == 1)] if "config_rank" in test else test.iloc[:0]
+    if len(shipped):
+        row = shipped.iloc[0]
+        return row, f"Test: best_model.pt, the {row['model']} of the best config"
+    same = test[test["trial_id"] == best_trial]
+    row = (same if len(same) else test.sort_values(["config_rank", "seed"])).iloc[0]
+    return row, f"Test: {row['trial_id']}, epoch {int(row['best_val_epoch'])}"

@@ -540,3 +540,20 @@ def trial_files(exp: ExperimentDir, contents: dict[str, bytes | None], problems:
         results = parse_jsonl(text, join(folder, TRIAL_RESULTS), damaged) if text is not None else []
         out.append(TrialFiles(name, folder, params, results, tuple(damaged), None if text is None else len(text)))
     return out
+
+
+def not_an_experiment(location: str) -> str:
+    """Why `location`, which holds no experiment record, is not an experiment folder, and what to pass
+    instead (one clause): an experiment's report/, a storage folder of experiments, a data folder."""
+    location = storage.expand(str(location))
+    above = storage.parent(location)
+    if storage.basename(location) == REPORT_DIR and storage.is_file(storage.join(above, EXPERIMENT_FILE)):
+        return f"this is the report/ of the experiment folder {above}; pass {above}"
+    names = storage.files(location)
+    inside = sorted({rel.split("/")[0] for rel in names if rel.count("/") == 1 and rel.endswith("/" + EXPERIMENT_FILE)})
+    if inside:
+        shown = ", ".join(storage.join(location, n) for n in inside[:3]) + (", ..." if len(inside) > 3 else "")
+        return f"it is a storage folder holding {len(inside)} experiment folder(s) ({shown}); pass one of them"
+    if any(rel.endswith((".hea", ".mat")) or rel.rsplit("/", 1)[-1] == "REFERENCE.csv" for rel in names):
+        return "it holds ECG records (a data folder); pass it to `ecg-ray tune --data`, and an experiment folder here"
+    return "it holds no ecg_ray_experiment.json; pass the folder `ecg-ray tune` printed"

@@ -41,7 +41,8 @@ CAPTIONS = {
                        "stopped early dashed and ending in ×.",
     "confusion_val": "Confusion matrix of the best config's best trial at its best validation epoch (counts and share of "
                      "each true class).",
-    "confusion_test": "The same checkpoint on the held-out test split, which no selection step saw.",
+    "confusion_test": "The model best_model.pt ships (the best config's ensemble where it has several trials, else the "
+                      "checkpoint above) on the held-out test split, which no selection step saw.",
     "hyperparameters": "Best validation macro-F1 by each hyperparameter that varies: every trial (seeds and other "
                        "settings pooled), with the mean and its 95% t-interval.",
     "per_class_f1": "Per-class validation F1 at the best epoch of the top configs (mean ± sd over seeds).",
@@ -150,6 +151,8 @@ def render(name: str, summary: dict[str, pd.DataFrame], figures: dict[str, Path]
                     "not be read:</p><ul>" + "".join(f'<li class="warn">{e(p)}</li>' for p in problems) + "</ul>")
     section_notes = section_notes or {}
     for title, key in SECTIONS:
+        if key == "configs" and "n_folds" in summary.get("configs", pd.DataFrame()):  # cross-validated: its rows are folds
+            title = "Configs over folds and seeds"
         if key in summary or key in section_notes:
             body.append(f"<h2>{title}</h2>")
             if notes and key == "configs":

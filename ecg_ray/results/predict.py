@@ -147,12 +147,31 @@ def load_model(path: str) -> tuple[list, dict]:
     if not (single or ensemble):
         raise DataError(f"{path} is not an ecg_ray best_model.pt (format {MODEL_FORMAT}, or {ENSEMBLE_FORMAT} for an "
                         "ensemble).")
+    damaged = "The file is damaged or was edited: pass the best_model.pt that `ecg-ray tune` wrote."
+    parts = saved["members"] if ensemble else [saved]
+    needed = [("trial", dict), ("data_settings", dict)]
+    missing = [k for k, kind in needed if not isinstance(saved.get(k), kind)]
+    missing += [f"data_settings.{k}" for k in ("sampling_rate", "min_length")
+                if isinstance(saved.get("data_settings"), dict) and k not in saved["data_settings"]]
+    missing += [f"{'members[%d].' % i if ensemble else ''}{k}" for i, m in enumerate(parts) for k in ("model", "trial")
+                if not isinstance(m.get(k), dict)]
+    if missing:
+        raise DataError(f"{path} lacks {', '.join(repr(k) for k in dict.fromkeys(missing))}, which every ecg_ray model file "
+                        f"holds. {damaged}")
+    for i, m in enumerate(parts):
+        try:
+            TrialConfig(**m["trial"])
+        except (TypeError, ValueError) as err:  # an unknown or invalid key: the recorded config, not the weights
+            why = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+            raise DataError(f"{path}: the trial config it records{f' (member {i})' if ensemble else ''} is not one this "
+                            f"ecg_ray knows ({why}); it was written by another version of ecg_ray, or edited. "
+                            f"{damaged}") from None
     try:
-        return [model_from(m) for m in (saved["members"] if ensemble else [saved])], saved
-    except (RuntimeError, KeyError, TypeError, ValueError) as err:  # load_state_dict's and TrialConfig's complaints
+        return [model_from(m) for m in parts], saved
+    except (RuntimeError, KeyError, TypeError, ValueError) as err:  # load_state_dict's complaints
         why = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
-        raise DataError(f"{path}: its weights do not fit the model its recorded trial config describes ({why}). The "
-                        "file is damaged or was edited: pass the best_model.pt that `ecg-ray tune` wrote.") from None
+        raise DataError(f"{path}: its weights do not fit the model its recorded trial config describes ({why}). "
+                        f"{damaged}") from None
 
 
 def member_probabilities(models: list, x: np.ndarray, trial: TrialConfig) -> np.ndarray:
@@ -205,7 +224,7 @@ def predict(model_path: str, input_path: str, trust_pickle: Sequence[str] = (), 
                      sampling_rate=int(settings["sampling_rate"]),
                      min_peak_to_peak=settings.get("min_peak_to_peak", DataConfig.min_peak_to_peak),
                      max_abs_amplitude=settings.get("max_abs_amplitude", DataConfig.max_abs_amplitude))
-    checked, dropped = check_records({"predict": records}, cfg)
+    checked, dropped = check_records({"predict": records}, cfg, skip_option="--on-bad-record skip")
     rs = checked["predict"]
     if not len(rs):
         raise EcgRayError(f"No usable record in {input_path}" + (f" ({len(dropped)} skipped)" if dropped else "") + ".")

@@ -315,6 +315,10 @@ def build_report(exp_dir: str | os.PathLike | ExperimentDir, problems: list[str]
         problems.append(f"{err} Trial statuses are unknown: trials that ran every epoch count as finished")
     _unreported(exp, folders, hist, statuses, problems)
     hist = _at_grouped_stops(exp, hist, statuses)
+    if hist.empty and not exp.exists():  # no record either: another kind of folder
+        from ecg_ray.results.folder import not_an_experiment
+
+        raise ConfigError(f"{exp.path} is not an experiment folder: {not_an_experiment(exp.path)}.")
     if hist.empty:
         raise ConfigError(f"{exp_dir} holds no finished epoch of any trial yet (no */result.json with metrics)."
                           + (f" Problems: {'; '.join(problems)}" if problems else ""))
@@ -334,9 +338,31 @@ def comparable(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _fmt(v) -> str:
+    if v is None or v is pd.NA:
+        return ""
     if isinstance(v, (float, np.floating)):
         return "" if np.isnan(v) else (f"{v:.4g}" if abs(v) < 1e-3 and v != 0 else f"{v:.4f}")
     return str(v)
+
+
+# Counts and indices: a column of them turns float where a row has none (an ensemble's seed, a run
+# without folds), and then reads 42.0000; printed as whole numbers wherever every value is one.
+WHOLE_COLUMNS = {"seed", "fold", "epoch", "best_epoch", "best_val_epoch", "last_epoch", "epochs", "rank", "config_rank",
+                 "n_test", "n_seeds", "n_folds", "n_trials", "hidden_size", "batch_size", "params", "iteration"}
+
+
+def _cells(df: pd.DataFrame) -> list[list[str]]:
+    """Every cell as text: whole-number columns (WHOLE_COLUMNS) without decimals, the rest by _fmt."""
+    columns = []
+    for c in df.columns:
+        values = df[c]
+        numeric = pd.api.types.is_float_dtype(values)
+        finite = values[np.isfinite(values)] if numeric else values
+        if c in WHOLE_COLUMNS and numeric and (finite == np.floor(finite)).all():
+            columns.append(["" if not np.isfinite(v) else str(int(v)) for v in values])
+        else:
+            columns.append([_fmt(v) for v in values])
+    return [list(row) for row in zip(*columns)] if columns else [[] for _ in range(len(df))]
 
 
 # What would be markup in a Markdown cell (HTML, a link, code, emphasis, a column break), and in LaTeX.
@@ -358,7 +384,7 @@ def tex_escape(text) -> str:
 def to_markdown(df: pd.DataFrame, notes: list[str] = ()) -> str:
     head = "| " + " | ".join(md_escape(c) for c in df.columns) + " |"
     rule = "|" + "|".join("---:" if pd.api.types.is_numeric_dtype(df[c]) and df[c].dtype != bool else "---" for c in df.columns) + "|"
-    body = ["| " + " | ".join(md_escape(_fmt(v)) for v in row) + " |" for row in df.itertuples(index=False)]
+    body = ["| " + " | ".join(md_escape(v) for v in row) + " |" for row in _cells(df)]
     return "\n".join([head, rule, *body]) + "\n" + "".join(f"\n> **Problem:** {md_escape(n)}\n" for n in notes)
 
 
@@ -366,7 +392,7 @@ def to_latex(df: pd.DataFrame, notes: list[str] = ()) -> str:
     esc = tex_escape
     align = "".join("r" if pd.api.types.is_numeric_dtype(df[c]) else "l" for c in df.columns)
     lines = [rf"\begin{{tabular}}{{{align}}}", r"\hline", " & ".join(esc(c) for c in df.columns) + r" \\", r"\hline"]
-    lines += [" & ".join(esc(_fmt(v)) for v in row) + r" \\" for row in df.itertuples(index=False)]
+    lines += [" & ".join(esc(v) for v in row) + r" \\" for row in _cells(df)]
     lines += [r"\hline", r"\end{tabular}"]
     return "\n".join(lines) + "\n" + _tex_notes(notes)
 
@@ -575,8 +601,6 @@ def write_report(source, out_dir: str | None = None, formats=DEFAULT_FORMATS,
 def _write_tables(exp: FolderState, trials: pd.DataFrame, hist: pd.DataFrame, problems: list[str], target: Path,
                   formats) -> list[str]:
     """Write the report's files into the local folder `target`; returns their paths."""
-    from ecg_ray.results import figures, page  # matplotlib: only once there is something to draw
-
     test = test_table(exp, problems)
     record = _read_or_note(exp.read_record, {}, problems)
     splits, runs = _read_or_note(exp.read_splits, {}, problems), _read_or_note(exp.read_runs, [], problems)
@@ -598,6 +622,8 @@ def _write_tables(exp: FolderState, trials: pd.DataFrame, hist: pd.DataFrame, pr
     if "latex" in formats:
         atomic_write_text(target / "configs.tex", configs_to_latex(configs, notes))
         written.append(str(target / "configs.tex"))
+    from ecg_ray.results import figures, page  # matplotlib: once the tables are written (a folder that cannot be is refused first)
+
     pictures = figures.draw_all(trials, hist, configs, test, target, weights)
     written += [str(p) for p in pictures.values()]
     summary = {"configs": configs[with_varying_knobs(CONFIG_SUMMARY_COLUMNS + ["params", "macs_per_record", "latency_b1_ms"],

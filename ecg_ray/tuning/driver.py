@@ -79,7 +79,10 @@ def preflight(cfg: ExperimentConfig, resume: bool, overwrite: bool, extend: bool
         FolderState.load(ExperimentDir.for_config(cfg))
     exists = exp.exists()
     if extend and not exists:
-        raise ConfigError(f"Nothing to extend: {exp} holds no {EXPERIMENT_FILE}. Run the file without --extend to start it.")
+        from ecg_ray.results.folder import not_an_experiment
+
+        raise ConfigError(f"Nothing to extend: {exp} is not an experiment folder ({not_an_experiment(exp.path)}); or run "
+                          "the file without --extend to start it.")
     resume = resume or extend  # what follows holds for both: the folder is written to again
     if exists and not (resume or overwrite):
         raise ConfigError(
@@ -113,6 +116,7 @@ def prepare_data(cfg: ExperimentConfig, exp: ExperimentDir, resume: bool, overwr
     An old folder is removed (--overwrite) only once the new data is known to be good; a
     resumed experiment must find the data it was run on.
     """
+    print(f"[ecg-ray] preparing the data ({cfg.data.source}); a cache of it is reused next time", flush=True)
     data = prepare(cfg)  # every data error surfaces here
     if overwrite and not resume and exp.exists():
         exp.remove()

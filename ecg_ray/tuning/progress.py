@@ -46,9 +46,10 @@ class EpochPrinter(ray.tune.Callback):
             self.live.epoch(c[TRIAL_KEY], c, result)
         if result.get("epoch") == (c.get("epochs") or 0) - 1:  # its last epoch starts: the run nears its end
             self._warm_up_if_all_started(trials, trial)
+        fold = "" if c.get("fold") is None else f" fold={c['fold']}"  # a cross-validated trial: which fold it validates on
         print(
             f"[ecg-ray] {c[TRIAL_KEY]} lr={c.get('lr')} H={c.get('hidden_size')} dropout={c.get('dropout')} "
-            f"{c.get('optimizer')} seed={c.get('seed')}: epoch {result.get('epoch')}/{c.get('epochs')} "
+            f"{c.get('optimizer')} seed={c.get('seed')}{fold}: epoch {result.get('epoch')}/{c.get('epochs')} "
             f"train_loss={result.get('train_loss', float('nan')):.4f} val_loss={result.get('val_loss', float('nan')):.4f} "
             f"{RANK_METRIC}={result.get(RANK_METRIC, float('nan')):.4f} ({result.get('epoch_time_s', 0):.1f}s)",
             flush=True,
