@@ -152,6 +152,7 @@ def test_malformed_input_is_refused_in_one_line_and_creates_nothing(case, tmp_pa
     cache = tmp_path / "cache"
     monkeypatch.setenv("ECG_RAY_CACHE", str(cache))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))  # the default storage, ~/ecg_ray_results, lies here
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)  # MLflow's own opt-in to its file store
     argv = CASES[case](work)
     before = _listing(work)
     rc = main(argv)
