@@ -95,7 +95,7 @@ def test_a_planted_mistake_fails_the_schema(rayjob_schema):
 
 @pytest.mark.parametrize("argv, message", [
     (["k8s", "experiments/seed_grid.yaml", "--storage", "/home/me/results"], "results must go to object storage"),
-    (["k8s", "experiments/seed_grid.yaml", "--gpus", "0"], "--gpus 0"),
+    (["k8s", "experiments/seed_grid.yaml", "--gpus", "0"], "'--gpus' parameter must be"),
     (["k8s", "/etc/hostname"], "is outside the project folder"),
     (["k8s", "experiments/nope.yaml"], "does not exist"),
 ], ids=["local storage", "no GPU", "outside the project", "no such file"])

@@ -25,8 +25,8 @@ from pathlib import Path
 import yaml
 
 from ecg_ray.errors import ConfigError
+from ecg_ray.releases import RAY_RELEASE  # the fast path's tested release, defined once; the images are its
 
-RAY_RELEASE = "2.60.0"  # cluster.yaml's and cluster-onprem.yaml's pin: the fast path's tested release (a test checks)
 PYTHON_TAG = "py311"
 HEAD_IMAGE = f"rayproject/ray:{RAY_RELEASE}-{PYTHON_TAG}"
 GPU_IMAGE = f"rayproject/ray:{RAY_RELEASE}-{PYTHON_TAG}-gpu"  # Ray's CUDA image

@@ -89,7 +89,7 @@ from ray.train.v2.api.result import Result
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 from ray.util.placement_group import PlacementGroup
 
-from ecg_ray.tuning.worker import REUSABLE, STOP
+from ecg_ray.tuning.worker_state import REUSABLE, STOP
 
 # A local Ray starts no idle worker processes ahead (Ray's default: one per CPU as the driver
 # connects). ecg-ray's first actors (the trials' Tune actors) are asked for before those processes

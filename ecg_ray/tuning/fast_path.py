@@ -1,6 +1,6 @@
 """Which way a trial runs on Ray: the fast path (Ray Train's internals) or Ray's public API.
 
-    ecg-ray tune experiments/quick.yaml   # "[ecg-ray] trials on the fast path (Ray 2.60.0, tested)"
+    ecg-ray tune experiments/quick.yaml   # "[ecg-ray] trials on the fast path (Ray X.Y.Z, tested)"
 
 resources.fast_path decides: `false` is the public path; `true` is the fast path, refused on a Ray
 this project has not tested it with; `auto` (the default) is the fast path on a tested Ray whose
@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import ray
 
 from ecg_ray.errors import ConfigError
+from ecg_ray.releases import TESTED_RAY  # the releases the fast path was tested with, defined once there
 
-TESTED_RAY = ("2.60.0",)  # the releases the fast path was tested with, the whole suite on each
 
 @dataclass(frozen=True)
 class TrialPath:

@@ -14,7 +14,6 @@ import ctypes
 import logging
 import os
 import tempfile
-import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -26,10 +25,9 @@ from ecg_ray.config import CUBLAS_WORKSPACE, TrialConfig, WorkerSpec
 from ecg_ray.results.folder import CHECKPOINT_FILE
 from ecg_ray.schema import STARTUP_PARTS
 from ecg_ray.tuning import fast_path
+from ecg_ray.tuning.worker_state import REUSABLE, STOP  # shared with the fast path: a leaf module
 
 SPEC_KEY = "spec"  # the one key of train_loop_config: a WorkerSpec
-REUSABLE = "reusable"  # the key of what train_loop_per_worker returns: may its process run another trial
-STOP = threading.Event()  # set (on the fast path, by the worker's controller) when its trial is to end at the next batch
 
 
 def train_loop_per_worker(config: dict) -> dict:
