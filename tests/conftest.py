@@ -1,8 +1,19 @@
-"""Shared fixtures: the real data in ../shared (skipped when absent) and one real local Ray per session."""
+"""Shared fixtures: the real data in ../shared (skipped when absent), one real local Ray, S3 and MLflow
+server per session; and the markers that keep the fast loop fast.
+
+Every test that starts Ray, a cluster, a server or a tuning run in a subprocess is marked by the
+fixture it uses (FIXTURE_MARKS, applied in pytest_collection_modifyitems), so a new test cannot
+forget; one that starts any of them without such a fixture fails, naming the fixture to use
+(`_heavy_guard`). The fast loop, every other test (config, data, training, results, commands):
+
+    python -m pytest -q -m "not (ray or cluster or s3 or server or tuning)"
+"""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -165,3 +176,72 @@ def asha_in_turn(tmp_path_factory):
         return runs[variant]
 
     return run
+
+
+# --- markers by fixture, and the guard that keeps unmarked tests light -----------------------------
+
+HEAVY = ("ray", "cluster", "s3", "server", "tuning")
+FIXTURE_MARKS = {
+    "ray_local": "ray", "asha_in_turn": "tuning", "tuning": "tuning", "local_cluster": "cluster",
+    "s3_server": "s3", "s3": "s3", "storage_root": "s3", "mlflow_uri": "server",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for fixture in getattr(item, "fixturenames", ()):
+            if fixture in FIXTURE_MARKS:
+                item.add_marker(FIXTURE_MARKS[fixture])
+
+
+# What an unmarked test may not start in a subprocess: (what the command line holds, the marker it needs).
+_HEAVY_COMMANDS = (
+    (("ecg_ray.commands.main", "tune"), "tuning"), (("ecg-ray", "tune"), "tuning"), (("ecg_ray.commands.main", "repeat"), "tuning"),
+    (("ecg-ray", "submit"), "cluster"), (("ray", "start"), "cluster"), (("ray", "up"), "cluster"),
+    (("weed",), "s3"), (("mlflow", "server"), "server"), (("sshd",), "server"), (("optuna-dashboard",), "server"),
+)
+
+
+def _heavy(argv) -> str | None:
+    words = [os.path.basename(str(a)) for a in (argv if isinstance(argv, (list, tuple)) else str(argv).split())]
+    for needed, mark in _HEAVY_COMMANDS:
+        if all(any(w == n or w.startswith(n + " ") for w in words) for n in needed):
+            return mark
+    return None
+
+
+@pytest.fixture(autouse=True)
+def _heavy_guard(request, monkeypatch):
+    """A test with none of the HEAVY markers that starts Ray, a cluster, a server or a tuning run fails at
+    once, naming the fixture (or marker) that marks it: the fast loop stays fast, and the full suite
+    still runs it."""
+    if any(request.node.get_closest_marker(m) for m in HEAVY):
+        yield
+        return
+    real_popen = subprocess.Popen
+
+    class Guarded(real_popen):
+        def __init__(self, args, *a, **kw):
+            mark = _heavy(args)
+            if mark:
+                raise AssertionError(f"{request.node.nodeid} starts {' '.join(map(str, args))[:120]} but is not marked "
+                                     f"'{mark}': use the fixture that starts it (conftest.FIXTURE_MARKS) or "
+                                     f"@pytest.mark.{mark}")
+            super().__init__(args, *a, **kw)
+
+    monkeypatch.setattr(subprocess, "Popen", Guarded)
+    import ray  # once per session: a test that would start Ray in this process finds ray.init refused
+
+    def refuse(*a, **kw):
+        raise AssertionError(f"{request.node.nodeid} starts Ray but is not marked 'ray': use the ray_local fixture")
+
+    monkeypatch.setattr(ray, "init", refuse)
+    yield
+
+
+@pytest.fixture
+def tuning():
+    """`ecg-ray tune FILE` in a subprocess with its own Ray (helpers.tune_in_subprocess); marks the test 'tuning'."""
+    from helpers import tune_in_subprocess
+
+    return tune_in_subprocess

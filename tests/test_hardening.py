@@ -116,6 +116,7 @@ def test_files_are_created_with_the_users_umask(tmp_path):
         os.umask(old)
 
 
+@pytest.mark.tuning
 def test_ctrl_c_while_preparing_data_says_nothing_was_written(tmp_path):
     exp = tmp_path / "big.yaml"
     raw = yaml.safe_load((ROOT / "experiments" / "quick.yaml").read_text())

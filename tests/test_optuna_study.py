@@ -66,6 +66,7 @@ def test_a_storage_optuna_cannot_open_is_one_line(tmp_path, capsys):
     assert "--optuna-storage nosuchdb://x: Optuna cannot open it" in line
 
 
+@pytest.mark.server
 def test_optuna_dashboard_serves_the_study(tmp_path):
     dashboard = shutil.which("optuna-dashboard")
     if dashboard is None:
