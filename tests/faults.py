@@ -26,6 +26,7 @@ from ecg_ray.results.folder import CHECKPOINT_FILE
 from ecg_ray.tuning.nodes import kill
 from ecg_ray.results.report import build_report, comparable
 from ecg_ray.schema import EPOCH_COLUMNS, confusion_columns
+from helpers import Payload
 from localcluster import ENV, LocalCluster
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -267,14 +268,6 @@ def _epoch_on(exp_dir: str, node_id: str) -> dict | None:
     return None
 
 
-class _Payload:
-    """Unpickling this runs a shell command: what a planted file in a shared folder or bucket could do."""
-
-    def __init__(self, marker: Path):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
@@ -290,9 +283,9 @@ def planted_pickle(work: Path, baseline: Path) -> Outcome:
     marker = work / "PLANTED_PAYLOAD_RAN"
     for rel in ("tuner.pkl", "experiment_state-2099-01-01_00-00-00.json", "searcher-state-2099-01-01.pkl",
                 "train_runs/t0001/state.pkl"):
-        (copy / rel).write_bytes(pickle.dumps(_Payload(marker)))
+        (copy / rel).write_bytes(pickle.dumps(Payload(marker)))
     *older, latest = sorted((copy / "train_runs" / "t0001").glob(f"checkpoint_*/{CHECKPOINT_FILE}"))
-    latest.write_bytes(pickle.dumps(_Payload(marker)))
+    latest.write_bytes(pickle.dumps(Payload(marker)))
     for ckpt in older:
         ckpt.write_bytes(ckpt.read_bytes()[:1000])
     status = json.loads((copy / "trial_status.json").read_text())

@@ -190,3 +190,25 @@ def fake_experiment(exp: Path, trials: list[tuple], data_hash: str = "feedc0ffee
     if costs is not None:
         (exp / "costs.json").write_text(json.dumps(costs))
     return exp
+
+
+class Payload:
+    """Unpickling this runs a shell command that creates `marker`: what a planted file in a shared folder
+    or bucket could do, and the proof that a pickle was loaded (the one such payload of the tests)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def easy_records(n: int, seed: int, prefix: str):
+    """`n` easy synthetic records (ecg_ray's generator) with ids PREFIX00000, PREFIX00001, ..."""
+    from ecg_ray.data.synthetic import generate
+
+    rs = generate(n, seed=seed, difficulty="easy")
+    rs.ids = [f"{prefix}{i:05d}" for i in range(n)]
+    return rs

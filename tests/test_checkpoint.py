@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import Payload
 
 from ecg_ray.config import TrialConfig
 from ecg_ray.errors import EcgRayError
@@ -68,20 +69,12 @@ def test_a_checkpoint_of_another_trial_or_other_data_is_refused(saved, trial, da
         check_checkpoint(read_checkpoint(saved), trial, data_hash, str(saved))
 
 
-class _Payload:
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        import os
-
-        return (os.system, (f"touch {self.marker}",))
 
 
 def test_a_poisoned_checkpoint_is_refused_without_running_it(tmp_path):
     marker = tmp_path / "PWNED"
     path = tmp_path / "trial_state.pt"
-    torch.save({"format": 1, "model": _Payload(marker)}, path)
+    torch.save({"format": 1, "model": Payload(marker)}, path)
     with pytest.raises(Exception, match="Weights only load failed"):
         read_checkpoint(path)
     assert not marker.exists()

@@ -17,16 +17,13 @@ from ecg_ray.config import load_experiment
 from ecg_ray.data.prepare import prepare
 from ecg_ray.errors import DataError
 from ecg_ray.storage import atomic_write_text
-from ecg_ray.data.synthetic import generate
-from helpers import write_challenge, write_pickle
+from helpers import Payload, easy_records, write_challenge, write_pickle
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _records(n=60):
-    rs = generate(n, seed=5, difficulty="easy")
-    rs.ids = [f"A{i:05d}" for i in range(n)]
-    return rs
+    return easy_records(n, seed=5, prefix="A")
 
 
 def _challenge_cfg(folder, cache):
@@ -203,14 +200,6 @@ def test_tune_with_a_file_and_resume_is_refused_naming_both(tmp_path, capsys):
 # --- row 3: --trust-pickle names the file, checked against the recorded path and hash --------
 
 
-class _Planted:
-    """Unpickling creates the marker file: proof that a pickle was loaded."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
 
 
 def _pickle_folder(tmp_path):
@@ -248,7 +237,7 @@ def test_trust_names_the_file_and_a_folder_that_names_another_pickle_is_refused_
     exp, mine = _pickle_folder(tmp_path)
     assert exp.read_config(trust_pickle=[mine]).data.path == mine  # the user's file, as recorded: trusted
     marker = tmp_path / "payload-ran"
-    (tmp_path / "evil.pkl").write_bytes(__import__("pickle").dumps(_Planted(marker)))
+    (tmp_path / "evil.pkl").write_bytes(__import__("pickle").dumps(Payload(marker)))
     _edit_record(exp, path=str(tmp_path / "evil.pkl"))
     for argv in (["tune", "--resume", exp.path, "--trust-pickle", mine], ["rerun", exp.path, "t0000", "--trust-pickle", mine],
                  ["repeat", exp.path, "--top", "1", "--seeds", "2", "--trust-pickle", mine]):

@@ -9,9 +9,8 @@ from ecg_ray.commands.main import main
 from ecg_ray.config import TrialConfig, load_experiment
 from ecg_ray.data.prepare import preparation_settings
 from ecg_ray.results.predict import MODEL_FORMAT, predict
-from ecg_ray.data.synthetic import generate
 from ecg_ray.training.loop import build_trial
-from helpers import frame, write_challenge, write_pickle
+from helpers import easy_records, frame, write_challenge, write_pickle
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +25,7 @@ def model(tmp_path_factory):
 
 
 def _records(n=5):
-    rs = generate(n, seed=4, difficulty="easy")
-    rs.ids = [f"C{i:05d}" for i in range(n)]
-    return rs
+    return easy_records(n, seed=4, prefix="C")
 
 
 def test_every_input_format_gives_one_row_per_record(model, tmp_path):

@@ -14,7 +14,7 @@ from ecg_ray.data.prepare import prepare
 from ecg_ray.schema import EPOCH_COLUMNS
 from ecg_ray.training.loop import build_trial, run_epoch
 from ecg_ray.tuning import fast_path
-from helpers import fast_path_only, tiny_experiment
+from helpers import Payload, fast_path_only, tiny_experiment
 
 pytestmark = pytest.mark.ray
 
@@ -286,16 +286,6 @@ def test_checkpoints_written_under_ray_describe_themselves(quick_run):
                                 "fast_path": fast_path.choose("auto").fast}
 
 
-class _Payload:
-    """Unpickling this runs a shell command: what a planted file in a shared bucket could do."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        import os
-
-        return (os.system, (f"touch {self.marker}",))
 
 
 def test_resume_and_report_never_load_a_planted_pickle(quick_run, tmp_path):
@@ -305,7 +295,7 @@ def test_resume_and_report_never_load_a_planted_pickle(quick_run, tmp_path):
     copy = tmp_path / "quick"
     shutil.copytree(quick_run, copy)
     marker = tmp_path / "PWNED"
-    payload = pickle.dumps(_Payload(marker))
+    payload = pickle.dumps(Payload(marker))
     assert not marker.exists()
     planted = [copy / "tuner.pkl", copy / "experiment_state-2099-01-01_00-00-00.json", copy / "trainable.pkl",
                copy / "searcher-state-2099-01-01_00-00-00.pkl", copy / "train_runs" / "t0001" / "state.pkl"]
