@@ -136,6 +136,9 @@ CASES |= {
     "k8s: --gpus 0": lambda t: ["k8s", "experiments/quick.yaml", "--gpus", "0"],
     "k8s: --out in a read-only file system": lambda t: ["k8s", "experiments/quick.yaml", "--out", "/sys/rayjob.yaml"],
     "stop-node: --grace-period -1": lambda t: (t / "ray").mkdir() or ["stop-node", "--temp-dir", str(t / "ray"), "--grace-period", "-1"],
+    "tune: --address not an address": _tune("experiments/quick.yaml", "--address", "my cluster"),
+    "tune: --address a port out of range": _tune("experiments/quick.yaml", "--address", "10.0.0.1:70000"),
+    "submit: --address not a URL": lambda t: ["submit", "--address", "ftp://head:8265", "--no-wait", "experiments/quick.yaml"],
     "data check: --target-length 5": lambda t: ["data", "check", "synthetic", "--target-length", "5"],
     "data convert: --sampling-rate 0": lambda t: ["data", "convert", "synthetic", str(t / "out.parquet"), "--sampling-rate", "0"],
 }

@@ -535,7 +535,31 @@ def _option_rules() -> dict:
         "folds": Rule("a whole number of folds, 2 to 20", whole(2, 20)),
         "gpus": Rule("a whole number of GPU worker pods, 1 to 1000", whole(1, 1000)),
         "grace_period": Rule("a number of seconds from 0 to 3600", lambda v: isinstance(v, (int, float)) and 0 <= v <= 3600),
+        "address": Rule("'auto', HOST:PORT or ray://HOST:PORT of a running Ray cluster", _ray_address),
+        "dashboard_address": Rule("the Ray dashboard's URL, http://HOST:PORT (e.g. http://127.0.0.1:8265), or a Ray "
+                                  "cluster's address ('auto', HOST:PORT, ray://HOST:PORT)",
+                                  lambda v: _dashboard_url(v) or _ray_address(v)),
     } | {key: DataConfig.CONSTRAINTS[key] for key in ("target_length", "sampling_rate", "min_length", "max_length")}
+
+
+def _host_port(text: str) -> bool:
+    host, sep, port = text.rpartition(":")
+    return bool(sep and host and port.isdigit() and 0 < int(port) < 65536 and not any(c.isspace() or c in "/?#@" for c in host))
+
+
+def _ray_address(value) -> bool:
+    if not isinstance(value, str):
+        return False
+    return value == "auto" or _host_port(value.removeprefix("ray" + "://"))
+
+
+def _dashboard_url(value) -> bool:
+    if not isinstance(value, str):
+        return False
+    for head in ("http" + "://", "https" + "://"):
+        if value.startswith(head):
+            return _host_port(value[len(head):].rstrip("/"))
+    return False
 
 
 def check_options(args) -> None:
@@ -543,7 +567,10 @@ def check_options(args) -> None:
     ("The '--num-cpus' parameter must be ...") before anything is read or started."""
     from ecg_ray.config.constraints import validate
 
-    for key, rule in _option_rules().items():
+    rules = _option_rules()
+    if getattr(args, "command", None) == "submit":  # its --address is the dashboard's URL, not a Ray address
+        rules["address"] = rules.pop("dashboard_address")
+    for key, rule in rules.items():
         value = getattr(args, key, None)
         if value is not None:
             validate("--" + key.replace("_", "-"), value, rule)
