@@ -302,19 +302,21 @@ def planted_pickle(work: Path, baseline: Path) -> Outcome:
                    "never loaded" if not ran else "LOADED")
 
 
-def concurrent_run(work: Path, baseline: Path) -> Outcome:
-    """A second `ecg-ray tune` on the same experiment folder while the first one runs."""
-    exp = write_experiment(work, "concurrent")
-    exp_dir = work / "results" / "concurrent"
-    first = Driver([str(exp)], work / "concurrent.log")
+def concurrent_run(work: Path, baseline: Path | None, name: str = "concurrent") -> Outcome:
+    """A second `ecg-ray tune` on the same experiment folder while the first one runs. With `baseline`
+    None the first run is the baseline itself (the tests' way: one run fewer), compared with nothing."""
+    exp = write_experiment(work, name)
+    exp_dir = work / "results" / name
+    first = Driver([str(exp)], work / f"{name}.log")
     # Once the first holds the folder (its lock names it), it has a Ray to start and trials to run: seconds
     # more than the second needs to reach the lock. (Waiting for its first epoch raced the end of a short run.)
-    lock = work / "results" / ".concurrent.lock"
+    lock = work / "results" / f".{name}.lock"
     wait_for(lambda: lock.is_file() and lock.read_text().strip(), first, what="the first run's lock")
     second = _cli("tune", str(exp), "--num-cpus", "4")
     refused = second.returncode == 2 and "is in use by another `ecg-ray tune`" in second.stderr
     rc = first.wait()
-    return Outcome("a second tune on the same folder while one runs", 0, 0, 0, rc == 0 and refused and same_table(exp_dir, baseline),
+    same = baseline is None or same_table(exp_dir, baseline)
+    return Outcome("a second tune on the same folder while one runs", 0, 0, 0, rc == 0 and refused and same,
                    f"second rc={second.returncode}, first rc={rc}", "refused at once" if refused else "NOT refused")
 
 

@@ -134,3 +134,42 @@ def test_what_crosses_the_ray_boundary_is_frozen():
     from ecg_ray.data.prepare import DataMeta
 
     assert DataMeta.__dataclass_params__.frozen
+
+
+def test_every_package_ecg_ray_imports_is_a_runtime_dependency():
+    """A cluster node installs pyproject.toml's `dependencies` only (cluster*.yaml, the RayJob's pip list):
+    every third-party module ecg_ray imports (function-local imports included) comes from one of them,
+    or from an extra whose modules are imported only inside functions (mlflow, on --mlflow). This is
+    what `ray up`'s own venv once caught by installing: tests/test_ray_up.py now reuses this machine's
+    packages for speed, and this check holds the dependency list instead."""
+    import ast
+    import tomllib
+    from importlib.metadata import packages_distributions
+
+    from packaging.requirements import Requirement
+
+    def norm(name: str) -> str:
+        return name.lower().replace("_", "-")
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    runtime = {norm(Requirement(d).name) for d in project["dependencies"]}
+    extras = {norm(Requirement(d).name) for name, reqs in project["optional-dependencies"].items() if name != "test"
+              for d in reqs}
+    providers = packages_distributions()
+    missing, eager_extras = {}, {}
+    for path in sorted((ROOT / "ecg_ray").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        top = {id(n) for n in tree.body}
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else []
+            for root in {n.split(".")[0] for n in names} - set(sys.stdlib_module_names) - {"ecg_ray"}:
+                dists = {norm(d) for d in providers.get(root, [root])}
+                where = str(path.relative_to(ROOT))
+                if dists & runtime:
+                    continue
+                if dists & extras and id(node) not in top:
+                    continue
+                (eager_extras if dists & extras else missing).setdefault(root, set()).add(where)
+    assert missing == {}, f"imported, but in no runtime dependency of pyproject.toml: {missing}"
+    assert eager_extras == {}, f"an extra's module imported at a module's top: {eager_extras}"

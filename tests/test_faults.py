@@ -20,8 +20,17 @@ def work(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def baseline(work):
-    return faults.run_baseline(work)
+def baseline_run(work):
+    """The uninterrupted run every fault is compared with, and while it runs, a second `ecg-ray tune` of the
+    same folder (refused): (its folder, the refusal's outcome)."""
+    outcome = faults.concurrent_run(work, None, name="baseline")
+    assert outcome.detail.endswith("first rc=0"), outcome
+    return work / "results" / "baseline", outcome
+
+
+@pytest.fixture(scope="module")
+def baseline(baseline_run):
+    return baseline_run[0]
 
 
 def _check(outcome: faults.Outcome):
@@ -55,8 +64,9 @@ def test_planted_pickles_are_never_loaded(work, baseline):
     assert "trial restarted from epoch 1: True" in outcome.detail, outcome  # the unreadable checkpoint was not fatal
 
 
-def test_a_concurrent_second_run_is_refused(work, baseline):
-    outcome = faults.concurrent_run(work, baseline)
+def test_a_concurrent_second_run_is_refused(baseline_run):
+    """Refused while the baseline ran (its own run would be one run more of the same)."""
+    outcome = baseline_run[1]
     assert outcome.identical and outcome.handled == "refused at once", outcome
 
 

@@ -8,7 +8,7 @@ cluster-onprem.yaml points at it: head 127.0.0.1, no workers (so the head gets t
 to run the trials), a short temp dir, free ports, and a temporary HOME for the SSH
 account, whose ~/.bashrc puts this machine's Python on PATH as a host's would. Everything
 else is the file's: file mounts, setup commands (its own venv, installed from pyproject.toml as on a
-real host, so a runtime dependency only the test extra brings fails here), start commands.
+real host, though seeing this machine's packages: test_contracts holds the dependency list), start commands.
 """
 
 from __future__ import annotations
@@ -107,8 +107,13 @@ def onprem_copy(ssh: SshServer, temp_dir: str, ports: dict) -> dict:
     raw["cluster_name"] = f"ecgup{uuid.uuid4().hex[:8]}"
     raw["provider"].update(head_ip="127.0.0.1", worker_ips=[])
     raw["auth"] = {"ssh_user": ssh.user, "ssh_private_key": str(ssh.root / "client_key"), "ssh_proxy_command": ssh.proxy}
-    # The setup commands run as written: a venv of their own and the project's install, so a runtime
-    # dependency pyproject.toml lacks fails here (pip's cache serves what this machine installed).
+    # The setup commands run as written, but for one flag: the venv sees this machine's packages
+    # (--system-site-packages), so pip installs the project alone instead of Ray and torch again
+    # (90 s of the test). That a runtime dependency is in pyproject.toml is held by
+    # tests/test_contracts.py::test_every_package_ecg_ray_imports_is_a_runtime_dependency.
+    raw["setup_commands"] = [c.replace("python3 -m venv ", "python3 -m venv --system-site-packages ")
+                             for c in raw["setup_commands"]]
+    assert any("--system-site-packages" in c for c in raw["setup_commands"]), raw["setup_commands"]
     start = [c.replace("/tmp/ecg_ray_cluster", temp_dir) for c in raw["head_start_ray_commands"]]
     start[-1] = (start[-1].replace(":6379", f":{ports['gcs']}").replace("--port=6379", f"--port={ports['gcs']}")
                  .replace("--num-cpus=0", "--num-cpus=2")  # no worker hosts here: the head runs the trials
