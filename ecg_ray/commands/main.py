@@ -547,19 +547,24 @@ def _host_port(text: str) -> bool:
     return bool(sep and host and port.isdigit() and 0 < int(port) < 65536 and not any(c.isspace() or c in "/?#@" for c in host))
 
 
+def _after_scheme(value: str, schemes: tuple[str, ...]) -> str | None:
+    """What follows SCHEME:// in `value` when its scheme is one of `schemes`; None otherwise."""
+    from ecg_ray.storage import scheme
+
+    kind = scheme(value)
+    return value[len(kind) + 3:] if kind in schemes else None
+
+
 def _ray_address(value) -> bool:
     if not isinstance(value, str):
         return False
-    return value == "auto" or _host_port(value.removeprefix("ray" + "://"))
+    rest = _after_scheme(value, ("ray",))
+    return value == "auto" or _host_port(value if rest is None else rest)
 
 
 def _dashboard_url(value) -> bool:
-    if not isinstance(value, str):
-        return False
-    for head in ("http" + "://", "https" + "://"):
-        if value.startswith(head):
-            return _host_port(value[len(head):].rstrip("/"))
-    return False
+    rest = _after_scheme(value, ("http", "https")) if isinstance(value, str) else None
+    return rest is not None and _host_port(rest.rstrip("/"))
 
 
 def check_options(args) -> None:
