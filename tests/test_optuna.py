@@ -9,7 +9,8 @@ import yaml
 
 from ecg_ray.config import TrialConfig, experiment_from_dict
 from ecg_ray.results.folder import ExperimentDir, write_json
-from ecg_ray.tuning.optuna_search import BatchedOptuna, suggest_batch
+from ecg_ray.tuning.optuna_search import suggest_batch
+from ecg_ray.tuning.searchers import BatchedSearcher
 from helpers import live_placement_groups
 
 pytest.importorskip("optuna")
@@ -53,7 +54,7 @@ def test_a_batch_waits_for_the_last_one_and_a_resume_suggests_what_the_first_run
     assert cfg.n_trials == 10 and cfg.epochs == 9  # 5 suggestions x 2 seeds; randint's high is exclusive
     write_json(exp.experiment_file, {"config": cfg.to_dict(), "grid": [], "trial_keys": []})
 
-    searcher = BatchedOptuna(space, 42, exp)
+    searcher = BatchedSearcher(space, 42, exp)
     batch0 = [searcher.suggest(f"r{i}") for i in range(4)]  # 2 configs x seeds 42 and 43
     assert [c["trial_key"] for c in batch0] == ["t0000", "t0001", "t0002", "t0003"]
     assert [c["seed"] for c in batch0] == [42, 43, 42, 43] and batch0[0]["lr"] == batch0[1]["lr"]
@@ -68,7 +69,7 @@ def test_a_batch_waits_for_the_last_one_and_a_resume_suggests_what_the_first_run
 
     # A crash now: a new searcher built from the folder (as `--resume` builds it) runs batch 1 again
     # with the same configs, then suggests the same last batch as the first searcher.
-    resumed = BatchedOptuna(space, 42, exp, exp.recorded_trials(), {f"t{i:04d}": v for i, v in enumerate([0.2, 0.4, 0.5, 0.7])},
+    resumed = BatchedSearcher(space, 42, exp, exp.recorded_trials(), {f"t{i:04d}": v for i, v in enumerate([0.2, 0.4, 0.5, 0.7])},
                             rerun=["t0004", "t0005", "t0006", "t0007"])
     again = [resumed.suggest(f"x{i}") for i in range(4)]
     assert again == batch1
@@ -77,7 +78,7 @@ def test_a_batch_waits_for_the_last_one_and_a_resume_suggests_what_the_first_run
         resumed.on_trial_complete(f"x{i}", {"val_macro_f1": 0.1 * i})
     last = [searcher.suggest("r8"), searcher.suggest("r9")]
     assert [resumed.suggest("x4"), resumed.suggest("x5")] == last  # the 5th suggestion: one config x 2 seeds
-    assert searcher.suggest("r10") is resumed.suggest("x6") is BatchedOptuna.FINISHED
+    assert searcher.suggest("r10") is resumed.suggest("x6") is BatchedSearcher.FINISHED
     configs = [tuple((k, v) for k, v in c.items() if k not in ("trial_key", "seed")) for c in batch0 + batch1 + last]
     assert len(set(configs)) == 5  # no config twice
 
@@ -119,3 +120,36 @@ def test_an_optuna_search_runs_under_asha_and_resumes_without_repeating_a_config
     assert again["trial_id"].tolist() == ["t0000", "t0001", "t0002", "t0003"]
     assert again["best_val_macro_f1"].tolist() == trials["best_val_macro_f1"].tolist()  # bit for bit on CPU
     assert live_placement_groups(ray_local) == []  # no trial, stopped by ASHA or not, left its resources held
+
+
+def test_a_second_searcher_is_one_module_and_its_name(tmp_path, monkeypatch):
+    """tests/searcher_example.py (local search around the best draw) registered by name: the experiment file
+    names it, and ecg_ray's batched searcher runs, records and resumes it as it does Optuna's."""
+    from ecg_ray.config import constraints
+    from ecg_ray.errors import ConfigError
+
+    monkeypatch.setitem(constraints.ADAPTIVE_SEARCHERS, "local", "searcher_example")
+    search = {"algorithm": "local", "num_samples": 4, "suggest_batch": 2, "lr": {"uniform": [1e-4, 3e-3]},
+              "dropout": {"uniform": [0.0, 0.5]}}
+    cfg = experiment_from_dict({"search": search, "storage_path": str(tmp_path), "name": "l"})
+    space, exp = cfg.search_space, ExperimentDir.for_config(cfg)
+    assert space.adaptive and cfg.n_trials == 4
+    write_json(exp.experiment_file, {"config": cfg.to_dict(), "grid": [], "trial_keys": []})
+    searcher = BatchedSearcher(space, 42, exp)
+    first = [searcher.suggest(f"r{i}") for i in range(2)]
+    assert searcher.suggest("r2") is None  # the next batch waits for this one
+    for i, value in enumerate([0.3, 0.6]):
+        searcher.on_trial_complete(f"r{i}", {"val_macro_f1": value})
+    second = [searcher.suggest(f"r{i}") for i in range(2, 4)]
+    best = first[1]
+    for trial in second:  # around the best draw so far: within a tenth of each range
+        assert abs(trial["lr"] - best["lr"]) <= (3e-3 - 1e-4) / 10 + 1e-9 and abs(trial["dropout"] - best["dropout"]) <= 0.05 + 1e-9
+    assert list(exp.recorded_trials()) == ["t0000", "t0001", "t0002", "t0003"]
+    resumed = BatchedSearcher(space, 42, exp, exp.recorded_trials(), {"t0000": 0.3, "t0001": 0.6}, rerun=["t0002", "t0003"])
+    assert [resumed.suggest(f"x{i}") for i in range(2)] == second
+    with pytest.raises(ConfigError, match="search.algorithm 'nope' is not an adaptive searcher; those are: optuna, local"):
+        from ecg_ray.tuning.searchers import searcher_module
+
+        searcher_module("nope")
+    with pytest.raises(ConfigError, match="The 'search.algorithm' parameter must be one of"):
+        experiment_from_dict({"search": {**search, "algorithm": "nope"}})

@@ -49,7 +49,7 @@ def test_random_search_is_reproducible_for_a_seed_and_differs_between_seeds():
     ({"algorithm": "bayes", "lr": [1e-3]}, "The 'search.algorithm' parameter must be one of"),
     ({"num_samples": 4, "lr": [1e-3]}, "The 'search.num_samples' parameter must be set only with search.algorithm: random or optuna"),
     ({"algorithm": "optuna", "lr": [1e-3]}, "search.algorithm 'optuna' needs at least one search key given as a distribution"),
-    ({"suggest_batch": 2, "lr": [1e-3]}, "The 'search.suggest_batch' parameter must be set only with search.algorithm: optuna"),
+    ({"suggest_batch": 2, "lr": [1e-3]}, "The 'search.suggest_batch' parameter must be set only with an adaptive search.algorithm (optuna)"),
     ({"algorithm": "optuna", "suggest_batch": 0, "lr": {"uniform": [1e-4, 1e-3]}}, "'search.suggest_batch' parameter must be an int in [1, 10000]"),
     ({"algorithm": "random", "lr": {"normal": [0, 1]}}, "The 'search.lr' parameter must be a list of values or one distribution"),
     ({"algorithm": "random", "lr": {"uniform": [3e-3, 1e-4]}}, "must be a uniform range with low < high"),

@@ -27,9 +27,13 @@ TRAIN_CROPS = ("centre", "random")  # ecg_ray.training.loop.train_epoch
 DIFFICULTIES = ("realistic", "easy")  # ecg_ray.data.synthetic.generate (data.difficulty)
 PRECISIONS = ("fp32", "bf16")  # ecg_ray.training.loop.autocast
 AUGMENTATIONS = ("scale", "noise", "stretch", "burst", "wander")  # ecg_ray.training.augment; TrialConfig.aug_<name>[_p]
-# search.algorithm: the grid as listed; num_samples random draws; or num_samples configs that Optuna's
-# TPE suggests in batches, each batch from the results of the batches before (ecg_ray.tuning.optuna_search).
-SEARCH_ALGORITHMS = ("grid", "random", "optuna")
+# search.algorithm: the grid as listed; num_samples random draws; or an adaptive searcher by name: num_samples
+# configs suggested in batches, each batch from the results of the batches before. Each adaptive searcher is
+# one module with `suggest_batch(space, seed, batch, n, history) -> [draw, ...]` (and, optionally,
+# `require()`, raising a ConfigError that names what is missing); ecg_ray.tuning.searchers wraps any of them
+# in the seeded, batched, resumable Tune searcher. A second searcher: its module, and its name here.
+ADAPTIVE_SEARCHERS = {"optuna": "ecg_ray.tuning.optuna_search"}  # name -> module (data: nothing is imported here)
+SEARCH_ALGORITHMS = ("grid", "random", *ADAPTIVE_SEARCHERS)
 # resources.fast_path: how a trial runs on Ray (ecg_ray.tuning.paths): "auto" takes the fast path on the
 # Ray releases it is tested with, Ray's public API elsewhere.
 FAST_PATH = ("auto", True, False)

@@ -9,7 +9,9 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from ecg_ray.config.constraints import DISTRIBUTIONS, NUMBER, SEARCH_ALGORITHMS, Interval, Options, fail, validate
+from ecg_ray.config.constraints import (
+    ADAPTIVE_SEARCHERS, DISTRIBUTIONS, NUMBER, SEARCH_ALGORITHMS, Interval, Options, fail, validate,
+)
 from ecg_ray.config.sections import CONFIGS_KEY, SEARCH_KEYS, TrialConfig
 from ecg_ray.errors import ConfigError
 
@@ -103,26 +105,27 @@ class SearchSpace:
     distributions: tuple[tuple[str, str, tuple], ...] = ()  # (key, distribution name, arguments)
     num_samples: int = 1
     algorithm: str = "grid"
-    suggest_batch: int = 4  # optuna only
+    suggest_batch: int = 4  # adaptive searchers only (optuna)
 
     @property
     def adaptive(self) -> bool:
-        """Whether the configs are chosen while the experiment runs (Optuna: each batch from the
-        results of the batches before), so that only the experiment folder knows them all."""
-        return self.algorithm == "optuna"
+        """Whether the configs are chosen while the experiment runs (an adaptive searcher, Optuna's TPE:
+        each batch from the results of the batches before), so that only the experiment folder knows them all."""
+        return self.algorithm in ADAPTIVE_SEARCHERS
 
     @classmethod
     def from_raw(cls, raw: dict) -> "SearchSpace":
         for key in raw:
             validate("search key", key, Options((*SEARCH_KEYS, CONFIGS_KEY, ALGORITHM_KEY, SAMPLES_KEY, BATCH_KEY)))
         algorithm = raw.get(ALGORITHM_KEY, "grid")
-        validate(f"search.{ALGORITHM_KEY}", algorithm, Options(SEARCH_ALGORITHMS))
+        validate(f"search.{ALGORITHM_KEY}", algorithm, Options(("grid", "random", *ADAPTIVE_SEARCHERS)))  # as registered now
         num_samples = raw.get(SAMPLES_KEY, 1)
         validate(f"search.{SAMPLES_KEY}", num_samples, Interval(int, 1, 100_000))
         suggest_batch = raw.get(BATCH_KEY, 4)
         validate(f"search.{BATCH_KEY}", suggest_batch, Interval(int, 1, 10_000))
-        if BATCH_KEY in raw and algorithm != "optuna":
-            fail(f"search.{BATCH_KEY}", "set only with search.algorithm: optuna", suggest_batch)
+        if BATCH_KEY in raw and algorithm not in ADAPTIVE_SEARCHERS:
+            fail(f"search.{BATCH_KEY}", f"set only with an adaptive search.algorithm ({', '.join(ADAPTIVE_SEARCHERS)})",
+                 suggest_batch)
         configs = cls._configs(raw[CONFIGS_KEY], raw) if CONFIGS_KEY in raw else ()
         axes, distributions = [], []
         for key in SEARCH_KEYS:
@@ -142,7 +145,8 @@ class SearchSpace:
             raise ConfigError(f"search.{key} is a distribution ({name}); set `search.algorithm: random` and "
                               f"`search.num_samples` to draw from it, or list the values to try.")
         if algorithm == "grid" and SAMPLES_KEY in raw:
-            fail(f"search.{SAMPLES_KEY}", "set only with search.algorithm: random or optuna (for seeds use `repeats`)", num_samples)
+            fail(f"search.{SAMPLES_KEY}", f"set only with search.algorithm: {' or '.join(SEARCH_ALGORITHMS[1:])} (for seeds "
+                 "use `repeats`)", num_samples)
         if algorithm != "grid" and not distributions:
             raise ConfigError(f"search.algorithm '{algorithm}' needs at least one search key given as a distribution, "
                               "e.g. `lr: {loguniform: [1e-4, 3e-3]}`.")
@@ -165,8 +169,8 @@ class SearchSpace:
     def samples(self, seed: int) -> list[dict]:
         """The random draws: num_samples distinct {key: value} (one empty draw for a grid)."""
         if self.adaptive:
-            raise ConfigError("An Optuna search chooses its configs while it runs: they are in its experiment "
-                              "folder (ecg_ray_experiment.json), not in its experiment file.")
+            raise ConfigError(f"An adaptive search ({self.algorithm}) chooses its configs while it runs: they are in its "
+                              "experiment folder (ecg_ray_experiment.json), not in its experiment file.")
         if not self.distributions:
             return [{}]
         rng = random.Random(f"ecg_ray search {seed}")

@@ -7,7 +7,8 @@
     fast_path      which path a trial takes on this Ray release, and the fallback on any other
     _ray_internals the fast path, and every private Ray name
     schedulers     ASHA (grouped over seeds and folds), the FIFO scheduler
-    optuna_search  the seeded, batched, resumable Optuna searcher
+    searchers      the seeded, batched, resumable Tune searcher around any adaptive searcher, by name
+    optuna_search  the adaptive searcher shipped: Optuna's TPE, one batch at a time
     packing        trials per GPU (fractional GPUs) from a memory estimate
     resources      the CPUs and GPUs a trial asks for
     progress       the live progress lines, statuses and the run's records (a Tune callback)

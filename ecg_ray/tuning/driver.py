@@ -242,10 +242,10 @@ def searcher(cfg: ExperimentConfig, exp: ExperimentDir, trials: dict[str, TrialC
     """Tune's (param_space, search_alg) for the `trials` this run starts with."""
     if not cfg.search_space.adaptive:
         return tune_search(trials, max_concurrent)
-    from ecg_ray.tuning.optuna_search import BatchedOptuna
+    from ecg_ray.tuning.searchers import BatchedSearcher  # search.algorithm names the searcher it wraps
 
     # The experiment file is written by now (a new run's before its first batch: record_trials adds to it).
-    return {}, BatchedOptuna(cfg.search_space, cfg.seed, exp, exp.recorded_trials(), finished_values(exp), rerun=list(trials))
+    return {}, BatchedSearcher(cfg.search_space, cfg.seed, exp, exp.recorded_trials(), finished_values(exp), rerun=list(trials))
 
 
 def config_groups(cfg: ExperimentConfig, exp: ExperimentDir, trials: dict[str, TrialConfig]) -> ConfigGroups | None:
