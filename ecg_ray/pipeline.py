@@ -148,7 +148,7 @@ def measure_costs(cfg: ExperimentConfig, results) -> None:
     exp = results.state
     old = exp.read_costs() or {}
     configs = [TrialConfig.from_dict({k: _plain(row[k]) for k in CONFIG_COLUMNS}) for _, row in results.trials.iterrows()]
-    known = [{k: r[k] for k in SHAPE_KEYS} for r in old.get("rows", []) if old.get("repeats") == cfg.report.latency_repeats]
+    known = [{k: r.get(k) for k in SHAPE_KEYS} for r in old.get("rows", []) if old.get("repeats") == cfg.report.latency_repeats]
     todo = [t for t in configs if shape_of(t, cfg.data.target_length) not in known]
     if not todo:
         return
@@ -157,7 +157,7 @@ def measure_costs(cfg: ExperimentConfig, results) -> None:
         print(f"[ecg-ray] inference latency of {len({str(shape_of(t, cfg.data.target_length)) for t in todo})} model "
               f"shape(s) on {device} (median of {cfg.report.latency_repeats}; report.latency_repeats)", flush=True)
     rows = measure(todo, cfg.data.target_length, device, cfg.resources.cpus_per_worker, cfg.report.latency_repeats)
-    keep = [r for r in old.get("rows", []) if {k: r[k] for k in SHAPE_KEYS} in known]
+    keep = [r for r in old.get("rows", []) if {k: r.get(k) for k in SHAPE_KEYS} in known]
     exp.write_costs({"repeats": cfg.report.latency_repeats, "host": _host(), "rows": keep + rows})
 
 

@@ -13,11 +13,7 @@ from __future__ import annotations
 from dataclasses import fields
 
 from ecg_ray.config import TrialConfig
-
-LABEL_NAMES = ("N", "A", "O", "~")  # the challenge's label letters, by class index
-CLASS_NAMES = ("Normal", "AF", "Other", "Noisy")
-CLASS_KEYS = ("N", "A", "O", "noisy")  # metric-name suffixes; '~' is awkward in column names
-NUM_CLASSES = len(LABEL_NAMES)
+from ecg_ray.labels import CLASS_KEYS, CLASS_NAMES, LABEL_NAMES, NUM_CLASSES  # noqa: F401  (the classes, by index)
 
 # The stable name of a trial (ecg_ray.config.SearchSpace.trials): a key of Tune's config,
 # and the trial_id of every table, status and progress line.

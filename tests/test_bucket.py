@@ -119,7 +119,7 @@ def test_a_killed_and_resumed_run_in_the_bucket_equals_the_same_run_in_a_local_f
     here, there = tables(local), tables(bucket)
     for name in here:
         pd.testing.assert_frame_equal(here[name], there[name], check_like=False, obj=name)
-    assert len(there["trials"]) == 4 and set(there["test"]["model"]) >= {"best trial", "ensemble of 2"}
+    assert len(there["trials"]) == 4 and set(there["test"]["evaluated"]) >= {"best trial", "ensemble of 2"}
     written = storage.files(storage.join(bucket, "report"))
     assert {"trials.csv", "configs.csv", "test.csv", "history.csv", "index.html"} <= set(written)
     assert storage.is_file(storage.join(bucket, "best_model.pt")) and storage.is_file(storage.join(bucket, "best_trial_model.pt"))

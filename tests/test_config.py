@@ -57,7 +57,7 @@ def test_uri_storage_is_kept():
         ({"search": {"hidden_size": [128, 12.5]}}, "The 'hidden_size' parameter must be an int"),
         ({"search": {"dropout": [1.0]}}, "The 'dropout' parameter must be a float in [0.0, 1.0)"),
         ({"search": {"epochs": []}}, "The 'search.epochs' parameter must be a value or a non-empty list"),
-        ({"search": {"momentum": [0.9]}}, "The 'search key' parameter must be one of 'lr', 'hidden_size'"),
+        ({"search": {"momentum": [0.9]}}, "The 'search key' parameter must be one of 'model', 'model_args', 'lr', 'hidden_size'"),
         ({"scheduler": {"name": "pbt"}}, "The 'scheduler.name' parameter must be one of 'asha', 'none'. Got 'pbt' instead."),
         ({"scheduler": {"reduction_factor": 1}}, "The 'scheduler.reduction_factor' parameter must be an int in [2, inf]"),
         ({"resources": {"gpus_per_worker": 0}}, "The 'resources.gpus_per_worker' parameter must be 'auto' or a float in (0.0, 8.0]"),

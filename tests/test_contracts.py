@@ -86,7 +86,8 @@ def test_one_search_space_builds_both_the_grid_and_tunes_points(path):
     assert [p.pop("trial_key") for p in points] == [f"t{i:04d}" for i in range(len(cfg.grid()))]
     assert [TrialConfig(**p) for p in points] == cfg.grid()
     draws = cfg.search.get("num_samples", 1)  # random search: each draw times the grid
-    assert len(points) == np.prod([len(values) for _, values in cfg.search_space.axes]) * draws
+    configs = len(cfg.search_space.configs) or 1  # search.configs: each listed config times the axes
+    assert len(points) == np.prod([len(values) for _, values in cfg.search_space.axes]) * draws * configs
     assert len(points) == np.prod([len(v) for v in cfg.search.values() if isinstance(v, list)]) * cfg.repeats * draws
 
 

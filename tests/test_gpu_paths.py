@@ -45,7 +45,7 @@ def test_auto_packing_picks_the_documented_counts(gpu_gib, expected_trials, expe
     from ecg_ray.tuning.packing import gpu_fraction, trial_memory_gib, trials_per_gpu
 
     # The notebook's data size (8528 records: 6822 train, 1706 val at 9000 samples), H=256.
-    per_trial = trial_memory_gib(6822 * 9000 * 4 + 6822 * 8, 1706 * 9000 * 4 + 1706 * 8, 256)
+    per_trial = trial_memory_gib(6822 * 9000 * 4 + 6822 * 8, 1706 * 9000 * 4 + 1706 * 8, TrialConfig(hidden_size=256))
     assert 1.0 < per_trial < 2.0
     n = trials_per_gpu(gpu_gib, per_trial)
     assert (n, gpu_fraction(n)) == (expected_trials, expected_share)

@@ -312,7 +312,7 @@ def test_the_test_confusion_matrix_is_of_the_model_best_model_pt_ships():
     from ecg_ray.results.figures import shipped_test_row
 
     rows = pd.DataFrame({"config_rank": [1, 1, 1, 2], "trial_id": ["t0001", "t0003", "ensemble", "t0000"],
-                         "model": ["trial", "trial", "ensemble of 2", "best trial"], "seed": [42, 43, None, 42],
+                         "evaluated": ["trial", "trial", "ensemble of 2", "best trial"], "seed": [42, 43, None, 42],
                          "best_val_epoch": [3, 4, None, 2]})
     row, title = shipped_test_row(rows, "t0001")
     assert row["trial_id"] == "ensemble" and "best_model.pt, the ensemble of 2" in title

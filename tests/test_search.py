@@ -11,6 +11,7 @@ import torch
 
 from ecg_ray.config import TrialConfig, experiment_from_dict, load_experiment
 from ecg_ray.errors import ConfigError
+from ecg_ray.models import build_model
 
 RANDOM = {"algorithm": "random", "num_samples": 6, "lr": {"loguniform": ["1e-4", "3e-3"]},
           "dropout": {"uniform": [0.0, 0.5]}, "hidden_size": {"choice": [128, 256, 384]},
@@ -215,10 +216,8 @@ def _gru_params(inp, hidden, layers=1, directions=1):
     ({"n_fft": 512, "hop_length": 256}, 32 * 64),
 ])
 def test_model_shape_knobs_give_the_expected_parameter_count_and_run(shape, gru_input):
-    from ecg_ray.training.model import ECGModel
-
     trial = TrialConfig(hidden_size=128, **shape)
-    model = ECGModel.for_trial(trial)
+    model = build_model(trial)
     c1 = shape.get("conv_channels", 16)
     directions = 2 if shape.get("bidirectional") else 1
     convs = (1 * c1 * 9 + c1) + (c1 * 2 * c1 * 9 + 2 * c1)
@@ -231,7 +230,7 @@ def test_the_default_shape_is_the_notebooks_model_weight_for_weight():
     from ecg_ray.training.model import ECGModel
 
     torch.manual_seed(0)
-    ours = ECGModel.for_trial(TrialConfig(hidden_size=256, dropout=0.3))
+    ours = build_model(TrialConfig(hidden_size=256, dropout=0.3))
     torch.manual_seed(0)
     notebook = ECGModel(256, 0.3)
     assert ours.num_parameters() == 990_404
@@ -257,14 +256,12 @@ def test_class_balance_modes(data):
 
 
 def test_zscore_normalisation_makes_the_model_blind_to_gain_and_offset():
-    from ecg_ray.training.model import ECGModel
-
     torch.manual_seed(0)
-    model = ECGModel.for_trial(TrialConfig(hidden_size=16, normalize="zscore")).eval()
+    model = build_model(TrialConfig(hidden_size=16, normalize="zscore")).eval()
     x = torch.randn(4, 9000) * 200
     with torch.no_grad():
         assert torch.allclose(model(x), model(3 * x + 500), atol=1e-4)
-        plain = ECGModel.for_trial(TrialConfig(hidden_size=16)).eval()
+        plain = build_model(TrialConfig(hidden_size=16)).eval()
         assert not torch.allclose(plain(x), plain(3 * x + 500), atol=1e-4)
 
 

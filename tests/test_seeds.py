@@ -122,9 +122,9 @@ def test_a_real_two_seed_experiment_ranks_configs_and_matches_each_seed_alone(ra
     assert "Configs over seeds [42, 43]" in out and "Held-out test split (80 records" in out and "MiB of checkpoints" in out
     exp = tmp_path / "seeds"
     test = pd.read_csv(exp / "report" / "test.csv")
-    single, ensemble = test[test["model"] != "ensemble of 2"], test[test["model"] == "ensemble of 2"]
+    single, ensemble = test[test["evaluated"] != "ensemble of 2"], test[test["evaluated"] == "ensemble of 2"]
     assert sorted(single["seed"]) == [42, 43] and (test["n_test"] == 80).all() and len(ensemble) == 1
-    assert single["model"].tolist() == ["best trial", "trial"] and ensemble["seed"].isna().all()
+    assert single["evaluated"].tolist() == ["best trial", "trial"] and ensemble["seed"].isna().all()
     best_trial = single.iloc[0]
     gain = ensemble.iloc[0]  # the paired bootstrap of the ensemble against the config's best trial
     assert gain["ensemble_gain"] == pytest.approx(gain["test_macro_f1"] - best_trial["test_macro_f1"])

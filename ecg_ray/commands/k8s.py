@@ -124,6 +124,7 @@ def manifest(experiment: str, storage: str = PLACEHOLDER_STORAGE, gpus: int = 4,
     end a line or start a comment; a test loads it for hostile values.
     """
     from ecg_ray.config import load_experiment
+    from ecg_ray.models import needed_plugins
 
     check_uri("--storage", storage, OBJECT_STORES, "an object store URI",
               " (on Kubernetes results must go to object storage: a pod's disk is gone with its cluster)")
@@ -145,6 +146,9 @@ def manifest(experiment: str, storage: str = PLACEHOLDER_STORAGE, gpus: int = 4,
     if "\n" in rel or "\r" in rel:
         raise ConfigError(f"{experiment!r}: a file name with a line break cannot be an entrypoint; rename the file.")
     job = name or _name(f"ecg-ray-{cfg.name}")
+    plugins = needed_plugins(cfg.search_space)
+    plugin_step = (f"#   4. This experiment's models come from the plug-in package(s) {', '.join(plugins)}: install\n"
+                   "#      them in both images (or add them to the runtime_env's pip list below).\n") if plugins else ""
     folder = f"{storage.rstrip('/')}/{cfg.name}"
     runtime_env = yaml.dump({"working_dir": source, "pip": runtime_requirements()}, Dumper=_Dumper, sort_keys=False)
     doc = {
@@ -191,7 +195,7 @@ def manifest(experiment: str, storage: str = PLACEHOLDER_STORAGE, gpus: int = 4,
 #      write access to {storage} (IRSA on EKS, Workload Identity on GKE); no key is in this file.
 #   3. Every other CHANGE: GPU count, pod sizes; add a nodeSelector for your GPU nodes to the
 #      gpu group's pod spec (e.g. cloud.google.com/gke-accelerator: nvidia-l4).
-# Then
+{plugin_step}# Then
 #   kubectl apply -f rayjob.yaml
 #   kubectl get rayjob {job} -w      # Initializing -> Running -> Complete
 #   kubectl logs -f job/{job}        # the job's output: epochs, then the ranked table

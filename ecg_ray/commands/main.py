@@ -296,6 +296,13 @@ def cmd_k8s(args) -> int:
     return 0
 
 
+def cmd_models(args) -> int:
+    from ecg_ray.models import describe
+
+    print(describe())
+    return 0
+
+
 def cmd_stop_node(args) -> int:
     from ecg_ray.tuning.nodes import ray_temp_dir, stop
 
@@ -461,6 +468,12 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--name", help="the RayJob's name (default: ecg-ray-<experiment name>)")
     k.add_argument("--out", help="write the manifest here instead of printing it")
     k.set_defaults(func=cmd_k8s)
+
+    mo = sub.add_parser("models", help="list the registered models (built in and plug-ins), their packages and hyperparameters",
+                        description="The models `search.model` can name: ecg_ray's own and those of installed plug-in "
+                                    "packages (entry-point group ecg_ray.models), each with what it reads and its own "
+                                    "hyperparameters (`search.model_args`).")
+    mo.set_defaults(func=cmd_models)
 
     sn = sub.add_parser("stop-node", help="stop one Ray instance on this host (by its --temp-dir), not every Ray as `ray stop` does",
                         description="Stop the processes of the Ray instance started with `ray start --temp-dir=DIR`: SIGTERM, "

@@ -9,6 +9,7 @@ experiment file imports no torch, pandas, scikit-learn or Ray.
     experiment    ExperimentConfig, and what crosses the Ray boundary (RunSettings, WorkerSpec)
     loader        YAML reading and command-line overrides
     extension     which edits of an experiment file `ecg-ray tune --extend` accepts
+    models        the model registry: built-in crnn and installed plug-ins (public as ecg_ray.models)
 """
 
 from ecg_ray.config.constraints import (

@@ -82,7 +82,23 @@ def render() -> str:
             what = comments.get(f.name, "").replace("|", "\\|")
             out.append(f"| `{key}` | {_value(_default(f))} | {allowed.replace('|', chr(92) + '|')} | {what} |")
         out.append("")
+    out += _models()
     return "\n".join(out)
+
+
+def _models() -> list[str]:
+    """The built-in models (plug-ins list theirs with `ecg-ray models`, as this file must not depend on
+    what is installed)."""
+    from ecg_ray.config.models import BUILT_INS, DEFAULT_MODEL
+
+    out = ["## Models (`search.model`, `search.model_args`)", "",
+           "The built-in models; `ecg-ray models` lists every installed one, plug-ins (docs/plugins.md) included, "
+           "with its hyperparameters.", "", "| model | reads | `model_args` | what it is |", "|---|---|---|---|"]
+    for name, spec in sorted(BUILT_INS.items()):
+        args = ", ".join(f"`{k}` ({hp.default!r}; {hp.allowed})" for k, hp in spec.hyperparameters.items()) or "none"
+        default = " (the default)" if name == DEFAULT_MODEL else ""
+        out.append(f"| `{name}`{default} | {', '.join(f'`{k}`' for k in spec.reads)} | {args} | {spec.about.replace('|', chr(92) + '|')} |")
+    return out + [""]
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ trial keys that name each point."""
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import random
 from dataclasses import dataclass
@@ -25,6 +26,16 @@ def _has_repeats(values: list) -> bool:
 
 
 ALGORITHM_KEY, SAMPLES_KEY = "algorithm", "num_samples"  # search.algorithm, search.num_samples
+# search.model_args: the model's own hyperparameters, a mapping (or a list of them: a grid axis), kept as
+# JSON text from here on (hashable, one table cell); TrialConfig checks it against the model.
+MODEL_ARGS_KEY = "model_args"
+
+
+def _args(value: Any) -> Any:
+    """A search.model_args mapping as sorted JSON; anything else as given (TrialConfig names what is wrong)."""
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return value
 # search.suggest_batch: configs Optuna suggests at a time (the next batch waits for this one's results).
 # The suggestions depend on it, never on how many trials run at once, so they are reproducible.
 BATCH_KEY = "suggest_batch"
@@ -131,10 +142,12 @@ class SearchSpace:
         for key in SEARCH_KEYS:
             if key not in raw:
                 continue
-            if isinstance(raw[key], dict):
+            if isinstance(raw[key], dict) and key != MODEL_ARGS_KEY:
                 distributions.append((key, *_distribution(key, raw[key])))
                 continue
             values = raw[key] if isinstance(raw[key], list) else [raw[key]]
+            if key == MODEL_ARGS_KEY:  # a mapping is one value here (a list of them, a grid axis)
+                values = [_args(v) for v in values]
             if not values:
                 fail(f"search.{key}", "a value or a non-empty list of values", [])
             if _has_repeats(values):
@@ -156,12 +169,13 @@ class SearchSpace:
     def _configs(listed: Any, raw: dict) -> tuple:
         allowed = tuple(k for k in SEARCH_KEYS if k not in raw and k not in ("seed", "fold"))
         ok = isinstance(listed, list) and listed and all(
-            isinstance(c, dict) and c and set(c) <= set(allowed) and not any(isinstance(v, (list, dict)) for v in c.values())
+            isinstance(c, dict) and c and set(c) <= set(allowed)
+            and not any(isinstance(v, list) or (isinstance(v, dict) and k != MODEL_ARGS_KEY) for k, v in c.items())
             for c in listed
         )
         if not ok:
             fail(f"search.{CONFIGS_KEY}", f"a non-empty list of mappings of the keys {', '.join(allowed)}", listed)
-        configs = [tuple(sorted(c.items())) for c in listed]
+        configs = [tuple(sorted((k, _args(v) if k == MODEL_ARGS_KEY else v) for k, v in c.items())) for c in listed]
         if len(set(configs)) < len(configs):
             fail(f"search.{CONFIGS_KEY}", "a list without repeated configs (each would be the same trial)", listed)
         return tuple(configs)

@@ -10,9 +10,10 @@ from typing import Any, ClassVar
 
 from ecg_ray.config.constraints import (
     AUGMENTATIONS, CLASS_BALANCE, DIFFICULTIES, LR_SCHEDULES, NORMALIZE, OPTIMIZER_NAMES, OPTIONAL_STR, PRECISIONS,
-    SCHEDULER_NAMES, SOURCE_RULES, TRAIN_CROPS, FAST_PATH, Interval, Options, Rule, Validated, fail,
+    SCHEDULER_NAMES, SOURCE_RULES, TRAIN_CROPS, FAST_PATH, Interval, Options, Rule, Validated, fail, validate,
 )
 from ecg_ray.errors import ConfigError
+from ecg_ray.config.models import KnownModel, ModelArgs, canonical_args
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,12 @@ class TrialConfig(Validated):
     conv_channels: int = 16  # of the first conv block; the second has twice as many
     n_fft: int = 256
     hop_length: int = 128
+    # The model a trial trains (ecg_ray.models), by registered name: crnn, the notebook's STFT-CNN-GRU (it reads
+    # the keys above), or an installed plug-in's (`ecg-ray models` lists them); a list compares architectures.
+    model: str = "crnn"
+    # The model's own hyperparameters, a mapping such as {width: 32}; each one left out takes its default, and
+    # the tables show them all, as JSON. crnn has none beyond the keys it reads.
+    model_args: str = "{}"
     # Augmentation of training batches (ecg_ray.training.augment): a probability per record and a strength
     # each; 0 (the default): off.
     aug_scale_p: float = 0.0
@@ -163,6 +170,8 @@ class TrialConfig(Validated):
     fold: int | None = None
 
     CONSTRAINTS: ClassVar[dict] = {
+        "model": KnownModel(),  # first: a grid over models runs each model's trials together
+        "model_args": ModelArgs(),
         "lr": Interval(float, 0.0, 1.0, "right"),
         "hidden_size": Interval(int, 1, 8192),
         "dropout": Interval(float, 0.0, 1.0, "left"),
@@ -196,6 +205,14 @@ class TrialConfig(Validated):
         "fold": Rule("null or a fold index from 0 (set by data.folds)",
                      lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 100), invalid=-1),
     }
+
+    def __post_init__(self):
+        # model_args are checked against the model, defaults filled, and kept as canonical JSON (hashable, one
+        # table cell, one form in every file): {"width": 32} and '{"width":32}' are the same trial.
+        validate("model", self.model, KnownModel())
+        validate("model_args", self.model_args, ModelArgs())
+        object.__setattr__(self, "model_args", canonical_args(self.model, self.model_args))
+        super().__post_init__()
 
     def check_together(self) -> None:
         if self.warmup_epochs >= self.epochs and self.warmup_epochs:

@@ -33,7 +33,7 @@ from ecg_ray.config import TrialConfig
 from ecg_ray.schema import LATENCY_BATCHES, LATENCY_COLUMNS
 
 # The trial keys that change the network, its input or how it runs at inference.
-SHAPE_KEYS = ("hidden_size", "gru_layers", "bidirectional", "conv_channels", "n_fft", "hop_length", "normalize",
+SHAPE_KEYS = ("model", "model_args", "hidden_size", "gru_layers", "bidirectional", "conv_channels", "n_fft", "hop_length", "normalize",
               "target_length", "precision", "channels_last")
 WARMUP = 2
 LATENCY_BUDGET_S = 0.5  # per batch size: timing stops once this much was spent on timed passes
@@ -110,10 +110,10 @@ def _sync(dev) -> None:
 
 
 def _model(shape: dict):
-    from ecg_ray.training.model import ECGModel
+    from ecg_ray.models import build_model
 
     trial = TrialConfig(**{k: v for k, v in shape.items() if k != "target_length"})
-    return ECGModel.for_trial(trial).eval()
+    return build_model(trial).eval()
 
 
 def measure(trials: list[TrialConfig], data_length: int, device: str, threads: int, repeats: int) -> list[dict]:

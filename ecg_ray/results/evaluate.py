@@ -71,14 +71,14 @@ def evaluate_test(results, data, top: int = TOP_CONFIGS, predictions: dict | Non
             probs[trial_id] = class_probabilities(model_from(saved), x, trained.batch_size, trained)
             pred = probs[trial_id].argmax(1)
             preds[trial_id] = [int(p) for p in pred]
-            row = {"config_rank": int(config["rank"]), "trial_id": trial_id, "model": "best trial" if len(probs) == 1 else "trial"}
+            row = {"config_rank": int(config["rank"]), "trial_id": trial_id, "evaluated": "best trial" if len(probs) == 1 else "trial"}
             row |= {k: trial[k] for k in CONFIG_COLUMNS} | {"best_val_epoch": int(saved["metrics"]["epoch"])}
             rows.append(row | test_scores(y, pred))
         if len(probs) > 1:
             pred = np.mean(list(probs.values()), axis=0).argmax(1)
             ensembles[str(int(config["rank"]))] = [int(p) for p in pred]
             gain = paired_bootstrap(y, pred, preds[next(iter(probs))])  # against the config's best trial
-            row = {"config_rank": int(config["rank"]), "trial_id": "ensemble", "model": f"ensemble of {len(probs)}",
+            row = {"config_rank": int(config["rank"]), "trial_id": "ensemble", "evaluated": f"ensemble of {len(probs)}",
                    "members": ",".join(probs)}
             row |= {k: (math.nan if k in REPLICATE_KEYS else config[k]) for k in CONFIG_COLUMNS if k in config}
             row |= {"best_val_epoch": math.nan} | test_scores(y, pred)

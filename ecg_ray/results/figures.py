@@ -308,7 +308,7 @@ def shipped_test_row(test: pd.DataFrame, best_trial: str) -> tuple[pd.Series, st
     shipped = test[(test["trial_id"] == "ensemble") & (test["config_rank"] == 1)] if "config_rank" in test else test.iloc[:0]
     if len(shipped):
         row = shipped.iloc[0]
-        return row, f"Test: best_model.pt, the {row['model']} of the best config"
+        return row, f"Test: best_model.pt, the {row['evaluated']} of the best config"
     same = test[test["trial_id"] == best_trial]
     row = (same if len(same) else test.sort_values(["config_rank", "seed"])).iloc[0]
     return row, f"Test: {row['trial_id']}, epoch {int(row['best_val_epoch'])}"

@@ -26,6 +26,7 @@ import pandas as pd
 from ecg_ray import provenance
 from ecg_ray.config import DataConfig, TrialConfig
 from ecg_ray.errors import DataError, EcgRayError
+from ecg_ray.models import DEFAULT_MODEL, require
 from ecg_ray import storage
 from ecg_ray.results.folder import ExperimentDir, check_scheme
 from ecg_ray.results.results import best_checkpoint, read_kept_checkpoint  # noqa: F401  (named here too: predict's API)
@@ -37,11 +38,10 @@ ENSEMBLE_FORMAT = 2  # a config's trials (seeds, folds), predicting the mean of 
 
 
 def model_from(saved: dict):
-    """The ECGModel (eval mode) of a checkpoint or best_model.pt dict."""
-    from ecg_ray.training.model import ECGModel
+    """The model (eval mode) of a checkpoint or best_model.pt dict."""
+    from ecg_ray.models import build_model
 
-    trial = TrialConfig(**saved["trial"])
-    model = ECGModel.for_trial(trial)
+    model = build_model(TrialConfig(**saved["trial"]))
     model.load_state_dict(saved["model"])
     return model.eval()
 
@@ -78,7 +78,7 @@ def kept_members(results, config: pd.Series, notes: list[str] | None = None):
 
 
 def _member(saved: dict, trial_id: str) -> dict:
-    return {"model": saved["model"], "trial": saved["trial"], "trial_id": str(trial_id),
+    return {"model": saved["model"], "trial": saved["trial"], "model_package": saved.get("model_package"), "trial_id": str(trial_id),
             "epoch": int(saved["metrics"]["epoch"]), "metrics": saved["metrics"]}
 
 
@@ -158,6 +158,8 @@ def load_model(path: str) -> tuple[list, dict]:
     if missing:
         raise DataError(f"{path} lacks {', '.join(repr(k) for k in dict.fromkeys(missing))}, which every ecg_ray model file "
                         f"holds. {damaged}")
+    for m in parts:  # a plug-in's model: its package must be installed here, and the message names it
+        require(str(m["trial"].get("model", DEFAULT_MODEL)), m.get("model_package") or saved.get("model_package"), path)
     for i, m in enumerate(parts):
         try:
             TrialConfig(**m["trial"])

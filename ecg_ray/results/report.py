@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ecg_ray.config import DEFAULT_EXPORT_FORMATS
+from ecg_ray.config import DEFAULT_EXPORT_FORMATS, TrialConfig
 from ecg_ray.errors import ConfigError, EcgRayError
 from ecg_ray import storage
 from ecg_ray.results.folder import DamagedFile, ExperimentDir, TrialFiles
@@ -127,6 +127,10 @@ def history(exp_dir: str | os.PathLike | ExperimentDir, problems: list[str] | No
     return history_of(_as_dir(exp_dir).trials(problems), problems)
 
 
+# Trial keys added after folders were written: an older folder's trials trained their defaults.
+ADDED_KEYS = {"model": TrialConfig.model, "model_args": TrialConfig.model_args}
+
+
 def history_of(folders: list[TrialFiles], problems: list[str]) -> pd.DataFrame:
     """The history (see `history`) of Tune trial folders already read."""
     frames = []
@@ -140,7 +144,7 @@ def history_of(folders: list[TrialFiles], problems: list[str]) -> pd.DataFrame:
         for epoch in sorted(by_epoch):
             params, r, offset = by_epoch[epoch]
             row = {"trial_id": key}
-            row |= {k: params.get(k) for k in CONFIG_COLUMNS}
+            row |= {k: params.get(k, ADDED_KEYS.get(k)) for k in CONFIG_COLUMNS}
             row |= {k: r.get(k) for k in EPOCH_COLUMNS}
             cm = np.asarray(r.get(CONFUSION, np.zeros((NUM_CLASSES, NUM_CLASSES))), dtype=np.int64)
             row |= dict(zip(confusion_columns(), (int(v) for v in cm.ravel())))

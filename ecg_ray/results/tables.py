@@ -21,7 +21,7 @@ CONFIG_SUMMARY_COLUMNS = [
 
 
 TEST_SUMMARY_COLUMNS = [
-    "config_rank", "trial_id", "model", "lr", "hidden_size", "dropout", "optimizer", "seed", "fold", "best_val_epoch", "n_test",
+    "config_rank", "trial_id", "evaluated", "lr", "hidden_size", "dropout", "optimizer", "seed", "fold", "best_val_epoch", "n_test",
     "test_macro_f1", "test_macro_f1_ci_low", "test_macro_f1_ci_high", "test_challenge_f1",
     "ensemble_gain", "ensemble_gain_ci_low", "ensemble_gain_ci_high",
 ]

@@ -22,12 +22,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from ecg_ray.models import build_model, get_model
 from ecg_ray import provenance
 from ecg_ray.training import augment
 from ecg_ray.config import CUBLAS_WORKSPACE, TrialConfig
 from ecg_ray.data.prepare import centre_windows
 from ecg_ray.errors import EcgRayError
-from ecg_ray.training.model import ECGModel
 from ecg_ray.schema import CLASS_KEYS, NUM_CLASSES
 
 SGD_MOMENTUM = 0.9
@@ -131,7 +131,7 @@ class WeightedCrossEntropy(nn.Module):
 class TrialState:
     """What one trial carries from epoch to epoch (and what a checkpoint restores)."""
 
-    model: ECGModel
+    model: torch.nn.Module  # the trial's model (ecg_ray.models), on `device`
     optimizer: torch.optim.Optimizer
     criterion: WeightedCrossEntropy
     generator: torch.Generator  # the shuffling generator, separate from the global RNG
@@ -153,7 +153,7 @@ def build_trial(trial, weights: np.ndarray, device: torch.device | str = "cpu") 
     """
     device = torch.device(device)
     seed_everything(trial.seed)
-    model = ECGModel.for_trial(trial).to(device)
+    model = build_model(trial).to(device)
     if trial.compile:
         model.compile()  # in place: the state dict keeps its keys, so checkpoints and predict are unchanged
     optimizer = OPTIMIZERS[trial.optimizer](model.parameters(), trial.lr, trial.weight_decay)
@@ -433,6 +433,7 @@ def checkpoint(state: TrialState, trial: TrialConfig, data_hash: str, data_setti
     return {
         "format": CHECKPOINT_FORMAT,
         "trial": asdict(trial),
+        "model_package": get_model(trial.model).package,  # what a machine without it must install to load this
         "data_hash": data_hash,
         "data_settings": data_settings,
         "versions": provenance.library_versions(),

@@ -1,4 +1,5 @@
-"""The notebook's STFT -> CNN -> GRU rhythm classifier, layer for layer.
+"""The notebook's STFT -> CNN -> GRU rhythm classifier, layer for layer: the model `crnn` of the
+registry (ecg_ray.models.build_model builds it from a trial's keys).
 
     python -c "from ecg_ray.training.model import ECGModel; print(ECGModel(256).num_parameters())"
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ecg_ray.schema import NUM_CLASSES
+from ecg_ray.labels import NUM_CLASSES
 
 N_FFT = 256
 HOP_LENGTH = 128
@@ -56,13 +57,6 @@ class ECGModel(nn.Module):
         self.directions = 2 if bidirectional else 1
         self.dropout = nn.Dropout(dropout_rate)
         self.fc = nn.Linear(self.directions * hidden_size, NUM_CLASSES)
-
-    @classmethod
-    def for_trial(cls, trial) -> "ECGModel":
-        """The model a TrialConfig describes (its hidden size, dropout and shape keys)."""
-        return cls(hidden_size=trial.hidden_size, dropout_rate=trial.dropout, gru_layers=trial.gru_layers,
-                   bidirectional=trial.bidirectional, conv_channels=trial.conv_channels, n_fft=trial.n_fft,
-                   hop_length=trial.hop_length, normalize=trial.normalize, channels_last=trial.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.normalize == "zscore":  # per record: gain and offset no longer matter

@@ -2,7 +2,7 @@
 
     python -c "from ecg_ray.tuning.packing import trials_per_gpu; print(trials_per_gpu(80, 1.2))"
 
-One trial of this model is small: 0.45-1.0 M parameters, batches of 32 records. What it
+One trial of the notebook's model (crnn) is small: 0.45-1.0 M parameters, batches of 32 records. What it
 holds on a GPU (`trial_memory_gib`) is the CUDA context with cuDNN's workspace, the
 training and validation arrays (resident for the whole trial, ecg_ray.training.loop.on_device),
 weights, gradients and Adam's two moments, and the activations of one training batch
@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import math
 
+from ecg_ray.models import memory
+
 MAX_TRIALS_PER_GPU = 8
 USABLE_SHARE = 0.85  # of the GPU's memory: headroom for fragmentation and other processes
 CONTEXT_GIB = 0.6  # CUDA context, cuDNN and cuBLAS workspaces of one process (measured: 0.4-0.6 GiB)
@@ -30,14 +32,12 @@ ACCELERATOR_GIB = {
 }
 
 
-def trial_memory_gib(train_bytes: int, val_bytes: int, hidden_size: int, batch_size: int = 32,
-                     eval_batch: int = 256, target_length: int = 9000) -> float:
-    """Estimated GPU memory of one trial, in GiB (see the module docstring for what it counts)."""
-    params = 3 * (1024 * hidden_size + hidden_size**2 + 2 * hidden_size) + 4 * hidden_size + 4 + 4800  # GRU, head, convs
-    frames = target_length // 128 + 1
-    # Per record: the spectrogram, two conv blocks' outputs before and after pooling, the GRU input.
-    per_record = 4 * (129 * frames * (1 + 16 + 16 / 4 + 32 / 4 + 32 / 16) + frames * hidden_size * 4)
-    train_activations = 3 * batch_size * per_record  # forward, saved tensors, gradients
+def trial_memory_gib(train_bytes: int, val_bytes: int, trial, eval_batch: int = 256, target_length: int = 9000) -> float:
+    """Estimated GPU memory of one trial (a TrialConfig) on records of `target_length` samples, in GiB (see
+    the module docstring for what it counts): its model's parameters and activations per record are the
+    model's own estimate (ecg_ray.models)."""
+    params, per_record = memory(trial, target_length)
+    train_activations = 3 * trial.batch_size * per_record  # forward, saved tensors, gradients
     eval_activations = eval_batch * per_record
     weights = 4 * params * 4  # weights, gradients, Adam's two moments
     return CONTEXT_GIB + (train_bytes + val_bytes + weights + train_activations + eval_activations) / 2**30

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import ray.tune
 
+from ecg_ray.models import label as model_label
 from ecg_ray.results.folder import TRIAL_PARAMS, TRIAL_RESULTS, ExperimentDir
 from ecg_ray.schema import PROGRESS_KEYS, RANK_METRIC, RANK_MODE, TRIAL_KEY
 
@@ -48,7 +49,7 @@ class EpochPrinter(ray.tune.Callback):
             self._warm_up_if_all_started(trials, trial)
         fold = "" if c.get("fold") is None else f" fold={c['fold']}"  # a cross-validated trial: which fold it validates on
         print(
-            f"[ecg-ray] {c[TRIAL_KEY]} lr={c.get('lr')} H={c.get('hidden_size')} dropout={c.get('dropout')} "
+            f"[ecg-ray] {c[TRIAL_KEY]} lr={c.get('lr')} {model_label(c)} dropout={c.get('dropout')} "
             f"{c.get('optimizer')} seed={c.get('seed')}{fold}: epoch {result.get('epoch')}/{c.get('epochs')} "
             f"train_loss={result.get('train_loss', float('nan')):.4f} val_loss={result.get('val_loss', float('nan')):.4f} "
             f"{RANK_METRIC}={result.get(RANK_METRIC, float('nan')):.4f} ({result.get('epoch_time_s', 0):.1f}s)",

@@ -28,6 +28,20 @@ def _worker_resources(cfg: ExperimentConfig, use_gpu: bool, gpus: float = 1.0) -
     return res
 
 
+# The trial keys whose largest value sizes a trial's memory, for every model (each model reads its own).
+SIZE_KEYS = ("hidden_size", "batch_size", "gru_layers", "bidirectional", "conv_channels", "n_fft")
+
+
+def largest_trials(cfg: ExperimentConfig) -> list:
+    """For each model (and model_args) the space tries, its trial at the largest value of each size key
+    any trial takes: the trials GPU packing sizes (a grid may compare architectures)."""
+    from dataclasses import replace
+
+    space = cfg.search_space
+    models = {(t.model, t.model_args): t for t in space.grid(cfg.seed, [{}] if space.adaptive else None)}
+    return [replace(t, **{k: space.largest(k) for k in SIZE_KEYS}) for t in models.values()]
+
+
 def gpu_share(cfg: ExperimentConfig, data: PreparedData) -> tuple[float, str]:
     """(resources.gpus_per_worker, why): the number set, or for 'auto' the packing that fits
     this experiment's trials on the cluster's GPUs (ecg_ray.tuning.packing)."""
@@ -36,11 +50,11 @@ def gpu_share(cfg: ExperimentConfig, data: PreparedData) -> tuple[float, str]:
     from ecg_ray.tuning.packing import gpu_fraction, gpu_memory_gib, trial_memory_gib, trials_per_gpu
 
     gib, source = gpu_memory_gib(ray.cluster_resources())
-    largest = cfg.search_space.largest
     whole = data.whole["train"].nbytes if data.whole is not None else 0  # a random-crop trial holds it too
-    per_trial = trial_memory_gib(
-        data.x["train"].nbytes + data.y["train"].nbytes + whole, data.x["val"].nbytes + data.y["val"].nbytes,
-        largest("hidden_size"), largest("batch_size"), target_length=max(cfg.data.target_length, largest("target_length")),
+    per_trial = max(
+        trial_memory_gib(data.x["train"].nbytes + data.y["train"].nbytes + whole, data.x["val"].nbytes + data.y["val"].nbytes,
+                         trial, target_length=max(cfg.data.target_length, cfg.search_space.largest("target_length")))
+        for trial in largest_trials(cfg)
     )
     n = trials_per_gpu(gib, per_trial)
     return gpu_fraction(n), f"auto: {n} trial(s) per GPU ({gib:.0f} GiB from {source}; about {per_trial:.1f} GiB per trial)"

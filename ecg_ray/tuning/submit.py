@@ -106,7 +106,7 @@ def _refuse(root: Path, refused: list[str]) -> None:
                           "project and --include it.")
 
 
-def check_experiment(path: Path) -> None:
+def check_experiment(path: Path) -> list[str]:
     """The experiment file is what `ecg-ray tune` accepts, before anything is staged.
 
     Data paths name the cluster's filesystem, so only the file itself is checked here (the
@@ -117,11 +117,15 @@ def check_experiment(path: Path) -> None:
     if path.suffix not in (".yaml", ".yml"):
         raise ConfigError(f"{path} is not an experiment file (a .yaml or .yml file such as experiments/quick.yaml); "
                           "nothing was uploaded.")
-    load_experiment(path, **{"data.trust_pickle": True})  # a pickle's trust is the job's `tune` to check
+    from ecg_ray.models import needed_plugins
+
+    cfg = load_experiment(path, **{"data.trust_pickle": True})  # a pickle's trust is the job's `tune` to check
+    return needed_plugins(cfg.search_space)
 
 
 def stage_upload(working_dir: str, experiment: str, include: list[str] = ()) -> tuple[Path, str, list[str]]:
-    """Copy the allow-listed files of `working_dir` into a new temporary folder.
+    """Copy the allow-listed files of `working_dir` into a new temporary folder (and say which plug-in
+    packages, if any, the experiment's models need on the cluster).
 
     Returns (the folder, the experiment file's path inside it, the files copied). The
     experiment file and every file to upload are checked first; a refusal stages nothing.
@@ -131,7 +135,11 @@ def stage_upload(working_dir: str, experiment: str, include: list[str] = ()) -> 
     exp_abs = (root / exp).resolve() if not exp.is_absolute() else exp.resolve()
     if not exp_abs.is_file():
         raise ConfigError(f"Experiment file {experiment} does not exist (looked in {root}).")
-    check_experiment(exp_abs)
+    plugins = check_experiment(exp_abs)
+    if plugins:
+        from ecg_ray.models import plugins_note
+
+        print(f"[ecg-ray] {plugins_note(plugins)}.", flush=True)
     rel_exp = str(exp_abs.relative_to(root)) if exp_abs.is_relative_to(root) else exp_abs.name
     refused: list[str] = []
     files = [f for rel, patterns in ALLOWED if (root / rel).exists() or (root / rel).is_symlink()
