@@ -173,7 +173,7 @@ def busy_cpu_s() -> float:
 
 
 def tune_grid(exp_file: Path, storage: Path, name: str, num_cpus: int | None, log: Path) -> dict:
-    from ecg_ray.results.folder import ExperimentDir
+    from ecg_ray.results.store.folder import ExperimentDir
     from ecg_ray.results.report import build_report
     from ecg_ray.schema import STARTUP_PARTS
 

@@ -7,11 +7,11 @@
 
 Read top to bottom, it is the run: tune every trial on Ray (ecg_ray.tuning.driver.tune, which
 returns the folder's state and the prepared data, not a path), rank what the trials left once
-(ecg_ray.results.results.Results, the way Ray's examples query the ResultGrid of Tuner.fit()),
+(ecg_ray.results.store.results.Results, the way Ray's examples query the ResultGrid of Tuner.fit()),
 then every phase takes those values: export the best epoch's model, evaluate the top configs on
 the held-out test split where there is one, predict each fold's records from the trial that held
 it out (a cross-validated experiment), measure what each model shape costs
-(ecg_ray.results.cost), write the tables, figures and HTML page (ecg_ray.results.report), and
+(ecg_ray.results.analysis.cost), write the tables, figures and HTML page (ecg_ray.results.report), and
 log to MLflow. No phase opens the folder again, so a bucket folder is read once; the data is
 prepared once. The command line prints what comes back.
 """
@@ -77,14 +77,14 @@ def run_experiment(
         formats: the table formats to export (ecg_ray.config.EXPORT_FORMATS).
         extend: `cfg` is an edited file for the experiment already in its folder: only the trials it
             adds run, and the report covers all of them (`ecg-ray tune FILE --extend DIR`).
-        state: the experiment folder as the caller already read it (ecg_ray.results.state.FolderState:
+        state: the experiment folder as the caller already read it (ecg_ray.results.store.state.FolderState:
             `--resume` reads the config from it), so that it is read once.
 
     Raises:
         ecg_ray.tuning.driver.ExperimentInterrupted: Ctrl-C or SIGTERM stopped it (resumable).
         EcgRayError: bad input, named.
     """
-    from ecg_ray.results.predict import export_best_model
+    from ecg_ray.results.inference.predict import export_best_model
     from ecg_ray.results.report import read_results, write_report
     from ecg_ray.tuning.driver import tune
 
@@ -109,7 +109,7 @@ def run_experiment(
     outcome.trials, outcome.written, outcome.problems = write_report(results, formats=formats, allow_partial=True)
     outcome.timings = {"best_model": t1 - t0, "report": time.monotonic() - t1}
     if cfg.tracking.mlflow_uri:  # a copy of the folder, from the driver; a server that is down is a note
-        from ecg_ray.results.tracking import sync
+        from ecg_ray.results.integrations.tracking import sync
 
         outcome.notes += sync(results, cfg.tracking.mlflow_uri, cfg.tracking.mlflow_experiment)
     return outcome
@@ -118,7 +118,7 @@ def run_experiment(
 def evaluate_test(results, data, notes: list):
     """Evaluate the top configs' best-val-epoch checkpoints on the held-out test split and record the
     table in the folder; None (with a note) where there is nothing to evaluate."""
-    from ecg_ray.results.evaluate import evaluate_test as evaluate
+    from ecg_ray.results.inference.evaluate import evaluate_test as evaluate
 
     predictions: dict = {}
     table = evaluate(results, data, predictions=predictions)
@@ -132,17 +132,17 @@ def evaluate_test(results, data, notes: list):
 
 def out_of_fold(results, data, notes: list) -> None:
     """Each fold trial's best-val-epoch predictions on its own fold, into oof_predictions.json."""
-    from ecg_ray.results.evaluate import predict_folds
+    from ecg_ray.results.inference.evaluate import predict_folds
 
     results.state.write_oof(predict_folds(results, data, notes))
 
 
 def measure_costs(cfg: ExperimentConfig, results) -> None:
     """Parameters, MACs and inference latency of every model shape the trials used, into costs.json
-    (ecg_ray.results.cost): on CUDA where the trials ran on CUDA and this process has a GPU, else on
+    (ecg_ray.results.analysis.cost): on CUDA where the trials ran on CUDA and this process has a GPU, else on
     the CPU at a trial worker's thread count. Shapes measured before (a resumed run) are kept."""
     from ecg_ray.config import TrialConfig
-    from ecg_ray.results.cost import SHAPE_KEYS, measure, shape_of
+    from ecg_ray.results.analysis.cost import SHAPE_KEYS, measure, shape_of
     from ecg_ray.schema import CONFIG_COLUMNS
 
     exp = results.state

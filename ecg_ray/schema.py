@@ -43,7 +43,7 @@ STARTUP_PARTS = ("startup_train_s", "startup_import_s", "startup_data_s", "start
 # epoch's checkpoint (save + report), peak resident memory and peak GPU memory of the worker.
 TIMING_KEYS = ("startup_s", *STARTUP_PARTS, "startup_wait_s", "checkpoint_s", "peak_rss_mb", "peak_gpu_mb")
 
-# A model shape's inference latency (ms, median of repeated timings; ecg_ray.results.cost) at these batch
+# A model shape's inference latency (ms, median of repeated timings; ecg_ray.results.analysis.cost) at these batch
 # sizes, and the device it was timed on: they depend on the machine, not on the experiment.
 LATENCY_BATCHES = (1, 256)
 LATENCY_COLUMNS = [*(f"latency_b{b}_ms" for b in LATENCY_BATCHES), "latency_device"]

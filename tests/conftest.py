@@ -161,7 +161,7 @@ def asha_in_turn(tmp_path_factory):
     session when a test first asks for it (test_slots and test_fast_path compare the same runs)."""
     from helpers import tiny_experiment, tune_in_subprocess
 
-    from ecg_ray.results.folder import ExperimentDir
+    from ecg_ray.results.store.folder import ExperimentDir
 
     root = tmp_path_factory.mktemp("asha_in_turn")
     runs: dict = {}

@@ -22,9 +22,10 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from ecg_ray.results.folder import CHECKPOINT_FILE
+from ecg_ray.results.store.folder import CHECKPOINT_FILE
 from ecg_ray.tuning.nodes import kill
-from ecg_ray.results.report import build_report, comparable
+from ecg_ray.results.report import build_report
+from ecg_ray.results.tables.ranking import comparable
 from ecg_ray.schema import EPOCH_COLUMNS, confusion_columns
 from helpers import Payload
 from localcluster import ENV, LocalCluster

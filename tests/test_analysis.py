@@ -14,13 +14,14 @@ from helpers import fake_experiment
 
 from ecg_ray.commands.main import main
 from ecg_ray.config import TrialConfig
-from ecg_ray.results import figures
+from ecg_ray.results.page import figures
 from ecg_ray.results.compare import write_comparison
-from ecg_ray.results.stats import paired_bootstrap
-from ecg_ray.results.cost import measure, model_cost, shape_of
-from ecg_ray.results.importance import importance
-from ecg_ray.results.report import console_columns, summary_text, write_report
-from ecg_ray.results.tradeoffs import pareto_front
+from ecg_ray.results.analysis.stats import paired_bootstrap
+from ecg_ray.results.analysis.cost import measure, model_cost, shape_of
+from ecg_ray.results.analysis.importance import importance
+from ecg_ray.results.page.console import console_columns, summary_text
+from ecg_ray.results.report import write_report
+from ecg_ray.results.analysis.tradeoffs import pareto_front
 
 
 def hand_macs(hidden: int, length: int = 9000, n_fft: int = 256, hop: int = 128, c1: int = 16) -> int:

@@ -25,7 +25,8 @@ import yaml
 
 from ecg_ray import storage
 from ecg_ray.commands.main import main
-from ecg_ray.results.report import build_report, comparable
+from ecg_ray.results.report import build_report
+from ecg_ray.results.tables.ranking import comparable
 from ecg_ray.schema import EPOCH_COLUMNS, RUN_COLUMNS, confusion_columns
 from faults import Driver, wait_for
 from helpers import read_json, read_table, tiny_experiment
@@ -196,7 +197,7 @@ def test_repeat_from_the_bucket_into_the_bucket_reruns_the_best_config(lab, s3):
 def test_mlflow_logs_the_bucket_folder_to_a_real_server(lab, mlflow_uri):
     from mlflow.tracking import MlflowClient
 
-    from ecg_ray.results.tracking import EXP_DIR, ROLE
+    from ecg_ray.results.integrations.tracking import EXP_DIR, ROLE
 
     _, bucket, _, _ = lab
     assert main(["report", bucket, "--mlflow", mlflow_uri, "--mlflow-experiment", "bucket"]) == 0

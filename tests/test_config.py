@@ -2,7 +2,7 @@ import pytest
 import yaml
 
 from ecg_ray.config import ExperimentConfig, TrialConfig, experiment_from_dict, load_experiment
-from ecg_ray.results.folder import ExperimentDir
+from ecg_ray.results.store.folder import ExperimentDir
 from ecg_ray.errors import ConfigError
 
 

@@ -20,7 +20,7 @@ HEAVY = ("torch", "pandas", "sklearn", "ray")
 
 
 def test_every_registry_implements_exactly_the_declared_names():
-    from ecg_ray.results.report import EXPORTERS
+    from ecg_ray.results.tables.export import EXPORTERS
     from ecg_ray.tuning.schedulers import SCHEDULERS
     from ecg_ray.data.sources import SOURCES
     from ecg_ray.training.loop import OPTIMIZERS

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from ecg_ray.results import folder as expdir
+from ecg_ray.results.store import folder as expdir
 from ecg_ray.config import experiment_from_dict
 from ecg_ray.errors import ConfigError
-from ecg_ray.results.folder import ExperimentDir
+from ecg_ray.results.store.folder import ExperimentDir
 
 
 @pytest.fixture(params=["local", "uri"])
@@ -83,7 +83,7 @@ def test_statuses_merge_and_progress_appends_locally(exp):
 
 def test_a_loaded_state_reads_records_and_trial_files_once_never_checkpoints_or_tables(exp):
     from ecg_ray import storage
-    from ecg_ray.results.state import FolderState
+    from ecg_ray.results.store.state import FolderState
 
     root = _local(exp)
     for rel in ("t_a/params.json", "t_a/result.json", "train_runs/t_a/checkpoint_0/trial_state.pt", "report/trials.csv",
@@ -102,7 +102,7 @@ def test_a_loaded_state_reads_records_and_trial_files_once_never_checkpoints_or_
 def test_a_state_ships_to_ray_as_the_plain_folder(exp):
     import pickle
 
-    from ecg_ray.results.state import FolderState
+    from ecg_ray.results.store.state import FolderState
 
     exp.update_statuses({"t1": {"status": "TERMINATED"}})
     shipped = pickle.loads(pickle.dumps(FolderState.load(exp)))
@@ -140,7 +140,7 @@ def _hold_lock(exp: ExperimentDir):
     import subprocess
     import sys
 
-    code = ("import sys, time\nfrom ecg_ray.results.folder import ExperimentDir\n"
+    code = ("import sys, time\nfrom ecg_ray.results.store.folder import ExperimentDir\n"
             f"lock = ExperimentDir({exp.path!r}).lock()\nlock.__enter__()\nprint('held', flush=True)\ntime.sleep(120)")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "held"

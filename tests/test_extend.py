@@ -158,7 +158,7 @@ def test_a_changed_split_is_refused_once_the_data_is_read(tmp_path, capsys):
     from helpers import write_challenge
 
     from ecg_ray.data.synthetic import generate
-    from ecg_ray.results.folder import ExperimentDir
+    from ecg_ray.results.store.folder import ExperimentDir
     from ecg_ray.tuning.driver import check_split, prepare_data
 
     rs = generate(60, seed=1, difficulty="easy")

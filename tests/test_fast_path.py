@@ -13,7 +13,7 @@ import pytest
 from helpers import tiny_experiment
 
 from ecg_ray.errors import ConfigError
-from ecg_ray.results.folder import ExperimentDir
+from ecg_ray.results.store.folder import ExperimentDir
 from ecg_ray.results.report import build_report
 from ecg_ray.schema import RUN_COLUMNS, TIMING_KEYS
 from ecg_ray.tuning import fast_path

@@ -16,7 +16,8 @@ from ecg_ray.commands.main import main
 from ecg_ray.config import TrialConfig, experiment_from_dict, load_experiment
 from ecg_ray.data.prepare import fold_view, prepare
 from ecg_ray.errors import ConfigError, DataError
-from ecg_ray.results.report import configs_to_latex, rank_configs, seeds_note
+from ecg_ray.results.tables.export import configs_to_latex
+from ecg_ray.results.tables.ranking import rank_configs, seeds_note
 
 
 def _cv(**data):
@@ -195,7 +196,7 @@ def test_a_real_cross_validated_experiment(ray_local, storage_root, tmp_path, ca
         y, p = [oof["y"][r] for r in pool], [pred[r] for r in pool]
         assert config["oof_macro_f1"] == pytest.approx(f1_score(y, p, labels=[0, 1, 2, 3], average="macro", zero_division=0))
         assert config["oof_macro_f1_ci_low"] <= config["oof_macro_f1"] <= config["oof_macro_f1_ci_high"]
-    from ecg_ray.results.predict import load_model
+    from ecg_ray.results.inference.predict import load_model
 
     models, saved = load_model(storage.join(exp, "best_model.pt"))  # the best config's folds as one model
     assert len(models) == 2 and sorted(m["trial_id"] for m in saved["members"]) == sorted(configs["trial_ids"][0].split(","))

@@ -10,7 +10,7 @@ from ray.tune.schedulers import TrialScheduler
 
 from ecg_ray.config import SchedulerConfig, experiment_from_dict
 from ecg_ray.errors import ConfigError
-from ecg_ray.results.rungs import group_of, plan, rung_epochs
+from ecg_ray.results.analysis.rungs import group_of, plan, rung_epochs
 from ecg_ray.tuning.schedulers import ConfigGroups, build_scheduler
 
 # Three configs x two seeds. Config B's seeds straddle A's (one lucky, one not): per-trial ASHA keeps

@@ -206,7 +206,7 @@ def _pickle_folder(tmp_path):
     """An experiment folder whose experiment read `mine.pkl`, as `ecg-ray tune` records one (no trial ran)."""
     from ecg_ray.config import experiment_from_dict
     from ecg_ray.data import trust
-    from ecg_ray.results.folder import ExperimentDir
+    from ecg_ray.results.store.folder import ExperimentDir
 
     mine = str(write_pickle(tmp_path / "mine.pkl", _records(80)))
     cfg = experiment_from_dict({"name": "p", "storage_path": str(tmp_path / "results"), "search": {"lr": [1e-3]},
@@ -343,7 +343,7 @@ def test_a_full_disk_is_recognised_through_any_wrapping():
 
 def test_a_full_disk_during_the_run_ends_in_one_line(tmp_path):
     from ecg_ray.errors import EcgRayError
-    from ecg_ray.results.folder import ExperimentDir
+    from ecg_ray.results.store.folder import ExperimentDir
     from ecg_ray.tuning.driver import _no_space_is_said
 
     exp = ExperimentDir.parse(tmp_path / "e")
@@ -358,7 +358,7 @@ def test_a_full_disk_during_the_run_ends_in_one_line(tmp_path):
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders: the refusal cannot be seen as root")
 def test_a_read_only_experiment_folder_is_refused_on_resume_before_ray_starts(tmp_path, capsys):
     from ecg_ray.config import experiment_from_dict
-    from ecg_ray.results.folder import ExperimentDir
+    from ecg_ray.results.store.folder import ExperimentDir
 
     cfg = experiment_from_dict({"name": "ro", "storage_path": str(tmp_path / "results")})
     exp = ExperimentDir.for_config(cfg)

@@ -1,4 +1,4 @@
-"""MLflow tracking (ecg_ray.results.tracking): a real `ecg-ray tune --mlflow` run, a real tracking server on
+"""MLflow tracking (ecg_ray.results.integrations.tracking): a real `ecg-ray tune --mlflow` run, a real tracking server on
 127.0.0.1 (SQLite backend, local artifact root) and a file store, read back with MlflowClient. Skipped
 cleanly without the mlflow extra (`pip install -e '.[mlflow]'`; .ci/run installs it)."""
 
@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 from helpers import tiny_experiment  # noqa: E402
 
 from ecg_ray.commands.main import main  # noqa: E402
-from ecg_ray.results.tracking import EXP_DIR, ROLE, TRIAL, LiveRuns, sync  # noqa: E402
+from ecg_ray.results.integrations.tracking import EXP_DIR, ROLE, TRIAL, LiveRuns, sync  # noqa: E402
 
 
 def _free_port() -> int:

@@ -102,7 +102,7 @@ def test_models_command_lists_each_model_with_its_package_and_hyperparameters(cn
 
 
 def _model_file(path: Path, trial: TrialConfig, package: str | None) -> Path:
-    from ecg_ray.results.predict import MODEL_FORMAT
+    from ecg_ray.results.inference.predict import MODEL_FORMAT
     from ecg_ray.training.loop import build_trial
 
     state = build_trial(trial, np.ones(4, dtype=np.float32))
@@ -147,7 +147,7 @@ def test_a_plugin_model_is_tuned_ranked_reported_predicted_and_rerun(cnn1d, tmp_
     from helpers import easy_records, read_table, tiny_experiment
 
     from ecg_ray.commands.main import main
-    from ecg_ray.results.predict import load_model
+    from ecg_ray.results.inference.predict import load_model
 
     exp_file = tiny_experiment(tmp_path, "plugin", tmp_path, search={"lr": 0.001, "model": "cnn1d",
                                                                      "model_args": [{"width": 8}, {"width": 16}]})

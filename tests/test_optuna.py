@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from ecg_ray.config import TrialConfig, experiment_from_dict
-from ecg_ray.results.folder import ExperimentDir, write_json
+from ecg_ray.results.store.folder import ExperimentDir, write_json
 from ecg_ray.tuning.optuna_search import suggest_batch
 from ecg_ray.tuning.searchers import BatchedSearcher
 from helpers import live_placement_groups

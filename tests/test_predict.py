@@ -8,7 +8,7 @@ import torch
 from ecg_ray.commands.main import main
 from ecg_ray.config import TrialConfig, load_experiment
 from ecg_ray.data.prepare import preparation_settings
-from ecg_ray.results.predict import MODEL_FORMAT, predict
+from ecg_ray.results.inference.predict import MODEL_FORMAT, predict
 from ecg_ray.training.loop import build_trial
 from helpers import easy_records, frame, write_challenge, write_pickle
 
@@ -73,7 +73,7 @@ def test_a_file_that_is_not_a_model_is_refused(tmp_path, capsys):
 
 def test_a_model_trained_at_another_length_and_precision_predicts_as_it_was_evaluated(tmp_path):
     from ecg_ray.data.prepare import pad_or_trim
-    from ecg_ray.results.predict import class_probabilities, load_model
+    from ecg_ray.results.inference.predict import class_probabilities, load_model
 
     trial = TrialConfig(hidden_size=8, target_length=6000, precision="bf16")
     state = build_trial(trial, [1.0, 1.0, 1.0, 1.0])
@@ -132,7 +132,7 @@ def test_weights_that_do_not_fit_the_recorded_config_are_refused_in_one_line(mod
 
 def _ensemble_file(path, n=3):
     """An ensemble best_model.pt of `n` small models (seeds 0..n-1) and the members' own files."""
-    from ecg_ray.results.predict import ENSEMBLE_FORMAT
+    from ecg_ray.results.inference.predict import ENSEMBLE_FORMAT
 
     settings = preparation_settings(load_experiment("experiments/quick.yaml"))
     members, singles = [], []

@@ -63,7 +63,7 @@ def test_the_report_imports_start_when_the_last_trials_begin_their_last_epoch(tm
     not only once one has ended, so the phases after tuning find them done."""
     from types import SimpleNamespace
 
-    from ecg_ray.results.folder import ExperimentDir
+    from ecg_ray.results.store.folder import ExperimentDir
     from ecg_ray.tuning.progress import EpochPrinter
 
     def trial(key):
@@ -166,7 +166,7 @@ def test_the_report_imports_start_once_no_trial_is_left_to_start(tmp_path, capsy
     from types import SimpleNamespace
 
     from ecg_ray.tuning import progress
-    from ecg_ray.results.folder import ExperimentDir
+    from ecg_ray.results.store.folder import ExperimentDir
     from ecg_ray.tuning.progress import EpochPrinter
 
     def trial(key, status):
@@ -344,14 +344,14 @@ def test_best_model_is_the_best_epoch_and_predict_reproduces_its_val_predictions
     import subprocess
     import sys
 
-    from ecg_ray.results.predict import load_model
+    from ecg_ray.results.inference.predict import load_model
 
     trials = pd.read_csv(quick_run / "report" / "trials.csv")
     best = trials.iloc[0]
     _, saved = load_model(str(quick_run / "best_model.pt"))
     assert (saved["trial_id"], saved["epoch"]) == (best["trial_id"], best["best_epoch"])
     assert saved["metrics"]["val_macro_f1"] == best["best_val_macro_f1"]
-    code = f"import sys; from ecg_ray.results.predict import load_model; load_model({str(quick_run / 'best_model.pt')!r}); print('ray' in sys.modules)"
+    code = f"import sys; from ecg_ray.results.inference.predict import load_model; load_model({str(quick_run / 'best_model.pt')!r}); print('ray' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
 
     data = prepare(load_experiment("experiments/quick.yaml"))

@@ -10,7 +10,9 @@ import pytest
 
 from ecg_ray.errors import ConfigError
 from helpers import fake_epoch as _epoch, fake_trial as _trial
-from ecg_ray.results.report import EXPORTERS, build_report, comparable, export, to_markdown, write_report
+from ecg_ray.results.tables.export import EXPORTERS, export, to_markdown
+from ecg_ray.results.report import build_report, write_report
+from ecg_ray.results.tables.ranking import comparable
 
 
 @pytest.fixture
@@ -303,13 +305,13 @@ def test_whole_numbers_read_as_whole_numbers_where_a_row_has_none():
                        "best_val_epoch": [15.0, float("nan")], "test_macro_f1": [0.5, 0.25]})
     md = to_markdown(df)
     assert "| t0000 | 42 | 1 | 15 | 0.5000 |" in md and "| ensemble |  |  |  | 0.2500 |" in md
-    from ecg_ray.results.report import to_latex
+    from ecg_ray.results.tables.export import to_latex
 
     assert "t0000 & 42 & 1 & 15 & 0.5000" in to_latex(df)
 
 
 def test_the_test_confusion_matrix_is_of_the_model_best_model_pt_ships():
-    from ecg_ray.results.figures import shipped_test_row
+    from ecg_ray.results.page.figures import shipped_test_row
 
     rows = pd.DataFrame({"config_rank": [1, 1, 1, 2], "trial_id": ["t0001", "t0003", "ensemble", "t0000"],
                          "evaluated": ["trial", "trial", "ensemble of 2", "best trial"], "seed": [42, 43, None, 42],

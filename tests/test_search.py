@@ -168,7 +168,7 @@ def test_weight_decay_reaches_the_optimizer_and_zero_is_the_notebooks_optimizer(
 def test_a_resume_refuses_a_folder_whose_recorded_draws_differ(tmp_path):
     import json
 
-    from ecg_ray.results.folder import ExperimentDir
+    from ecg_ray.results.store.folder import ExperimentDir
     from ecg_ray.tuning.driver import pending_trials
 
     cfg = _cfg(RANDOM, storage_path=str(tmp_path), name="r")

@@ -10,9 +10,9 @@ import yaml
 
 from ecg_ray.config import TrialConfig, experiment_from_dict, load_experiment
 from ecg_ray.errors import ConfigError
-from ecg_ray.results.report import SEED_METRICS, rank_configs
+from ecg_ray.results.tables.ranking import SEED_METRICS, rank_configs
 from ecg_ray.schema import CONFIG_COLUMNS
-from ecg_ray.results.stats import holm, mean_sd_ci, paired_p_value
+from ecg_ray.results.analysis.stats import holm, mean_sd_ci, paired_p_value
 
 T_975 = {1: 12.706204736174698, 2: 4.302652729749464}  # Student's t quantiles, from tables
 
@@ -164,7 +164,7 @@ def _check_the_ensemble_model(exp, tmp_path, predictions, ensemble_row, best_tri
     agreement; best_trial_model.pt alone gives the best trial's."""
     from ecg_ray.commands.main import main
     from ecg_ray.data.prepare import prepare
-    from ecg_ray.results.predict import ENSEMBLE_FORMAT, MODEL_FORMAT, load_model
+    from ecg_ray.results.inference.predict import ENSEMBLE_FORMAT, MODEL_FORMAT, load_model
 
     models, saved = load_model(str(exp / "best_model.pt"))
     assert saved["format"] == ENSEMBLE_FORMAT and len(models) == 2
@@ -185,7 +185,7 @@ def _check_the_ensemble_model(exp, tmp_path, predictions, ensemble_row, best_tri
 
 
 def test_configs_tex_is_the_papers_table():
-    from ecg_ray.results.report import configs_to_latex
+    from ecg_ray.results.tables.export import configs_to_latex
 
     configs = rank_configs(_trials({0.001: [0.60, 0.62, 0.61], 0.002: [0.598, 0.615, 0.607], 0.003: [0.40, 0.41, 0.42]}))
     tex = configs_to_latex(configs)
@@ -243,7 +243,7 @@ def test_the_test_split_never_reaches_training_or_selection(tmp_path):
 
 
 def test_bootstrap_ci_is_seeded_and_tight_for_perfect_predictions():
-    from ecg_ray.results.evaluate import bootstrap_ci
+    from ecg_ray.results.inference.evaluate import bootstrap_ci
 
     y = np.array([0, 1, 2, 3] * 10)
     perfect = bootstrap_ci(y, y, samples=200)

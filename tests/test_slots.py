@@ -13,7 +13,7 @@ from helpers import fast_path_only
 
 from ecg_ray.config import TrialConfig, load_experiment
 from ecg_ray.data.prepare import prepare
-from ecg_ray.results.folder import ExperimentDir
+from ecg_ray.results.store.folder import ExperimentDir
 from ecg_ray.results.report import build_report
 from ecg_ray.schema import RUN_COLUMNS, TIMING_KEYS
 from ecg_ray.training.loop import TrialStopped, build_trial, run_epoch

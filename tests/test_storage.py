@@ -4,7 +4,7 @@ import pytest
 
 from ecg_ray.commands.main import main
 from ecg_ray.errors import ConfigError
-from ecg_ray.results.folder import check_writable, read_json, write_json
+from ecg_ray.results.store.folder import check_writable, read_json, write_json
 from ecg_ray.storage import atomic_path, atomic_write_text
 
 

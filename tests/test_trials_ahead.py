@@ -4,7 +4,7 @@ import pytest
 
 from ecg_ray.config import load_experiment
 from ecg_ray.errors import ConfigError
-from ecg_ray.results.folder import ExperimentDir
+from ecg_ray.results.store.folder import ExperimentDir
 from ecg_ray.results.report import build_report
 from ecg_ray.tuning import fast_path
 from ecg_ray.tuning.trial import AHEAD_WAIT_S, train_env

@@ -59,8 +59,8 @@ def _loopback_if_local(args) -> None:
 def cmd_tune(args) -> int:
     _loopback_if_local(args)  # before anything imports Ray
     from ecg_ray.config import load_experiment
-    from ecg_ray.results.folder import ExperimentDir
-    from ecg_ray.results.state import FolderState
+    from ecg_ray.results.store.folder import ExperimentDir
+    from ecg_ray.results.store.state import FolderState
 
     state = None
     if args.resume and args.experiment:
@@ -121,8 +121,10 @@ def cmd_repeat(args) -> int:
 def _run(cfg, args, resume: bool, extend: bool = False, state=None) -> int:
     """Run an experiment (ecg_ray.pipeline), then print its tables; the exit status says what is left to do."""
     from ecg_ray.pipeline import run_experiment
-    from ecg_ray.results.folder import ExperimentDir
-    from ecg_ray.results.report import TEST_SUMMARY_COLUMNS, summary_text, to_markdown, with_varying_knobs
+    from ecg_ray.results.store.folder import ExperimentDir
+    from ecg_ray.results.tables.columns import TEST_SUMMARY_COLUMNS, with_varying_knobs
+    from ecg_ray.results.page.console import summary_text
+    from ecg_ray.results.tables.export import to_markdown
     from ecg_ray.tuning.driver import ExperimentInterrupted
 
     _warn_about_pickles(cfg)
@@ -171,7 +173,7 @@ def _with_mlflow(cfg, uri: str | None):
     if uri:
         cfg = dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, mlflow_uri=uri))
     if cfg.tracking.mlflow_uri:
-        from ecg_ray.results.tracking import require_mlflow
+        from ecg_ray.results.integrations.tracking import require_mlflow
 
         require_mlflow()
         # Said at the start: on a resume the URI comes from the folder, and the runs' numbers go there.
@@ -180,17 +182,18 @@ def _with_mlflow(cfg, uri: str | None):
 
 
 def cmd_report(args) -> int:
-    from ecg_ray.results.report import summary_text, write_report
+    from ecg_ray.results.page.console import summary_text
+    from ecg_ray.results.report import write_report
 
     if args.mlflow:
-        from ecg_ray.results.tracking import require_mlflow
+        from ecg_ray.results.integrations.tracking import require_mlflow
 
         require_mlflow()
     from ecg_ray.results.report import read_results
 
     results = read_results(args.experiment_dir)  # the folder read once (a bucket's downloaded once) for every step below
     if args.optuna_storage:  # refused before any table is written: nobody's study is replaced
-        from ecg_ray.results.optuna_study import claim
+        from ecg_ray.results.integrations.optuna_study import claim
 
         claim(results, args.optuna_storage, args.optuna_study, args.optuna_replace)
     trials, written, problems = write_report(results, args.out, args.format, args.allow_partial)
@@ -198,12 +201,12 @@ def cmd_report(args) -> int:
     print(summary_text(trials))
     print("Tables and figures: " + ", ".join(str(p) for p in written))
     if args.optuna_storage:
-        from ecg_ray.results.optuna_study import write_study
+        from ecg_ray.results.integrations.optuna_study import write_study
 
         name, n = write_study(results, args.optuna_storage, args.optuna_study, args.optuna_replace)
         print(f"[ecg-ray] Optuna study {name!r} ({n} trials) in {args.optuna_storage}: optuna-dashboard {args.optuna_storage}")
     if args.mlflow:
-        from ecg_ray.results.tracking import sync
+        from ecg_ray.results.integrations.tracking import sync
 
         warnings = sync(results, args.mlflow, args.mlflow_experiment)
         _warn(warnings)
@@ -214,7 +217,7 @@ def cmd_report(args) -> int:
 
 def cmd_compare(args) -> int:
     from ecg_ray.results.compare import write_comparison
-    from ecg_ray.results.report import to_markdown
+    from ecg_ray.results.tables.export import to_markdown
 
     best, pairs, written, problems = write_comparison(args.experiment_dirs, args.out, args.format, args.allow_partial, args.top)
     _warn(problems)
@@ -241,8 +244,8 @@ def cmd_rerun(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from ecg_ray.results.predict import predict
-    from ecg_ray.results.report import EXPORTERS, to_markdown
+    from ecg_ray.results.inference.predict import predict
+    from ecg_ray.results.tables.export import EXPORTERS, to_markdown
 
     table = predict(args.model, args.input, args.trust_pickle, args.on_bad_record)
     for skipped in table.attrs.get("skipped", []):

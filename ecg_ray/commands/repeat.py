@@ -16,8 +16,8 @@ from collections.abc import Sequence
 
 from ecg_ray.config import ExperimentConfig, experiment_from_dict
 from ecg_ray.errors import ConfigError, EcgRayError
-from ecg_ray.results.folder import ExperimentDir
-from ecg_ray.results.state import FolderState
+from ecg_ray.results.store.folder import ExperimentDir
+from ecg_ray.results.store.state import FolderState
 from ecg_ray.schema import CONFIG_COLUMNS, RANK_METRIC
 
 
@@ -31,7 +31,8 @@ def repeat_config(exp_dir: str, top: int, seeds: int, name: str | None = None, s
     `folds` cross-validation folds when given (the source's data settings otherwise)."""
     import pandas as pd
 
-    from ecg_ray.results.report import build_report, rank_configs
+    from ecg_ray.results.report import build_report
+    from ecg_ray.results.tables.ranking import rank_configs
 
     if top < 1 or seeds < 1:
         raise ConfigError(f"--top and --seeds must be at least 1. Got --top {top} --seeds {seeds} instead.")

@@ -14,14 +14,14 @@ import sys
 from collections.abc import Sequence
 
 from ecg_ray.errors import ConfigError, EcgRayError
-from ecg_ray.results.folder import ExperimentDir
-from ecg_ray.results.state import FolderState
+from ecg_ray.results.store.folder import ExperimentDir
+from ecg_ray.results.store.state import FolderState
 from ecg_ray.schema import CONFUSION, EPOCH_COLUMNS, confusion_columns
 
 
 def recorded_epochs(exp: ExperimentDir, trial_id: str) -> list[dict]:
     """The recorded metrics of each epoch of one trial (the last report of an epoch wins)."""
-    from ecg_ray.results.report import history
+    from ecg_ray.results.tables.history import history
 
     problems: list[str] = []
     hist = history(exp, problems)

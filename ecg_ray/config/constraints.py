@@ -39,7 +39,7 @@ SEARCH_ALGORITHMS = ("grid", "random", *ADAPTIVE_SEARCHERS)
 FAST_PATH = ("auto", True, False)
 # search.<key>: {name: args}: Ray Tune's names; what each draws, and for which keys (SearchSpace).
 DISTRIBUTIONS = ("choice", "loguniform", "quniform", "randint", "uniform")
-EXPORT_FORMATS = ("csv", "markdown", "json", "parquet", "latex")  # ecg_ray.results.report.EXPORTERS
+EXPORT_FORMATS = ("csv", "markdown", "json", "parquet", "latex")  # ecg_ray.results.tables.export.EXPORTERS
 DEFAULT_EXPORT_FORMATS = ("csv", "markdown", "json")
 
 

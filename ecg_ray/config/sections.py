@@ -244,7 +244,7 @@ class SchedulerConfig(Validated):
     grace_period: int = 1  # epochs every trial runs before ASHA may stop it
     reduction_factor: int = 2  # ASHA keeps the top 1/reduction_factor at each rung
     # What ASHA stops: config (its seeds and folds together, by their mean at each rung, the same
-    # decisions in any order: ecg_ray.results.rungs), trial (Ray Tune's ASHA, one trial at a time),
+    # decisions in any order: ecg_ray.results.analysis.rungs), trial (Ray Tune's ASHA, one trial at a time),
     # or auto: config when a config has several trials (repeats, search.seed, data.folds), else trial.
     group: str = "auto"
 
@@ -326,7 +326,7 @@ class ResourcesConfig(Validated):
 
 @dataclass(frozen=True)
 class ReportConfig(Validated):
-    """What `ecg-ray tune` measures for the report after its trials (ecg_ray.results.cost)."""
+    """What `ecg-ray tune` measures for the report after its trials (ecg_ray.results.analysis.cost)."""
 
     # Timed forward passes (after a warm-up) whose median is each model shape's inference latency
     # at batch 1 and 256, on the trials' device; 0: no latency (parameters and MACs are still counted).

@@ -1,11 +1,12 @@
 """The results stage: what a run leaves, read once, ranked, analysed and exported. No Ray.
+One subpackage per job, and two modules that put them together:
 
-    the folder     folder (layout, file names, locks), state (FolderState: read once, written through),
-                   results (Results: ranked trials, history, problems; each checkpoint read once)
-    the tables     report (the aggregator: trials, configs over seeds, history, exports), tables (columns)
-    the analyses   stats (CIs, tie tests, bootstraps), importance (fANOVA), tradeoffs (costs, Pareto),
-                   rungs (ASHA's rungs), oof (out-of-fold scores), cost (parameters, MACs, latency)
-    inference      predict (best_model.pt: one trial or an ensemble), evaluate (the held-out test)
-    presentation   figures, page (index.html), compare (`ecg-ray compare`)
-    integrations   tracking (MLflow, from the driver), optuna_study (the folder as an Optuna study)
+    store          the folder's persistence (folder, state, results)
+    tables         history, ranking, export (and the column names)
+    analysis       stats, importance, tradeoffs, rungs, oof, cost
+    inference      predict (best_model.pt), evaluate (the held-out test)
+    page           figures, webpage (index.html), console (the terminal's tables)
+    integrations   tracking (MLflow), optuna_study
+    report         the report: a folder -> tables, analyses, figures, page
+    compare        `ecg-ray compare`: several folders side by side
 """

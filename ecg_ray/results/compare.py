@@ -28,9 +28,9 @@ from pathlib import Path
 import pandas as pd
 
 from ecg_ray.errors import ConfigError
-from ecg_ray.results.folder import DamagedFile, ExperimentDir
-from ecg_ray.results.stats import paired_bootstrap, paired_p_value
-from ecg_ray.results.tables import varying_keys
+from ecg_ray.results.store.folder import DamagedFile, ExperimentDir
+from ecg_ray.results.analysis.stats import paired_bootstrap, paired_p_value
+from ecg_ray.results.tables.columns import varying_keys
 from ecg_ray.schema import RANK_METRIC
 from ecg_ray import storage
 from ecg_ray.storage import atomic_write_text
@@ -61,7 +61,7 @@ class Side:
 
     def seed_scores(self) -> dict[tuple, float]:
         """(seed, fold) -> best val macro-F1 of the best config's trials (fold None: the single split)."""
-        from ecg_ray.results.report import replicate
+        from ecg_ray.results.tables.ranking import replicate
 
         ids = str(self.best["trial_ids"]).split(",")
         rows = self.trials[self.trials["trial_id"].isin(ids)]
@@ -69,7 +69,7 @@ class Side:
 
     def best_test_trial(self) -> str | None:
         """The best config's trial (best seed first) whose test predictions were saved."""
-        from ecg_ray.results.predict import members_of
+        from ecg_ray.results.inference.predict import members_of
 
         if not self.predictions:
             return None
@@ -82,7 +82,7 @@ class Side:
 def read_side(exp_dir: str, label: str, problems: list[str]) -> Side:
     from ecg_ray.results.report import analyse, build_report
 
-    from ecg_ray.results.state import FolderState
+    from ecg_ray.results.store.state import FolderState
 
     exp = FolderState.load(ExperimentDir.parse(exp_dir))  # one read of the folder (one download of a bucket's)
     own: list[str] = []
@@ -126,7 +126,7 @@ def _labels(dirs: list[str]) -> list[str]:
 
 def best_table(sides: list[Side], top: int = TOP) -> pd.DataFrame:
     """Each experiment's top configs: its varying keys (the union over experiments), mean, CI, cost."""
-    from ecg_ray.results.tradeoffs import CONFIG_COST_COLUMNS
+    from ecg_ray.results.analysis.tradeoffs import CONFIG_COST_COLUMNS
 
     keys = [k for side in sides for k in varying_keys(side.configs)]
     keys = list(dict.fromkeys(keys)) or ["lr"]
@@ -186,7 +186,7 @@ def _best_curve(side: Side) -> pd.DataFrame:
 def curves_figure(sides: list[Side], dest: Path) -> Path:
     from matplotlib.figure import Figure
 
-    from ecg_ray.results.figures import _save
+    from ecg_ray.results.page.figures import _save
 
     fig = Figure(figsize=(7.5, 4.2))
     ax = fig.subplots()
@@ -204,7 +204,7 @@ def curves_figure(sides: list[Side], dest: Path) -> Path:
 def render(sides: list[Side], best: pd.DataFrame, pairs: pd.DataFrame, figure_path: Path, problems: list[str]) -> str:
     from html import escape as e
 
-    from ecg_ray.results import page
+    from ecg_ray.results.page import webpage as page
 
     title = "ecg_ray compare: " + " vs ".join(s.label for s in sides)
     overview = pd.DataFrame([{"experiment": s.label, "folder": s.path, "data hash": s.data_hash or "?",
@@ -254,7 +254,7 @@ def write_comparison(dirs: list[str], out_dir: str, formats=FORMATS, allow_parti
 
 
 def _write(sides: list[Side], best: pd.DataFrame, pairs: pd.DataFrame, target: Path, formats, problems: list[str]) -> list[str]:
-    from ecg_ray.results.report import export
+    from ecg_ray.results.tables.export import export
 
     written = [str(p) for p in export({"best": best, "pairs": pairs}, target, formats, problems)]
     curves = curves_figure(sides, target / "learning_curves.png")

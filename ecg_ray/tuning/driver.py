@@ -5,7 +5,7 @@
 `tune` reads as four phases: preflight (storage, folder state),
 prepare (data, before Ray starts), fit (Tune, with Ctrl-C/SIGTERM turned into a
 graceful stop) and finish (statuses, autoscaler clean-up). What the folder
-holds is ecg_ray.results.folder's; what each trial runs is ecg_ray.tuning.trial.
+holds is ecg_ray.results.store.folder's; what each trial runs is ecg_ray.tuning.trial.
 
 Tune is given the trials as explicit points, each under its stable trial key.
 A resume is a new Tune run over the trials that have not finished, rebuilt from
@@ -35,8 +35,8 @@ from ecg_ray.data import trust
 from ecg_ray.environ import environ
 from ecg_ray.data.prepare import PreparedData, prepare
 from ecg_ray.errors import ConfigError, EcgRayError
-from ecg_ray.results.folder import EXPERIMENT_FILE, ExperimentDir, check_writable
-from ecg_ray.results.state import FolderState
+from ecg_ray.results.store.folder import EXPERIMENT_FILE, ExperimentDir, check_writable
+from ecg_ray.results.store.state import FolderState
 from ecg_ray.tuning.schedulers import ConfigGroups, build_scheduler
 from ecg_ray.schema import RANK_METRIC, RANK_MODE, TRIAL_KEY
 from ecg_ray.tuning import fast_path
@@ -52,7 +52,7 @@ def _live_runs(cfg: ExperimentConfig, exp: ExperimentDir):
     """Each epoch to MLflow as it comes, where the experiment asks for MLflow (None otherwise)."""
     if not cfg.tracking.mlflow_uri:
         return None
-    from ecg_ray.results.tracking import LiveRuns
+    from ecg_ray.results.integrations.tracking import LiveRuns
 
     return LiveRuns(exp.path, cfg.tracking.mlflow_uri, cfg.tracking.mlflow_experiment or cfg.name)
 
@@ -79,7 +79,7 @@ def preflight(cfg: ExperimentConfig, resume: bool, overwrite: bool, extend: bool
         FolderState.load(ExperimentDir.for_config(cfg))
     exists = exp.exists()
     if extend and not exists:
-        from ecg_ray.results.folder import not_an_experiment
+        from ecg_ray.results.store.folder import not_an_experiment
 
         raise ConfigError(f"Nothing to extend: {exp} is not an experiment folder ({not_an_experiment(exp.path)}); or run "
                           "the file without --extend to start it.")
@@ -253,7 +253,7 @@ def config_groups(cfg: ExperimentConfig, exp: ExperimentDir, trials: dict[str, T
     and, on a resume, what its finished trials reported (they do not run again)."""
     if not cfg.groups_trials:
         return None
-    from ecg_ray.results.report import history
+    from ecg_ray.results.tables.history import history
 
     known = {**exp.recorded_trials(), **trials}
     hist = history(exp, [])

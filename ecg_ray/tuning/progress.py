@@ -14,7 +14,7 @@ from pathlib import Path
 import ray.tune
 
 from ecg_ray.models import label as model_label
-from ecg_ray.results.folder import TRIAL_PARAMS, TRIAL_RESULTS, ExperimentDir
+from ecg_ray.results.store.folder import TRIAL_PARAMS, TRIAL_RESULTS, ExperimentDir
 from ecg_ray.schema import PROGRESS_KEYS, RANK_METRIC, RANK_MODE, TRIAL_KEY
 
 _report_imports: list[threading.Thread] = []  # EpochPrinter's imports for the report, started during a run
@@ -30,7 +30,7 @@ class EpochPrinter(ray.tune.Callback):
 
     def __init__(self, exp: ExperimentDir, n_trials: int, reuse_workers: bool = False, release=None, live=None):
         self.exp = exp
-        self.live = live  # ecg_ray.results.tracking.LiveRuns where MLflow is asked for
+        self.live = live  # ecg_ray.results.integrations.tracking.LiveRuns where MLflow is asked for
         self.n_trials = n_trials  # this run's, all of them (Tune creates its trials as it goes)
         self.reuse_workers = reuse_workers
         self.release = release or (lambda trial_key, unless_owner_alive=False: None)
@@ -115,10 +115,10 @@ class EpochPrinter(ray.tune.Callback):
                                                             "ended": time.time()}})
 
 
-REPORT_MODULES = ("torch", "ecg_ray.results.figures", "ecg_ray.results.cost")  # what the report imports that the run did not
+REPORT_MODULES = ("torch", "ecg_ray.results.page.figures", "ecg_ray.results.analysis.cost")  # what the report imports that the run did not
 
 
 def _import_report_modules() -> None:
     for name in REPORT_MODULES:
         importlib.import_module(name)
-    importlib.import_module("ecg_ray.results.cost").warm_up()  # the costs' FlopCounterMode, started before it is timed
+    importlib.import_module("ecg_ray.results.analysis.cost").warm_up()  # the costs' FlopCounterMode, started before it is timed

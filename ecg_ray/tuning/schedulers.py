@@ -1,5 +1,5 @@
 """Trial schedulers, one registry (names declared in ecg_ray.config.SCHEDULER_NAMES); ASHA per trial
-(Ray Tune's own) or per config (grouped: ecg_ray.results.rungs) by scheduler.group.
+(Ray Tune's own) or per config (grouped: ecg_ray.results.analysis.rungs) by scheduler.group.
 
 Ray is imported only when a scheduler is built. The metric and mode they act
 on are ecg_ray.schema.RANK_METRIC / RANK_MODE, given to Tune's TuneConfig.
@@ -54,11 +54,11 @@ class ConfigGroups:
 def _grouped_asha(cfg, max_epochs: int, groups: ConfigGroups):
     from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-    from ecg_ray.results.rungs import group_of, key_order, plan, rung_epochs
+    from ecg_ray.results.analysis.rungs import group_of, key_order, plan, rung_epochs
     from ecg_ray.schema import RANK_METRIC, TRIAL_KEY
 
     class GroupedASHA(FIFOScheduler):
-        """ASHA over configs (ecg_ray.results.rungs): a config's trials continue or stop together, by
+        """ASHA over configs (ecg_ray.results.analysis.rungs): a config's trials continue or stop together, by
         their mean at each rung, in an order that does not depend on when results arrive."""
 
         def __init__(self):

@@ -34,7 +34,7 @@ import ray.tune.search
 from ecg_ray.config import SearchSpace, TrialConfig
 from ecg_ray.config.constraints import ADAPTIVE_SEARCHERS
 from ecg_ray.errors import ConfigError, EcgRayError
-from ecg_ray.results.folder import ExperimentDir
+from ecg_ray.results.store.folder import ExperimentDir
 from ecg_ray.schema import RANK_METRIC, RANK_MODE, TRIAL_KEY
 
 

@@ -26,7 +26,7 @@ import ray.train
 from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
 from ecg_ray.config import CUBLAS_WORKSPACE, ExperimentConfig, RunSettings, TrialConfig, WorkerSpec
-from ecg_ray.results.folder import ExperimentDir
+from ecg_ray.results.store.folder import ExperimentDir
 from ecg_ray.schema import RANK_METRIC, RANK_MODE, TRIAL_KEY
 from ecg_ray.tuning import fast_path
 from ecg_ray.tuning.worker import SPEC_KEY, train_loop_per_worker

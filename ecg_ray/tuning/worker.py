@@ -22,7 +22,7 @@ import ray
 import ray.train
 
 from ecg_ray.config import CUBLAS_WORKSPACE, TrialConfig, WorkerSpec
-from ecg_ray.results.folder import CHECKPOINT_FILE
+from ecg_ray.results.store.folder import CHECKPOINT_FILE
 from ecg_ray.schema import STARTUP_PARTS
 from ecg_ray.tuning import fast_path
 from ecg_ray.tuning.worker_state import REUSABLE, STOP  # shared with the fast path: a leaf module

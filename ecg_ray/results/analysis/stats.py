@@ -1,6 +1,6 @@
 """Statistics over seeds: mean, sd and a t-based 95% CI per config; which configs tie with the best.
 
-    python -c "from ecg_ray.results.stats import mean_sd_ci; print(mean_sd_ci([0.58, 0.57, 0.60]))"
+    python -c "from ecg_ray.results.analysis.stats import mean_sd_ci; print(mean_sd_ci([0.58, 0.57, 0.60]))"
 
 The tie test: each config against the best one (highest mean), paired by seed
 (the seeds share the data split, so a seed's two results are a pair), a

@@ -1,6 +1,6 @@
 """What a config costs to run: parameters, multiply-accumulates per record, inference latency.
 
-    python -m ecg_ray.results.cost               # the notebook's model at H 128 and 256, on this machine
+    python -m ecg_ray.results.analysis.cost               # the notebook's model at H 128 and 256, on this machine
 
 Measured once per model shape (the keys that change the network or its input: a learning rate or a
 dropout rate costs nothing at inference) by `ecg-ray tune` after its trials, and recorded in the

@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 
 from ecg_ray.config import TrialConfig
-from ecg_ray.results.stats import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, class_f1, paired_bootstrap
-from ecg_ray.results.tables import REPLICATE_KEYS
+from ecg_ray.results.analysis.stats import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, class_f1, paired_bootstrap
+from ecg_ray.results.tables.columns import REPLICATE_KEYS
 from ecg_ray.schema import CLASS_KEYS, CONFIG_COLUMNS, RANK_METRIC, confusion_columns
 
 TOP_CONFIGS = 3
@@ -43,7 +43,7 @@ def bootstrap_ci(y: np.ndarray, pred: np.ndarray, samples: int = BOOTSTRAP_SAMPL
 
 
 def evaluate_test(results, data, top: int = TOP_CONFIGS, predictions: dict | None = None) -> pd.DataFrame | None:
-    """One row per trial of the top `top` configs of `results` (ecg_ray.results.results.Results): its
+    """One row per trial of the top `top` configs of `results` (ecg_ray.results.store.results.Results): its
     best-val-epoch checkpoint on the test split;
     and for a config of several trials (seeds, folds), a row for their ensemble (the mean of their
     class probabilities, as best_model.pt predicts) with its paired bootstrap against the config's
@@ -53,8 +53,8 @@ def evaluate_test(results, data, top: int = TOP_CONFIGS, predictions: dict | Non
     given, is filled with every test record's id and label, each trial's predicted class (what
     `ecg-ray compare` resamples for its paired bootstrap) and each ensemble's, by config rank.
     """
-    from ecg_ray.results.predict import class_probabilities, kept_members, model_from
-    from ecg_ray.results.report import rank_configs
+    from ecg_ray.results.inference.predict import class_probabilities, kept_members, model_from
+    from ecg_ray.results.tables.ranking import rank_configs
     from ecg_ray.training.loop import split_array
 
     if "test" not in data.x or not len(data.y["test"]):
@@ -108,7 +108,7 @@ def predict_folds(results, data, notes: list[str] | None = None) -> dict:
     whose best-val-epoch checkpoint was kept (the others are named in `notes`)."""
     from ecg_ray.config import TrialConfig
     from ecg_ray.data.prepare import fold_view
-    from ecg_ray.results.predict import class_probabilities, model_from
+    from ecg_ray.results.inference.predict import class_probabilities, model_from
     from ecg_ray.training.loop import split_array
 
     labels, preds = {}, {}

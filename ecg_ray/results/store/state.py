@@ -1,6 +1,6 @@
 """An experiment folder read once per command: its JSON records and Tune's trial files, in memory.
 
-    from ecg_ray.results.state import FolderState
+    from ecg_ray.results.store.state import FolderState
     state = FolderState.load("s3://bucket/results/quick")   # one listing, each file read once
     state.read_statuses(); state.trials()                    # from memory, no request
 
@@ -9,7 +9,7 @@ reads come from what it loaded and whose writes go to storage and to memory alik
 phases of a command (the driver's preflight and tuning, then best model, test evaluation,
 out-of-fold predictions, costs, report, MLflow) share one state and none opens the folder
 again. Checkpoints are not loaded (they are large, and only the best epochs are read:
-ecg_ray.results.results). A bucket folder is downloaded once, by `load`.
+ecg_ray.results.store.results). A bucket folder is downloaded once, by `load`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 
 from ecg_ray import storage
-from ecg_ray.results.folder import (
+from ecg_ray.results.store.folder import (
     RECORD_FILES, TRIAL_PARAMS, TRIAL_RESULTS, ExperimentDir, TrialFiles, is_trial_file, parse_json, trial_files,
 )
 

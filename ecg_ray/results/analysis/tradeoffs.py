@@ -3,7 +3,7 @@
     ecg-ray report ~/ecg_ray_results/extended      # report/configs.* carry the costs, report/pareto.* the fronts
 
 Costs come from the folder: parameters, MACs per record and inference latency per model shape
-from costs.json (measured once by `ecg-ray tune`, ecg_ray.results.cost), training seconds per
+from costs.json (measured once by `ecg-ray tune`, ecg_ray.results.analysis.cost), training seconds per
 epoch (the median over the config's epochs) and peak memory (the most any of its trials held)
 from the trials' own reports. A config is on the Pareto front of a cost when no other config
 has a mean val macro-F1 at least as high at a cost at most as high, one of them strictly.
@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ecg_ray.config import TrialConfig
-from ecg_ray.results.cost import COST_COLUMNS, SHAPE_KEYS
+from ecg_ray.results.analysis.cost import COST_COLUMNS, SHAPE_KEYS
 from ecg_ray.schema import LATENCY_COLUMNS, RANK_METRIC
 
 SCORE = f"best_{RANK_METRIC}_mean"

@@ -7,7 +7,7 @@
     hyperparameters.png     best val macro-F1 by each hyperparameter that varies: every trial, mean and 95% CI
     per_class_f1.png        per-class val F1 of the top configs, mean ± sd over seeds
     pareto.png              mean val macro-F1 against MACs, parameters and latency; the Pareto fronts marked
-    importance.png          each searched key's fANOVA importance (ecg_ray.results.importance)
+    importance.png          each searched key's fANOVA importance (ecg_ray.results.analysis.importance)
     parallel.png            parallel coordinates of the configs' searched values, coloured by their mean
 
 Wide searches stay readable: the hyperparameter panels wrap into rows of at most PANELS_PER_ROW
@@ -28,9 +28,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
-from ecg_ray.results.tables import varying_keys
+from ecg_ray.results.tables.columns import varying_keys
 from ecg_ray.schema import CLASS_KEYS, CLASS_NAMES, NUM_CLASSES, RANK_METRIC, confusion_columns
-from ecg_ray.results.stats import mean_sd_ci
+from ecg_ray.results.analysis.stats import mean_sd_ci
 from ecg_ray.storage import atomic_path
 
 DPI = 110
@@ -168,7 +168,7 @@ def by_hyperparameter(trials: pd.DataFrame, dest: Path, order: list[str] | None 
 
 def pareto(configs: pd.DataFrame, dest: Path) -> Path | None:
     """Mean val macro-F1 against each cost of FRONTS; None when no cost was measured."""
-    from ecg_ray.results.tradeoffs import FRONTS, SCORE, pareto_front
+    from ecg_ray.results.analysis.tradeoffs import FRONTS, SCORE, pareto_front
 
     costs = [(col, label) for col, (_, label) in FRONTS.items() if configs[col].notna().any()]
     if not costs:
@@ -209,7 +209,7 @@ def parallel(configs: pd.DataFrame, keys: list[str], dest: Path) -> Path | None:
     """One line per config through an axis per key (and the score), coloured by its mean; None below two keys."""
     from matplotlib import cm, colormaps, colors
 
-    from ecg_ray.results.tradeoffs import SCORE
+    from ecg_ray.results.analysis.tradeoffs import SCORE
 
     if len(keys) < 2:
         return None
@@ -273,7 +273,7 @@ def per_class_f1(configs: pd.DataFrame, dest: Path, top: int = TOP_CONFIGS) -> P
 def draw_all(trials: pd.DataFrame, hist: pd.DataFrame, configs: pd.DataFrame, test: pd.DataFrame | None,
              out_dir: Path, importance: pd.DataFrame | None = None) -> dict[str, Path]:
     """Every figure of the report into out_dir; name -> file. `configs` carries the cost columns
-    (ecg_ray.results.tradeoffs.with_costs); `importance` orders the hyperparameter panels."""
+    (ecg_ray.results.analysis.tradeoffs.with_costs); `importance` orders the hyperparameter panels."""
     out_dir = Path(out_dir)
     best = trials.iloc[0]
     best_epoch = hist[(hist["trial_id"] == best["trial_id"]) & (hist["epoch"] == best["best_epoch"])].iloc[0]

@@ -77,15 +77,16 @@ def _number(value) -> float | None:
 
 def sync(source, uri: str, experiment: str | None = None) -> list[str]:
     """Log an experiment to MLflow at `uri`: `source` is the Results a run holds
-    (ecg_ray.results.results) or a folder (path or URI) read once here. Returns warnings (a server
+    (ecg_ray.results.store.results) or a folder (path or URI) read once here. Returns warnings (a server
     that could not be reached or written); never raises for the server's sake."""
     require_mlflow()
     import tempfile
 
     from mlflow.tracking import MlflowClient
 
-    from ecg_ray.results.report import rank_configs, read_results
-    from ecg_ray.results.results import Results
+    from ecg_ray.results.tables.ranking import rank_configs
+    from ecg_ray.results.report import read_results
+    from ecg_ray.results.store.results import Results
 
     results = source if isinstance(source, Results) else read_results(source)
     exp, trials, hist = results.state, results.trials, results.hist

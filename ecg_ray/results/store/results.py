@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from ecg_ray.results.folder import ExperimentDir
-from ecg_ray.results.state import FolderState
+from ecg_ray.results.store.folder import ExperimentDir
+from ecg_ray.results.store.state import FolderState
 from ecg_ray.schema import RANK_METRIC
 
 
@@ -41,7 +41,7 @@ class Results:
         return self.state.path
 
     def checkpoint(self, trial_id: str, epoch: int, value: float, notes: list[str] | None = None) -> dict | None:
-        """The kept checkpoint of `trial_id` at its best epoch, or None (ecg_ray.results.predict.best_checkpoint),
+        """The kept checkpoint of `trial_id` at its best epoch, or None (ecg_ray.results.inference.predict.best_checkpoint),
         read from storage once for all the phases that use it."""
         key = (str(trial_id), int(epoch), float(value))
         if key not in self._checkpoints:

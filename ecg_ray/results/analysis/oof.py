@@ -2,7 +2,7 @@
 
     ecg-ray tune experiments/cv.yaml      # data.folds: 5 -> oof_predictions.json, configs.* oof_* columns
 
-After tuning, each fold trial's checkpoint (ecg_ray.results.evaluate.predict_folds) at its best val epoch predicts the fold it was
+After tuning, each fold trial's checkpoint (ecg_ray.results.inference.evaluate.predict_folds) at its best val epoch predicts the fold it was
 validated on (the records its training never saw), so a config's trials at one seed predict
 every record of the pool exactly once. `oof_macro_f1` and `oof_challenge_f1` are the macro-F1
 and challenge F1 of those predictions (the mean over the config's seeds), beside the fold
@@ -17,7 +17,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from ecg_ray.results.stats import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, class_f1
+from ecg_ray.results.analysis.stats import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, class_f1
 from ecg_ray.schema import RANK_METRIC
 
 OOF_COLUMNS = ["oof_macro_f1", "oof_macro_f1_ci_low", "oof_macro_f1_ci_high", "oof_challenge_f1", "oof_records"]

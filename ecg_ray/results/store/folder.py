@@ -1,6 +1,6 @@
 """The experiment folder: the one owner of its layout, its paths and its files.
 
-    python -c "from ecg_ray.results.folder import ExperimentDir; print(ExperimentDir.parse('~/ecg_ray_results/quick').status_file)"
+    python -c "from ecg_ray.results.store.folder import ExperimentDir; print(ExperimentDir.parse('~/ecg_ray_results/quick').status_file)"
 
 Layout of an experiment folder (storage_path/name):
 
@@ -15,7 +15,7 @@ Layout of an experiment folder (storage_path/name):
 A folder is a local path or a bucket URI (s3://, gs://, file://): every read and
 write goes through ecg_ray.storage, the one layer that tells them apart. No other
 module spells a file name of this layout. A command reads a folder once, as an
-ecg_ray.results.state.FolderState, and passes that along.
+ecg_ray.results.store.state.FolderState, and passes that along.
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ PROGRESS_FILE = "progress.jsonl"
 RUNS_FILE = "runs.json"  # one entry per `ecg-ray tune` run: start, end, versions, cluster (the report's provenance)
 TEST_FILE = "test_results.json"  # the held-out test evaluation, one row per trial of the top configs
 TEST_PREDICTIONS = "test_predictions.json"  # that evaluation's prediction of every test record, per trial (`ecg-ray compare`)
-OOF_FILE = "oof_predictions.json"  # a cross-validated experiment's out-of-fold predictions (ecg_ray.results.oof)
-COSTS_FILE = "costs.json"  # parameters, MACs and inference latency per model shape (ecg_ray.results.cost)
+OOF_FILE = "oof_predictions.json"  # a cross-validated experiment's out-of-fold predictions (ecg_ray.results.analysis.oof)
+COSTS_FILE = "costs.json"  # parameters, MACs and inference latency per model shape (ecg_ray.results.analysis.cost)
 # ecg_ray's own records at the folder's top: what a FolderState loads (Tune's own state files are not read)
 RECORD_FILES = (EXPERIMENT_FILE, SPLITS_FILE, STATUS_FILE, RUNS_FILE, TEST_FILE, TEST_PREDICTIONS, OOF_FILE, COSTS_FILE)
 TRAIN_RUNS = "train_runs"
@@ -312,7 +312,7 @@ class ExperimentDir:
 
     # --- the experiment record -----------------------------------------------------------
     # Every JSON record is read through _read_json and written through _write_json: a FolderState
-    # (ecg_ray.results.state) answers them from what it read once.
+    # (ecg_ray.results.store.state) answers them from what it read once.
 
     def _read_json(self, name: str):
         return read_json(self.join(name))

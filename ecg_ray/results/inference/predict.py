@@ -28,8 +28,8 @@ from ecg_ray.config import DataConfig, TrialConfig
 from ecg_ray.errors import DataError, EcgRayError
 from ecg_ray.models import DEFAULT_MODEL, require
 from ecg_ray import storage
-from ecg_ray.results.folder import ExperimentDir, check_scheme
-from ecg_ray.results.results import best_checkpoint, read_kept_checkpoint  # noqa: F401  (named here too: predict's API)
+from ecg_ray.results.store.folder import ExperimentDir, check_scheme
+from ecg_ray.results.store.results import best_checkpoint, read_kept_checkpoint  # noqa: F401  (named here too: predict's API)
 from ecg_ray.data.records import RecordSet
 from ecg_ray.schema import CLASS_KEYS, CLASS_NAMES, LABEL_NAMES, RANK_METRIC
 
@@ -83,7 +83,7 @@ def _member(saved: dict, trial_id: str) -> dict:
 
 
 def export_best_model(results, notes: list[str] | None = None) -> tuple[str | None, int]:
-    """Write best_model.pt into the experiment folder of `results` (ecg_ray.results.results.Results):
+    """Write best_model.pt into the experiment folder of `results` (ecg_ray.results.store.results.Results):
     (its path, its members); (None, 0) when no
     checkpoint of the best config was kept (or each is damaged: named in `notes`).
 
@@ -95,7 +95,7 @@ def export_best_model(results, notes: list[str] | None = None) -> tuple[str | No
 
     import torch
 
-    from ecg_ray.results.report import rank_configs
+    from ecg_ray.results.tables.ranking import rank_configs
 
     exp = results.state
     members = [(trial["trial_id"], saved) for trial, saved in kept_members(results, rank_configs(results.trials).iloc[0], notes)]

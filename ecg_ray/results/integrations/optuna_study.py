@@ -68,14 +68,14 @@ def claim(results, storage: str, study_name: str | None = None, replace: bool = 
 
 def write_study(source, storage: str, study_name: str | None = None, replace: bool = False) -> tuple[str, int]:
     """Write an experiment's trials as an Optuna study in `storage` (an Optuna RDB URL): `source` is
-    the Results a command holds (ecg_ray.results.results) or a folder, read once here. Replaces only
+    the Results a command holds (ecg_ray.results.store.results) or a folder, read once here. Replaces only
     this experiment's own study, or any with `replace` (see `claim`). Returns (study name, trials)."""
     import optuna
 
     from ecg_ray.config import experiment_from_dict
     from ecg_ray.config.search import optuna_distributions
     from ecg_ray.results.report import read_results
-    from ecg_ray.results.results import Results
+    from ecg_ray.results.store.results import Results
 
     results = source if isinstance(source, Results) else read_results(source)
     name = claim(results, storage, study_name, replace)

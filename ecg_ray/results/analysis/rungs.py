@@ -1,6 +1,6 @@
 """Grouped ASHA's decisions as a pure function of the trials' scores: which configs stop at which rung.
 
-    python -c "from ecg_ray.results.rungs import rung_epochs; print(rung_epochs(1, 2, 20))"   # [1, 2, 4, 8, 16]
+    python -c "from ecg_ray.results.analysis.rungs import rung_epochs; print(rung_epochs(1, 2, 20))"   # [1, 2, 4, 8, 16]
 
 With seeds or folds a config is several trials, and stock ASHA, stopping trials one by one,
 keeps a config's lucky seeds and drops its unlucky ones: its mean is biased upwards. Grouped
