@@ -65,7 +65,7 @@ def model_cost(shape: dict) -> dict:
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
         model(torch.zeros(1, shape["target_length"]))
-    return {"params": model.num_parameters(), "macs_per_record": counter.get_total_flops() // 2}
+    return {"params": sum(p.numel() for p in model.parameters() if p.requires_grad), "macs_per_record": counter.get_total_flops() // 2}
 
 
 def latency(shape: dict, device: str = "cpu", repeats: int = 5, batches=LATENCY_BATCHES,
