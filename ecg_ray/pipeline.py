@@ -142,13 +142,13 @@ def measure_costs(cfg: ExperimentConfig, results) -> None:
     (ecg_ray.results.analysis.cost): on CUDA where the trials ran on CUDA and this process has a GPU, else on
     the CPU at a trial worker's thread count. Shapes measured before (a resumed run) are kept."""
     from ecg_ray.config import TrialConfig
-    from ecg_ray.results.analysis.cost import SHAPE_KEYS, measure, shape_of
+    from ecg_ray.results.analysis.cost import measure, recorded_shape, shape_of
     from ecg_ray.schema import CONFIG_COLUMNS
 
     exp = results.state
     old = exp.read_costs() or {}
     configs = [TrialConfig.from_dict({k: _plain(row[k]) for k in CONFIG_COLUMNS}) for _, row in results.trials.iterrows()]
-    known = [{k: r.get(k) for k in SHAPE_KEYS} for r in old.get("rows", []) if old.get("repeats") == cfg.report.latency_repeats]
+    known = [recorded_shape(r) for r in old.get("rows", []) if old.get("repeats") == cfg.report.latency_repeats]
     todo = [t for t in configs if shape_of(t, cfg.data.target_length) not in known]
     if not todo:
         return
@@ -157,7 +157,7 @@ def measure_costs(cfg: ExperimentConfig, results) -> None:
         print(f"[ecg-ray] inference latency of {len({str(shape_of(t, cfg.data.target_length)) for t in todo})} model "
               f"shape(s) on {device} (median of {cfg.report.latency_repeats}; report.latency_repeats)", flush=True)
     rows = measure(todo, cfg.data.target_length, device, cfg.resources.cpus_per_worker, cfg.report.latency_repeats)
-    keep = [r for r in old.get("rows", []) if {k: r.get(k) for k in SHAPE_KEYS} in known]
+    keep = [r for r in old.get("rows", []) if recorded_shape(r) in known]
     exp.write_costs({"repeats": cfg.report.latency_repeats, "host": _host(), "rows": keep + rows})
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ecg_ray.config import TrialConfig
-from ecg_ray.results.analysis.cost import COST_COLUMNS, SHAPE_KEYS
+from ecg_ray.results.analysis.cost import COST_COLUMNS, SHAPE_KEYS, recorded_shape
 from ecg_ray.schema import LATENCY_COLUMNS, RANK_METRIC
 
 SCORE = f"best_{RANK_METRIC}_mean"
@@ -32,7 +32,7 @@ def with_costs(configs: pd.DataFrame, hist: pd.DataFrame, costs: dict | None, da
     """`configs` with CONFIG_COST_COLUMNS (NaN where unmeasured: costs.json absent, an older folder)."""
     out = configs.copy()
     rows = (costs or {}).get("rows", [])
-    by_shape = {tuple(_plain(r.get(k)) for k in SHAPE_KEYS): r for r in rows}
+    by_shape = {tuple(_plain(v) for v in recorded_shape(r).values()): r for r in rows}
     defaults = asdict(TrialConfig())  # a key a table lacks ran at its default
     found = []
     for _, row in out.iterrows():
