@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -177,6 +178,101 @@ def local_copy(location: str) -> Iterator[str]:
         dest = os.path.join(tmp, basename(location))
         Path(dest).write_bytes(read_bytes(location))
         yield dest
+
+
+# --- what a location allows: asked here, so that no phase asks whether a folder is local ---
+
+
+def canonical(location: str) -> str:
+    """One name per folder, to tell two locations apart: a local path through its links, a URI as given."""
+    return location if is_uri(location) else os.path.realpath(location)
+
+
+def writable(folder: str) -> bool:
+    """Whether files can be written in `folder`, as far as is known before writing: on a local disk, a
+    file can be made there (a folder not made yet: True, it is made when written); a bucket answers only
+    its first write (True)."""
+    if is_uri(folder) or not os.path.isdir(folder):
+        return True
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".ecg_ray_write_test"):
+            return True
+    except OSError:
+        return False
+
+
+def prepare_folder(folder: str) -> tuple[list[Path], int | None]:
+    """Make `folder` and prove a file can be written there, before a run: (the folders made, deepest
+    first; the bytes free there). Raises OSError when it cannot be. A bucket answers only its first
+    write, and has no free space to tell: ([], None)."""
+    if is_uri(folder):
+        return [], None
+    target = Path(folder)
+    made = [p for p in (target, *target.parents) if not p.exists()]
+    target.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=target, prefix=".ecg_ray_write_test"):
+        pass
+    return made, shutil.disk_usage(target).free
+
+
+def cheap_writes(location: str) -> bool:
+    """Whether a small write at every step costs next to nothing here (a local disk), or is a request
+    each (a bucket: write at the milestones instead)."""
+    return not is_uri(location)
+
+
+def append_line(location: str, line: str) -> bool:
+    """Append one line to a text file; False, with nothing written, where there is no append (an object store)."""
+    if is_uri(location):
+        return False
+    with open(location, "a") as f:
+        f.write(line + "\n")
+    return True
+
+
+def appended_lines(location: str) -> list[str]:
+    """The lines append_line wrote to `location` ([] when none was: none yet, or an object store)."""
+    if is_uri(location) or not os.path.isfile(location):
+        return []
+    with open(location) as f:
+        return [line for line in f if line.strip()]
+
+
+def lock_file(folder: str, cache: str) -> tuple[str, bool]:
+    """(where this machine locks `folder`, whether that file goes when the folder was never used). On a
+    local disk it lies beside the folder (`.NAME.lock`, so that the folder can be removed while locked);
+    a bucket has no locks, so a bucket folder is locked on this machine only, under `cache`, and kept."""
+    if is_uri(folder):
+        return os.path.join(cache, "locks", hashlib.sha256(folder.encode()).hexdigest()[:16] + ".lock"), False
+    return join(parent(folder), f".{basename(folder)}.lock"), True
+
+
+def local_files(locations: list[str], tmp: str) -> list[str]:
+    """Local paths of those of `locations` that hold a file: themselves on a local disk, else each
+    downloaded into `tmp` (for a library that takes local files only, such as MLflow's uploads)."""
+    out = []
+    for location in locations:
+        if not is_uri(location):
+            out += [location] if os.path.isfile(location) else []
+            continue
+        data = read_optional(location)
+        if data is not None:
+            out.append(os.path.join(tmp, basename(location)))
+            Path(out[-1]).write_bytes(data)
+    return out
+
+
+def local_tree(folder: str, tmp: str) -> str | None:
+    """A local folder holding the files of `folder` (None where it holds none): itself on a local disk,
+    else a download into `tmp`."""
+    if not is_uri(folder):
+        return folder if os.path.isdir(folder) else None
+    found = files(folder)
+    dest = os.path.join(tmp, basename(folder))
+    for rel in found:
+        Path(dest, rel).parent.mkdir(parents=True, exist_ok=True)
+        Path(dest, rel).write_bytes(read_bytes(join(folder, rel)))
+    return dest if found else None
 
 
 # --- writing ----------------------------------------------------------------------------

@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -241,7 +240,7 @@ def write_comparison(dirs: list[str], out_dir: str, formats=FORMATS, allow_parti
         raise ConfigError(f"ecg-ray compare needs two or more experiment folders; got {len(dirs)}.")
     if not isinstance(top, int) or top < 1:
         raise ConfigError(f"--top must be a whole number of at least 1. Got {top!r} instead.")
-    resolved = [os.path.realpath(d) if not ExperimentDir.parse(d).is_uri else d for d in dirs]
+    resolved = [storage.canonical(d) for d in dirs]
     if len(set(resolved)) < len(resolved):
         raise ConfigError("ecg-ray compare got the same experiment folder twice; pass each folder once.")
     problems: list[str] = []

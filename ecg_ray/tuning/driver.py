@@ -29,6 +29,7 @@ import ray.tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
+from ecg_ray import storage
 from ecg_ray import provenance
 from ecg_ray.config import ExperimentConfig, RunSettings, TrialConfig, experiment_from_dict
 from ecg_ray.data import trust
@@ -91,23 +92,13 @@ def preflight(cfg: ExperimentConfig, resume: bool, overwrite: bool, extend: bool
         )
     if resume and not exists:
         raise ConfigError(f"Nothing to resume: {exp} holds no {EXPERIMENT_FILE}.")
-    if resume and not exp.is_uri:  # before Ray starts: a resume writes statuses, progress and checkpoints here
+    if resume:  # before Ray starts: a resume writes statuses, progress and checkpoints here
         for folder in (exp.path, exp.train_runs):
-            if os.path.isdir(folder) and not _can_write(folder):
+            if not storage.writable(folder):
                 raise ConfigError(f"{folder} is not writable, and a resume writes there (statuses, progress, "
                                   f"checkpoints). Make it writable (`chmod -R u+w {exp.path}`), or copy the folder "
                                   "somewhere writable and resume the copy.")
     return exp
-
-
-def _can_write(folder: str) -> bool:
-    import tempfile
-
-    try:
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".ecg_ray_write_test"):
-            return True
-    except OSError:
-        return False
 
 
 def prepare_data(cfg: ExperimentConfig, exp: ExperimentDir, resume: bool, overwrite: bool) -> PreparedData:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import ray.tune
 
+from ecg_ray import storage
 from ecg_ray.models import label as model_label
 from ecg_ray.results.store.folder import TRIAL_PARAMS, TRIAL_RESULTS, ExperimentDir
 from ecg_ray.schema import PROGRESS_KEYS, RANK_METRIC, RANK_MODE, TRIAL_KEY
@@ -38,8 +39,8 @@ class EpochPrinter(ray.tune.Callback):
         self.warming: threading.Thread | None = None
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        # Live, one line per epoch in progress.jsonl (local folders) and on the console.
-        if not self.exp.is_uri:
+        # Live, one line per epoch in progress.jsonl (where files take appends) and on the console.
+        if storage.cheap_writes(self.exp.path):  # else at the trial's end (_record): a request per epoch is not
             self._persist_results(trial)
         c = trial.config
         self.exp.append_progress({"trial_id": c[TRIAL_KEY], "time": time.time(), **{k: result.get(k) for k in PROGRESS_KEYS}})

@@ -26,7 +26,6 @@ here only, and only when asked for.
 from __future__ import annotations
 
 import math
-import os
 import time
 
 import pandas as pd
@@ -110,27 +109,11 @@ def sync(source, uri: str, experiment: str | None = None) -> list[str]:
 
 
 def _local_artifacts(exp, tmp: str) -> tuple[str | None, list[str]]:
-    """(the report folder, the model files) as local paths for MLflow's uploads: the folder's own, or
-    for a bucket copies under `tmp` (ecg_ray.storage.local_copy's rule: MLflow logs local files)."""
+    """(the report folder, the model files) as local paths for MLflow's uploads (MLflow logs local files):
+    the folder's own, or a bucket's downloaded under `tmp` (ecg_ray.storage decides which)."""
     from ecg_ray import storage
 
-    if not exp.is_uri:
-        return (exp.report_dir if os.path.isdir(exp.report_dir) else None,
-                [p for p in (exp.best_model, exp.best_trial_model) if os.path.isfile(p)])
-    report = storage.files(exp.report_dir)
-    for rel in report:
-        dest = os.path.join(tmp, "report", rel)
-        os.makedirs(os.path.dirname(dest), exist_ok=True)
-        with open(dest, "wb") as f:
-            f.write(storage.read_bytes(storage.join(exp.report_dir, rel)))
-    models = []
-    for model in (exp.best_model, exp.best_trial_model):
-        data = storage.read_optional(model)
-        if data is not None:
-            models.append(os.path.join(tmp, storage.basename(model)))
-            with open(models[-1], "wb") as f:
-                f.write(data)
-    return (os.path.join(tmp, "report") if report else None), models
+    return storage.local_tree(exp.report_dir, tmp), storage.local_files([exp.best_model, exp.best_trial_model], tmp)
 
 
 def _one(client, exp_id: str, tags: dict[str, str], run_name: str, parent: str | None = None):

@@ -23,13 +23,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
-import hashlib
 import json
 import os
-import shutil
 import socket
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -128,23 +125,16 @@ def check_writable(path: str, min_free_bytes: int = MIN_FREE_BYTES) -> list[Path
     was started there: ExperimentDir.lock). Bucket URIs are left to Ray's storage layer (it
     fails on the first write).
     """
-    if is_uri(path):
-        return []
-    target = Path(path)
-    made = [p for p in (target, *target.parents) if not p.exists()]
     try:
-        target.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=target, prefix=".ecg_ray_write_test"):
-            pass
+        made, free = storage.prepare_folder(path)
     except OSError as err:
         raise ConfigError(
-            f"The storage path {target} is not writable ({err.strerror or err}). "
+            f"The storage path {Path(path)} is not writable ({err.strerror or err}). "
             "Pass --storage DIR (or set storage_path in the experiment file) to a folder you can write."
         ) from None
-    free = shutil.disk_usage(target).free
-    if free < min_free_bytes:
+    if free is not None and free < min_free_bytes:
         raise ConfigError(
-            f"The storage path {target} has {free / 2**20:.0f} MiB free; an experiment needs at least "
+            f"The storage path {Path(path)} has {free / 2**20:.0f} MiB free; an experiment needs at least "
             f"{min_free_bytes / 2**20:.0f} MiB for checkpoints and tables. Free space or pass --storage DIR."
         )
     return made
@@ -256,10 +246,7 @@ class ExperimentDir:
 
         A bucket has no locks: a URI folder is locked on this machine only, under the cache folder.
         """
-        if self.is_uri:
-            cache = os.path.expanduser(os.environ.get("ECG_RAY_CACHE", "~/.cache/ecg_ray"))
-            return os.path.join(cache, "locks", hashlib.sha256(self.path.encode()).hexdigest()[:16] + ".lock")
-        return join(self.storage_root, f".{self.name}.lock")
+        return storage.lock_file(self.path, os.path.expanduser(os.environ.get("ECG_RAY_CACHE", "~/.cache/ecg_ray")))[0]
 
     @contextlib.contextmanager
     def lock(self, made: list[Path] = ()) -> Iterator[None]:
@@ -301,7 +288,8 @@ class ExperimentDir:
             yield
         finally:
             os.ftruncate(fd, 0)  # released cleanly: nothing stale to report next time
-            unused = not self.is_uri and not storage.is_file(self.experiment_file)  # a stat, not a read; a bucket's lock lives in the cache: kept
+            # A stat, not a read; a bucket's lock lives in the cache and is kept (storage.lock_file says which).
+            unused = storage.lock_file(self.path, "")[1] and not storage.is_file(self.experiment_file)
             if unused:
                 path.unlink(missing_ok=True)
             fcntl.flock(fd, fcntl.LOCK_UN)
@@ -452,17 +440,11 @@ class ExperimentDir:
 
     def append_progress(self, line: dict) -> None:
         """One line per finished epoch (`tail -f` it). Local folders only: an object store has no append."""
-        if self.is_uri:
-            return
-        with open(self.progress_file, "a") as f:
-            f.write(json.dumps(line) + "\n")
+        storage.append_line(self.progress_file, json.dumps(line))
 
     def read_progress(self) -> list[dict]:
         """Every line append_progress wrote, in order ([] when none was: a bucket folder, or no epoch yet)."""
-        if self.is_uri or not os.path.isfile(self.progress_file):
-            return []
-        with open(self.progress_file) as f:
-            return [json.loads(line) for line in f if line.strip()]
+        return [json.loads(line) for line in storage.appended_lines(self.progress_file)]
 
     def remove(self) -> None:
         remove_tree(self.path)
