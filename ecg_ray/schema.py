@@ -50,6 +50,8 @@ LATENCY_COLUMNS = [*(f"latency_b{b}_ms" for b in LATENCY_BATCHES), "latency_devi
 
 # A trial's config as table columns, in TrialConfig's order.
 CONFIG_COLUMNS = [f.name for f in fields(TrialConfig)]
+# Trial keys added after folders were written: an older folder's trials (and cost rows) had their defaults.
+ADDED_CONFIG_KEYS = {"model": TrialConfig.model, "model_args": TrialConfig.model_args}
 # Columns that say where and how fast a trial ran; they differ between identical runs.
 RUN_COLUMNS = ["trial_id", "wall_time_s", "epoch_time_s", "node_id", "node_ids", "pid", "worker_pid", "device", "status", *TIMING_KEYS,
                *LATENCY_COLUMNS]

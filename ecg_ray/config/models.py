@@ -182,6 +182,11 @@ class ModelArgs(Constraint):
         return 3
 
 
+def args_text(args: dict) -> str:
+    """A model_args mapping as the one text every trial config, table and checkpoint holds: sorted JSON."""
+    return json.dumps(args, sort_keys=True, separators=(",", ":"))
+
+
 def canonical_args(model: str, given: Any) -> str:
     """`given` (a mapping, or its JSON) checked against `model`'s hyperparameters, the defaults
     filled in, as JSON with sorted keys: the one form a trial config, a table and a checkpoint hold."""
@@ -208,7 +213,7 @@ def canonical_args(model: str, given: Any) -> str:
                 and NUMBER.fullmatch(value.strip()):
             value = float(value)  # YAML 1.1 reads 1e-3 as a string
         args[key] = validate(f"model_args.{key}", value, hp.allowed)
-    return json.dumps(args, sort_keys=True, separators=(",", ":"))
+    return args_text(args)
 
 
 def model_args(trial) -> dict:
@@ -232,8 +237,7 @@ def label(trial: dict) -> str:
     args = model_args(trial)
     if spec.label is not None:
         return spec.label(args)
-    own = json.loads(trial.get("model_args") or "{}")
-    return " ".join([spec.name, *(f"{k}={v}" for k, v in own.items())])
+    return " ".join([spec.name, *(f"{k}={args[k]}" for k in sorted(spec.hyperparameters))])
 
 
 def memory(trial, samples: int) -> tuple[int, float]:

@@ -4,7 +4,6 @@ trial keys that name each point."""
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import random
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from typing import Any
 from ecg_ray.config.constraints import (
     ADAPTIVE_SEARCHERS, DISTRIBUTIONS, NUMBER, SEARCH_ALGORITHMS, Interval, Options, fail, validate,
 )
+from ecg_ray.config.models import args_text
 from ecg_ray.config.sections import CONFIGS_KEY, SEARCH_KEYS, TrialConfig
 from ecg_ray.errors import ConfigError
 
@@ -34,7 +34,7 @@ MODEL_ARGS_KEY = "model_args"
 def _args(value: Any) -> Any:
     """A search.model_args mapping as sorted JSON; anything else as given (TrialConfig names what is wrong)."""
     if isinstance(value, dict) and all(isinstance(k, str) for k in value):
-        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+        return args_text(value)
     return value
 # search.suggest_batch: configs Optuna suggests at a time (the next batch waits for this one's results).
 # The suggestions depend on it, never on how many trials run at once, so they are reproducible.

@@ -30,18 +30,14 @@ import time
 from dataclasses import asdict
 
 from ecg_ray.config import TrialConfig
-from ecg_ray.schema import LATENCY_BATCHES, LATENCY_COLUMNS
+from ecg_ray.schema import ADDED_CONFIG_KEYS, LATENCY_BATCHES, LATENCY_COLUMNS
 
 # The trial keys that change the network, its input or how it runs at inference.
 SHAPE_KEYS = ("model", "model_args", "hidden_size", "gru_layers", "bidirectional", "conv_channels", "n_fft", "hop_length", "normalize",
               "target_length", "precision", "channels_last")
-# A costs.json row written before models had names measured crnn (the shape keys it lacks).
-ADDED_SHAPE_KEYS = {"model": TrialConfig.model, "model_args": TrialConfig.model_args}
-
-
 def recorded_shape(row: dict) -> dict:
-    """The shape keys of a costs.json row (an older row's model keys filled in)."""
-    return {k: row.get(k, ADDED_SHAPE_KEYS.get(k)) for k in SHAPE_KEYS}
+    """The shape keys of a costs.json row (a row written before models had names measured crnn)."""
+    return {k: row.get(k, ADDED_CONFIG_KEYS.get(k)) for k in SHAPE_KEYS}
 
 
 WARMUP = 2

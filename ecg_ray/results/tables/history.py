@@ -13,11 +13,10 @@ import os
 import numpy as np
 import pandas as pd
 
-from ecg_ray.config import TrialConfig
 from ecg_ray.errors import ConfigError
 from ecg_ray.results.store.folder import DamagedFile, ExperimentDir, TrialFiles
 from ecg_ray.results.store.state import FolderState
-from ecg_ray.schema import CONFIG_COLUMNS, CONFUSION, EPOCH_COLUMNS, NUM_CLASSES, RANK_METRIC, TIMING_KEYS, TRIAL_KEY, confusion_columns
+from ecg_ray.schema import ADDED_CONFIG_KEYS, CONFIG_COLUMNS, CONFUSION, EPOCH_COLUMNS, NUM_CLASSES, RANK_METRIC, TIMING_KEYS, TRIAL_KEY, confusion_columns
 
 
 def _epoch_results(folder, problems: list[str]) -> list[dict]:
@@ -109,10 +108,6 @@ def history(exp_dir: str | os.PathLike | ExperimentDir, problems: list[str] | No
     return history_of(FolderState.load(exp_dir).trials(problems), problems)
 
 
-# Trial keys added after folders were written: an older folder's trials trained their defaults.
-ADDED_KEYS = {"model": TrialConfig.model, "model_args": TrialConfig.model_args}
-
-
 def history_of(folders: list[TrialFiles], problems: list[str]) -> pd.DataFrame:
     """The history (see `history`) of Tune trial folders already read."""
     frames = []
@@ -126,7 +121,7 @@ def history_of(folders: list[TrialFiles], problems: list[str]) -> pd.DataFrame:
         for epoch in sorted(by_epoch):
             params, r, offset = by_epoch[epoch]
             row = {"trial_id": key}
-            row |= {k: params.get(k, ADDED_KEYS.get(k)) for k in CONFIG_COLUMNS}
+            row |= {k: params.get(k, ADDED_CONFIG_KEYS.get(k)) for k in CONFIG_COLUMNS}
             row |= {k: r.get(k) for k in EPOCH_COLUMNS}
             cm = np.asarray(r.get(CONFUSION, np.zeros((NUM_CLASSES, NUM_CLASSES))), dtype=np.int64)
             row |= dict(zip(confusion_columns(), (int(v) for v in cm.ravel())))
